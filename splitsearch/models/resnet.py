@@ -1,0 +1,127 @@
+"""CIFAR ResNets (He et al.) in the form the divide-and-co-train authors use.
+
+Post-activation residual blocks; a shortcut that changes shape is 2x2 average pooling (where it
+down-samples) followed by a 1x1 convolution and BN; three stages of widths w, 2w, 4w after a
+3x3 stem of width w.  ``resnet{6n+2}`` uses basic blocks.  Divided by S, the base width w follows
+the authors' table (16, 12, 8 for S = 1, 2, 4).  Each of the three stages is one block for the
+block-wise split (``block_factors`` has three entries).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from splitsearch.models.layers import Classifier, conv1x1, conv3x3, init_weights, scale_channels
+from splitsearch.models.registry import BuildArgs, register_family
+from splitsearch.split.blocks import Fusion, check_block_factors, layer_groups
+from splitsearch.split.divide import resnet_cifar_base_width
+
+
+class Shortcut(nn.Sequential):
+    """Projection shortcut: [2x2 average pool] -> 1x1 conv -> BN (the authors' down-sampling)."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
+        layers: list[nn.Module] = []
+        if stride > 1:
+            layers.append(nn.AvgPool2d(2, stride, ceil_mode=True, count_include_pad=False))
+        layers += [conv1x1(in_channels, out_channels), nn.BatchNorm2d(out_channels)]
+        super().__init__(*layers)
+
+
+class BasicBlock(nn.Module):
+    """conv3x3-BN-ReLU-conv3x3-BN, plus the shortcut, then ReLU.
+
+    ``first_groups`` is the ``groups`` of the first convolution (1 in the first block of a split
+    stage, whose input is the whole stage input), ``groups`` that of the second.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, first_groups: int = 1,
+                 groups: int = 1) -> None:
+        super().__init__()
+        self.conv1 = conv3x3(in_channels, out_channels, stride, groups=first_groups)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = conv3x3(out_channels, out_channels, groups=groups)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.last_bn = self.bn2
+        self.relu = nn.ReLU(inplace=True)
+        needs_projection = stride != 1 or in_channels != out_channels
+        self.shortcut = Shortcut(in_channels, out_channels, stride) if needs_projection else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + self.shortcut(x))
+
+
+BlockFactory = Callable[..., nn.Module]
+
+
+def make_stage(block: BlockFactory, in_channels: int, out_channels: int, num_blocks: int, stride: int,
+               split_factor: int = 1, **block_kwargs) -> nn.Sequential:
+    """``num_blocks`` residual blocks; split into ``split_factor`` branches with a fusion after.
+
+    Every block receives ``first_groups`` and ``groups``: the first convolution of the stage reads
+    the whole stage input and stays dense; every later convolution is grouped by the split factor.
+    """
+    layers: list[nn.Module] = []
+    for index in range(num_blocks):
+        layers.append(
+            block(
+                in_channels if index == 0 else out_channels,
+                out_channels,
+                stride if index == 0 else 1,
+                first_groups=layer_groups(split_factor, first_in_block=index == 0),
+                groups=split_factor,
+                **block_kwargs,
+            )
+        )
+    if split_factor > 1:
+        layers.append(Fusion(out_channels))
+    return nn.Sequential(*layers)
+
+
+class CifarResNet(nn.Module):
+    """Stem, three residual stages, classifier; ``stage_channels`` are the stages' output widths."""
+
+    def __init__(self, block: BlockFactory, depth_per_stage: list[int], stem_channels: int,
+                 stage_channels: list[int], args: BuildArgs, block_kwargs: dict | None = None,
+                 dropout: float = 0.0) -> None:
+        super().__init__()
+        factors = check_block_factors(args.block_factors, len(stage_channels), "this ResNet")
+        self.stem = nn.Sequential(
+            conv3x3(args.in_channels, stem_channels), nn.BatchNorm2d(stem_channels), nn.ReLU(inplace=True)
+        )
+        stages = []
+        in_channels = stem_channels
+        for index, (blocks, channels, factor) in enumerate(zip(depth_per_stage, stage_channels, factors)):
+            stride = 1 if index == 0 else 2
+            stages.append(make_stage(block, in_channels, channels, blocks, stride, factor, **(block_kwargs or {})))
+            in_channels = channels
+        self.stages = nn.Sequential(*stages)
+        self.classifier = Classifier(in_channels, args.num_classes, dropout)
+        init_weights(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.stages(self.stem(x)))
+
+
+def stage_widths(base: int, args: BuildArgs, multipliers: tuple[int, ...] = (1, 2, 4),
+                 num_blocks: int = 3) -> list[int]:
+    """Widths ``base * m`` scaled by ``width_mult``, each a multiple of its stage's split factor."""
+    factors = check_block_factors(args.block_factors, num_blocks, "this ResNet")
+    return [scale_channels(base * m, args.width_mult, divisor=k) for m, k in zip(multipliers, factors)]
+
+
+@register_family(r"resnet(?P<depth>\d+)", examples=("resnet20", "resnet32", "resnet56"), num_blocks=3,
+                 width_unit="base width 16/12/8 (S=1/2/4) x width_mult; stages w, 2w, 4w rounded to whole channels")
+def cifar_resnet_basic(args: BuildArgs, depth: int) -> nn.Module:
+    """``resnet{6n+2}``: CIFAR ResNet with n basic blocks per stage."""
+    if (depth - 2) % 6 != 0 or depth < 8:
+        raise ValueError(f"resnet{depth}: a CIFAR basic-block ResNet needs depth 6n+2 (20, 32, 44, 56, ...)")
+    n = (depth - 2) // 6
+    widths = stage_widths(resnet_cifar_base_width(args.S), args)
+    stem = scale_channels(resnet_cifar_base_width(args.S), args.width_mult)
+    return CifarResNet(BasicBlock, [n] * 3, stem, widths, args)

@@ -1,0 +1,56 @@
+"""Block-wise split with fusion (seed 002; METHODS.md section 2).
+
+A block split by K becomes K slim parallel branches, written here as grouped convolutions
+(``groups=K``): branch k owns channels ``[k*C/K, (k+1)*C/K)`` of every layer in the block.
+The first convolution of a split block (and a projection shortcut, which reads the same input)
+stays dense: every branch sees the block's whole input, as seed 002's Eq. 2 counts it
+(``L0 x L1/K1`` weights per branch).  After the block a :class:`Fusion` mixes the branches:
+the block's pooling (if it down-samples there), the concatenation (free: the branches already
+sit side by side on the channel axis) and a 1x1 convolution.
+
+So a 3x3 layer inside a split block costs ``C_in * C_out * 9 / K`` weights, plus one fusion
+``C * C_out`` per split block.  A block with K = 1 is left exactly as the unsplit network.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from torch import nn
+
+
+def check_block_factors(block_factors: Sequence[int], num_blocks: int, arch: str) -> tuple[int, ...]:
+    """Return ``block_factors`` as a tuple, defaulting to all ones; raise a clear error if invalid."""
+    if not block_factors:
+        return (1,) * num_blocks
+    factors = tuple(block_factors)
+    if len(factors) != num_blocks:
+        raise ValueError(
+            f"{arch} has {num_blocks} blocks, so block_factors needs {num_blocks} entries, got {list(factors)}"
+        )
+    for factor in factors:
+        if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
+            raise ValueError(f"block_factors must be positive integers, got {list(factors)}")
+    return factors
+
+
+def layer_groups(split_factor: int, first_in_block: bool) -> int:
+    """``groups`` of a convolution inside a block split by ``split_factor``.
+
+    The first convolution of the block reads the whole block input, so it stays dense.
+    """
+    return 1 if first_in_block else split_factor
+
+
+class Fusion(nn.Sequential):
+    """Fusion after a split block: [pool] -> (concat, implicit) -> 1x1 conv -> BN -> ReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int | None = None, pool: nn.Module | None = None) -> None:
+        out_channels = in_channels if out_channels is None else out_channels
+        layers: list[nn.Module] = [] if pool is None else [pool]
+        layers += [
+            nn.Conv2d(in_channels, out_channels, 1, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+        ]
+        super().__init__(*layers)
