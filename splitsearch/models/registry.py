@@ -127,6 +127,12 @@ def resolve_arch(name: str) -> tuple[ArchFamily, dict[str, int]]:
     raise ValueError(f"unknown architecture {name!r}; known: {', '.join(available_archs())}")
 
 
+def available_families() -> list[ArchFamily]:
+    """Every registered family, in registration order."""
+    _load_families()
+    return list(_FAMILIES)
+
+
 def available_archs() -> list[str]:
     """Canonical architecture names (patterns such as ``wrn{d}_{k}`` accept more)."""
     _load_families()

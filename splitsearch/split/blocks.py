@@ -30,7 +30,9 @@ def check_block_factors(block_factors: Sequence[int], num_blocks: int, arch: str
         )
     for factor in factors:
         if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
-            raise ValueError(f"block_factors must be positive integers, got {list(factors)}")
+            raise ValueError(
+                f"block_factors of {arch} must be {num_blocks} positive integers, got {list(factors)}"
+            )
     return factors
 
 

@@ -1,0 +1,218 @@
+"""The ``splitsearch`` command: thin click wrappers around the library.
+
+Every command parses its options, calls one library function and prints.  Errors a user can fix
+(bad names, budgets, files) come out as one line, ``Error: ...``, with exit status 2, never as a
+traceback: :func:`main` turns them into that.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from splitsearch import __version__
+from splitsearch.config import ConfigError, SplitConfig
+from splitsearch.datasets import DEFAULT_DATASET, known_specs
+from splitsearch.units import format_bytes, format_count, parse_count
+
+
+class CountParam(click.ParamType):
+    """A count such as ``36M``, ``5.3G``, ``1.2e6`` or ``36_500_000``."""
+
+    name = "count"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        try:
+            return parse_count(value)
+        except ValueError as error:
+            self.fail(str(error), param, ctx)
+
+
+class FactorsParam(click.ParamType):
+    """Comma-separated positive integers, e.g. ``1,2,2``."""
+
+    name = "factors"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[int, ...]:
+        if isinstance(value, tuple):
+            return value
+        parts = [part.strip() for part in str(value).split(",")]
+        if not all(part.isdigit() and int(part) >= 1 for part in parts):
+            self.fail(f"expected comma-separated positive integers like 1,2,2, got {value!r}", param, ctx)
+        return tuple(int(part) for part in parts)
+
+
+def _config_options(command: Any) -> Any:
+    """Options that describe a candidate, shared by ``count`` and ``fit``; they override a YAML."""
+    options = [
+        click.argument("config_file", required=False, type=click.Path(dir_okay=False, path_type=Path)),
+        click.option("--arch", help="Architecture, e.g. resnet20, wrn28_10, resnext29_8x64d, vgg16."),
+        click.option("-S", "S", type=click.IntRange(min=1), help="Number of small networks (divide and co-train)."),
+        click.option("--block-factors", type=FactorsParam(), help="Split factor per block, e.g. 1,2,2."),
+        click.option("--width-mult", type=click.FloatRange(min=0, min_open=True), help="Width multiplier."),
+        click.option("--dataset", help=f"Dataset spec for input size and classes ({known_specs()}). "
+                                       f"Default: the config's, else {DEFAULT_DATASET}."),
+        click.option("--macs-convention", type=click.Choice(["pytorch", "paper"]), default="pytorch",
+                     show_default=True,
+                     help="pytorch: convolutions and matrix products (torch.utils.flop_counter); paper: also "
+                          "batch norm and average pooling, as the divide-and-co-train authors counted (thop)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _load_config(config_file: Path | None, **overrides: Any) -> SplitConfig:
+    """The config from ``config_file`` (if given) with command-line overrides applied."""
+    overrides = {key: value for key, value in overrides.items() if value is not None}
+    if config_file is not None:
+        config = SplitConfig.from_yaml(config_file)
+        return config.replace(**overrides) if overrides else config
+    if "arch" not in overrides:
+        raise click.UsageError("give a config file or --arch")
+    return SplitConfig.from_dict(overrides)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="splitsearch")
+def cli() -> None:
+    """Search how to split deep networks under a parameter / MACs budget."""
+
+
+@cli.command()
+@_config_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (params, macs, flops, activation_bytes, networks).")
+def count(config_file: Path | None, arch: str | None, S: int | None, block_factors: tuple[int, ...] | None,
+          width_mult: float | None, dataset: str | None, macs_convention: str, as_json: bool) -> None:
+    """Count parameters, MACs, FLOPs and activation memory of a candidate.
+
+    Counting runs on PyTorch's meta device: no memory, milliseconds.  MACs are multiply-adds
+    (what the divide-and-co-train paper calls GFLOPs); FLOPs = 2 x MACs.  Activation memory is the
+    peak of live feature maps in an inference of one image (float32).
+
+    \b
+    Examples:
+      splitsearch count --arch wrn28_10 -S 4 --dataset cifar100
+      splitsearch count --arch vgg16 --block-factors 8,2,2,4,4 --dataset cifar10 --json
+      splitsearch count best.yaml
+    """
+    from splitsearch.cost import count_config
+
+    config = _load_config(config_file, arch=arch, S=S, block_factors=block_factors, width_mult=width_mult,
+                          dataset=dataset)
+    cost = count_config(config, macs_convention)
+    if as_json:
+        click.echo(json.dumps({**cost.to_dict(), "macs_convention": macs_convention, "config": config.to_dict()},
+                              indent=2))
+        return
+    click.echo(_describe(config))
+    click.echo(_cost_table(cost))
+    click.echo(f"MACs counted by the {macs_convention} convention; FLOPs = 2 x MACs")
+
+
+@cli.command()
+@_config_options
+@click.option("--budget-params", type=CountParam(), help="Parameter budget for all S networks, e.g. 36M.")
+@click.option("--budget-macs", type=CountParam(), help="MACs budget for all S networks, e.g. 5.3G.")
+@click.option("--budget-flops", type=CountParam(), help="FLOPs budget (= 2 x MACs); converted to MACs.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write the fitted config here.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (config, cost, width step).")
+def fit(config_file: Path | None, arch: str | None, S: int | None, block_factors: tuple[int, ...] | None,
+        width_mult: float | None, dataset: str | None, macs_convention: str, budget_params: int | None,
+        budget_macs: int | None,
+        budget_flops: int | None, output: Path | None, as_json: bool) -> None:
+    """Scale a candidate's width to the largest that fits a budget, and print the fitted config.
+
+    The knob is width_mult: every channel count of the divided network is multiplied by it and
+    rounded to whole channels, so the fitted candidate lands just under the budget; the output says
+    how much the next wider network would cost (the finest step at that size).
+
+    \b
+    Examples:
+      splitsearch fit --arch wrn28_10 -S 4 --dataset cifar100 --budget-params 36M
+      splitsearch fit --arch resnet110 -S 2 --budget-macs 0.2G -o fitted.yaml
+    """
+    from splitsearch.cost import fit_width
+
+    if budget_flops is not None:
+        if budget_macs is not None:
+            raise click.UsageError("give --budget-macs or --budget-flops, not both")
+        budget_macs = budget_flops // 2
+    if budget_params is None and budget_macs is None:
+        raise click.UsageError("give --budget-params, --budget-macs or --budget-flops")
+    config = _load_config(config_file, arch=arch, S=S, block_factors=block_factors, width_mult=width_mult,
+                          dataset=dataset)
+    result = fit_width(config, budget_params=budget_params, budget_macs=budget_macs, convention=macs_convention)
+    if output is not None:
+        output.write_text(result.config.to_yaml())
+    if as_json:
+        click.echo(json.dumps({"config": result.config.to_dict(), "cost": result.cost.to_dict(),
+                               "budget_usage": result.usage, "width_step": result.step}, indent=2))
+        return
+    click.echo(result.config.to_yaml().rstrip())
+    click.echo()
+    click.echo(_cost_table(result.cost))
+    step = "n/a (widest network built)" if result.step is None else f"{result.step:.2%}"
+    click.echo(f"\nuses {result.usage:.2%} of the budget; the next wider network costs {step} more")
+    if output is not None:
+        click.echo(f"written to {output}")
+
+
+@cli.command("archs")
+def archs() -> None:
+    """List the architectures (patterns such as wrn{d}_{k} accept other depths and widths)."""
+    from splitsearch.models.registry import available_families
+
+    for family in available_families():
+        click.echo(f"{', '.join(family.examples):<40} blocks={family.num_blocks}  width: {family.width_unit}")
+
+
+def _describe(config: SplitConfig) -> str:
+    factors = ",".join(str(k) for k in config.block_factors)
+    return (f"{config.arch}  S={config.S}  block_factors={factors}  width_mult={config.width_mult:g}  "
+            f"dataset={config.dataset}")
+
+
+def _cost_table(cost: Any) -> str:
+    header = f"{'network':<10}{'params':>10}{'MACs':>10}{'FLOPs':>10}{'activations':>14}"
+    rows = [header, "-" * len(header)]
+    for index, network in enumerate(cost.networks, start=1):
+        rows.append(_cost_row(f"#{index}", network))
+    rows.append(_cost_row("total", cost))
+    return "\n".join(rows)
+
+
+def _cost_row(label: str, cost: Any) -> str:
+    return (f"{label:<10}{format_count(cost.params):>10}{format_count(cost.macs):>10}"
+            f"{format_count(cost.flops):>10}{format_bytes(cost.activation_bytes):>14}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the command; report user errors in one line and exit 2."""
+    try:
+        cli.main(args=argv, prog_name="splitsearch", standalone_mode=False)
+    except click.exceptions.Exit as done:
+        return done.exit_code
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        return 130
+    except click.ClickException as error:
+        click.echo(f"Error: {error.format_message()}", err=True)
+        return 2
+    except (ValueError, OSError) as error:
+        click.echo(f"Error: {_one_line(error)}", err=True)
+        return 2
+    return 0
+
+
+def _one_line(error: Exception) -> str:
+    text = str(error) or type(error).__name__
+    return " ".join(text.split())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

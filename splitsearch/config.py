@@ -1,0 +1,260 @@
+"""``SplitConfig``: one candidate of the search, as a frozen dataclass with YAML in and out.
+
+A config says how a network is split (``arch``, ``S``, ``block_factors``, ``groups``,
+``width_mult``), how its parts are trained together (``wd_rule``, ``lambda_cot`` and the
+``train`` section) and on which ``dataset``.  It is what the search samples, what ``export``
+writes and what ``splitsearch train`` reads, so every value is checked here, once, with an
+error that names the key and says what is allowed.
+
+Example YAML::
+
+    arch: wrn28_10
+    S: 4
+    block_factors: [1, 1, 1]
+    wd_rule: exp
+    lambda_cot: 0.5
+    dataset: cifar100
+    train:
+      epochs: 300
+      batch_size: 128
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import yaml
+
+from splitsearch.datasets import DEFAULT_DATASET, dataset_info
+
+WdRule = Literal["none", "linear", "exp"]
+Combine = Literal["mean_logits", "max_logits", "mean_softmax"]
+
+
+class ConfigError(ValueError):
+    """A configuration value or file is invalid; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How the S networks of a candidate are trained (METHODS.md section 1 defaults for CIFAR).
+
+    Warm-ups are fractions of the run so that a 10-epoch test run scales the paper's 300-epoch
+    schedule: lambda_cot warms up over 40 of 300 epochs (0.1333), the learning rate over about
+    6 of 300 (0.02).
+    """
+
+    epochs: int = 300
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    lr_warmup_fraction: float = 0.02
+    cot_warmup_fraction: float = 0.1333
+    val_fraction: float = 0.1
+    seed: int = 0
+    crop_padding: int = 4
+    hflip: bool = True
+    autoaugment: bool = False
+    random_erasing: float = 0.0
+    mixup_alpha: float = 0.0
+    combine: Combine = "mean_logits"
+
+    def __post_init__(self) -> None:
+        _check_types(self, "train.")
+        _require(self.epochs >= 1, "train.epochs", "must be at least 1")
+        _require(self.batch_size >= 1, "train.batch_size", "must be at least 1")
+        _require(self.lr > 0, "train.lr", "must be positive")
+        _require(0 <= self.momentum < 1, "train.momentum", "must be in [0, 1)")
+        _require(self.weight_decay >= 0, "train.weight_decay", "must be >= 0")
+        for name in ("lr_warmup_fraction", "cot_warmup_fraction", "random_erasing"):
+            _require(0 <= getattr(self, name) <= 1, f"train.{name}", "must be in [0, 1]")
+        _require(0 <= self.val_fraction < 1, "train.val_fraction", "must be in [0, 1)")
+        _require(self.crop_padding >= 0, "train.crop_padding", "must be >= 0")
+        _require(self.mixup_alpha >= 0, "train.mixup_alpha", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """One split candidate.
+
+    Attributes:
+        arch: architecture name (``splitsearch.models.available_archs()``; ``wrn{d}_{k}`` etc.).
+        S: number of small networks (divide and co-train); 1 is the undivided network.
+        block_factors: split factor K_b per block (seed 002); empty means all ones.
+        groups: semantic groups G (Kim et al.); 1 means no semantic split.
+        width_mult: multiplies every channel count after division by S (the budget-fitting knob).
+        wd_rule: weight-decay dividing rule for the small networks: none, linear (wd/S) or exp.
+        lambda_cot: weight of the co-training (Jensen-Shannon) loss; ignored when S = 1.
+        dataset: dataset spec (see :mod:`splitsearch.datasets`), fixes input shape and classes.
+        train: training settings.
+    """
+
+    arch: str
+    S: int = 1
+    block_factors: tuple[int, ...] = ()
+    groups: int = 1
+    width_mult: float = 1.0
+    wd_rule: WdRule = "exp"
+    lambda_cot: float = 0.5
+    dataset: str = DEFAULT_DATASET
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        from splitsearch.models import resolve_arch
+        from splitsearch.split.blocks import check_block_factors
+
+        if isinstance(self.block_factors, list):
+            object.__setattr__(self, "block_factors", tuple(self.block_factors))
+        if isinstance(self.train, Mapping):
+            object.__setattr__(self, "train", _from_mapping(TrainConfig, self.train, "train."))
+        _require(isinstance(self.train, TrainConfig), "train", "must be a mapping of training settings")
+        _check_types(self, "")
+        try:
+            family, _ = resolve_arch(self.arch)
+            factors = check_block_factors(self.block_factors, family.num_blocks, self.arch)
+            info = dataset_info(self.dataset)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+        object.__setattr__(self, "block_factors", factors)
+        _require(self.S >= 1, "S", "must be a positive integer")
+        _require(self.groups >= 1, "groups", "must be a positive integer")
+        _require(self.groups <= info.num_classes, "groups",
+                 f"cannot exceed the {info.num_classes} classes of {self.dataset}")
+        _require(self.width_mult > 0, "width_mult", "must be positive")
+        _require(self.lambda_cot >= 0, "lambda_cot", "must be >= 0")
+        if info.image_size < family.min_input_size:
+            raise ConfigError(
+                f"dataset {self.dataset} ({info.image_size}x{info.image_size}) is too small for {self.arch}, "
+                f"which needs at least {family.min_input_size}x{family.min_input_size} inputs"
+            )
+
+    # -- conversions ---------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain types only (lists, not tuples), ready for YAML or JSON."""
+        data = dataclasses.asdict(self)
+        data["block_factors"] = list(self.block_factors)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str | None = None) -> SplitConfig:
+        """Build from a mapping; unknown keys and wrong types raise :class:`ConfigError`.
+
+        ``source`` (a file name) prefixes error messages.
+        """
+        try:
+            return _from_mapping(cls, data, "")
+        except ConfigError as error:
+            if source is None:
+                raise
+            raise ConfigError(f"{source}: {error}") from None
+
+    def to_yaml(self) -> str:
+        return dump_yaml(self.to_dict())
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> SplitConfig:
+        """Read a YAML file.  Extra top-level sections such as ``provenance`` are kept out."""
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text())
+        except OSError as error:
+            raise ConfigError(f"cannot read {path}: {error.strerror}") from None
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping of config keys, got {type(data).__name__}")
+        data = {key: value for key, value in data.items() if key not in _IGNORED_SECTIONS}
+        return cls.from_dict(data, source=str(path))
+
+    def replace(self, **changes: Any) -> SplitConfig:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def config_hash(self) -> str:
+        """Stable short hash of everything that defines the candidate and its training."""
+        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+class _FlowListDumper(yaml.SafeDumper):
+    """Writes lists inline (``block_factors: [1, 2, 2]``) and mappings as blocks."""
+
+
+_FlowListDumper.add_representer(
+    list, lambda dumper, value: dumper.represent_sequence("tag:yaml.org,2002:seq", value, flow_style=True)
+)
+
+
+def dump_yaml(data: Mapping[str, Any]) -> str:
+    """YAML text of plain data, keys in their given order, short lists inline."""
+    return yaml.dump(dict(data), Dumper=_FlowListDumper, sort_keys=False)
+
+
+# Sections a YAML may carry beside the config itself (written by ``export``).
+_IGNORED_SECTIONS = ("provenance", "cost")
+
+
+def _require(condition: bool, key: str, message: str) -> None:
+    if not condition:
+        raise ConfigError(f"{key} {message}")
+
+
+def _from_mapping(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"unknown key {prefix}{unknown[0]} (known keys: {', '.join(sorted(known))})")
+    return cls(**data)
+
+
+def _check_types(instance: Any, prefix: str) -> None:
+    """Check every field against its annotation; convert YAML's ints to floats where floats belong."""
+    hints = typing.get_type_hints(type(instance))
+    for item in dataclasses.fields(instance):
+        value = getattr(instance, item.name)
+        expected = hints[item.name]
+        key = prefix + item.name
+        origin = typing.get_origin(expected)
+        if origin is Literal:
+            allowed = typing.get_args(expected)
+            _require(value in allowed, key, f"must be one of {', '.join(allowed)}, got {value!r}")
+        elif origin is tuple:
+            _require(isinstance(value, tuple) and all(_is_int(v) for v in value), key,
+                     f"must be a list of integers, got {value!r}")
+        elif expected is float:
+            number = _as_float(value)
+            _require(number is not None, key, f"must be a number, got {value!r}")
+            object.__setattr__(instance, item.name, number)
+        elif expected is int:
+            _require(_is_int(value), key, f"must be an integer, got {value!r}")
+        elif expected is bool:
+            _require(isinstance(value, bool), key, f"must be true or false, got {value!r}")
+        elif expected is str:
+            _require(isinstance(value, str), key, f"must be a string, got {value!r}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _as_float(value: Any) -> float | None:
+    """The float a YAML value means; ``5e-4`` arrives as a string (YAML 1.1 wants ``5.0e-4``)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None

@@ -1,0 +1,324 @@
+"""What a candidate costs: parameters, MACs, FLOPs and activation memory, counted on the meta device.
+
+Counting builds the network on PyTorch's ``meta`` device (shapes only, no memory, no arithmetic)
+and runs one forward pass of one image under two dispatch modes:
+
+* :class:`torch.utils.flop_counter.FlopCounterMode` counts FLOPs of convolutions and matrix
+  products the way PyTorch defines them (one multiply-add = 2 FLOPs).  MACs = FLOPs / 2.  The
+  divide-and-co-train paper's "GFLOPs" are MACs.  Its authors counted with ``thop``, which adds
+  batch norm and average pooling; ``convention="paper"`` adds those too (through
+  FlopCounterMode's ``custom_mapping``), so their Table 2 can be compared row by row.
+* :class:`_PeakActivationMode` follows every tensor the forward creates and records the peak of
+  the bytes alive at once: the activation memory an inference of one image needs (float32),
+  parameters and the input excluded.
+
+The S networks of a candidate share one architecture, so one is counted and the candidate's
+totals are S times that.  ``fit_width`` then finds the largest ``width_mult`` under a budget.
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+from torch.utils.flop_counter import FlopCounterMode
+
+from splitsearch.build import build_args
+from splitsearch.config import SplitConfig
+from splitsearch.datasets import dataset_info
+from splitsearch.models import build_network
+
+
+@dataclass(frozen=True)
+class NetworkCost:
+    """Cost of one small network for one input image."""
+
+    params: int
+    macs: int
+    activation_bytes: int
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.macs
+
+    def to_dict(self) -> dict[str, int]:
+        return {**asdict(self), "flops": self.flops}
+
+
+@dataclass(frozen=True)
+class CandidateCost:
+    """Cost of a candidate: all S networks together, and each one.
+
+    ``activation_bytes`` of the whole is the sum over networks: the S networks run concurrently.
+    """
+
+    networks: tuple[NetworkCost, ...]
+
+    @property
+    def params(self) -> int:
+        return sum(network.params for network in self.networks)
+
+    @property
+    def macs(self) -> int:
+        return sum(network.macs for network in self.networks)
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.macs
+
+    @property
+    def activation_bytes(self) -> int:
+        return sum(network.activation_bytes for network in self.networks)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``--json`` form: totals plus a ``networks`` list."""
+        return {
+            "params": self.params,
+            "macs": self.macs,
+            "flops": self.flops,
+            "activation_bytes": self.activation_bytes,
+            "networks": [network.to_dict() for network in self.networks],
+        }
+
+
+class _PeakActivationMode(TorchDispatchMode):
+    """Tracks the bytes of tensors produced by operators that are alive at once, and their peak.
+
+    Views and in-place results share their base's storage and are counted once; a storage is
+    released when the last tensor using it is garbage collected.  Storages passed in ``exclude``
+    (parameters, buffers, the input) are never counted.
+
+    On the meta device it also answers inference batch norm itself: PyTorch's meta kernel for it
+    is a Python decomposition costing milliseconds per call (most of a ResNet's counting time),
+    and its result is simply shaped like its input.  Batch norm does no FLOPs in PyTorch's count.
+    """
+
+    def __init__(self, exclude: list[torch.Tensor]) -> None:
+        super().__init__()
+        self._excluded = {_storage_key(tensor) for tensor in exclude}
+        self._users: dict[int, int] = {}
+        self._bytes: dict[int, int] = {}
+        self.current = 0
+        self.peak = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+        if func is torch.ops.aten.native_batch_norm.default and args[0].is_meta and not args[5]:
+            out = (torch.empty_like(args[0]), args[0].new_empty(0), args[0].new_empty(0))
+        else:
+            out = func(*args, **(kwargs or {}))
+        for tensor in tree_leaves(out):
+            if isinstance(tensor, torch.Tensor):
+                self._track(tensor)
+        return out
+
+    def _track(self, tensor: torch.Tensor) -> None:
+        key = _storage_key(tensor)
+        if key in self._excluded:
+            return
+        if key not in self._users:
+            self._users[key] = 0
+            self._bytes[key] = tensor.untyped_storage().nbytes()
+            self.current += self._bytes[key]
+            self.peak = max(self.peak, self.current)
+        self._users[key] += 1
+        weakref.finalize(tensor, self._release, key)
+
+    def _release(self, key: int) -> None:
+        self._users[key] -= 1
+        if self._users[key] == 0:
+            self.current -= self._bytes.pop(key)
+            del self._users[key]
+
+
+class _SkipMetaInit(TorchDispatchMode):
+    """Skips in-place operators (weight initialisation) on meta tensors while a network is built.
+
+    A meta tensor has no values, so ``uniform_`` and friends change nothing; yet their meta
+    kernels are Python decompositions, and they made up most of the time of building a network.
+    """
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+        if func._overloadpacket.__name__.endswith("_") and args and getattr(args[0], "is_meta", False):
+            return args[0]
+        return func(*args, **(kwargs or {}))
+
+
+def _storage_key(tensor: torch.Tensor) -> int:
+    return tensor.untyped_storage()._cdata
+
+
+MacsConvention = Literal["pytorch", "paper"]
+MACS_CONVENTIONS = ("pytorch", "paper")
+
+
+def _paper_formulas() -> dict:
+    """thop's extra operations, as the divide-and-co-train authors' copy of it counts them.
+
+    Batch norm: 2 ops per element; average pooling: 1 op per output element; global (adaptive)
+    average pooling: kernel size + 1 ops per output element; ReLU and max pooling: none.  thop
+    adds these to the convolutions' multiply-adds, so in FlopCounterMode's FLOP units (2 per
+    multiply-add) each formula returns twice thop's count.
+    """
+
+    def batch_norm(x_shape, *args, out_shape=None, **kwargs) -> int:  # noqa: ANN001
+        return 2 * 2 * math.prod(x_shape)
+
+    def average_pool(x_shape, *args, out_shape=None, **kwargs) -> int:  # noqa: ANN001
+        return 2 * math.prod(out_shape)
+
+    def global_average_pool(x_shape, *args, out_shape=None, **kwargs) -> int:  # noqa: ANN001
+        outputs = math.prod(out_shape)
+        return 2 * (math.prod(x_shape) // outputs + 1) * outputs
+
+    aten = torch.ops.aten
+    return {
+        aten.native_batch_norm: batch_norm,
+        aten.avg_pool2d: average_pool,
+        aten.mean: global_average_pool,
+        aten._adaptive_avg_pool2d: global_average_pool,
+    }
+
+
+def count_module(network: nn.Module, input_shape: tuple[int, ...], convention: MacsConvention = "pytorch"
+                 ) -> NetworkCost:
+    """Count one network (best built on the meta device) for one input of ``input_shape`` (C, H, W).
+
+    ``convention``: ``pytorch`` counts convolutions and matrix products only (PyTorch's
+    FlopCounterMode); ``paper`` adds batch norm and average pooling as thop does.
+    """
+    if convention not in MACS_CONVENTIONS:
+        raise ValueError(f"unknown MACs convention {convention!r}: use {' or '.join(MACS_CONVENTIONS)}")
+    device = next(network.parameters()).device
+    network.eval()
+    params = sum(parameter.numel() for parameter in network.parameters())
+    image = torch.empty((1, *input_shape), device=device)
+    exclude = [*network.parameters(), *network.buffers(), image]
+    formulas = _paper_formulas() if convention == "paper" else {}
+    # The flop counter is entered last so it sees each operator first, before the activation
+    # tracker (which answers batch norm itself on the meta device).
+    with (torch.no_grad(), _PeakActivationMode(exclude) as memory,
+          FlopCounterMode(display=False, custom_mapping=formulas) as flop_counter):
+        network(image)
+    return NetworkCost(params=params, macs=flop_counter.get_total_flops() // 2, activation_bytes=memory.peak)
+
+
+def count_config(config: SplitConfig, convention: MacsConvention = "pytorch") -> CandidateCost:
+    """Cost of the candidate ``config``: one network counted on the meta device, times S."""
+    with torch.device("meta"), _SkipMetaInit():
+        network = build_network(config.arch, build_args(config))
+    one = count_module(network, dataset_info(config.dataset).input_shape, convention)
+    return CandidateCost(networks=(one,) * config.S)
+
+
+# -- fitting the width to a budget ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FitResult:
+    """The widest config under the budget, its cost, and the next wider network's cost.
+
+    ``step`` is how much more the next larger width costs (relative, in the budgeted quantity
+    that it breaks): the finest resolution the width knob offers at this size.
+    """
+
+    config: SplitConfig
+    cost: CandidateCost
+    next_cost: CandidateCost | None
+    budget_params: int | None
+    budget_macs: int | None
+
+    @property
+    def step(self) -> float | None:
+        if self.next_cost is None:
+            return None
+        ratios = []
+        if self.budget_params is not None and self.next_cost.params > self.budget_params:
+            ratios.append(self.next_cost.params / self.cost.params - 1)
+        if self.budget_macs is not None and self.next_cost.macs > self.budget_macs:
+            ratios.append(self.next_cost.macs / self.cost.macs - 1)
+        return max(ratios)
+
+    @property
+    def usage(self) -> float:
+        """Fraction of the tightest budget the fitted config uses (<= 1)."""
+        fractions = []
+        if self.budget_params is not None:
+            fractions.append(self.cost.params / self.budget_params)
+        if self.budget_macs is not None:
+            fractions.append(self.cost.macs / self.budget_macs)
+        return max(fractions)
+
+
+class BudgetError(ValueError):
+    """No width of the config fits the budget (or the budget is malformed)."""
+
+
+MIN_WIDTH_MULT = 1 / 64
+MAX_WIDTH_MULT = 64.0
+
+
+def within_budget(cost: CandidateCost, budget_params: int | None, budget_macs: int | None) -> bool:
+    return (budget_params is None or cost.params <= budget_params) and (
+        budget_macs is None or cost.macs <= budget_macs
+    )
+
+
+def fit_width(
+    config: SplitConfig,
+    budget_params: int | None = None,
+    budget_macs: int | None = None,
+    convention: MacsConvention = "pytorch",
+    tolerance: float = 1e-3,
+) -> FitResult:
+    """Largest ``width_mult`` whose candidate stays within the budget(s).
+
+    Every channel count is a non-decreasing function of ``width_mult`` (see
+    :func:`splitsearch.models.layers.scale_channels`), so the cost is monotone and a bisection on
+    ``log(width_mult)`` finds the boundary; it stops when the bracket is narrower than
+    ``tolerance`` (relative), so the upper end is the next wider network in practice.
+    ``convention`` says how MACs are counted (see :func:`count_module`).
+
+    Raises:
+        BudgetError: no budget given, or even the narrowest network exceeds it.
+    """
+    if budget_params is None and budget_macs is None:
+        raise BudgetError("give a parameter budget, a MACs budget or both")
+
+    def cost_at(width_mult: float) -> CandidateCost:
+        return count_config(config.replace(width_mult=width_mult), convention)
+
+    low, high = config.width_mult, config.width_mult
+    low_cost = cost_at(low)
+    high_cost: CandidateCost | None = low_cost
+    # Bracket the boundary: low fits, high does not.
+    while not within_budget(low_cost, budget_params, budget_macs):
+        high, high_cost = low, low_cost
+        if low <= MIN_WIDTH_MULT:
+            raise BudgetError(
+                f"budget too small for {config.arch} with S={config.S}: even width_mult={low:.4g} costs "
+                f"{low_cost.params:,} params and {low_cost.macs:,} MACs"
+            )
+        low = max(low / 2, MIN_WIDTH_MULT)
+        low_cost = cost_at(low)
+    while high_cost is not None and within_budget(high_cost, budget_params, budget_macs):
+        low, low_cost = high, high_cost
+        if high >= MAX_WIDTH_MULT:
+            high_cost = None  # the budget allows more than the widest network we build
+            break
+        high = min(high * 2, MAX_WIDTH_MULT)
+        high_cost = cost_at(high)
+    while high_cost is not None and high / low > 1 + tolerance:
+        middle = math.sqrt(low * high)
+        middle_cost = cost_at(middle)
+        if within_budget(middle_cost, budget_params, budget_macs):
+            low, low_cost = middle, middle_cost
+        else:
+            high, high_cost = middle, middle_cost
+    # A short number in the YAML; rounding down keeps the config inside the budget.
+    fitted = config.replace(width_mult=math.floor(low * 1e6) / 1e6)
+    return FitResult(fitted, count_config(fitted, convention), high_cost, budget_params, budget_macs)

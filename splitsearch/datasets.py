@@ -1,0 +1,115 @@
+"""The ``--dataset`` spec string and what a model needs to know about a dataset before loading it.
+
+One spec string names a dataset everywhere (config files, every command):
+
+``digits``            scikit-learn's bundled 8x8 digits (the embedded default: no download)
+``cifar10``           CIFAR-10 through torchvision
+``cifar100``          CIFAR-100 through torchvision
+``svhn``              SVHN through torchvision
+``imagenet``          ImageNet-sized inputs (224x224, 1000 classes); counting only for now
+``npz:PATH``          arrays ``x_train, y_train, x_test, y_test`` in an ``.npz`` file
+``imagefolder:PATH``  one sub-folder per class (torchvision ImageFolder)
+``synthetic:N``       N random 3x32x32 images of 10 classes, for tests
+
+Model building and cost counting need only the input shape and the number of classes; this
+module answers that without loading the data (an ``npz`` file is opened, not decoded).
+"""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_DATASET = "digits"
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """Shape facts of a dataset: what a network needs to be built for it."""
+
+    spec: str
+    in_channels: int
+    image_size: int
+    num_classes: int
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (self.in_channels, self.image_size, self.image_size)
+
+
+_BUILTIN = {
+    "digits": (1, 8, 10),
+    "cifar10": (3, 32, 10),
+    "cifar100": (3, 32, 100),
+    "svhn": (3, 32, 10),
+    "imagenet": (3, 224, 1000),
+}
+_WITH_ARGUMENT = ("npz", "imagefolder", "synthetic")
+
+
+def known_specs() -> str:
+    """The accepted spec forms, for error messages and ``--help``."""
+    return ", ".join([*_BUILTIN, *(f"{kind}:..." for kind in _WITH_ARGUMENT)])
+
+
+def split_spec(spec: str) -> tuple[str, str]:
+    """``'npz:/data/x.npz' -> ('npz', '/data/x.npz')``; ``'cifar10' -> ('cifar10', '')``."""
+    kind, _, argument = spec.partition(":")
+    kind = kind.strip().lower()
+    if kind in _BUILTIN and not argument:
+        return kind, ""
+    if kind in _WITH_ARGUMENT and argument:
+        return kind, argument
+    raise ValueError(f"unknown dataset {spec!r}; use one of: {known_specs()}")
+
+
+def dataset_info(spec: str) -> DatasetInfo:
+    """Input shape and class count of the dataset named by ``spec``.
+
+    Raises:
+        ValueError: unknown spec, or a file that does not hold what the spec says.
+    """
+    kind, argument = split_spec(spec)
+    if kind in _BUILTIN:
+        return DatasetInfo(spec, *_BUILTIN[kind])
+    if kind == "synthetic":
+        if not argument.isdigit() or int(argument) < 1:
+            raise ValueError(f"synthetic:N needs a positive sample count N, got {spec!r}")
+        return DatasetInfo(spec, 3, 32, 10)
+    if kind == "npz":
+        return _npz_info(spec, Path(argument))
+    return _imagefolder_info(spec, Path(argument))
+
+
+def _npz_info(spec: str, path: Path) -> DatasetInfo:
+    if not path.is_file():
+        raise ValueError(f"dataset file not found: {path}")
+    try:
+        with np.load(path) as arrays:
+            missing = {"x_train", "y_train", "x_test", "y_test"} - set(arrays.files)
+            if missing:
+                raise ValueError(f"{path} lacks the arrays {sorted(missing)} (needs x_train, y_train, x_test, y_test)")
+            x_shape = arrays["x_test"].shape
+            num_classes = int(max(arrays["y_train"].max(), arrays["y_test"].max())) + 1
+    except (OSError, zipfile.BadZipFile) as error:
+        raise ValueError(f"{path} is not a readable .npz file: {error}") from None
+    if len(x_shape) != 4:
+        raise ValueError(f"{path}: x_test must be 4-d (NCHW or NHWC), got shape {x_shape}")
+    # NCHW when the channel axis is small; NHWC otherwise (e.g. 32x32x3).
+    channels, height, width = x_shape[1:] if x_shape[1] <= 4 else (x_shape[3], x_shape[1], x_shape[2])
+    if height != width:
+        raise ValueError(f"{path}: images must be square, got {height}x{width}")
+    return DatasetInfo(spec, int(channels), int(height), num_classes)
+
+
+def _imagefolder_info(spec: str, root: Path) -> DatasetInfo:
+    if not root.is_dir():
+        raise ValueError(f"image folder not found: {root}")
+    classes = [entry for entry in root.iterdir() if entry.is_dir()]
+    if not classes:
+        raise ValueError(f"{root} has no class sub-folders")
+    # Images are resized to 224x224 (the ImageNet convention) when loaded.
+    return DatasetInfo(spec, 3, 224, len(classes))

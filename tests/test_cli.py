@@ -1,0 +1,99 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from splitsearch import __version__
+from splitsearch.cli import main
+from splitsearch.config import SplitConfig
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_version(capsys):
+    code, out, _ = run(capsys, "--version")
+    assert code == 0 and __version__ in out
+
+
+def test_count_json_has_the_documented_keys(capsys):
+    code, out, _ = run(capsys, "count", "--arch", "resnet20", "-S", "2", "--dataset", "cifar10", "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert {"params", "macs", "flops", "activation_bytes", "networks"} <= data.keys()
+    assert len(data["networks"]) == 2
+    assert data["params"] == sum(network["params"] for network in data["networks"])
+    assert data["flops"] == 2 * data["macs"]
+
+
+def test_count_table_lists_each_network_and_the_total(capsys):
+    code, out, _ = run(capsys, "count", "--arch", "resnet20", "-S", "4", "--block-factors", "1,2,2")
+    assert code == 0
+    assert all(f"#{index}" in out for index in range(1, 5))
+    assert "total" in out and "block_factors=1,2,2" in out
+
+
+def test_count_reads_a_yaml_and_flags_override_it(tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    path.write_text(SplitConfig(arch="resnet20", S=2).to_yaml())
+    code, out, _ = run(capsys, "count", str(path), "-S", "4", "--json")
+    assert code == 0 and len(json.loads(out)["networks"]) == 4
+
+
+def test_fit_writes_a_config_that_loads_and_fits(tmp_path, capsys):
+    output = tmp_path / "fitted.yaml"
+    code, out, _ = run(capsys, "fit", "--arch", "resnet20", "-S", "2", "--budget-params", "500K", "-o", str(output))
+    assert code == 0 and "of the budget" in out
+    code, out, _ = run(capsys, "count", str(output), "--json")
+    assert json.loads(out)["params"] <= 500_000
+
+
+def test_fit_flops_budget_is_converted_to_macs(capsys):
+    code, out, _ = run(capsys, "fit", "--arch", "resnet20", "--budget-flops", "80M", "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["cost"]["flops"] <= 80_000_000 and data["cost"]["macs"] <= 40_000_000
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["count", "--arch", "nope"], "unknown architecture 'nope'"),
+        (["count", "--arch", "resnet20", "-S", "0"], "'-S': 0 is not in the range"),
+        (["count", "--arch", "resnet20", "--block-factors", "3,x"], "comma-separated positive integers"),
+        (["count", "--arch", "resnet20", "--block-factors", "1,2"], "needs 3 entries"),
+        (["fit", "--arch", "resnet20", "--budget-params", "36Q"], "cannot read '36Q' as a count"),
+        (["fit", "--arch", "resnet20", "--budget-params", "10"], "budget too small"),
+        (["fit", "--arch", "resnet20"], "give --budget-params"),
+        (["count"], "give a config file or --arch"),
+        (["count", "missing.yaml"], "cannot read missing.yaml"),
+        (["count", "--arch", "resnet20", "--dataset", "mnist"], "unknown dataset 'mnist'"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(capsys, argv, message):
+    code, out, err = run(capsys, *argv)
+    assert code == 2
+    assert out == ""
+    assert err.count("\n") == 1 and err.startswith("Error: ")
+    assert message in err
+
+
+def test_yaml_with_unknown_key_is_one_line_error(tmp_path, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_text("arch: resnet20\nwidth: 3\n")
+    code, _, err = run(capsys, "count", str(path))
+    assert code == 2 and err.strip() == f"Error: {path}: unknown key width (known keys: S, arch, block_factors, " \
+        "dataset, groups, lambda_cot, train, wd_rule, width_mult)"
+
+
+def test_console_script_exits_non_zero_without_traceback():
+    result = subprocess.run(
+        [sys.executable, "-m", "splitsearch.cli", "count", "--arch", "nope"], capture_output=True, text=True
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("Error: unknown architecture")
