@@ -7,12 +7,14 @@ traceback: :func:`main` turns them into that.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
+from tqdm.auto import tqdm
 
 from splitsearch import __version__
 from splitsearch.config import ConfigError, SplitConfig
@@ -160,6 +162,74 @@ def fit(config_file: Path | None, arch: str | None, S: int | None, block_factors
     click.echo(f"\nuses {result.usage:.2%} of the budget; the next wider network costs {step} more")
     if output is not None:
         click.echo(f"written to {output}")
+
+
+@cli.command()
+@click.argument("config_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--dataset", help=f"Dataset spec, overriding the config's ({known_specs()}).")
+@click.option("--epochs", type=click.IntRange(min=1), help="Number of epochs, overriding the config's.")
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")
+@click.option("--mode", type=click.Choice(["auto", "fused", "sequential"]), default="auto", show_default=True,
+              help="fused: the S networks as one packed module; sequential: one after another (the authors' "
+                   "way); auto: fused where the family allows it.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder for checkpoint.pt, metrics.json and model.pt [default: runs/ARCH-S<S>-HASH].")
+@click.option("--resume", is_flag=True, help="Continue from the checkpoint in --out.")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Where torchvision datasets are (or are downloaded to).")
+@click.option("--download", is_flag=True, help="Download a torchvision dataset that is not in --data-dir.")
+@click.option("--quiet", is_flag=True, help="No progress bar or per-epoch lines.")
+def train(config_file: Path, dataset: str | None, epochs: int | None, device: str, mode: str,
+          out_dir: Path | None, resume: bool, data_dir: Path | None, download: bool, quiet: bool) -> None:
+    """Train the S networks of a config with co-training, then report validation and test accuracy.
+
+    A checkpoint is written atomically after every epoch; after a crash or Ctrl-C the same
+    command with --resume continues where the run stopped.  Test accuracy is the final
+    evaluation only: nothing is chosen on it.
+
+    \b
+    Examples:
+      splitsearch train best.yaml --epochs 30 --out runs/best
+      splitsearch train cfg.yaml --dataset npz:../shared/data/cifar10-subset.npz --device cpu
+    """
+    from splitsearch.cost import count_config
+    from splitsearch.train.data import DEFAULT_DATA_DIR, prepare_data
+    from splitsearch.train.loop import Trainer, resolve_device
+
+    config = SplitConfig.from_yaml(config_file)
+    if dataset is not None:
+        config = config.replace(dataset=dataset)
+    if epochs is not None:
+        config = config.replace(train=dataclasses.replace(config.train, epochs=epochs))
+    out_dir = out_dir or Path("runs") / f"{config.arch}-S{config.S}-{config.config_hash()[:8]}"
+    target = resolve_device(device)
+    data = prepare_data(config.dataset, config.train, target, data_dir or DEFAULT_DATA_DIR, download)
+
+    def report(metrics: Any) -> None:
+        if not quiet:
+            members = ", ".join(f"{accuracy:.1%}" for accuracy in metrics.val_member_accuracies)
+            tqdm.write(f"epoch {metrics.epoch}/{config.train.epochs}  loss {metrics.train_loss:.3f}  "
+                       f"val {metrics.val_accuracy:.2%} (members {members})  lr {metrics.lr:.4f}  "
+                       f"{metrics.seconds:.1f}s")
+
+    trainer = Trainer(config, data, target, out_dir, mode, callbacks=[report], progress=not quiet)
+    try:
+        result = trainer.fit(resume=resume)
+    except KeyboardInterrupt:
+        done = len(trainer.history)
+        raise click.ClickException(
+            f"interrupted; {done} finished epoch(s) are checkpointed in {out_dir}: "
+            f"continue with the same command and --resume --out {out_dir}"
+        ) from None
+    cost = count_config(config)
+    click.echo(f"\n{config.arch} S={config.S} on {config.dataset}, {type(trainer.ensemble).__name__}, "
+               f"{result.wall_seconds:.1f}s")
+    click.echo(f"{'':<12}{'val acc':>10}{'test acc':>10}")
+    click.echo(f"{'ensemble':<12}{result.val_accuracy:>10.2%}{result.test_accuracy:>10.2%}")
+    for index, (val, test) in enumerate(zip(result.history[-1].val_member_accuracies,
+                                            result.test_member_accuracies), start=1):
+        click.echo(f"{'member ' + str(index):<12}{val:>10.2%}{test:>10.2%}")
+    click.echo(f"params {format_count(cost.params)}  MACs {format_count(cost.macs)}  output {out_dir}")
 
 
 @cli.command("archs")

@@ -97,3 +97,58 @@ def test_console_script_exits_non_zero_without_traceback():
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.startswith("Error: unknown architecture")
+
+
+def _tiny_train_config(tmp_path, **changes):
+    from splitsearch.config import TrainConfig
+
+    config = SplitConfig(arch="resnet20", S=2, width_mult=0.25, dataset="synthetic:96",
+                         train=TrainConfig(epochs=2, batch_size=32, val_fraction=0.25))
+    path = tmp_path / "tiny.yaml"
+    path.write_text(config.replace(**changes).to_yaml() if changes else config.to_yaml())
+    return path
+
+
+def test_train_reports_ensemble_and_members_and_writes_outputs(tmp_path, capsys):
+    out = tmp_path / "run"
+    code, stdout, _ = run(capsys, "train", str(_tiny_train_config(tmp_path)), "--out", str(out), "--device", "cpu",
+                          "--epochs", "1", "--quiet")
+    assert code == 0
+    assert "ensemble" in stdout and "member 1" in stdout and "member 2" in stdout and "MACs" in stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics["history"]) == 1 and metrics["test_accuracy"] is not None
+    assert (out / "checkpoint.pt").exists() and (out / "model.pt").exists()
+
+    # --resume on a finished run trains nothing more and reports the same figures.
+    code, again, _ = run(capsys, "train", str(_tiny_train_config(tmp_path)), "--out", str(out), "--device", "cpu",
+                         "--epochs", "1", "--quiet", "--resume")
+    assert code == 0 and json.loads((out / "metrics.json").read_text())["history"] == metrics["history"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--dataset", "cifar10", "--data-dir", "{tmp}/nothing-here"], "nothing-here"),
+        (["--dataset", "nope"], "unknown dataset 'nope'"),
+    ],
+)
+def test_train_bad_input_is_one_line(tmp_path, capsys, extra, message):
+    argv = ["train", str(_tiny_train_config(tmp_path)), "--device", "cpu", "--out", str(tmp_path / "o")]
+    argv += [part.replace("{tmp}", str(tmp_path)) for part in extra]
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and err.count("\n") == 1 and message in err
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA")
+def test_train_on_missing_cuda_says_so(tmp_path, capsys):
+    code, _, err = run(capsys, "train", str(_tiny_train_config(tmp_path)), "--device", "cuda")
+    assert code == 2 and "CUDA is not available" in err
+
+
+def test_train_resume_with_another_config_is_refused(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run(capsys, "train", str(_tiny_train_config(tmp_path)), "--out", str(out), "--device", "cpu",
+               "--epochs", "1", "--quiet")[0] == 0
+    code, _, err = run(capsys, "train", str(_tiny_train_config(tmp_path, lambda_cot=0.1)), "--out", str(out),
+                       "--device", "cpu", "--epochs", "1", "--quiet", "--resume")
+    assert code == 2 and "different config" in err

@@ -6,7 +6,6 @@ Their costs against the paper's Table 2 are checked in test_reference_costs.py.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from functools import lru_cache
 
 import pytest
@@ -57,18 +56,8 @@ def test_random_ops_run_on_meta() -> None:
             net(torch.empty(2, 3, 32, 32)).sum().backward()
 
 
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    """Run on one intra-op thread: tiny tensors gain nothing from more, and on a busy machine
-    every one of the thousands of small ops waits for a descheduled worker thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("name", NAMES)
-def test_tiny_variant_trains_on_cpu(name: str, one_thread: None) -> None:
+def test_tiny_variant_trains_on_cpu(name: str) -> None:
     torch.manual_seed(0)
     net = build_network(name, BuildArgs(num_classes=10, S=2, width_mult=0.1))
     inputs, targets = torch.randn(2, 3, 32, 32), torch.tensor([1, 7])

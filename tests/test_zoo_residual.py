@@ -55,23 +55,12 @@ def test_block_split_builds_on_meta(name: str, S: int) -> None:
         assert all(conv.out_channels % K == 0 for conv in stage.modules() if isinstance(conv, nn.Conv2d))
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny tensors gain nothing from intra-op threads; on a busy 2-core machine OpenMP's
-    barriers made each of these forwards take seconds instead of milliseconds."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # Tiny variants (small depth or width_mult) so a real CPU forward stays fast.
 @pytest.mark.parametrize("S", [1, 2, 4])
 @pytest.mark.parametrize("name, width_mult", [
     ("wrn10_2", 1.0), ("wrn16_8", 0.25), ("resnet110", 0.25), ("se_resnet20", 0.5),
     ("resnext29_2x4d", 1.0), ("resnext29_8x64d", 0.05),
 ])
-@pytest.mark.usefixtures("one_thread")
 def test_real_forward_on_cpu(name: str, width_mult: float, S: int) -> None:
     net = build_network(name, BuildArgs(num_classes=10, S=S, width_mult=width_mult, block_factors=(1, 2, 2)))
     with torch.no_grad():

@@ -1,0 +1,1 @@
+"""Co-training engine: data, losses, optimisation and the training loop."""

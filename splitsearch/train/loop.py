@@ -1,0 +1,273 @@
+"""The co-training loop: S networks trained as one on device-resident data, resumable.
+
+One :class:`Trainer` trains one candidate.  Every epoch it trains on the training split (each
+member sees its own augmented view of the batch, METHODS.md section 1), measures validation
+accuracy of the ensemble and of each member, calls the callbacks (the search reports to Optuna
+and prunes through them) and writes a checkpoint atomically.  A run stopped by a crash, Ctrl-C
+or a callback continues from its last checkpoint bit for bit (same device, same thread count).
+The test split is evaluated once, at the end, and never used to choose anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+from tqdm.auto import tqdm
+
+from splitsearch.config import SplitConfig
+from splitsearch.ensemble import Ensemble, make_ensemble
+from splitsearch.train.data import DeviceData, TensorLoader, augment, mixup
+from splitsearch.train.losses import combine_logits, cot_weight, cotraining_loss
+from splitsearch.train.optim import make_optimizer, make_scheduler
+
+CHECKPOINT_NAME = "checkpoint.pt"
+METRICS_NAME = "metrics.json"
+MODEL_NAME = "model.pt"
+
+
+@dataclass(frozen=True)
+class EpochMetrics:
+    """What one epoch produced; ``epoch`` counts from 1."""
+
+    epoch: int
+    train_loss: float
+    train_cross_entropy: float
+    train_cotraining: float
+    lr: float
+    lambda_cot: float
+    val_accuracy: float
+    val_member_accuracies: list[float]
+    seconds: float
+
+
+@dataclass
+class TrainResult:
+    """The outcome of :meth:`Trainer.fit`."""
+
+    history: list[EpochMetrics]
+    stopped_early: bool = False
+    test_accuracy: float | None = None
+    test_member_accuracies: list[float] = field(default_factory=list)
+    wall_seconds: float = 0.0
+
+    @property
+    def val_accuracy(self) -> float | None:
+        return self.history[-1].val_accuracy if self.history else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "history": [asdict(metrics) for metrics in self.history],
+            "stopped_early": self.stopped_early,
+            "val_accuracy": self.val_accuracy,
+            "val_member_accuracies": self.history[-1].val_member_accuracies if self.history else [],
+            "test_accuracy": self.test_accuracy,
+            "test_member_accuracies": self.test_member_accuracies,
+            "wall_seconds": self.wall_seconds,
+        }
+
+
+# A callback sees each epoch's metrics; returning True stops training (e.g. a pruned trial).
+EpochCallback = Callable[[EpochMetrics], "bool | None"]
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; otherwise the named device (checked)."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but CUDA is not available here; use --device cpu")
+    return torch.device(device)
+
+
+class Trainer:
+    """Trains the S networks of ``config`` on ``data``.
+
+    Args:
+        config: the candidate (architecture, S, co-training and training settings).
+        data: the dataset on the training device (:func:`splitsearch.train.data.prepare_data`).
+        device: where to train; mixed precision (bf16) and channels_last are used on CUDA only.
+        out_dir: where checkpoints, metrics and the final model go (None: nothing is written).
+        mode: ``fused`` (one packed module), ``sequential`` (the authors' loop) or ``auto``.
+        callbacks: called after every epoch with its metrics.
+        progress: show a progress bar per epoch.
+    """
+
+    def __init__(self, config: SplitConfig, data: DeviceData, device: torch.device | str = "cpu",
+                 out_dir: str | Path | None = None, mode: str = "auto",
+                 callbacks: Iterable[EpochCallback] = (), progress: bool = True) -> None:
+        self.config = config
+        self.data = data
+        self.device = torch.device(device)
+        self.out_dir = None if out_dir is None else Path(out_dir)
+        self.callbacks = list(callbacks)
+        self.progress = progress
+        self.mixed_precision = self.device.type == "cuda"
+
+        torch.manual_seed(config.train.seed)
+        self.ensemble: Ensemble = make_ensemble(config, mode=mode, device=self.device)
+        if self.mixed_precision:
+            # channels_last on CUDA only: on CPU it crashed convolution backward here (DESIGN.md).
+            self.ensemble = self.ensemble.to(memory_format=torch.channels_last)
+        self.optimizer = make_optimizer(self.ensemble, config.train, config.wd_rule, config.S)
+        self.steps_per_epoch = len(data.train)
+        self.total_steps = config.train.epochs * self.steps_per_epoch
+        self.scheduler = make_scheduler(self.optimizer, self.total_steps, config.train.lr_warmup_fraction)
+        self.generator = torch.Generator(device=self.device).manual_seed(config.train.seed)
+        self.history: list[EpochMetrics] = []
+
+    # -- the loop ----------------------------------------------------------------------------------
+
+    def fit(self, resume: bool = False) -> TrainResult:
+        """Train until ``config.train.epochs`` (continuing a checkpoint if ``resume``), then test.
+
+        Ctrl-C stops after writing nothing new: the checkpoint of the last finished epoch stays,
+        and ``resume=True`` continues from it.
+        """
+        start = time.perf_counter()
+        if resume:
+            self.load_checkpoint()
+        stopped_early = False
+        for epoch in range(len(self.history) + 1, self.config.train.epochs + 1):
+            metrics = self._train_epoch(epoch)
+            self.history.append(metrics)
+            self.save_checkpoint()
+            if any(callback(metrics) for callback in self.callbacks):
+                stopped_early = True
+                break
+        result = TrainResult(self.history, stopped_early, wall_seconds=time.perf_counter() - start)
+        if not stopped_early:
+            result.test_accuracy, result.test_member_accuracies = self.evaluate(self.data.test)
+            self.save_model()
+        self._write_metrics(result)
+        return result
+
+    def _train_epoch(self, epoch: int) -> EpochMetrics:
+        train = self.config.train
+        self.ensemble.train()
+        self.data.train.epoch = epoch - 1  # the shuffle order depends on the epoch only
+        totals = torch.zeros(3, device=self.device)
+        started = time.perf_counter()
+        batches = tqdm(self.data.train, total=self.steps_per_epoch, desc=f"epoch {epoch}/{train.epochs}",
+                       leave=False, disable=not self.progress, unit="batch")
+        step = (epoch - 1) * self.steps_per_epoch
+        for images, labels in batches:
+            weight = cot_weight(self.config.lambda_cot, step / self.total_steps, train.cot_warmup_fraction)
+            totals += self._train_step(images, labels, weight)
+            step += 1
+        totals = (totals / self.steps_per_epoch).tolist()
+        val_accuracy, val_members = self.evaluate(self.data.val)
+        return EpochMetrics(
+            epoch=epoch, train_loss=totals[0], train_cross_entropy=totals[1], train_cotraining=totals[2],
+            lr=self.scheduler.get_last_lr()[0], lambda_cot=weight, val_accuracy=val_accuracy,
+            val_member_accuracies=val_members, seconds=time.perf_counter() - started,
+        )
+
+    def _train_step(self, images: torch.Tensor, labels: torch.Tensor, lambda_cot: float) -> torch.Tensor:
+        train = self.config.train
+        views = augment(images, self.config.S, train, self.generator, self.data.normalization)
+        mixed_targets, mix_weight = None, 1.0
+        if train.mixup_alpha > 0:
+            mixed = mixup(views, labels, train.mixup_alpha, self.generator)
+            views, mixed_targets, mix_weight = mixed.views, mixed.y_b, mixed.lam
+        with self._autocast():
+            logits = self.ensemble(views)
+        loss = cotraining_loss(logits, labels, lambda_cot, mixed_targets, mix_weight)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.total.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        return torch.stack([loss.total, loss.cross_entropy, loss.cotraining]).detach()
+
+    @torch.no_grad()
+    def evaluate(self, loader: TensorLoader) -> tuple[float, list[float]]:
+        """Accuracy of the ensemble (``config.train.combine``) and of each member on ``loader``."""
+        if loader.num_samples == 0:
+            return float("nan"), [float("nan")] * self.config.S
+        self.ensemble.eval()
+        correct_ensemble = torch.zeros((), device=self.device)
+        correct_members = torch.zeros(self.config.S, device=self.device)
+        for images, labels in loader:
+            views = self.data.normalization(images).unsqueeze(0).expand(self.config.S, *images.shape)
+            with self._autocast():
+                logits = self.ensemble(views.contiguous()).float()
+            combined = combine_logits(logits, self.config.train.combine)
+            correct_ensemble += (combined.argmax(-1) == labels).sum()
+            correct_members += (logits.argmax(-1) == labels).sum(-1)
+        count = loader.num_samples
+        return (correct_ensemble / count).item(), (correct_members / count).tolist()
+
+    def _autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.mixed_precision)
+
+    # -- checkpoints -------------------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        """Everything needed to continue exactly: weights, optimiser, schedule, RNG, history."""
+        state = {
+            "config": self.config.to_dict(),
+            "ensemble_kind": type(self.ensemble).__name__,
+            "ensemble": self.ensemble.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "history": [asdict(metrics) for metrics in self.history],
+            "torch_rng": torch.get_rng_state(),
+            "generator": self.generator.get_state(),
+        }
+        if self.device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def save_checkpoint(self) -> None:
+        """Write the checkpoint atomically (temporary file, then rename): a crash never leaves half of one."""
+        if self.out_dir is not None:
+            _atomic_save(self.state(), self.out_dir / CHECKPOINT_NAME)
+
+    def load_checkpoint(self) -> bool:
+        """Restore the last checkpoint in ``out_dir``; False if there is none yet."""
+        if self.out_dir is None or not (self.out_dir / CHECKPOINT_NAME).exists():
+            return False
+        state = torch.load(self.out_dir / CHECKPOINT_NAME, map_location=self.device, weights_only=True)
+        if state["config"] != self.config.to_dict():
+            raise ValueError(
+                f"the checkpoint in {self.out_dir} was written for a different config; "
+                "use another --out directory or the same config"
+            )
+        if state["ensemble_kind"] != type(self.ensemble).__name__:
+            raise ValueError(
+                f"the checkpoint in {self.out_dir} holds a {state['ensemble_kind']}; resume in the same mode"
+            )
+        self.ensemble.load_state_dict(state["ensemble"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.history = [EpochMetrics(**metrics) for metrics in state["history"]]
+        torch.set_rng_state(state["torch_rng"].cpu())
+        self.generator.set_state(state["generator"].cpu())
+        if "cuda_rng" in state:
+            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), self.device)
+        return True
+
+    def save_model(self) -> None:
+        """The S trained members as deployable state dicts, with the config that rebuilds them."""
+        if self.out_dir is not None:
+            members = [member.state_dict() for member in self.ensemble.members]
+            _atomic_save({"config": self.config.to_dict(), "members": members}, self.out_dir / MODEL_NAME)
+
+    def _write_metrics(self, result: TrainResult) -> None:
+        if self.out_dir is not None:
+            path = self.out_dir / METRICS_NAME
+            temporary = path.with_suffix(".tmp")
+            temporary.write_text(json.dumps({"config": self.config.to_dict(), **result.to_dict()}, indent=2))
+            os.replace(temporary, path)
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    torch.save(obj, temporary)
+    os.replace(temporary, path)

@@ -1,0 +1,98 @@
+"""Co-training objective of divide-and-co-train (Zhao et al., Sec. 3.2; METHODS.md section 1).
+
+loss = sum_i CE(p_i, y) + lambda_cot * L_cot,   L_cot = H(mean_i p_i) - mean_i H(p_i)
+
+L_cot is the (generalised) Jensen-Shannon divergence of the S members' softmax outputs: zero
+when they agree, positive otherwise.  No temperature; gradients flow through every term.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+# The authors floor the warmed-up weight at this value so the co-training term is never off.
+_MIN_WARMUP_WEIGHT = 0.005
+
+
+def entropy(probabilities: Tensor) -> Tensor:
+    """Shannon entropy over the last axis (0 log 0 = 0)."""
+    return -(probabilities * torch.log(probabilities.clamp_min(1e-12))).sum(-1)
+
+
+def js_divergence(logits: Tensor) -> Tensor:
+    """H(mean_i p_i) - mean_i H(p_i) for logits [S, B, K], averaged over the batch."""
+    probabilities = logits.float().softmax(-1)
+    return (entropy(probabilities.mean(0)) - entropy(probabilities).mean(0)).mean()
+
+
+@dataclass(frozen=True)
+class CotrainLoss:
+    """The parts of one step's loss, kept apart so they can be logged."""
+
+    total: Tensor
+    cross_entropy: Tensor
+    cotraining: Tensor
+
+
+def cotraining_loss(
+    logits: Tensor,
+    targets: Tensor,
+    lambda_cot: float,
+    mixed_targets: Tensor | None = None,
+    mix_weight: float = 1.0,
+) -> CotrainLoss:
+    """Sum of the members' cross-entropies plus ``lambda_cot`` x JS divergence.
+
+    Args:
+        logits: [S, B, K].
+        targets: [B] class indices.
+        lambda_cot: weight of the co-training term for this step (already warmed up).
+        mixed_targets: with mixup, the partner images' labels; the cross-entropy becomes
+            ``mix_weight * CE(targets) + (1 - mix_weight) * CE(mixed_targets)``.
+        mix_weight: mixup's lambda.
+    """
+    members = logits.shape[0]
+    flat = logits.float().flatten(0, 1)
+
+    def member_ce(labels: Tensor) -> Tensor:
+        # Mean over the batch, summed over members: each member's CE has the usual scale.
+        return F.cross_entropy(flat, labels.repeat(members)) * members
+
+    cross_entropy = member_ce(targets)
+    if mixed_targets is not None:
+        cross_entropy = mix_weight * cross_entropy + (1 - mix_weight) * member_ce(mixed_targets)
+    if members > 1 and lambda_cot > 0:
+        cotraining = js_divergence(logits)
+    else:
+        cotraining = torch.zeros((), device=logits.device)
+    return CotrainLoss(cross_entropy + lambda_cot * cotraining, cross_entropy, cotraining)
+
+
+def cot_weight(lambda_cot: float, progress: float, warmup_fraction: float) -> float:
+    """lambda_cot warmed up linearly over the first ``warmup_fraction`` of training.
+
+    ``progress`` is the fraction of training done (0..1).  As in the authors' code the warmed-up
+    value is floored at 0.005 (unless lambda_cot itself is smaller).
+    """
+    if warmup_fraction <= 0 or progress >= warmup_fraction:
+        return lambda_cot
+    return max(lambda_cot * progress / warmup_fraction, min(_MIN_WARMUP_WEIGHT, lambda_cot))
+
+
+def combine_logits(logits: Tensor, rule: str = "mean_logits") -> Tensor:
+    """Ensemble prediction [B, K] from member logits [S, B, K].
+
+    ``mean_logits`` (the paper's choice, Appendix C), ``max_logits`` or ``mean_softmax``
+    (returned as log-probabilities so argmax and cross-entropy still apply).
+    """
+    if rule == "mean_logits":
+        return logits.mean(0)
+    if rule == "max_logits":
+        return logits.max(0).values
+    if rule == "mean_softmax":
+        return logits.softmax(-1).mean(0).clamp_min(1e-12).log()
+    raise ValueError(f"unknown combine rule {rule!r}: use mean_logits, max_logits or mean_softmax")
