@@ -2,7 +2,7 @@
 
 Run (about 15 minutes on 2 CPU cores with the defaults):
     python benchmarks/cotrain_accuracy.py
-    python benchmarks/cotrain_accuracy.py --epochs 30 --seeds 0,1 --lambdas 0,0.5 --arch resnet20 -S 2
+    python benchmarks/cotrain_accuracy.py --epochs 30 --seeds 0,1 --lambdas 0,0.5 --arch resnet20 -S 2 --threads 1
 
 Trains ``--arch`` divided into S co-trained networks on the real CIFAR-10 subset
 (``../shared/data/cifar10-subset.npz``: 5,085 training and 1,017 test images) once per
@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import statistics
 from pathlib import Path
+
+import torch
 
 from splitsearch.config import SplitConfig, TrainConfig
 from splitsearch.train.data import prepare_data
@@ -33,7 +35,10 @@ def main() -> None:
     parser.add_argument("--lambdas", default="0,0.5")
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads (1 is steadier on a busy machine)")
     options = parser.parse_args()
+    if options.threads:
+        torch.set_num_threads(options.threads)
     if not options.data.is_file():
         parser.error(f"{options.data} not found; pass --data PATH to the CIFAR-10 subset .npz")
 

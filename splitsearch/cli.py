@@ -232,6 +232,185 @@ def train(config_file: Path, dataset: str | None, epochs: int | None, device: st
     click.echo(f"params {format_count(cost.params)}  MACs {format_count(cost.macs)}  output {out_dir}")
 
 
+def _storage_option(command: Any) -> Any:
+    from splitsearch.search.study import DEFAULT_STORAGE, STORAGE_ENV
+
+    return click.option("--storage", envvar=STORAGE_ENV, default=DEFAULT_STORAGE, show_default=True,
+                        help=f"Database URL shared by Optuna and the store (env {STORAGE_ENV}); "
+                             "postgresql+psycopg://... for many workers.")(command)
+
+
+def _study_option(command: Any) -> Any:
+    return click.option("--study", "study_name", help="Study name (default: the storage's only study).")(command)
+
+
+@cli.command()
+@click.argument("study_file", required=False)
+@click.option("--study", "study_name", help="Study name (default: the definition's name); the same name resumes.")
+@_storage_option
+@click.option("--n-trials", type=click.IntRange(min=1), help="Finished trials the study should reach in total.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Stop starting trials after SECONDS.")
+@click.option("--budget-params", type=CountParam(), help="Parameter budget of a candidate (all S networks), e.g. 36M.")
+@click.option("--budget-macs", type=CountParam(), help="MACs budget, e.g. 5.3G.")
+@click.option("--budget-flops", type=CountParam(), help="FLOPs budget (= 2 x MACs); converted to MACs.")
+@click.option("--budget-mode", type=click.Choice(["fit", "reject"]),
+              help="fit: scale each candidate's width to use the budget; reject: prune over-budget candidates "
+                   "untrained (the sampler learns the feasible region).")
+@click.option("--space", help="Search space: a YAML path or a shipped name (divide, blocks, full).")
+@click.option("--arch", help="Base network.")
+@click.option("--dataset", help=f"Dataset spec ({known_specs()}).")
+@click.option("--epochs", type=click.IntRange(min=1), help="Training epochs per candidate.")
+@click.option("--objectives", type=click.Choice(["accuracy", "accuracy,params", "accuracy,macs"]),
+              help="accuracy: TPE + Hyperband pruning. accuracy,params / accuracy,macs: NSGA-II Pareto search; "
+                   "Optuna cannot prune multi-objective studies, so every candidate trains to the end.")
+@click.option("--sampler", type=click.Choice(["tpe", "random", "nsga2"]))
+@click.option("--pruner", type=click.Choice(["hyperband", "median", "none"]))
+@click.option("--seed", type=int, help="Sampler seed.")
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")
+@click.option("--mode", type=click.Choice(["auto", "fused", "sequential"]), default="auto", show_default=True,
+              help="How each candidate's S networks run (see train --help).")
+@click.option("--runs-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"), show_default=True,
+              help="Per-trial checkpoints (a retried trial continues from its checkpoint).")
+@click.option("--force", is_flag=True, help="Continue a study even though its settings changed.")
+@click.option("-v", "--verbose", count=True, help="-v: a line per epoch; -vv: Optuna's own log too.")
+def run(study_file: str | None, study_name: str | None, storage: str, n_trials: int | None, timeout: float | None,
+        budget_params: int | None, budget_macs: int | None, budget_flops: int | None, budget_mode: str | None,
+        space: str | None, arch: str | None, dataset: str | None, epochs: int | None, objectives: str | None,
+        sampler: str | None, pruner: str | None, seed: int | None, device: str, mode: str, runs_dir: Path,
+        force: bool, verbose: int) -> None:
+    """Search how to split a network: an Optuna study over split configurations under a budget.
+
+    STUDY_FILE is a study YAML or a shipped study name (default: quickstart, which runs in a few
+    minutes on a CPU).  Every option overrides the file.  Running the same --study again resumes
+    it; completed trials are never lost or run twice, and a trial cut off by Ctrl-C or a crash
+    continues from its checkpoint.
+
+    \b
+    Examples:
+      splitsearch run                                   # the quick-start study on digits
+      splitsearch run cifar100-wrn28-10-36M --budget-params 36M --storage postgresql+psycopg://host/db
+      splitsearch run --arch resnet20 --space full --objectives accuracy,params --n-trials 40
+    """
+    import optuna
+
+    from splitsearch.search.run import run_study
+    from splitsearch.search.study import load_study_spec, resolve_study_file
+    from splitsearch.train.loop import resolve_device
+
+    if budget_flops is not None:
+        if budget_macs is not None:
+            raise click.UsageError("give --budget-macs or --budget-flops, not both")
+        budget_macs = budget_flops // 2
+    overrides = {"name": study_name, "n_trials": n_trials, "timeout": timeout, "budget_params": budget_params,
+                 "budget_macs": budget_macs, "budget_mode": budget_mode, "space": space, "arch": arch,
+                 "dataset": dataset, "epochs": epochs, "objectives": objectives, "sampler": sampler,
+                 "pruner": pruner, "seed": seed}
+    spec = load_study_spec(resolve_study_file(study_file or "quickstart"), overrides)
+    target = resolve_device(device)
+    optuna.logging.set_verbosity(optuna.logging.INFO if verbose >= 2 else optuna.logging.WARNING)
+
+    def epoch_line(trial_number: int, metrics: Any) -> None:
+        tqdm.write(f"trial {trial_number} epoch {metrics.epoch}: loss {metrics.train_loss:.3f}  "
+                   f"val {metrics.val_accuracy:.2%}  {metrics.seconds:.1f}s")
+
+    click.echo(f"study {spec.name!r} in {storage}: {spec.base.arch} on {spec.base.dataset}, space "
+               f"{spec.space.name}, {','.join(spec.objectives)}, {spec.n_trials} trials")
+    try:
+        study = run_study(spec, storage, runs_dir, target, mode, force, on_epoch=epoch_line if verbose else None)
+    except KeyboardInterrupt:
+        raise click.ClickException(
+            f"interrupted; finished trials are stored in {storage}: run the same command again to continue "
+            f"study {spec.name!r}"
+        ) from None
+    _print_study_summary(study)
+
+
+def _print_study_summary(study: Any) -> None:
+    import optuna
+
+    counts = {state.name.lower(): len(study.get_trials(deepcopy=False, states=(state,)))
+              for state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
+                            optuna.trial.TrialState.FAIL)}
+    click.echo(", ".join(f"{count} {state}" for state, count in counts.items()) + " trials")
+    if counts["complete"] and len(study.directions) == 1:
+        best = study.best_trial
+        click.echo(f"best: trial {best.number}, validation accuracy {best.value:.2%}, "
+                   f"{format_count(best.user_attrs.get('params', 0))} params, "
+                   f"{format_count(best.user_attrs.get('macs', 0))} MACs, {best.params}")
+    elif counts["complete"]:
+        click.echo(f"Pareto front: {len(study.best_trials)} trials")
+    click.echo(f"next: splitsearch export --study {study.study_name} -o best.yaml; "
+               f"splitsearch report --study {study.study_name} -o report.html")
+
+
+@cli.command()
+@_study_option
+@_storage_option
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("best.yaml"),
+              show_default=True)
+@click.option("--pick", type=click.Choice(["max-accuracy", "min-cost", "knee"]), default="max-accuracy",
+              show_default=True, help="Which Pareto-optimal trial a multi-objective study exports.")
+def export(study_name: str | None, storage: str, output: Path, pick: str) -> None:
+    """Write the best configuration as YAML that `splitsearch train` retrains.
+
+    The YAML records its provenance (study, trial, validation accuracy) and its cost.
+    """
+    from splitsearch.search.export import export_best
+    from splitsearch.search.run import load_existing_study
+
+    study = load_existing_study(study_name, storage)
+    trial = export_best(study, output, pick)
+    click.echo(f"trial {trial.number} of {study.study_name} (validation accuracy {trial.values[0]:.2%}) "
+               f"written to {output}")
+
+
+@cli.command()
+@_study_option
+@_storage_option
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("report.html"),
+              show_default=True)
+def report(study_name: str | None, storage: str, output: Path) -> None:
+    """Write a self-contained HTML report of a study (plotly figures)."""
+    from splitsearch.report import write_report
+    from splitsearch.search.run import load_existing_study
+
+    study = load_existing_study(study_name, storage)
+    click.echo(f"report of {study.study_name} written to {write_report(study, output)}")
+
+
+@cli.command()
+@_study_option
+@_storage_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (local only by default).")
+@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
+def dashboard(study_name: str | None, storage: str, host: str, port: int) -> None:
+    """Serve optuna-dashboard on the study's storage (trial user attributes show each candidate's cost)."""
+    from optuna_dashboard import run_server
+
+    from splitsearch.search.run import load_existing_study
+
+    study = load_existing_study(study_name, storage)
+    click.echo(f"optuna-dashboard for {study.study_name}: http://{host}:{port}/dashboard  (Ctrl-C stops)")
+    run_server(storage, host=host, port=port)
+
+
+@cli.group()
+def db() -> None:
+    """The store's own tables (beside Optuna's, in the same database)."""
+
+
+@db.command("upgrade")
+@_storage_option
+def db_upgrade(storage: str) -> None:
+    """Create or migrate the store's tables (Alembic, own version table)."""
+    from splitsearch.search.study import open_storage
+    from splitsearch.store import upgrade
+
+    open_storage(storage, heartbeat=False)  # checks the URL and creates Optuna's tables too
+    upgrade(storage)
+    click.echo(f"store tables of {storage} are up to date")
+
+
 @cli.command("archs")
 def archs() -> None:
     """List the architectures (patterns such as wrn{d}_{k} accept other depths and widths)."""

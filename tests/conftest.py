@@ -1,7 +1,22 @@
-"""Shared test settings."""
+"""Shared test settings and the real PostgreSQL databases some tests need.
+
+PostgreSQL cases run only when ``SPLITSEARCH_TEST_POSTGRES_URL`` names a server (``.ci/run`` sets
+it to the local one, e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test); each gets a fresh
+database of its own, dropped afterwards, so runs never see each other's rows.
+"""
+
+import os
+import secrets
+from contextlib import contextmanager
+from typing import Iterator
 
 import pytest
 import torch
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
+
+POSTGRES_URL = os.environ.get("SPLITSEARCH_TEST_POSTGRES_URL")
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -12,3 +27,35 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def postgres_server() -> Iterator[Engine]:
+    """The server's maintenance database in AUTOCOMMIT (CREATE DATABASE refuses transactions)."""
+    if not POSTGRES_URL:
+        pytest.skip("PostgreSQL cases run only when SPLITSEARCH_TEST_POSTGRES_URL is set, "
+                    "e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    engine = create_engine(make_url(POSTGRES_URL).set(database="postgres"), isolation_level="AUTOCOMMIT",
+                           poolclass=NullPool)
+    yield engine
+    engine.dispose()
+
+
+@contextmanager
+def postgres_database(server: Engine) -> Iterator[str]:
+    """A new, empty database on the test server, dropped (with its connections) on exit."""
+    name = f"splitsearch_test_{secrets.token_hex(6)}"
+    with server.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with server.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def postgres_url(postgres_server: Engine) -> Iterator[str]:
+    """An empty PostgreSQL database, for the cases about many workers on one server."""
+    with postgres_database(postgres_server) as url:
+        yield url

@@ -123,9 +123,10 @@ class Trainer:
 
     # -- the loop ----------------------------------------------------------------------------------
 
-    def fit(self, resume: bool = False) -> TrainResult:
+    def fit(self, resume: bool = False, test: bool = True) -> TrainResult:
         """Train until ``config.train.epochs`` (continuing a checkpoint if ``resume``), then test.
 
+        ``test=False`` skips the test split (the search selects on validation accuracy only).
         Ctrl-C stops after writing nothing new: the checkpoint of the last finished epoch stays,
         and ``resume=True`` continues from it.
         """
@@ -142,7 +143,8 @@ class Trainer:
                 break
         result = TrainResult(self.history, stopped_early, wall_seconds=time.perf_counter() - start)
         if not stopped_early:
-            result.test_accuracy, result.test_member_accuracies = self.evaluate(self.data.test)
+            if test:
+                result.test_accuracy, result.test_member_accuracies = self.evaluate(self.data.test)
             self.save_model()
         self._write_metrics(result)
         return result

@@ -1,0 +1,369 @@
+"""The study report: plotly figures of a split search, gathered in one self-contained HTML page.
+
+A search over split configurations answers a few questions, one figure each: did the search
+settle (optimisation history); what accuracy a parameter count buys and how the paper's
+baselines compare (accuracy vs parameters, and the Pareto front of a multi-objective study);
+which choices matter (parameter importances, accuracy by S and by weight-decay rule); and what
+the pruner stopped (intermediate values).  Optuna's own plots draw a figure wherever they cover
+it.  A figure that cannot be drawn for a study (no completed trial yet, nothing reported)
+becomes a one-line note in the page instead of an error, so a report can be written at any
+moment of a search, from any worker.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import warnings
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import optuna
+import plotly.graph_objects as go
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState
+from plotly.offline import get_plotlyjs
+
+from splitsearch.units import format_count
+
+ACCURACY = "validation accuracy"
+_COST_LABELS = {"params": "parameters", "macs": "MACs"}
+_STATE_LABELS = {
+    TrialState.COMPLETE: "complete",
+    TrialState.PRUNED: "pruned",
+    TrialState.FAIL: "failed",
+    TrialState.RUNNING: "running",
+    TrialState.WAITING: "waiting",
+}
+_HOVER = "%{hovertext}<br>" + ACCURACY + " %{y:.4f}<extra></extra>"
+
+Section = tuple[str, go.Figure | str]
+"""A report section: its title and either its figure or the note that says why it is missing."""
+
+
+class _Skipped(Exception):
+    """Raised by a figure function that has nothing to draw for this study.
+
+    Its message, a short note for the reader, takes the figure's place in the report.
+    """
+
+
+def build_figures(study: optuna.Study) -> list[tuple[str, go.Figure]]:
+    """The report's figures as ``(title, figure)``, leaving out those the study cannot show yet.
+
+    For a notebook or a dashboard; :func:`write_report` also says why a figure is missing.
+    """
+    return [(title, content) for title, content in _sections(study) if isinstance(content, go.Figure)]
+
+
+def write_report(study: optuna.Study, path: str | Path) -> Path:
+    """Write the study's report to ``path`` as one HTML file that opens offline, and return the path.
+
+    plotly.js is embedded once, in the page's head, and only when there is a figure to draw: the
+    file can be mailed or archived beside the database without a network or a CDN.
+    """
+    path = Path(path)
+    sections = _sections(study)
+    has_figure = any(isinstance(content, go.Figure) for _, content in sections)
+    plotlyjs = f'<script type="text/javascript">{get_plotlyjs()}</script>' if has_figure else ""
+    name = html.escape(study.study_name)
+    body = "\n".join(_section_html(title, content) for title, content in sections)
+    page = (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f"<title>splitsearch report: {name}</title>\n{plotlyjs}\n</head>\n"
+        '<body style="font-family: sans-serif; max-width: 1100px; margin: auto;">\n'
+        f"<h1>splitsearch report: {name}</h1>\n{_summary_html(study)}\n{body}\n</body>\n</html>\n"
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+def _sections(study: optuna.Study) -> list[Section]:
+    """Every section of the report in order, each drawn once and titled."""
+    sections: list[Section] = []
+    for title, draw in _figure_functions(study):
+        try:
+            figure = draw(study)
+        except _Skipped as skipped:
+            sections.append((title, str(skipped)))
+        else:
+            sections.append((title, figure.update_layout(title=title)))
+    return sections
+
+
+def _figure_functions(study: optuna.Study) -> list[tuple[str, Callable[[optuna.Study], go.Figure]]]:
+    """The figures this study calls for: a Pareto front only when there are two objectives to trade."""
+    functions: list[tuple[str, Callable[[optuna.Study], go.Figure]]] = [
+        ("Optimisation history", _optimisation_history),
+        ("Validation accuracy vs parameters", _accuracy_vs_params),
+    ]
+    if _is_multi_objective(study):
+        functions.append((f"Pareto front: validation accuracy vs {_cost_label(study)}", _pareto_front))
+    functions += [
+        ("Parameter importances", _param_importances),
+        ("Validation accuracy by S", functools.partial(_accuracy_by, param="S")),
+        ("Validation accuracy by wd_rule", functools.partial(_accuracy_by, param="wd_rule")),
+        ("Intermediate values (pruning)", _intermediate_values),
+    ]
+    return functions
+
+
+def _optimisation_history(study: optuna.Study) -> go.Figure:
+    """Accuracy trial after trial: whether the sampler still finds better splits or has settled."""
+    _completed(study)
+    if _is_multi_objective(study):
+        return optuna.visualization.plot_optimization_history(study, target=_accuracy, target_name=ACCURACY)
+    return optuna.visualization.plot_optimization_history(study, target_name=ACCURACY)
+
+
+def _accuracy_vs_params(study: optuna.Study) -> go.Figure:
+    """What accuracy each parameter count buys, against the budget and the paper's baselines.
+
+    The point of splitting is a better accuracy for the same (or a smaller) size, so the
+    baselines (undivided network, the paper's S=2 and S=4) are drawn apart and labelled, and a
+    multi-objective study's Pareto front is highlighted.
+    """
+    trials = [trial for trial in _completed(study) if _count(trial, "params") is not None]
+    if not trials:
+        raise _Skipped("No completed trial recorded its parameter count (user attr 'params').")
+    pareto = {trial.number for trial in study.best_trials} if _is_multi_objective(study) else set()
+    searched = [trial for trial in trials if not trial.user_attrs.get("baseline")]
+    groups = [
+        ("searched trials", [t for t in searched if t.number not in pareto], {"symbol": "circle", "size": 8}),
+        ("Pareto front", [t for t in searched if t.number in pareto], {"symbol": "star", "size": 13}),
+    ]
+    figure = go.Figure()
+    for name, group, marker in groups:
+        if group:
+            figure.add_trace(_scatter(group, name, marker))
+    baselines = [trial for trial in trials if trial.user_attrs.get("baseline")]
+    if baselines:
+        trace = _scatter(baselines, "baselines", {"symbol": "diamond", "size": 13, "color": "black"})
+        figure.add_trace(trace.update(
+            mode="markers+text", text=[t.user_attrs["baseline"] for t in baselines], textposition="top center"
+        ))
+    budget = study.user_attrs.get("budget_params")
+    if budget:
+        figure.add_vline(
+            x=budget, line_dash="dash", line_color="red", name=f"params budget ({format_count(budget)})",
+            showlegend=True,
+        )
+    figure.update_xaxes(type="log", title_text="parameters")
+    return figure.update_yaxes(title_text=ACCURACY)
+
+
+def _scatter(trials: list[FrozenTrial], name: str, marker: dict[str, object]) -> go.Scatter:
+    """Completed trials at (parameters, accuracy), each point's hover naming its trial and split."""
+    return go.Scatter(
+        x=[_count(trial, "params") for trial in trials],
+        y=[_accuracy(trial) for trial in trials],
+        mode="markers",
+        name=name,
+        marker=marker,
+        hovertext=[_describe(trial) for trial in trials],
+        hovertemplate=_HOVER,
+    )
+
+
+def _pareto_front(study: optuna.Study) -> go.Figure:
+    """The best accuracy for each cost (parameters or MACs, the study's second objective).
+
+    Drawn with the cost on a log x axis, as in the accuracy-vs-parameters figure, so the two read alike.
+    """
+    _completed(study)
+    figure = optuna.visualization.plot_pareto_front(
+        study, target_names=[_cost_label(study), ACCURACY], targets=lambda trial: (trial.values[1], trial.values[0])
+    )
+    return figure.update_xaxes(type="log")
+
+
+def _param_importances(study: optuna.Study) -> go.Figure:
+    """Which choices (S, block factors, wd_rule, lambda_cot, training settings) drive accuracy.
+
+    Optuna's default evaluator, PED-ANOVA, cannot rank anything from fewer than two distinct
+    completed trials; it then warns and returns equal importances, which would mislead, so such a
+    study gets a note.  PED-ANOVA also counts a low target as good and warns whenever a target is
+    given: the multi-objective target is the negated accuracy, and that warning is silenced.
+    """
+    completed = _completed(study)
+    if len(completed) < 2:
+        raise _Skipped("Parameter importances need at least two completed trials.")
+    if len({frozenset(trial.params.items()) for trial in completed}) < 2:
+        raise _Skipped("All completed trials share one parameter set: there is nothing to compare.")
+    target = (lambda trial: -_accuracy(trial)) if _is_multi_objective(study) else None
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*computes the importances of params to achieve low")
+        warnings.filterwarnings("error", message=".*importances will be equal")
+        try:
+            return optuna.visualization.plot_param_importances(study, target=target, target_name=ACCURACY)
+        except (ValueError, RuntimeError, UserWarning) as error:
+            raise _Skipped(f"Optuna could not compute parameter importances: {error}") from error
+
+
+def _accuracy_by(study: optuna.Study, param: str) -> go.Figure:
+    """The spread of accuracy for each value of one choice (S or the weight-decay rule).
+
+    A strip over a box shows every trial, so a value tried once is not mistaken for a trend.
+    """
+    trials = [trial for trial in _completed(study) if param in trial.params]
+    if not trials:
+        raise _Skipped(f"No completed trial has the parameter {param}.")
+    categories = [str(value) for value in sorted({trial.params[param] for trial in trials}, key=_sort_key)]
+    figure = go.Figure(go.Box(
+        x=[str(trial.params[param]) for trial in trials],
+        y=[_accuracy(trial) for trial in trials],
+        name=ACCURACY,
+        boxpoints="all",
+        jitter=0.4,
+        pointpos=0,
+        hoveron="points",
+        hovertext=[_describe(trial) for trial in trials],
+        hovertemplate=_HOVER,
+    ))
+    figure.update_xaxes(type="category", categoryorder="array", categoryarray=categories, title_text=param)
+    return figure.update_yaxes(title_text=ACCURACY)
+
+
+def _intermediate_values(study: optuna.Study) -> go.Figure:
+    """Validation accuracy per epoch of every trial: what the pruner saw when it stopped a trial."""
+    if _is_multi_objective(study):
+        raise _Skipped("Multi-objective studies report no intermediate values: Optuna cannot prune them.")
+    if not any(trial.intermediate_values for trial in study.get_trials(deepcopy=False)):
+        raise _Skipped("No trial reported a per-epoch validation accuracy yet.")
+    figure = optuna.visualization.plot_intermediate_values(study)
+    figure.update_xaxes(title_text="epoch")
+    return figure.update_yaxes(title_text=ACCURACY)
+
+
+def _summary_html(study: optuna.Study) -> str:
+    """The page's head lines: objectives, trials by state, best result and budget."""
+    verbs = {StudyDirection.MAXIMIZE: "maximise", StudyDirection.MINIMIZE: "minimise"}
+    names = [ACCURACY, *([_cost_label(study)] if _is_multi_objective(study) else [])]
+    lines = [
+        "Objectives: " + ", ".join(f"{verbs[direction]} {name}" for direction, name in zip(study.directions, names)),
+        f"Trials: {_trial_counts(study)}",
+        _best_line(study),
+        f"Budget: {_budget(study)}",
+    ]
+    return "<ul>\n" + "\n".join(f"<li>{html.escape(line)}</li>" for line in lines) + "\n</ul>"
+
+
+def _trial_counts(study: optuna.Study) -> str:
+    """``12: 7 complete, 4 pruned (2 over budget), 1 failed``: where the search's time went."""
+    trials = study.get_trials(deepcopy=False)
+    if not trials:
+        return "none yet"
+    counts = Counter(trial.state for trial in trials)
+    over_budget = sum(1 for trial in trials if trial.user_attrs.get("over_budget"))
+    labels = dict(_STATE_LABELS)
+    if over_budget:
+        labels[TrialState.PRUNED] += f" ({over_budget} over budget)"
+    parts = [f"{counts[state]} {label}" for state, label in labels.items() if counts[state]]
+    return f"{len(trials)}: {', '.join(parts)}"
+
+
+def _best_line(study: optuna.Study) -> str:
+    """The best trial of a single-objective study, or the size of a multi-objective study's front."""
+    if _is_multi_objective(study):
+        front = sorted(trial.number for trial in study.best_trials)
+        return f"Pareto front: {len(front)} trials" + (f" (#{', #'.join(map(str, front))})" if front else "")
+    try:
+        best = study.best_trial
+    except ValueError:
+        return "Best trial: none completed yet"
+    costs = [f"{format_count(value)} {label}" for key, label in _COST_LABELS.items()
+             if (value := _count(best, key)) is not None]
+    return ", ".join([f"Best trial #{best.number}: {ACCURACY} {_accuracy(best):.4f}", *costs, _split(best)])
+
+
+def _budget(study: optuna.Study) -> str:
+    """The search's budget as the study recorded it, or ``none``."""
+    attrs = study.user_attrs
+    parts = [f"{format_count(attrs[key])} {label}" for key, label in
+             (("budget_params", "parameters"), ("budget_macs", "MACs")) if attrs.get(key)]
+    if not parts:
+        return "none"
+    modes = {"fit": "widths fitted to the budget", "reject": "over-budget candidates pruned before training"}
+    mode = attrs.get("budget_mode")
+    return ", ".join(parts) + (f" ({modes.get(mode, mode)})" if mode else "")
+
+
+def _section_html(title: str, content: go.Figure | str) -> str:
+    """One section: its title over its figure (plotly.js comes from the page's head) or its note."""
+    if isinstance(content, str):
+        return f"<h2>{html.escape(title)}</h2>\n<p><em>{html.escape(content)}</em></p>"
+    figure = content.to_html(full_html=False, include_plotlyjs=False, default_height="500px")
+    return f"<h2>{html.escape(title)}</h2>\n{figure}"
+
+
+def _describe(trial: FrozenTrial) -> str:
+    """A trial's hover text: its number, baseline name, split, cost and members' accuracies."""
+    lines = [f"trial #{trial.number}"]
+    if trial.user_attrs.get("baseline"):
+        lines.append(f"baseline: {trial.user_attrs['baseline']}")
+    lines.append(_split(trial))
+    lines += [f"{format_count(value)} {label}" for key, label in _COST_LABELS.items()
+              if (value := _count(trial, key)) is not None]
+    if trial.user_attrs.get("width_step") is not None:
+        lines.append(f"width step {trial.user_attrs['width_step']:g}")
+    if trial.user_attrs.get("member_val_accuracies"):
+        lines.append("members: " + ", ".join(f"{value:.3f}" for value in trial.user_attrs["member_val_accuracies"]))
+    return "<br>".join(html.escape(line) for line in lines)
+
+
+def _split(trial: FrozenTrial) -> str:
+    """``S=2, block factors 1,2,2, wd_rule=linear, λ_cot=0.5``: the parts of the split that were chosen."""
+    params = trial.params
+    factors = sorted(
+        (int(name.rpartition(".")[2]), value) for name, value in params.items()
+        if name.startswith("block_factors.") and name.rpartition(".")[2].isdigit()
+    )
+    parts = [f"S={params['S']}"] if "S" in params else []
+    if factors:
+        parts.append("block factors " + ",".join(str(value) for _, value in factors))
+    if "wd_rule" in params:
+        parts.append(f"wd_rule={params['wd_rule']}")
+    if "lambda_cot" in params:
+        parts.append(f"λ_cot={params['lambda_cot']:g}")
+    return ", ".join(parts) or "split not searched"
+
+
+def _completed(study: optuna.Study) -> list[FrozenTrial]:
+    """The completed trials: every figure of results needs at least one."""
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not trials:
+        raise _Skipped("No completed trial yet.")
+    return trials
+
+
+def _accuracy(trial: FrozenTrial) -> float:
+    """Validation accuracy: the first (or only) objective of every splitsearch study."""
+    return trial.values[0]
+
+
+def _count(trial: FrozenTrial, key: str) -> int | None:
+    """A positive count user attr (``params``, ``macs``), or None when the trial did not record it."""
+    value = trial.user_attrs.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        return None
+    return int(value)
+
+
+def _cost_label(study: optuna.Study) -> str:
+    """The second objective's name for axes and notes: ``parameters`` or ``MACs``."""
+    objectives = study.user_attrs.get("objectives") or []
+    return _COST_LABELS.get(objectives[1], objectives[1]) if len(objectives) > 1 else "cost"
+
+
+def _is_multi_objective(study: optuna.Study) -> bool:
+    """Whether the study trades accuracy against a cost (two directions) rather than maximising it."""
+    return len(study.directions) > 1
+
+
+def _sort_key(value: object) -> tuple[int, float | str]:
+    """Numbers in numeric order (S = 2 before 10), then other choices in text order."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (0, value)
+    return (1, str(value))

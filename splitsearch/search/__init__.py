@@ -1,0 +1,1 @@
+"""The search: YAML search spaces turned into Optuna suggestions (:mod:`splitsearch.search.space`)."""

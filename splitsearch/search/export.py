@@ -1,0 +1,75 @@
+"""Hand the best candidate of a study back as a YAML that ``splitsearch train`` retrains."""
+
+from __future__ import annotations
+
+import datetime
+import math
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from splitsearch.config import SplitConfig, dump_yaml
+
+PICKS = ("max-accuracy", "min-cost", "knee")
+
+
+class ExportError(ValueError):
+    """Nothing can be exported (no finished trial, unknown pick)."""
+
+
+def pick_trial(study: optuna.Study, pick: str = "max-accuracy") -> optuna.trial.FrozenTrial:
+    """The trial to export.
+
+    Single objective: the best trial.  Multi-objective (accuracy, cost): among the Pareto front,
+    ``max-accuracy``, ``min-cost`` (fewest params or MACs), or ``knee`` (closest to the ideal
+    point after scaling both objectives to [0, 1] over the front).
+    """
+    if pick not in PICKS:
+        raise ExportError(f"--pick must be one of {', '.join(PICKS)}, got {pick!r}")
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if not complete:
+        raise ExportError(f"study {study.study_name!r} has no completed trial yet")
+    if len(study.directions) == 1:
+        return study.best_trial
+    front = study.best_trials
+    if pick == "max-accuracy":
+        return max(front, key=lambda trial: (trial.values[0], -trial.values[1]))
+    if pick == "min-cost":
+        return min(front, key=lambda trial: (trial.values[1], -trial.values[0]))
+    return min(front, key=lambda trial: _distance_to_ideal(trial, front))
+
+
+def _distance_to_ideal(trial: optuna.trial.FrozenTrial, front: list[optuna.trial.FrozenTrial]) -> float:
+    accuracies = [t.values[0] for t in front]
+    costs = [t.values[1] for t in front]
+
+    def scaled(value: float, values: list[float]) -> float:
+        span = max(values) - min(values)
+        return 0.0 if span == 0 else (value - min(values)) / span
+
+    return math.hypot(1 - scaled(trial.values[0], accuracies), scaled(trial.values[1], costs))
+
+
+def exported_document(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    """The config of ``trial`` plus where it came from (``provenance``) and what it costs."""
+    config = SplitConfig.from_dict(trial.user_attrs["config"])
+    attrs = trial.user_attrs
+    return {
+        **config.to_dict(),
+        "provenance": {
+            "study": study.study_name,
+            "trial": trial.number,
+            "val_accuracy": trial.values[0],
+            "baseline": attrs.get("baseline"),
+            "exported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        },
+        "cost": {key: attrs.get(key) for key in ("params", "macs", "flops", "activation_bytes", "width_step")},
+    }
+
+
+def export_best(study: optuna.Study, path: str | Path, pick: str = "max-accuracy") -> optuna.trial.FrozenTrial:
+    """Write the picked trial's config YAML to ``path``; returns the trial."""
+    trial = pick_trial(study, pick)
+    Path(path).write_text(dump_yaml(exported_document(study, trial)))
+    return trial

@@ -1,0 +1,208 @@
+"""What one trial does: sample a candidate, hold it to the budget, train it, record it.
+
+The objective is the validation accuracy of the ensemble (the test split is never looked at
+during a search), or (accuracy, params) / (accuracy, MACs) for a Pareto search.  Every trial
+leaves a row in the store and user attributes that optuna-dashboard and the report show.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import optuna
+import torch
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+from splitsearch.config import SplitConfig
+from splitsearch.cost import CandidateCost, count_config, fit_width
+from splitsearch.search.study import StudySpec
+from splitsearch.store import Store
+from splitsearch.train.data import DeviceData, prepare_data
+from splitsearch.train.loop import EpochMetrics, Trainer
+
+# The baselines every study starts with, so it shows whether the search beat them: the
+# undivided network and the paper's defaults (lambda_cot = 0.5, exponential weight-decay rule).
+BASELINES: tuple[tuple[str, dict], ...] = (
+    ("undivided", {"S": 1}),
+    ("paper S=2", {"S": 2, "lambda_cot": 0.5, "wd_rule": "exp"}),
+    ("paper S=4", {"S": 4, "lambda_cot": 0.5, "wd_rule": "exp"}),
+)
+
+
+class DataCache:
+    """Datasets on the device, loaded once per (dataset, batch size, split) and shared by all trials."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self._loaded: dict[tuple, DeviceData] = {}
+
+    def get(self, config: SplitConfig) -> DeviceData:
+        train = config.train
+        key = (config.dataset, train.batch_size, train.val_fraction, train.seed)
+        if key not in self._loaded:
+            self._loaded[key] = prepare_data(config.dataset, train, self.device)
+        return self._loaded[key]
+
+
+class SearchObjective:
+    """Callable for ``study.optimize``: one trial -> one trained (or rejected, or reused) candidate.
+
+    Args:
+        spec: the study definition.
+        store: where candidates and per-epoch metrics are recorded.
+        runs_dir: per-trial checkpoints go to ``runs_dir/<study>/trial-<n>`` (a retried trial
+            continues from the checkpoint of the trial it retries).
+        device: training device.
+        mode: ensemble execution mode (``auto``, ``fused``, ``sequential``).
+        on_epoch: optional per-epoch hook (the CLI prints a line per epoch with ``-v``).
+    """
+
+    def __init__(self, spec: StudySpec, store: Store, runs_dir: Path, device: torch.device, mode: str = "auto",
+                 on_epoch: Callable[[int, EpochMetrics], None] | None = None,
+                 data: DataCache | None = None) -> None:
+        self.spec = spec
+        self.store = store
+        self.runs_dir = Path(runs_dir)
+        self.device = device
+        self.mode = mode
+        self.on_epoch = on_epoch
+        self.data = data or DataCache(device)
+
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
+        from splitsearch.search.space import suggest_config
+
+        spec = self.spec
+        config = suggest_config(spec.space, trial, spec.base)
+        config, width_step = self._apply_budget(config)
+        cost = count_config(config)
+        baseline = trial.user_attrs.get("baseline")
+        self._describe(trial, config, cost, width_step)
+
+        if spec.budget_mode == "reject" and spec.has_budget:
+            excess = self._budget_excess(cost)
+            trial.set_user_attr("budget_excess", excess)
+            if excess > 0:
+                trial.set_user_attr("over_budget", True)
+                self.store.record_over_budget(spec.name, trial.number, config, cost, baseline=baseline)
+                raise optuna.TrialPruned(f"over budget by {excess:.1%}")
+
+        reusable = self.store.find_reusable(config.config_hash(), config.dataset, config.train.epochs)
+        if reusable is not None and reusable.val_accuracy is not None:
+            self.store.record_reused(spec.name, trial.number, reusable)
+            trial.set_user_attr("reused_from", f"{reusable.study_name}#{reusable.trial_number}")
+            trial.set_user_attr("member_val_accuracies", reusable.member_val_accuracies)
+            return self._values(reusable.val_accuracy, cost)
+
+        candidate = self.store.start_candidate(spec.name, trial.number, config, cost, width_step, baseline)
+        trial.set_user_attr("interrupted", False)  # a retried trial inherits its original's attributes
+        try:
+            result = self._train(trial, config, candidate)
+        except optuna.TrialPruned:
+            raise
+        except BaseException:
+            # Ctrl-C, out of memory, a bug: the row says so; the checkpoint lets a retry continue.
+            self.store.finish_candidate(candidate, "failed")
+            trial.set_user_attr("interrupted", True)
+            raise
+        trial.set_user_attr("member_val_accuracies", result.history[-1].val_member_accuracies)
+        trial.set_user_attr("wall_seconds", result.wall_seconds)
+        self.store.finish_candidate(candidate, "complete", val_accuracy=result.val_accuracy,
+                                    member_val_accuracies=result.history[-1].val_member_accuracies,
+                                    wall_seconds=result.wall_seconds)
+        return self._values(result.val_accuracy, cost)
+
+    # -- parts -------------------------------------------------------------------------------------
+
+    def _apply_budget(self, config: SplitConfig) -> tuple[SplitConfig, float | None]:
+        """In ``fit`` mode, the widest width under the budget; otherwise the config as sampled."""
+        spec = self.spec
+        if spec.budget_mode != "fit" or not spec.has_budget:
+            return config, None
+        fitted = fit_width(config, budget_params=spec.budget_params, budget_macs=spec.budget_macs)
+        return fitted.config, fitted.step
+
+    def _budget_excess(self, cost: CandidateCost) -> float:
+        excess = []
+        if self.spec.budget_params is not None:
+            excess.append(cost.params / self.spec.budget_params - 1)
+        if self.spec.budget_macs is not None:
+            excess.append(cost.macs / self.spec.budget_macs - 1)
+        return max(excess)
+
+    def _describe(self, trial: optuna.Trial, config: SplitConfig, cost: CandidateCost,
+                  width_step: float | None) -> None:
+        """User attributes shown by optuna-dashboard and read by the report and ``export``."""
+        attrs = {
+            "params": cost.params, "macs": cost.macs, "flops": cost.flops,
+            "activation_bytes": cost.activation_bytes, "config_hash": config.config_hash(),
+            "width_mult": config.width_mult, "width_step": width_step, "config": config.to_dict(),
+        }
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+
+    def _train(self, trial: optuna.Trial, config: SplitConfig, candidate: int):  # noqa: ANN202
+        frozen = trial.study.get_trials(deepcopy=False)[trial.number]
+        original = RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen) or trial.number
+        out_dir = self.runs_dir / self.spec.name / f"trial-{original}"
+        can_prune = not self.spec.multi_objective
+
+        def after_epoch(metrics: EpochMetrics) -> bool:
+            self.store.record_epoch(candidate, metrics)
+            if self.on_epoch is not None:
+                self.on_epoch(trial.number, metrics)
+            if not can_prune:
+                return False
+            trial.report(metrics.val_accuracy, metrics.epoch)
+            return trial.should_prune()
+
+        trainer = Trainer(config, self.data.get(config), self.device, out_dir, self.mode,
+                          callbacks=[after_epoch], progress=False)
+        result = trainer.fit(resume=True, test=False)
+        for metrics in result.history:  # epochs restored from a checkpoint belong to this row too
+            self.store.record_epoch(candidate, metrics)
+        if result.stopped_early:
+            self.store.finish_candidate(candidate, "pruned", val_accuracy=result.val_accuracy,
+                                        member_val_accuracies=result.history[-1].val_member_accuracies,
+                                        wall_seconds=result.wall_seconds)
+            raise optuna.TrialPruned(f"pruned after epoch {result.history[-1].epoch}")
+        return result
+
+    def _values(self, accuracy: float, cost: CandidateCost) -> float | tuple[float, float]:
+        objectives = self.spec.objectives
+        if len(objectives) == 1:
+            return accuracy
+        return accuracy, float(cost.params if objectives[1] == "params" else cost.macs)
+
+
+def enqueue_baselines(study: optuna.Study, spec: StudySpec) -> list[str]:
+    """Put the baselines first in the queue (where the space can express them); returns their names.
+
+    A baseline sets the searched parameters it names, every per-block split factor to 1 and
+    ``groups`` to 1 where those are searched; one whose S the space cannot reach is skipped.
+    """
+    from splitsearch.search.space import parameter_names
+
+    names = parameter_names(spec.space, spec.base)
+    enqueued = []
+    for label, values in BASELINES:
+        if "S" not in names and values["S"] != spec.base.S:
+            continue
+        params = {key: value for key, value in values.items() if key in names}
+        params.update({name: 1 for name in names if name.startswith("block_factors.") or name == "groups"})
+        study.enqueue_trial(params, user_attrs={"baseline": label}, skip_if_exists=True)
+        enqueued.append(label)
+    return enqueued
+
+
+def requeue_interrupted(study: optuna.Study) -> int:
+    """Queue again each trial a Ctrl-C or crash failed, so a rerun continues it from its checkpoint."""
+    retried = {number for trial in study.trials
+               for number in RetryHeartbeatStaleTrialCallback.retry_history(trial)}
+    requeue = RetryHeartbeatStaleTrialCallback(max_retry=3, inherit_intermediate_values=True)
+    count = 0
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)):
+        if trial.user_attrs.get("interrupted") and trial.number not in retried:
+            requeue(study, trial)
+            count += 1
+    return count

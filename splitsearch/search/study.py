@@ -1,0 +1,295 @@
+"""Study definitions (YAML in ``studies/``) and the Optuna study they open.
+
+A study definition says what is searched (base network, dataset, search space), under which
+budget, with which sampler and pruner, and for how long.  Every field can be overridden from
+the command line.  Everything a definition implies is checked before the storage is touched,
+so a bad definition never leaves a half-made study behind.
+
+Resuming: running the same study name again loads it (``load_if_exists``).  The definition's
+settings are fingerprinted into the study's user attributes; a resumed study whose settings
+changed is an error unless forced, so one study never silently mixes two searches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import optuna
+import yaml
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from splitsearch.config import ConfigError, SplitConfig
+from splitsearch.search.space import SearchSpace, load_space, space_fingerprint
+from splitsearch.units import parse_count
+
+DEFAULT_STORAGE = "sqlite:///splitsearch.db"
+STORAGE_ENV = "SPLITSEARCH_STORAGE"
+OBJECTIVES = (("accuracy",), ("accuracy", "params"), ("accuracy", "macs"))
+SAMPLERS = ("tpe", "random", "nsga2")
+PRUNERS = ("hyperband", "median", "none")
+BUDGET_MODES = ("fit", "reject")
+
+
+class StudyError(ValueError):
+    """A study definition, override or storage is invalid; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """One study: what is searched, under which budget, how, and for how long.
+
+    ``base`` holds the config fields every candidate starts from (``arch`` and ``dataset``
+    included); the search space then changes some of them per trial.
+    """
+
+    name: str
+    base: SplitConfig
+    space: SearchSpace
+    budget_params: int | None = None
+    budget_macs: int | None = None
+    budget_mode: str = "fit"
+    objectives: tuple[str, ...] = ("accuracy",)
+    sampler: str = "tpe"
+    pruner: str = "hyperband"
+    n_trials: int | None = 20
+    timeout: float | None = None
+    seed: int = 0
+    baselines: bool = True
+    source: str = "command line"
+
+    def __post_init__(self) -> None:
+        where = self.source
+        if self.objectives not in OBJECTIVES:
+            raise StudyError(f"{where}: objectives must be one of "
+                             f"{', '.join(','.join(o) for o in OBJECTIVES)}, got {','.join(self.objectives)}")
+        if self.sampler not in SAMPLERS:
+            raise StudyError(f"{where}: sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
+        if self.pruner not in PRUNERS:
+            raise StudyError(f"{where}: pruner must be one of {', '.join(PRUNERS)}, got {self.pruner!r}")
+        if self.budget_mode not in BUDGET_MODES:
+            raise StudyError(f"{where}: budget_mode must be fit or reject, got {self.budget_mode!r}")
+        if self.budget_mode == "fit" and self.budget_params is None and self.budget_macs is None:
+            object.__setattr__(self, "budget_mode", "reject")  # nothing to fit to: plain search
+        if self.n_trials is not None and self.n_trials < 1:
+            raise StudyError(f"{where}: n_trials must be at least 1")
+        if self.multi_objective and self.sampler == "tpe" and self.pruner != "none":
+            # Optuna cannot prune multi-objective studies; NSGA-II is the sampler for them.
+            object.__setattr__(self, "sampler", "nsga2")
+            object.__setattr__(self, "pruner", "none")
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
+
+    @property
+    def has_budget(self) -> bool:
+        return self.budget_params is not None or self.budget_macs is not None
+
+    def settings(self) -> dict[str, Any]:
+        """What defines the search (not how long it runs): compared when a study is resumed."""
+        return {
+            "base": self.base.to_dict(),
+            "space": space_fingerprint(self.space),
+            "budget_params": self.budget_params,
+            "budget_macs": self.budget_macs,
+            "budget_mode": self.budget_mode,
+            "objectives": list(self.objectives),
+        }
+
+    def fingerprint(self) -> str:
+        canonical = json.dumps(self.settings(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def shipped_studies_dir() -> Path:
+    import splitsearch
+
+    return Path(splitsearch.__file__).resolve().parents[1] / "studies"
+
+
+def resolve_study_file(name_or_path: str) -> Path:
+    """A path, or the name of a shipped study (``quickstart`` -> ``studies/quickstart.yaml``)."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise StudyError(f"study file not found: {path}")
+        return path
+    shipped = shipped_studies_dir() / f"{name_or_path}.yaml"
+    if shipped.is_file():
+        return shipped
+    known = sorted(p.stem for p in shipped_studies_dir().glob("*.yaml"))
+    raise StudyError(f"unknown study {name_or_path!r}: give a YAML path or one of {', '.join(known) or 'none'}")
+
+
+_FIELDS = {"name", "arch", "dataset", "space", "base", "budget_params", "budget_macs", "budget_mode", "objectives",
+           "sampler", "pruner", "n_trials", "timeout", "seed", "baselines", "epochs"}
+
+
+def load_study_spec(path: str | Path | None, overrides: Mapping[str, Any] | None = None) -> StudySpec:
+    """Read a study YAML (or start from nothing) and apply command-line ``overrides``.
+
+    Recognised keys: name, arch, dataset, space, base (config fields), budget_params,
+    budget_macs (counts such as ``36M``), budget_mode, objectives, sampler, pruner, n_trials,
+    timeout, seed, baselines, epochs (shortcut for ``base.train.epochs``).
+    """
+    source = "command line"
+    data: dict[str, Any] = {}
+    if path is not None:
+        source = str(path)
+        try:
+            loaded = yaml.safe_load(Path(path).read_text())
+        except OSError as error:
+            raise StudyError(f"cannot read {path}: {error.strerror}") from None
+        except yaml.YAMLError as error:
+            raise StudyError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from None
+        if not isinstance(loaded, dict):
+            raise StudyError(f"{path}: expected a mapping of study settings")
+        data.update(loaded)
+    unknown = sorted(set(data) - _FIELDS)
+    if unknown:
+        raise StudyError(f"{source}: unknown key {unknown[0]} (known keys: {', '.join(sorted(_FIELDS))})")
+    data.update({key: value for key, value in (overrides or {}).items() if value is not None})
+    return _spec_from_mapping(data, source)
+
+
+def _spec_from_mapping(data: dict[str, Any], source: str) -> StudySpec:
+    base_fields = dict(data.get("base") or {})
+    if not isinstance(base_fields, dict):
+        raise StudyError(f"{source}: base must be a mapping of config fields")
+    for key in ("arch", "dataset"):
+        if key in data:
+            base_fields[key] = data[key]
+    if "arch" not in base_fields:
+        raise StudyError(f"{source}: the study needs an arch (the base network), e.g. arch: wrn28_10")
+    if "epochs" in data:
+        base_fields["train"] = {**dict(base_fields.get("train") or {}), "epochs": data["epochs"]}
+    try:
+        base = SplitConfig.from_dict(base_fields)
+        space = load_space(data.get("space", "divide"))
+        budgets = {key: None if data.get(key) is None else parse_count(data[key])
+                   for key in ("budget_params", "budget_macs")}
+    except (ConfigError, ValueError) as error:
+        raise StudyError(f"{source}: {error}") from None
+    objectives = data.get("objectives", ("accuracy",))
+    if isinstance(objectives, str):
+        objectives = [part.strip() for part in objectives.split(",")]
+    return StudySpec(
+        name=str(data.get("name") or f"{base.arch}-{space.name}"),
+        base=base,
+        space=space,
+        budget_mode=data.get("budget_mode", "fit"),
+        objectives=tuple(objectives),
+        sampler=data.get("sampler", "nsga2" if len(objectives) > 1 else "tpe"),
+        pruner=data.get("pruner", "none" if len(objectives) > 1 else "hyperband"),
+        n_trials=data.get("n_trials", 20),
+        timeout=data.get("timeout"),
+        seed=int(data.get("seed", 0)),
+        baselines=bool(data.get("baselines", True)),
+        source=source,
+        **budgets,
+    )
+
+
+# -- opening the Optuna study ---------------------------------------------------------------------
+
+def open_storage(url: str, heartbeat: bool = True) -> optuna.storages.RDBStorage:
+    """Optuna's RDB storage at ``url``, with heartbeats so a dead worker's trial is retried.
+
+    Raises:
+        StudyError: the database cannot be reached or opened (one line, no traceback).
+    """
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+    options: dict[str, Any] = {}
+    if heartbeat:
+        options = {"heartbeat_interval": 60, "grace_period": 180,
+                   "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(
+                       max_retry=3, inherit_intermediate_values=True)}
+    engine_kwargs = {"connect_args": {"timeout": 30}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    attempt = 1
+    while True:
+        try:
+            return RDBStorage(url, engine_kwargs=engine_kwargs, **options)
+        except IntegrityError:
+            # Workers starting together on a new PostgreSQL database race to create Optuna's
+            # tables; the loser finds them made on its next try.
+            if attempt == 3:
+                raise StudyError(f"cannot open storage {url}: its tables are being created by another worker")
+            time.sleep(attempt)
+            attempt += 1
+        except (SQLAlchemyError, ImportError, ValueError) as error:
+            reason = str(getattr(error, "orig", None) or error).splitlines()[0]
+            raise StudyError(f"cannot open storage {url}: {reason}") from None
+
+
+def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
+    constraints = _budget_constraints if spec.budget_mode == "reject" and spec.has_budget else None
+    if spec.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=spec.seed)
+    if spec.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=spec.seed, constraints_func=constraints)
+    return optuna.samplers.TPESampler(seed=spec.seed, constraints_func=constraints, multivariate=True,
+                                      group=True)
+
+
+def _budget_constraints(trial: optuna.trial.FrozenTrial) -> list[float]:
+    """<= 0 where the candidate fits the budget: the relative excess of its cost."""
+    return [trial.user_attrs.get("budget_excess", 0.0)]
+
+
+def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
+    if spec.pruner == "none" or spec.multi_objective:
+        return optuna.pruners.NopPruner()
+    if spec.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+    return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=spec.base.train.epochs, reduction_factor=3)
+
+
+def open_study(spec: StudySpec, storage: optuna.storages.BaseStorage, force: bool = False) -> tuple[optuna.Study, bool]:
+    """Create the study, or load it if it exists with the same settings.
+
+    Returns:
+        The study and whether it was created now (baselines are enqueued only then).
+
+    Raises:
+        StudyError: the study exists with other settings and ``force`` is not set.
+    """
+    directions = ["maximize", "minimize"] if spec.multi_objective else ["maximize"]
+    existing = {summary.study_name for summary in optuna.get_all_study_summaries(storage, include_best_trial=False)}
+    created = spec.name not in existing
+    if not created:
+        study = optuna.load_study(study_name=spec.name, storage=storage, sampler=make_sampler(spec),
+                                  pruner=make_pruner(spec))
+        stored = study.user_attrs.get("settings_fingerprint")
+        if stored != spec.fingerprint() and not force:
+            changed = _changed_settings(study.user_attrs.get("settings", {}), spec.settings())
+            raise StudyError(
+                f"study {spec.name!r} exists with other settings ({changed}); use another --study name, "
+                "or --force to continue it anyway"
+            )
+        if [d.name.lower() for d in study.directions] != directions:
+            raise StudyError(f"study {spec.name!r} exists with other objectives; use another --study name")
+    else:
+        study = optuna.create_study(study_name=spec.name, storage=storage, directions=directions,
+                                    sampler=make_sampler(spec), pruner=make_pruner(spec))
+    if created or force:
+        study.set_user_attr("settings_fingerprint", spec.fingerprint())
+        study.set_user_attr("settings", spec.settings())
+        study.set_user_attr("objectives", list(spec.objectives))
+        study.set_user_attr("space_name", spec.space.name)
+        for key in ("budget_params", "budget_macs"):
+            if getattr(spec, key) is not None:
+                study.set_user_attr(key, getattr(spec, key))
+        study.set_user_attr("budget_mode", spec.budget_mode)
+    return study, created
+
+
+def _changed_settings(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
+    keys = sorted(key for key in set(old) | set(new) if old.get(key) != new.get(key))
+    return "changed: " + ", ".join(keys) if keys else "its settings fingerprint differs"
+

@@ -1,0 +1,128 @@
+"""The store's tables: one row per trained (or skipped) candidate, one row per epoch it trained.
+
+They live in the same database as Optuna's tables, so every name starts with ``splitsearch_``
+and never collides with Optuna's (``studies``, ``trials``, ``trial_*``, ``version_info``,
+``alembic_version``).  Constraint names come from one naming convention so that the hand-written
+migration in ``alembic/versions`` names them identically on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+TABLE_PREFIX = "splitsearch_"
+
+STATES = ("running", "complete", "pruned", "failed", "over_budget", "reused")
+
+NAMING_CONVENTION = {
+    "pk": "pk_%(table_name)s",
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    # Kept short: PostgreSQL truncates identifiers longer than 63 characters.
+    "fk": "fk_%(table_name)s_%(column_0_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC timestamp on every backend.
+
+    PostgreSQL keeps the offset (``timestamptz``) but SQLite stores naive text, so values are
+    converted to UTC on the way in and marked UTC on the way out; callers always compare aware
+    datetimes.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"store timestamps must be timezone-aware, got naive {value!r}")
+        return value.astimezone(timezone.utc)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Candidate(Base):
+    """One trial of a study: its config, cost, state and final result.
+
+    ``reused_from_id`` points at the complete candidate whose result a ``reused`` row copied, so
+    its epoch curve is found there rather than duplicated.
+    """
+
+    __tablename__ = TABLE_PREFIX + "candidates"
+    __table_args__ = (
+        UniqueConstraint("study_name", "trial_number"),
+        CheckConstraint(f"state IN ({', '.join(repr(state) for state in STATES)})", name="state"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_name: Mapped[str] = mapped_column(String(512))
+    trial_number: Mapped[int]
+    config_yaml: Mapped[str] = mapped_column(Text)
+    config_hash: Mapped[str] = mapped_column(String(16), index=True)
+    dataset: Mapped[str] = mapped_column(String(1024))
+    epochs: Mapped[int]
+    arch: Mapped[str] = mapped_column(String(128))
+    S: Mapped[int]
+    width_mult: Mapped[float]
+    params: Mapped[int] = mapped_column(BigInteger)
+    macs: Mapped[int] = mapped_column(BigInteger)
+    flops: Mapped[int] = mapped_column(BigInteger)
+    activation_bytes: Mapped[int] = mapped_column(BigInteger)
+    width_step: Mapped[float | None]
+    state: Mapped[str] = mapped_column(String(16))
+    val_accuracy: Mapped[float | None]
+    test_accuracy: Mapped[float | None]
+    member_val_accuracies: Mapped[list[float] | None] = mapped_column(JSON(none_as_null=True))
+    reused_from_id: Mapped[int | None] = mapped_column(ForeignKey(f"{TABLE_PREFIX}candidates.id"))
+    baseline: Mapped[str | None] = mapped_column(String(128))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    wall_seconds: Mapped[float | None]
+
+
+class EpochMetric(Base):
+    """What one epoch of a candidate's training measured (``EpochMetrics`` of the trainer)."""
+
+    __tablename__ = TABLE_PREFIX + "epoch_metrics"
+    __table_args__ = (UniqueConstraint("candidate_id", "epoch"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    candidate_id: Mapped[int] = mapped_column(ForeignKey(Candidate.id, ondelete="CASCADE"))
+    epoch: Mapped[int]
+    train_loss: Mapped[float]
+    train_cross_entropy: Mapped[float]
+    train_cotraining: Mapped[float]
+    lr: Mapped[float]
+    lambda_cot: Mapped[float]
+    val_accuracy: Mapped[float]
+    member_val_accuracies: Mapped[list[float]] = mapped_column(JSON)
+    seconds: Mapped[float]

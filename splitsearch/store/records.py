@@ -1,0 +1,284 @@
+"""Writing and reading candidates and their epochs: the :class:`Store`.
+
+Many workers of one study write to the same database.  Each write is one short transaction, so
+a crash never leaves half a candidate, and rows are written with ``INSERT ... ON CONFLICT DO
+UPDATE`` keyed on the tables' unique constraints, so two workers never collide on a row and a
+retried trial or a re-reported epoch replaces what was there.  Every write transaction starts
+with a write: on SQLite that takes the write lock at once (waiting up to the connection
+timeout), where reading first and then writing can fail at once with "database is locked".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable, Literal, Sequence, get_args
+
+import yaml
+from sqlalchemy import Engine, create_engine, delete, event, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import sessionmaker
+
+from splitsearch.config import SplitConfig
+from splitsearch.cost import CandidateCost
+from splitsearch.store.models import Candidate, EpochMetric
+from splitsearch.train.loop import EpochMetrics
+
+FinishState = Literal["complete", "pruned", "failed"]
+
+# Dialect-specific INSERT constructs that offer on_conflict_do_update with the same signature.
+_INSERTS: dict[str, Callable[..., Any]] = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+
+# Epoch columns named as in EpochMetrics (whose member accuracies are ``val_member_accuracies``).
+_EPOCH_FIELDS = ("epoch", "train_loss", "train_cross_entropy", "train_cotraining", "lr", "lambda_cot",
+                 "val_accuracy", "seconds")
+
+# Columns that say what a candidate is, as opposed to how its trial went.
+_DESCRIPTION_COLUMNS = ("config_yaml", "config_hash", "dataset", "epochs", "arch", "S", "width_mult",
+                        "params", "macs", "flops", "activation_bytes")
+
+# Every column a retried trial overwrites: all but the key.
+_REPLACED_COLUMNS = tuple(
+    column.key for column in Candidate.__table__.columns
+    if column.key not in ("id", "study_name", "trial_number")
+)
+
+
+@dataclass(frozen=True)
+class CandidateRecord:
+    """A snapshot of one candidate row, detached from any session, plus its parsed ``config``."""
+
+    id: int
+    study_name: str
+    trial_number: int
+    config_yaml: str
+    config_hash: str
+    dataset: str
+    epochs: int
+    arch: str
+    S: int
+    width_mult: float
+    params: int
+    macs: int
+    flops: int
+    activation_bytes: int
+    width_step: float | None
+    state: str
+    val_accuracy: float | None
+    test_accuracy: float | None
+    member_val_accuracies: tuple[float, ...] | None
+    reused_from_id: int | None
+    baseline: str | None
+    started_at: datetime
+    finished_at: datetime | None
+    wall_seconds: float | None
+    config: SplitConfig
+
+    @classmethod
+    def from_row(cls, row: Candidate) -> CandidateRecord:
+        """Copy a row while its session is open, so the record outlives the session."""
+        columns = {column.key: getattr(row, column.key) for column in Candidate.__table__.columns}
+        members = columns.pop("member_val_accuracies")
+        return cls(
+            **columns,
+            member_val_accuracies=None if members is None else tuple(members),
+            config=SplitConfig.from_dict(yaml.safe_load(row.config_yaml)),
+        )
+
+
+class Store:
+    """The store of one database (SQLite or PostgreSQL), whose tables :func:`upgrade` created."""
+
+    def __init__(self, url: str) -> None:
+        """Connect lazily to ``url``, e.g. ``sqlite:///splitsearch.db`` or ``postgresql+psycopg://...``.
+
+        Raises:
+            ValueError: another database than SQLite or PostgreSQL (the upserts are written for
+                those two, the backends Optuna's storage is used with here).
+        """
+        backend = make_url(url).get_backend_name()
+        if backend not in _INSERTS:
+            raise ValueError(f"the splitsearch store supports SQLite and PostgreSQL URLs, not {backend}")
+        self._insert = _INSERTS[backend]
+        # pool_pre_ping: a long training epoch outlives idle connections that servers and
+        # firewalls drop.  The SQLite timeout lets a worker wait for another's write.
+        connect_args = {"timeout": 30} if backend == "sqlite" else {}
+        self._engine: Engine = create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+        if backend == "sqlite":
+            event.listen(self._engine, "connect", _enable_sqlite_foreign_keys)
+        self._sessions = sessionmaker(self._engine)
+
+    def close(self) -> None:
+        """Close the pooled connections (the store can still be used; it reconnects)."""
+        self._engine.dispose()
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    def start_candidate(self, study_name: str, trial_number: int, config: SplitConfig, cost: CandidateCost,
+                        width_step: float | None = None, baseline: str | None = None) -> int:
+        """Record that a trial starts training ``config``; returns the candidate id.
+
+        A retried trial (the same study and trial number) gets its row back, reset to
+        ``running``, without the epochs of the earlier attempt: the trainer re-reports the
+        epochs it resumes from with its restored history.
+        """
+        return self._write_candidate(
+            study_name, trial_number, **_describe(config, cost),
+            width_step=width_step, baseline=baseline, state="running", started_at=_now(),
+        )
+
+    def record_epoch(self, candidate_id: int, metrics: EpochMetrics) -> None:
+        """Record one epoch; an epoch reported again (after a resume) replaces the earlier row."""
+        values = {name: getattr(metrics, name) for name in _EPOCH_FIELDS}
+        values["member_val_accuracies"] = list(metrics.val_member_accuracies)
+        statement = self._insert(EpochMetric).values(candidate_id=candidate_id, **values)
+        statement = statement.on_conflict_do_update(
+            index_elements=[EpochMetric.candidate_id, EpochMetric.epoch],
+            set_={name: statement.excluded[name] for name in values if name != "epoch"},
+        )
+        with self._sessions.begin() as session:
+            session.execute(statement)
+
+    def finish_candidate(self, candidate_id: int, state: FinishState, val_accuracy: float | None = None,
+                         test_accuracy: float | None = None,
+                         member_val_accuracies: Sequence[float] | None = None,
+                         wall_seconds: float | None = None) -> None:
+        """Record how a started candidate ended.
+
+        Without ``wall_seconds`` the time since :meth:`start_candidate` is recorded, so a failed
+        trial still says how long it ran.
+
+        Raises:
+            ValueError: ``state`` is not complete, pruned or failed.
+            LookupError: there is no candidate ``candidate_id``.
+        """
+        if state not in get_args(FinishState):
+            raise ValueError(f"a candidate finishes as {', '.join(get_args(FinishState))}, not {state!r}")
+        finished_at = _now()
+        members = None if member_val_accuracies is None else list(member_val_accuracies)
+        with self._sessions.begin() as session:
+            started_at = session.execute(
+                update(Candidate).where(Candidate.id == candidate_id).values(
+                    state=state, val_accuracy=val_accuracy, test_accuracy=test_accuracy,
+                    member_val_accuracies=members, finished_at=finished_at, wall_seconds=wall_seconds,
+                ).returning(Candidate.started_at)
+            ).scalar_one_or_none()
+            if started_at is None:
+                raise LookupError(f"no candidate with id {candidate_id}")
+            if wall_seconds is None:
+                session.execute(update(Candidate).where(Candidate.id == candidate_id).values(
+                    wall_seconds=(finished_at - started_at).total_seconds()))
+
+    def record_over_budget(self, study_name: str, trial_number: int, config: SplitConfig, cost: CandidateCost,
+                           baseline: str | None = None) -> int:
+        """Record a trial pruned before training because ``cost`` exceeds the budget; returns its id.
+
+        Keeping these rows shows which parts of the search space the budget cut off.
+        """
+        now = _now()
+        return self._write_candidate(
+            study_name, trial_number, **_describe(config, cost),
+            baseline=baseline, state="over_budget", started_at=now, finished_at=now, wall_seconds=0.0,
+        )
+
+    def record_reused(self, study_name: str, trial_number: int, source: CandidateRecord,
+                      baseline: str | None = None) -> int:
+        """Record a trial answered with the result of an identical complete candidate; returns its id.
+
+        The row copies the source's config, cost and accuracies and points at it through
+        ``reused_from_id`` (its epochs stay with the source).  ``wall_seconds`` is 0: this trial
+        trained nothing.
+
+        Raises:
+            ValueError: ``source`` is not a complete candidate.
+        """
+        if source.state != "complete":
+            raise ValueError(
+                f"only a complete candidate can be reused; candidate {source.id} is {source.state}")
+        now = _now()
+        members = source.member_val_accuracies
+        return self._write_candidate(
+            study_name, trial_number,
+            **{name: getattr(source, name) for name in _DESCRIPTION_COLUMNS},
+            width_step=source.width_step, baseline=baseline, state="reused",
+            val_accuracy=source.val_accuracy, test_accuracy=source.test_accuracy,
+            member_val_accuracies=None if members is None else list(members),
+            reused_from_id=source.id, started_at=now, finished_at=now, wall_seconds=0.0,
+        )
+
+    def _write_candidate(self, study_name: str, trial_number: int, **columns: Any) -> int:
+        """Insert a trial's row, or overwrite every column of an earlier attempt's row and drop its epochs."""
+        row = dict.fromkeys(_REPLACED_COLUMNS) | columns
+        statement = self._insert(Candidate).values(study_name=study_name, trial_number=trial_number, **row)
+        statement = statement.on_conflict_do_update(
+            index_elements=[Candidate.study_name, Candidate.trial_number],
+            set_={name: statement.excluded[name] for name in row},
+        ).returning(Candidate.id)
+        with self._sessions.begin() as session:
+            candidate_id = session.execute(statement).scalar_one()
+            session.execute(delete(EpochMetric).where(EpochMetric.candidate_id == candidate_id))
+        return candidate_id
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def find_reusable(self, config_hash: str, dataset: str, epochs: int) -> CandidateRecord | None:
+        """A complete candidate, of any study, that trained the same config for as many epochs.
+
+        Lets a study skip training a candidate that an earlier one already trained; the oldest
+        such candidate is returned, so repeated look-ups agree.
+        """
+        query = (
+            select(Candidate)
+            .where(Candidate.config_hash == config_hash, Candidate.dataset == dataset,
+                   Candidate.epochs == epochs, Candidate.state == "complete")
+            .order_by(Candidate.id)
+            .limit(1)
+        )
+        with self._sessions() as session:
+            row = session.scalars(query).first()
+            return None if row is None else CandidateRecord.from_row(row)
+
+    def candidates(self, study_name: str) -> list[CandidateRecord]:
+        """Every candidate of a study, in trial order."""
+        query = select(Candidate).where(Candidate.study_name == study_name).order_by(Candidate.trial_number)
+        with self._sessions() as session:
+            return [CandidateRecord.from_row(row) for row in session.scalars(query)]
+
+    def epochs(self, candidate_id: int) -> list[EpochMetrics]:
+        """The recorded epochs of a candidate, in order, as the trainer reported them."""
+        query = (select(EpochMetric).where(EpochMetric.candidate_id == candidate_id)
+                 .order_by(EpochMetric.epoch))
+        with self._sessions() as session:
+            return [
+                EpochMetrics(**{name: getattr(row, name) for name in _EPOCH_FIELDS},
+                             val_member_accuracies=list(row.member_val_accuracies))
+                for row in session.scalars(query)
+            ]
+
+
+def _describe(config: SplitConfig, cost: CandidateCost) -> dict[str, Any]:
+    return {
+        "config_yaml": config.to_yaml(),
+        "config_hash": config.config_hash(),
+        "dataset": config.dataset,
+        "epochs": config.train.epochs,
+        "arch": config.arch,
+        "S": config.S,
+        "width_mult": config.width_mult,
+        "params": cost.params,
+        "macs": cost.macs,
+        "flops": cost.flops,
+        "activation_bytes": cost.activation_bytes,
+    }
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _enable_sqlite_foreign_keys(dbapi_connection: Any, connection_record: Any) -> None:
+    """SQLite ignores foreign keys (and so ON DELETE CASCADE) unless each connection asks for them."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys = ON")
+    cursor.close()

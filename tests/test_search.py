@@ -1,0 +1,175 @@
+"""The search service end to end on a real SQLite storage (and PostgreSQL where configured)."""
+
+import os
+import subprocess
+import sys
+
+import optuna
+import pytest
+
+from splitsearch.config import SplitConfig
+from splitsearch.search.export import export_best
+from splitsearch.search.run import run_study
+from splitsearch.search.study import StudyError, load_study_spec
+from splitsearch.store import Store
+from splitsearch.train.data import prepare_data
+from splitsearch.train.loop import Trainer
+
+FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+
+
+def tiny_spec(name="tiny", **overrides):
+    settings = {
+        "name": name, "arch": "resnet20", "dataset": "synthetic:96", "space": "divide", "epochs": 2,
+        "n_trials": 4, "budget_params": "30K", "budget_mode": "fit", "pruner": "none",
+        "base": {"train": {"batch_size": 32, "val_fraction": 0.25}},
+    }
+    settings.update(overrides)
+    return load_study_spec(None, settings)
+
+
+@pytest.fixture
+def storage(tmp_path):
+    return f"sqlite:///{tmp_path / 'study.db'}"
+
+
+def finished(study):
+    return study.get_trials(deepcopy=False, states=FINISHED)
+
+
+def test_fit_mode_runs_baselines_first_and_uses_the_budget(storage, tmp_path):
+    spec = tiny_spec()
+    study = run_study(spec, storage, tmp_path / "runs", progress=False)
+    trials = study.trials
+    assert len(finished(study)) == 4
+    assert [t.user_attrs.get("baseline") for t in trials[:3]] == ["undivided", "paper S=2", "paper S=4"]
+    assert trials[0].params["S"] == 1 and trials[2].params["S"] == 4
+    for trial in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
+        params, step = trial.user_attrs["params"], trial.user_attrs["width_step"]
+        assert params <= 30_000
+        # Within 5 % below the budget, or as close as the family's finest width step allows.
+        assert params >= 0.95 * 30_000 or params * (1 + step) > 30_000
+
+    rows = Store(storage).candidates(spec.name)
+    assert [row.trial_number for row in rows] == [t.number for t in trials]
+    assert all(row.state in ("complete", "pruned", "reused") for row in rows)
+
+
+def test_reject_mode_prunes_over_budget_candidates_untrained(storage, tmp_path):
+    # At width 0.5 the S=2 division has 77.9K parameters, S=1 68.8K and S=4 70.1K.
+    spec = tiny_spec("reject", budget_mode="reject", budget_params="75K", n_trials=5,
+                     base={"width_mult": 0.5, "train": {"batch_size": 32, "val_fraction": 0.25}})
+    study = run_study(spec, storage, tmp_path / "runs", progress=False)
+    over = [t for t in study.trials if t.user_attrs.get("over_budget")]
+    assert over and all(t.state == optuna.trial.TrialState.PRUNED for t in over)
+    assert all(t.user_attrs["params"] <= 75_000 for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)))
+    rows = {row.trial_number: row for row in Store(storage).candidates(spec.name)}
+    assert all(rows[t.number].state == "over_budget" for t in over)
+    assert all(not Store(storage).epochs(rows[t.number].id) for t in over)
+
+
+def test_same_name_resumes_without_losing_or_repeating_trials(storage, tmp_path):
+    run_study(tiny_spec(n_trials=2), storage, tmp_path / "runs", progress=False)
+    study = run_study(tiny_spec(n_trials=5), storage, tmp_path / "runs", progress=False)
+    numbers = [t.number for t in study.trials]
+    assert len(finished(study)) == 5 and numbers == sorted(set(numbers))
+    assert [t.user_attrs.get("baseline") for t in study.trials].count("undivided") == 1
+    assert len(Store(storage).candidates("tiny")) == len(study.trials)
+
+
+def test_changed_settings_are_refused_unless_forced(storage, tmp_path):
+    run_study(tiny_spec(n_trials=1), storage, tmp_path / "runs", progress=False)
+    with pytest.raises(StudyError, match="exists with other settings"):
+        run_study(tiny_spec(n_trials=2, budget_params="40K"), storage, tmp_path / "runs", progress=False)
+    study = run_study(tiny_spec(n_trials=2, budget_params="40K"), storage, tmp_path / "runs", progress=False,
+                      force=True)
+    assert len(finished(study)) == 2
+
+
+def test_ctrl_c_then_rerun_continues_the_interrupted_trial(storage, tmp_path, monkeypatch):
+    spec = tiny_spec(n_trials=3, epochs=3)
+    original = Trainer._train_step
+    calls = {"count": 0}
+
+    def interrupt_in_second_trial(self, *args):
+        calls["count"] += 1
+        if calls["count"] == len(self.data.train) * 4 + 1:  # trial 1, epoch 2, first step
+            raise KeyboardInterrupt
+        return original(self, *args)
+
+    monkeypatch.setattr(Trainer, "_train_step", interrupt_in_second_trial)
+    with pytest.raises(KeyboardInterrupt):
+        run_study(spec, storage, tmp_path / "runs", progress=False)
+    monkeypatch.setattr(Trainer, "_train_step", original)
+    interrupted = optuna.load_study(study_name="tiny", storage=storage).trials
+    assert [t.state for t in interrupted] == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL,
+                                             optuna.trial.TrialState.WAITING]
+
+    study = run_study(spec, storage, tmp_path / "runs", progress=False)
+    assert len(finished(study)) == 3
+    retry = next(t for t in study.trials if t.system_attrs.get("failed_trial") == 1)
+    assert retry.state == optuna.trial.TrialState.COMPLETE and retry.params == interrupted[1].params
+    assert study.trials[0].datetime_complete == interrupted[0].datetime_complete  # not run again
+
+
+def test_identical_candidates_are_reused_not_retrained(storage, tmp_path):
+    spec = tiny_spec(n_trials=2, baselines=False)
+    study = run_study(spec, storage, tmp_path / "runs", progress=False)
+    first = study.trials[0]
+    other = run_study(tiny_spec("other", n_trials=1, baselines=False), storage, tmp_path / "runs", progress=False)
+    # Same seed and sampler: the other study's first candidate is the same config.
+    reused = other.trials[0]
+    assert reused.user_attrs["config_hash"] == first.user_attrs["config_hash"]
+    assert reused.user_attrs["reused_from"] == f"tiny#{first.number}" and reused.value == first.value
+    row = Store(storage).candidates("other")[0]
+    assert row.state == "reused" and not Store(storage).epochs(row.id)
+
+
+def test_export_retrains_to_the_same_validation_accuracy(storage, tmp_path):
+    study = run_study(tiny_spec(n_trials=3), storage, tmp_path / "runs", progress=False)
+    trial = export_best(study, tmp_path / "best.yaml")
+    config = SplitConfig.from_yaml(tmp_path / "best.yaml")
+    assert config.config_hash() == trial.user_attrs["config_hash"]
+    retrained = Trainer(config, prepare_data(config.dataset, config.train), progress=False).fit()
+    assert retrained.val_accuracy == trial.value
+
+
+def test_multi_objective_study_has_a_pareto_front_and_no_pruning(storage, tmp_path):
+    spec = tiny_spec("pareto", objectives="accuracy,params", n_trials=4, budget_params=None, budget_mode="reject",
+                     base={"width_mult": 0.25, "train": {"batch_size": 32, "val_fraction": 0.25}})
+    assert spec.sampler == "nsga2" and spec.pruner == "none"
+    study = run_study(spec, storage, tmp_path / "runs", progress=False)
+    assert len(study.directions) == 2 and study.best_trials
+    assert all(t.values[1] == t.user_attrs["params"] for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)))
+    export_best(study, tmp_path / "knee.yaml", pick="knee")
+    assert SplitConfig.from_yaml(tmp_path / "knee.yaml").arch == "resnet20"
+
+
+def test_budget_smaller_than_the_smallest_network_touches_nothing(storage, tmp_path):
+    with pytest.raises(ValueError, match="budget too small"):
+        run_study(tiny_spec(budget_params="50"), storage, tmp_path / "runs", progress=False)
+    assert not (tmp_path / "study.db").exists()
+
+
+def test_two_workers_share_one_postgres_study(postgres_url, tmp_path):
+    study_file = tmp_path / "shared.yaml"
+    study_file.write_text(
+        "name: shared\narch: resnet20\ndataset: synthetic:96\nspace: divide\nepochs: 2\nn_trials: 6\n"
+        "budget_params: 30K\npruner: none\nbase: {train: {batch_size: 32, val_fraction: 0.25}}\n"
+    )
+    command = [sys.executable, "-m", "splitsearch.cli", "run", str(study_file), "--storage", postgres_url,
+               "--device", "cpu", "--runs-dir", str(tmp_path / "runs")]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    workers = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environment)
+               for _ in range(2)]
+    for worker in workers:
+        _, err = worker.communicate(timeout=600)
+        assert worker.returncode == 0, err.decode()[-2000:]
+    study = optuna.load_study(study_name="shared", storage=postgres_url)
+    numbers = [t.number for t in study.trials]
+    assert len(numbers) == len(set(numbers))
+    # Each worker stops once the study has 6 finished trials; one in flight may finish after that.
+    assert 6 <= len(finished(study)) <= 7
+    rows = Store(postgres_url).candidates("shared")
+    assert sorted(row.trial_number for row in rows) == sorted(numbers)
+    assert [t.user_attrs.get("baseline") for t in study.trials].count("undivided") == 1

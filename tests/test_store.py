@@ -1,0 +1,346 @@
+"""The SQL store against real databases: SQLite always, PostgreSQL when
+``SPLITSEARCH_TEST_POSTGRES_URL`` names a server (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test).
+
+Each PostgreSQL case gets a database of its own, created on that server and dropped afterwards:
+the migration tests need an empty one, and ``find_reusable`` searches across studies, so rows
+left by another test (or another run) would change its answer.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+from contextlib import contextmanager
+from datetime import timezone
+from typing import Iterator
+
+import optuna
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, inspect, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.pool import NullPool
+
+import splitsearch
+from splitsearch.config import SplitConfig, TrainConfig
+from splitsearch.cost import CandidateCost, count_config
+from splitsearch.store import VERSION_TABLE, Store, current_revision, upgrade
+from splitsearch.store.migrations import alembic_config, is_store_object, script_location
+from splitsearch.store.models import Base
+from splitsearch.train.loop import EpochMetrics
+
+from conftest import postgres_database
+
+STORE_TABLES = {"splitsearch_candidates", "splitsearch_epoch_metrics", VERSION_TABLE}
+CONFIG = SplitConfig(arch="resnet20", S=2, width_mult=0.25, dataset="digits", train=TrainConfig(epochs=3))
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+# -- databases ------------------------------------------------------------------------------------
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
+    """An empty database of each backend."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'splitsearch.db'}"
+    else:
+        with postgres_database(request.getfixturevalue("postgres_server")) as url:
+            yield url
+
+
+@pytest.fixture
+def store(empty_url: str) -> Iterator[Store]:
+    upgrade(empty_url)
+    store = Store(empty_url)
+    yield store
+    store.close()
+
+
+@pytest.fixture(scope="module")
+def cost() -> CandidateCost:
+    return count_config(CONFIG)
+
+
+def table_names(url: str) -> set[str]:
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        return set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+@contextmanager
+def optuna_storage(url: str) -> Iterator[optuna.storages.RDBStorage]:
+    """Optuna's storage of the database, its connections closed on exit."""
+    storage = optuna.storages.RDBStorage(url)
+    try:
+        yield storage
+    finally:
+        storage.engine.dispose()
+
+
+def head_revision(url: str) -> str:
+    return ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+
+
+def epoch(number: int, accuracy: float = 0.5) -> EpochMetrics:
+    return EpochMetrics(epoch=number, train_loss=2.0 / number, train_cross_entropy=1.5 / number,
+                        train_cotraining=0.5 / number, lr=0.1 / number, lambda_cot=0.5, val_accuracy=accuracy,
+                        val_member_accuracies=[accuracy - 0.05, accuracy - 0.1], seconds=1.25)
+
+
+# -- migrations -----------------------------------------------------------------------------------
+
+def test_upgrade_creates_tables_and_own_version_table(empty_url: str) -> None:
+    assert current_revision(empty_url) is None
+
+    upgrade(empty_url)
+
+    assert table_names(empty_url) == STORE_TABLES
+    assert current_revision(empty_url) == head_revision(empty_url)
+
+
+def test_upgrade_is_idempotent_and_keeps_rows(empty_url: str, cost: CandidateCost) -> None:
+    upgrade(empty_url)
+    store = Store(empty_url)
+    store.start_candidate("study", 0, CONFIG, cost)
+
+    upgrade(empty_url)
+
+    assert current_revision(empty_url) == head_revision(empty_url)
+    assert [record.trial_number for record in store.candidates("study")] == [0]
+    store.close()
+
+
+def test_migration_builds_what_the_models_describe(empty_url: str) -> None:
+    upgrade(empty_url)
+    engine = create_engine(empty_url, poolclass=NullPool)
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={
+            "version_table": VERSION_TABLE, "include_name": is_store_object, "compare_type": True})
+        assert compare_metadata(context, Base.metadata) == []
+    engine.dispose()
+
+
+@pytest.mark.parametrize("store_first", [True, False], ids=["store-first", "optuna-first"])
+def test_coexists_with_optuna_storage(empty_url: str, cost: CandidateCost, store_first: bool) -> None:
+    def objective(trial: optuna.Trial) -> float:
+        return trial.suggest_float("x", 0, 1)
+
+    if store_first:
+        upgrade(empty_url)
+    with optuna_storage(empty_url) as storage:
+        optuna.create_study(storage=storage, study_name="shared").optimize(objective, n_trials=2)
+    upgrade(empty_url)
+    store = Store(empty_url)
+    store.start_candidate("shared", 0, CONFIG, cost)
+
+    with optuna_storage(empty_url) as storage:
+        study = optuna.load_study(storage=storage, study_name="shared")
+        study.optimize(objective, n_trials=1)
+        assert len(study.trials) == 3
+        assert storage.get_current_version() == storage.get_head_version()
+    assert current_revision(empty_url) == head_revision(empty_url)
+    assert {"alembic_version", "studies", "trials"} | STORE_TABLES <= table_names(empty_url)
+    assert len(store.candidates("shared")) == 1
+    store.close()
+
+
+def test_downgrade_removes_only_the_store(empty_url: str) -> None:
+    with optuna_storage(empty_url) as storage:
+        optuna.create_study(storage=storage, study_name="kept")
+    upgrade(empty_url)
+
+    command.downgrade(alembic_config(empty_url), "base")
+
+    assert not table_names(empty_url) & {"splitsearch_candidates", "splitsearch_epoch_metrics"}
+    assert current_revision(empty_url) is None
+    with optuna_storage(empty_url) as storage:
+        assert optuna.load_study(storage=storage, study_name="kept")
+
+
+def test_workers_upgrading_together(postgres_url: str) -> None:
+    # Processes, as real workers are: Alembic's migration context is global to a process.
+    processes = multiprocessing.get_context("fork")
+    workers = [processes.Process(target=upgrade, args=(postgres_url,)) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+
+    assert [worker.exitcode for worker in workers] == [0] * len(workers)
+    assert current_revision(postgres_url) == head_revision(postgres_url)
+
+
+def test_missing_migrations_say_how_to_install(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    installed = tmp_path / "site-packages" / "splitsearch" / "__init__.py"
+    monkeypatch.setattr(splitsearch, "__file__", str(installed))
+    with pytest.raises(RuntimeError, match="pip install -e"):
+        script_location()
+
+
+# -- writing and reading --------------------------------------------------------------------------
+
+def test_round_trip_of_a_trained_candidate(store: Store, cost: CandidateCost) -> None:
+    candidate_id = store.start_candidate("study", 7, CONFIG, cost, width_step=0.02, baseline="paper S=2")
+    store.record_epoch(candidate_id, epoch(1, 0.3))
+    store.record_epoch(candidate_id, epoch(2, 0.4))
+    store.record_epoch(candidate_id, epoch(2, 0.45))  # re-reported after a resume: replaces
+    running = store.candidates("study")[0]
+    store.finish_candidate(candidate_id, "complete", val_accuracy=0.45, test_accuracy=0.44,
+                           member_val_accuracies=[0.4, 0.35])
+
+    [record] = store.candidates("study")
+    assert running.state == "running" and running.finished_at is None
+    assert (record.id, record.study_name, record.trial_number) == (candidate_id, "study", 7)
+    assert record.state == "complete"
+    assert record.config == CONFIG and record.config_hash == CONFIG.config_hash()
+    assert (record.dataset, record.epochs, record.arch) == ("digits", 3, "resnet20")
+    assert (record.S, record.width_mult) == (2, 0.25)
+    assert (record.params, record.macs, record.flops, record.activation_bytes) == (
+        cost.params, cost.macs, cost.flops, cost.activation_bytes)
+    assert (record.width_step, record.baseline, record.reused_from_id) == (0.02, "paper S=2", None)
+    assert (record.val_accuracy, record.test_accuracy) == (0.45, 0.44)
+    assert record.member_val_accuracies == (0.4, 0.35)
+    assert record.started_at.tzinfo is timezone.utc and record.started_at == running.started_at
+    assert record.finished_at >= record.started_at
+    assert record.wall_seconds == pytest.approx((record.finished_at - record.started_at).total_seconds())
+    assert store.epochs(candidate_id) == [epoch(1, 0.3), epoch(2, 0.45)]
+
+
+def test_finish_records_given_wall_seconds_and_rejects_mistakes(store: Store, cost: CandidateCost) -> None:
+    candidate_id = store.start_candidate("study", 0, CONFIG, cost)
+    store.finish_candidate(candidate_id, "pruned", val_accuracy=0.2, wall_seconds=12.5)
+
+    [record] = store.candidates("study")
+    assert (record.state, record.val_accuracy, record.member_val_accuracies, record.wall_seconds) == (
+        "pruned", 0.2, None, 12.5)
+    with pytest.raises(ValueError, match="complete, pruned, failed"):
+        store.finish_candidate(candidate_id, "reused")
+    with pytest.raises(LookupError, match="no candidate"):
+        store.finish_candidate(candidate_id + 100, "failed")
+
+
+def test_retried_trial_resets_its_row(store: Store, cost: CandidateCost) -> None:
+    first = store.start_candidate("study", 3, CONFIG, cost, width_step=0.1)
+    store.record_epoch(first, epoch(1))
+    store.finish_candidate(first, "failed", val_accuracy=0.1, member_val_accuracies=[0.1, 0.1])
+
+    retried = store.start_candidate("study", 3, CONFIG, cost)
+
+    [record] = store.candidates("study")
+    assert retried == first == record.id
+    assert (record.state, record.val_accuracy, record.member_val_accuracies) == ("running", None, None)
+    assert (record.finished_at, record.wall_seconds, record.width_step) == (None, None, None)
+    assert store.epochs(retried) == []
+
+
+def test_candidates_of_a_study_in_trial_order(store: Store, cost: CandidateCost) -> None:
+    for number in (2, 0, 1):
+        store.start_candidate("mine", number, CONFIG, cost)
+    store.start_candidate("other", 5, CONFIG, cost)
+
+    assert [record.trial_number for record in store.candidates("mine")] == [0, 1, 2]
+    assert store.candidates("missing") == []
+
+
+def test_find_reusable_only_complete_with_same_hash_dataset_epochs(store: Store, cost: CandidateCost) -> None:
+    def finished(trial_number: int, state: str, config: SplitConfig = CONFIG) -> int:
+        candidate_id = store.start_candidate("earlier", trial_number, config, cost)
+        store.finish_candidate(candidate_id, state, val_accuracy=0.5)
+        return candidate_id
+
+    finished(0, "pruned")
+    finished(1, "failed")
+    store.start_candidate("earlier", 2, CONFIG, cost)  # still running
+    finished(3, "complete", CONFIG.replace(width_mult=0.5))
+    complete = finished(4, "complete")
+    finished(5, "complete")  # a later duplicate: the oldest answer is kept
+
+    found = store.find_reusable(CONFIG.config_hash(), "digits", 3)
+    assert found is not None
+    assert (found.id, found.study_name, found.state) == (complete, "earlier", "complete")
+    assert store.find_reusable(CONFIG.config_hash(), "cifar10", 3) is None
+    assert store.find_reusable(CONFIG.config_hash(), "digits", 300) is None
+    assert store.find_reusable(CONFIG.replace(S=4).config_hash(), "digits", 3) is None
+
+
+def test_record_reused_copies_the_result(store: Store, cost: CandidateCost) -> None:
+    source_id = store.start_candidate("earlier", 0, CONFIG, cost, width_step=0.05)
+    store.record_epoch(source_id, epoch(1, 0.6))
+    store.finish_candidate(source_id, "complete", val_accuracy=0.6, test_accuracy=0.58,
+                           member_val_accuracies=[0.55, 0.5], wall_seconds=30.0)
+    source = store.find_reusable(CONFIG.config_hash(), "digits", 3)
+
+    reused_id = store.record_reused("later", 4, source, baseline="undivided")
+
+    [record] = store.candidates("later")
+    assert (record.id, record.state, record.reused_from_id) == (reused_id, "reused", source_id)
+    assert record.baseline == "undivided"
+    assert (record.val_accuracy, record.test_accuracy) == (0.6, 0.58)
+    assert record.member_val_accuracies == (0.55, 0.5)
+    assert (record.config, record.params, record.width_step) == (CONFIG, cost.params, 0.05)
+    assert record.wall_seconds == 0.0
+    assert record.finished_at == record.started_at
+    assert store.epochs(reused_id) == []
+    assert store.find_reusable(CONFIG.config_hash(), "digits", 3).id == source_id
+    with pytest.raises(ValueError, match="only a complete candidate"):
+        store.record_reused("later", 5, record)
+
+
+def test_over_budget_is_recorded_finished(store: Store, cost: CandidateCost) -> None:
+    candidate_id = store.record_over_budget("study", 1, CONFIG, cost, baseline="undivided")
+
+    [record] = store.candidates("study")
+    assert (record.id, record.state, record.baseline) == (candidate_id, "over_budget", "undivided")
+    assert record.val_accuracy is None
+    assert (record.params, record.macs) == (cost.params, cost.macs)
+    assert record.finished_at == record.started_at and record.wall_seconds == 0.0
+    assert store.find_reusable(CONFIG.config_hash(), "digits", 3) is None
+
+
+def test_epochs_need_an_existing_candidate(store: Store) -> None:
+    with pytest.raises(IntegrityError):
+        store.record_epoch(12345, epoch(1))
+
+
+def test_two_workers_write_epochs_at_once(empty_url: str, cost: CandidateCost) -> None:
+    upgrade(empty_url)
+    setup = Store(empty_url)
+    candidate_ids = [setup.start_candidate("parallel", number, CONFIG, cost) for number in range(2)]
+    start = threading.Barrier(len(candidate_ids))
+    errors: list[BaseException] = []
+
+    def worker(candidate_id: int) -> None:
+        store = Store(empty_url)  # each worker has its own engine, as separate processes would
+        try:
+            start.wait()
+            for number in range(1, 26):
+                store.record_epoch(candidate_id, epoch(number))
+            store.finish_candidate(candidate_id, "complete", val_accuracy=0.5)
+        except BaseException as error:  # noqa: BLE001 - reported by the assertion below
+            errors.append(error)
+        finally:
+            store.close()
+
+    threads = [threading.Thread(target=worker, args=(candidate_id,)) for candidate_id in candidate_ids]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    for candidate_id in candidate_ids:
+        assert [metrics.epoch for metrics in setup.epochs(candidate_id)] == list(range(1, 26))
+    assert {record.state for record in setup.candidates("parallel")} == {"complete"}
+    setup.close()
+
+
+def test_only_sqlite_and_postgresql() -> None:
+    with pytest.raises(ValueError, match="SQLite and PostgreSQL"):
+        Store("mysql+pymysql://user@localhost/db")
