@@ -164,12 +164,7 @@ class SplitConfig:
     def from_yaml(cls, path: str | Path) -> SplitConfig:
         """Read a YAML file.  Extra top-level sections such as ``provenance`` are kept out."""
         path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text())
-        except OSError as error:
-            raise ConfigError(f"cannot read {path}: {error.strerror}") from None
-        except yaml.YAMLError as error:
-            raise ConfigError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from None
+        data = read_yaml(path, ConfigError)
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping of config keys, got {type(data).__name__}")
         data = {key: value for key, value in data.items() if key not in _IGNORED_SECTIONS}
@@ -192,6 +187,16 @@ class _FlowListDumper(yaml.SafeDumper):
 _FlowListDumper.add_representer(
     list, lambda dumper, value: dumper.represent_sequence("tag:yaml.org,2002:seq", value, flow_style=True)
 )
+
+
+def read_yaml(path: str | Path, error: type[ValueError]) -> Any:
+    """The data of a YAML file; an unreadable file or bad YAML raises ``error`` in one line."""
+    try:
+        return yaml.safe_load(Path(path).read_text())
+    except OSError as exc:
+        raise error(f"{path}: cannot read: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise error(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
 
 
 def dump_yaml(data: Mapping[str, Any]) -> str:

@@ -70,7 +70,7 @@ def test_fit_flops_budget_is_converted_to_macs(capsys):
         (["fit", "--arch", "resnet20", "--budget-params", "10"], "budget too small"),
         (["fit", "--arch", "resnet20"], "give --budget-params"),
         (["count"], "give a config file or --arch"),
-        (["count", "missing.yaml"], "cannot read missing.yaml"),
+        (["count", "missing.yaml"], "missing.yaml: cannot read"),
         (["count", "--arch", "resnet20", "--dataset", "mnist"], "unknown dataset 'mnist'"),
     ],
 )

@@ -57,7 +57,7 @@ def test_invalid_values_name_the_key_and_the_rule(data, message):
 def test_file_errors_name_the_file(tmp_path):
     broken = tmp_path / "broken.yaml"
     broken.write_text("arch: [resnet20\n")
-    with pytest.raises(ConfigError, match="broken.yaml is not valid YAML"):
+    with pytest.raises(ConfigError, match="broken.yaml: not valid YAML"):
         SplitConfig.from_yaml(broken)
     with pytest.raises(ConfigError, match="cannot read"):
         SplitConfig.from_yaml(tmp_path / "missing.yaml")

@@ -175,7 +175,7 @@ def test_invalid_spaces_fail_at_load_with_file_key_and_reason_on_one_line(tmp_pa
 
 
 def test_missing_file_and_unknown_bare_name(tmp_path):
-    with pytest.raises(SpaceError, match=r"nope\.yaml: cannot read search space"):
+    with pytest.raises(SpaceError, match=r"nope\.yaml: cannot read"):
         load_space(tmp_path / "nope.yaml")
     with pytest.raises(SpaceError, match=r"nope: no such search space file.*shipped: blocks, divide, full"):
         load_space("nope")

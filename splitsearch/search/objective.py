@@ -16,6 +16,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 
 from splitsearch.config import SplitConfig
 from splitsearch.cost import CandidateCost, count_config, fit_width
+from splitsearch.search.space import parameter_names, suggest_config
 from splitsearch.search.study import StudySpec
 from splitsearch.store import Store
 from splitsearch.train.data import DeviceData, prepare_data
@@ -70,8 +71,6 @@ class SearchObjective:
         self.data = data or DataCache(device)
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
-        from splitsearch.search.space import suggest_config
-
         spec = self.spec
         config = suggest_config(spec.space, trial, spec.base)
         config, width_step = self._apply_budget(config)
@@ -89,7 +88,7 @@ class SearchObjective:
 
         reusable = self.store.find_reusable(config.config_hash(), config.dataset, config.train.epochs)
         if reusable is not None and reusable.val_accuracy is not None:
-            self.store.record_reused(spec.name, trial.number, reusable)
+            self.store.record_reused(spec.name, trial.number, reusable, baseline=baseline)
             trial.set_user_attr("reused_from", f"{reusable.study_name}#{reusable.trial_number}")
             trial.set_user_attr("member_val_accuracies", reusable.member_val_accuracies)
             return self._values(reusable.val_accuracy, cost)
@@ -181,8 +180,6 @@ def enqueue_baselines(study: optuna.Study, spec: StudySpec) -> list[str]:
     A baseline sets the searched parameters it names, every per-block split factor to 1 and
     ``groups`` to 1 where those are searched; one whose S the space cannot reach is skipped.
     """
-    from splitsearch.search.space import parameter_names
-
     names = parameter_names(spec.space, spec.base)
     enqueued = []
     for label, values in BASELINES:

@@ -42,7 +42,7 @@ import optuna
 import yaml
 
 import splitsearch
-from splitsearch.config import SplitConfig, TrainConfig, _as_float, _is_int
+from splitsearch.config import SplitConfig, TrainConfig, _as_float, _is_int, read_yaml
 from splitsearch.models import resolve_arch
 
 SHIPPED_DIR = Path(splitsearch.__file__).resolve().parents[1] / "search_spaces"
@@ -175,12 +175,7 @@ def load_space(path: str | Path) -> SearchSpace:
         SpaceError: the file is missing, is not YAML, or describes an invalid space.
     """
     path = _resolve(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as error:
-        raise SpaceError(f"{path}: cannot read search space: {error.strerror}") from None
-    except yaml.YAMLError as error:
-        raise SpaceError(f"{path}: not valid YAML: {' '.join(str(error).split())}") from None
+    data = read_yaml(path, SpaceError)
     try:
         return _parse(data, path)
     except SpaceError as error:

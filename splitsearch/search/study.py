@@ -20,10 +20,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import optuna
-import yaml
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from splitsearch.config import ConfigError, SplitConfig
+from splitsearch.config import ConfigError, SplitConfig, read_yaml
 from splitsearch.search.space import SearchSpace, load_space, space_fingerprint
 from splitsearch.units import parse_count
 
@@ -141,12 +140,7 @@ def load_study_spec(path: str | Path | None, overrides: Mapping[str, Any] | None
     data: dict[str, Any] = {}
     if path is not None:
         source = str(path)
-        try:
-            loaded = yaml.safe_load(Path(path).read_text())
-        except OSError as error:
-            raise StudyError(f"cannot read {path}: {error.strerror}") from None
-        except yaml.YAMLError as error:
-            raise StudyError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from None
+        loaded = read_yaml(path, StudyError)
         if not isinstance(loaded, dict):
             raise StudyError(f"{path}: expected a mapping of study settings")
         data.update(loaded)
