@@ -2,7 +2,9 @@
 
 Run:  python benchmarks/reference_costs.py
 
-Prints one row per (architecture, S) with the counted figures, the paper's, and the ratios.
+MACs are printed twice: as the authors counted them (thop: convolutions and linear layers plus
+batch norm and average pooling; ``--macs-convention paper``) and as PyTorch's FlopCounterMode
+counts them (convolutions and matrix products only; the default).  Ratios are counted / paper.
 """
 
 from __future__ import annotations
@@ -13,11 +15,14 @@ from splitsearch.reference import TABLE2_CIFAR100
 
 
 def main() -> None:
-    print(f"{'arch':<18}{'S':>2}{'params':>14}{'paper':>9}{'ratio':>8}{'MACs':>16}{'paper':>9}{'ratio':>8}")
+    print(f"{'arch':<17}{'S':>2}{'params':>10}{'paper':>8}{'ratio':>7}{'MACs paper-conv.':>18}{'paper':>8}"
+          f"{'ratio':>7}{'MACs pytorch':>14}")
     for row in TABLE2_CIFAR100:
-        cost = count_config(SplitConfig(arch=row.arch, S=row.S, dataset="cifar100"))
-        print(f"{row.arch:<18}{row.S:>2}{cost.params:>14,}{row.params / 1e6:>8.2f}M{cost.params / row.params:>8.3f}"
-              f"{cost.macs:>16,}{row.macs / 1e9:>8.2f}G{cost.macs / row.macs:>8.3f}")
+        config = SplitConfig(arch=row.arch, S=row.S, dataset="cifar100")
+        paper, pytorch = count_config(config, "paper"), count_config(config)
+        print(f"{row.arch:<17}{row.S:>2}{paper.params / 1e6:>9.3f}M{row.params / 1e6:>7.2f}M"
+              f"{paper.params / row.params:>7.3f}{paper.macs / 1e9:>17.3f}G{row.macs / 1e9:>7.2f}G"
+              f"{paper.macs / row.macs:>7.3f}{pytorch.macs / 1e9:>13.3f}G")
 
 
 if __name__ == "__main__":
