@@ -13,7 +13,16 @@ from splitsearch.models import BuildArgs, build_network
 
 
 def build_args(config: SplitConfig) -> BuildArgs:
-    """What the family builder needs, with the dataset's input channels and class count."""
+    """What the family builder needs, with the dataset's input channels and class count.
+
+    Raises:
+        ValueError: ``groups > 1``: the field exists for the semantic split, which is not built
+            yet; refusing beats silently training the unsplit network under that name.
+    """
+    if config.groups > 1:
+        raise ValueError(
+            f"groups={config.groups}: the semantic split (Kim et al.) is not implemented yet; use groups: 1"
+        )
     info = dataset_info(config.dataset)
     return BuildArgs(
         num_classes=info.num_classes,

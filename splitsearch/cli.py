@@ -263,9 +263,12 @@ def _study_option(command: Any) -> Any:
 @click.option("--objectives", type=click.Choice(["accuracy", "accuracy,params", "accuracy,macs"]),
               help="accuracy: TPE + Hyperband pruning. accuracy,params / accuracy,macs: NSGA-II Pareto search; "
                    "Optuna cannot prune multi-objective studies, so every candidate trains to the end.")
-@click.option("--sampler", type=click.Choice(["tpe", "random", "nsga2"]))
-@click.option("--pruner", type=click.Choice(["hyperband", "median", "none"]))
-@click.option("--seed", type=int, help="Sampler seed.")
+@click.option("--sampler", type=click.Choice(["tpe", "random", "nsga2"]),
+              help="Optuna sampler [default: tpe; nsga2 for two objectives].")
+@click.option("--pruner", type=click.Choice(["hyperband", "median", "none"]),
+              help="Optuna pruner of single-objective studies, on per-epoch validation accuracy "
+                   "[default: hyperband].")
+@click.option("--seed", type=int, help="Sampler seed [default: the study's, else 0].")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")
 @click.option("--mode", type=click.Choice(["auto", "fused", "sequential"]), default="auto", show_default=True,
               help="How each candidate's S networks run (see train --help).")

@@ -106,7 +106,7 @@ fixed:
 
 
 def test_parameter_names_include_conditional_and_per_block_ones():
-    names = ["S", *(f"block_factors.{b}" for b in range(5)), "groups", "wd_rule", "lambda_cot", "train.lr"]
+    names = ["S", *(f"block_factors.{b}" for b in range(5)), "wd_rule", "lambda_cot", "train.lr"]
     assert parameter_names(load_space("full"), BASES["vgg16-cifar10"]) == names
 
 
