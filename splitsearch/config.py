@@ -233,25 +233,25 @@ def _check_types(instance: Any, prefix: str) -> None:
             allowed = typing.get_args(expected)
             _require(value in allowed, key, f"must be one of {', '.join(allowed)}, got {value!r}")
         elif origin is tuple:
-            _require(isinstance(value, tuple) and all(_is_int(v) for v in value), key,
+            _require(isinstance(value, tuple) and all(is_int(v) for v in value), key,
                      f"must be a list of integers, got {value!r}")
         elif expected is float:
-            number = _as_float(value)
+            number = as_float(value)
             _require(number is not None, key, f"must be a number, got {value!r}")
             object.__setattr__(instance, item.name, number)
         elif expected is int:
-            _require(_is_int(value), key, f"must be an integer, got {value!r}")
+            _require(is_int(value), key, f"must be an integer, got {value!r}")
         elif expected is bool:
             _require(isinstance(value, bool), key, f"must be true or false, got {value!r}")
         elif expected is str:
             _require(isinstance(value, str), key, f"must be a string, got {value!r}")
 
 
-def _is_int(value: Any) -> bool:
+def is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _as_float(value: Any) -> float | None:
+def as_float(value: Any) -> float | None:
     """The float a YAML value means; ``5e-4`` arrives as a string (YAML 1.1 wants ``5.0e-4``)."""
     if isinstance(value, bool):
         return None

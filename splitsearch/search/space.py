@@ -42,7 +42,7 @@ import optuna
 import yaml
 
 import splitsearch
-from splitsearch.config import SplitConfig, TrainConfig, _as_float, _is_int, read_yaml
+from splitsearch.config import SplitConfig, TrainConfig, as_float, is_int, read_yaml
 from splitsearch.models import resolve_arch
 
 SHIPPED_DIR = Path(splitsearch.__file__).resolve().parents[1] / "search_spaces"
@@ -334,7 +334,7 @@ def _choices(key: str, spec: Mapping[str, Any], convert: Callable[[Any], Any]) -
 def _blocks(key: str, blocks: Any) -> tuple[int, ...] | None:
     if blocks is None:
         return None
-    if not isinstance(blocks, list) or not blocks or not all(_is_int(b) and b >= 0 for b in blocks):
+    if not isinstance(blocks, list) or not blocks or not all(is_int(b) and b >= 0 for b in blocks):
         raise SpaceError(f"{key}: blocks must be a non-empty list of block indices (0, 1, ...), "
                          f"got {blocks!r}")
     if len(set(blocks)) != len(blocks):
@@ -371,10 +371,10 @@ def _numeric(key: str, kind: str, spec: Mapping[str, Any], when: Condition | Non
 
 def _bound(key: str, kind: str, name: str, value: Any) -> float:
     if kind == "int":
-        if not _is_int(value):
+        if not is_int(value):
             raise SpaceError(f"{key}: {name} must be an integer, got {value!r}")
         return value
-    number = _as_float(value)
+    number = as_float(value)
     if number is None:
         raise SpaceError(f"{key}: {name} must be a number, got {value!r}")
     return number
@@ -425,13 +425,13 @@ def _coerce(key: str, value: Any, what: str, where: str | None = None) -> Any:
         if value in typing.get_args(takes):
             return value
     elif origin is tuple:
-        if isinstance(value, list) and all(_is_int(item) and item >= 1 for item in value):
+        if isinstance(value, list) and all(is_int(item) and item >= 1 for item in value):
             return tuple(value)
     elif takes is float:
-        if _as_float(value) is not None:
-            return _as_float(value)
+        if as_float(value) is not None:
+            return as_float(value)
     elif takes is int:
-        if _is_int(value):
+        if is_int(value):
             return value
     elif isinstance(value, takes):
         return value
@@ -439,7 +439,7 @@ def _coerce(key: str, value: Any, what: str, where: str | None = None) -> Any:
 
 
 def _positive_int(key: str, value: Any) -> int:
-    if not (_is_int(value) and value >= 1):
+    if not (is_int(value) and value >= 1):
         raise SpaceError(f"{key}: choice {value!r} is not a positive integer")
     return value
 
