@@ -2,12 +2,15 @@
 
 Run:  python benchmarks/reference_costs.py
 
-MACs are printed twice: as the authors counted them (thop: convolutions and linear layers plus
-batch norm and average pooling; ``--macs-convention paper``) and as PyTorch's FlopCounterMode
+MACs are printed twice: as the authors counted them (thop's per-module rules: convolutions and
+linear layers plus batch norm, average pooling and conv biases; ``--macs-convention paper``,
+:mod:`splitsearch.paper_macs`) and as PyTorch's FlopCounterMode
 counts them (convolutions and matrix products only; the default).  Ratios are counted / paper.
 """
 
 from __future__ import annotations
+
+import torch
 
 from splitsearch.config import SplitConfig
 from splitsearch.cost import count_config
@@ -15,6 +18,7 @@ from splitsearch.reference import TABLE2_CIFAR100
 
 
 def main() -> None:
+    print(f"torch {torch.__version__}")
     print(f"{'arch':<17}{'S':>2}{'params':>10}{'paper':>8}{'ratio':>7}{'MACs paper-conv.':>18}{'paper':>8}"
           f"{'ratio':>7}{'MACs pytorch':>14}")
     for row in TABLE2_CIFAR100:

@@ -60,8 +60,9 @@ def _config_options(command: Any) -> Any:
                                        f"Default: the config's, else {DEFAULT_DATASET}."),
         click.option("--macs-convention", type=click.Choice(["pytorch", "paper"]), default="pytorch",
                      show_default=True,
-                     help="pytorch: convolutions and matrix products (torch.utils.flop_counter); paper: also "
-                          "batch norm and average pooling, as the divide-and-co-train authors counted (thop)."),
+                     help="pytorch: convolutions and matrix products (torch.utils.flop_counter); paper: every "
+                          "module by thop's rules, as the divide-and-co-train authors counted (adds batch norm, "
+                          "average pooling and conv biases)."),
     ]
     for option in reversed(options):
         command = option(command)

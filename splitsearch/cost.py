@@ -1,13 +1,14 @@
 """What a candidate costs: parameters, MACs, FLOPs and activation memory, counted on the meta device.
 
 Counting builds the network on PyTorch's ``meta`` device (shapes only, no memory, no arithmetic)
-and runs one forward pass of one image under two dispatch modes:
+and runs one forward pass of one image while two counters watch it:
 
 * :class:`torch.utils.flop_counter.FlopCounterMode` counts FLOPs of convolutions and matrix
   products the way PyTorch defines them (one multiply-add = 2 FLOPs).  MACs = FLOPs / 2.  The
   divide-and-co-train paper's "GFLOPs" are MACs.  Its authors counted with ``thop``, which adds
-  batch norm and average pooling; ``convention="paper"`` adds those too (through
-  FlopCounterMode's ``custom_mapping``), so their Table 2 can be compared row by row.
+  batch norm, average pooling and conv biases; ``convention="paper"`` counts with thop's
+  per-module rules instead (:mod:`splitsearch.paper_macs`), so their Table 2 can be compared
+  row by row.
 * :class:`_PeakActivationMode` follows every tensor the forward creates and records the peak of
   the bytes alive at once: the activation memory an inference of one image needs (float32),
   parameters and the input excluded.
@@ -20,19 +21,20 @@ from __future__ import annotations
 
 import math
 import weakref
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any, Iterator, Literal
 
 import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode
 
 from splitsearch.build import build_args
 from splitsearch.config import SplitConfig
 from splitsearch.datasets import dataset_info
 from splitsearch.models import build_network
+from splitsearch.paper_macs import PaperMacs
 
 
 @dataclass(frozen=True)
@@ -93,10 +95,6 @@ class _PeakActivationMode(TorchDispatchMode):
     Views and in-place results share their base's storage and are counted once; a storage is
     released when the last tensor using it is garbage collected.  Storages passed in ``exclude``
     (parameters, buffers, the input) are never counted.
-
-    On the meta device it also answers inference batch norm itself: PyTorch's meta kernel for it
-    is a Python decomposition costing milliseconds per call (most of a ResNet's counting time),
-    and its result is simply shaped like its input.  Batch norm does no FLOPs in PyTorch's count.
     """
 
     def __init__(self, exclude: list[torch.Tensor]) -> None:
@@ -108,13 +106,9 @@ class _PeakActivationMode(TorchDispatchMode):
         self.peak = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
-        if func is torch.ops.aten.native_batch_norm.default and args[0].is_meta and not args[5]:
-            out = (torch.empty_like(args[0]), args[0].new_empty(0), args[0].new_empty(0))
-        else:
-            out = func(*args, **(kwargs or {}))
-        for tensor in tree_leaves(out):
-            if isinstance(tensor, torch.Tensor):
-                self._track(tensor)
+        out = func(*args, **(kwargs or {}))
+        for tensor in _tensors(out):
+            self._track(tensor)
         return out
 
     def _track(self, tensor: torch.Tensor) -> None:
@@ -144,9 +138,18 @@ class _SkipMetaInit(TorchDispatchMode):
     """
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
-        if func._overloadpacket.__name__.endswith("_") and args and getattr(args[0], "is_meta", False):
+        if func.overloadpacket.__name__.endswith("_") and args and getattr(args[0], "is_meta", False):
             return args[0]
         return func(*args, **(kwargs or {}))
+
+
+def _tensors(out: Any) -> list[torch.Tensor]:
+    """The tensors an operator returned: one, or several in (nested) tuples and lists."""
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, (tuple, list)):
+        return [tensor for item in out for tensor in _tensors(item)]
+    return []
 
 
 def _storage_key(tensor: torch.Tensor) -> int:
@@ -157,32 +160,23 @@ MacsConvention = Literal["pytorch", "paper"]
 MACS_CONVENTIONS = ("pytorch", "paper")
 
 
-def _paper_formulas() -> dict:
-    """thop's extra operations, as the divide-and-co-train authors' copy of it counts them.
+@contextmanager
+def _shape_only_batch_norm(network: nn.Module) -> Iterator[None]:
+    """On the meta device, let every batch norm module return an empty tensor shaped like its input.
 
-    Batch norm: 2 ops per element; average pooling: 1 op per output element; global (adaptive)
-    average pooling: kernel size + 1 ops per output element; ReLU and max pooling: none.  thop
-    adds these to the convolutions' multiply-adds, so in FlopCounterMode's FLOP units (2 per
-    multiply-add) each formula returns twice thop's count.
+    Inference batch norm's output is shaped like its input, but PyTorch's meta kernel for it
+    is a Python decomposition that took most of a ResNet's counting time.  Replacing the
+    modules' ``forward`` (not an ATen operator, whose name changes between releases) keeps
+    module hooks firing and the output allocation visible to the activation tracker.
     """
-
-    def batch_norm(x_shape, *args, out_shape=None, **kwargs) -> int:  # noqa: ANN001
-        return 2 * 2 * math.prod(x_shape)
-
-    def average_pool(x_shape, *args, out_shape=None, **kwargs) -> int:  # noqa: ANN001
-        return 2 * math.prod(out_shape)
-
-    def global_average_pool(x_shape, *args, out_shape=None, **kwargs) -> int:  # noqa: ANN001
-        outputs = math.prod(out_shape)
-        return 2 * (math.prod(x_shape) // outputs + 1) * outputs
-
-    aten = torch.ops.aten
-    return {
-        aten.native_batch_norm: batch_norm,
-        aten.avg_pool2d: average_pool,
-        aten.mean: global_average_pool,
-        aten._adaptive_avg_pool2d: global_average_pool,
-    }
+    patched = [module for module in network.modules() if isinstance(module, nn.modules.batchnorm._BatchNorm)]
+    for module in patched:
+        module.forward = torch.empty_like
+    try:
+        yield
+    finally:
+        for module in patched:
+            del module.forward
 
 
 def count_module(network: nn.Module, input_shape: tuple[int, ...], convention: MacsConvention = "pytorch"
@@ -190,22 +184,33 @@ def count_module(network: nn.Module, input_shape: tuple[int, ...], convention: M
     """Count one network (best built on the meta device) for one input of ``input_shape`` (C, H, W).
 
     ``convention``: ``pytorch`` counts convolutions and matrix products only (PyTorch's
-    FlopCounterMode); ``paper`` adds batch norm and average pooling as thop does.
+    FlopCounterMode); ``paper`` counts every leaf module by the authors' thop rules
+    (:mod:`splitsearch.paper_macs`), which adds batch norm, average pooling and conv biases.
+
+    Raises:
+        UncountedModuleError: ``paper`` convention and a leaf module without a rule.
     """
     if convention not in MACS_CONVENTIONS:
         raise ValueError(f"unknown MACs convention {convention!r}: use {' or '.join(MACS_CONVENTIONS)}")
     device = next(network.parameters()).device
+    training = network.training
     network.eval()
     params = sum(parameter.numel() for parameter in network.parameters())
     image = torch.empty((1, *input_shape), device=device)
     exclude = [*network.parameters(), *network.buffers(), image]
-    formulas = _paper_formulas() if convention == "paper" else {}
-    # The flop counter is entered last so it sees each operator first, before the activation
-    # tracker (which answers batch norm itself on the meta device).
-    with (torch.no_grad(), _PeakActivationMode(exclude) as memory,
-          FlopCounterMode(display=False, custom_mapping=formulas) as flop_counter):
+    with ExitStack() as stack:
+        stack.enter_context(torch.no_grad())
+        if device.type == "meta":
+            stack.enter_context(_shape_only_batch_norm(network))
+        memory = stack.enter_context(_PeakActivationMode(exclude))
+        if convention == "paper":
+            counter = stack.enter_context(PaperMacs().counting(network))
+        else:
+            counter = stack.enter_context(FlopCounterMode(display=False))
         network(image)
-    return NetworkCost(params=params, macs=flop_counter.get_total_flops() // 2, activation_bytes=memory.peak)
+    network.train(training)
+    macs = counter.total if convention == "paper" else counter.get_total_flops() // 2
+    return NetworkCost(params=params, macs=macs, activation_bytes=memory.peak)
 
 
 def count_config(config: SplitConfig, convention: MacsConvention = "pytorch") -> CandidateCost:

@@ -2,9 +2,11 @@ import pytest
 import torch
 from torch import nn
 
-from splitsearch.build import build_networks
+from splitsearch.build import build_args, build_networks
 from splitsearch.config import SplitConfig
 from splitsearch.cost import BudgetError, count_config, count_module, fit_width
+from splitsearch.models import available_archs, build_network
+from splitsearch.paper_macs import UncountedModuleError, paper_macs
 
 
 @pytest.mark.parametrize(
@@ -41,6 +43,81 @@ def test_macs_and_peak_activation_of_a_hand_counted_network():
     assert cost.params == 3 * 4 * 9 + 4 * 8 * 9 + 8 * 2 + 2
     # Peak: the first conv's output is still referenced while the second conv writes its own.
     assert cost.activation_bytes == 1024 + 2048
+
+
+def _conv_bn_relu_pool_linear() -> nn.Module:
+    with torch.device("meta"):
+        return nn.Sequential(
+            nn.Conv2d(3, 4, 3, padding=1),  # 4x8x8 = 256 outputs, each 3*9 multiply-adds + 1 bias add
+            nn.BatchNorm2d(4),  # 256 elements
+            nn.ReLU(),
+            nn.AvgPool2d(2),  # 4x4x4 = 64 outputs
+            nn.AdaptiveAvgPool2d(1),  # 4 outputs, each the mean of 16 cells
+            nn.Flatten(),
+            nn.Linear(4, 3),  # 3 outputs, each 4 multiply-adds
+        )
+
+
+def test_hand_counted_network_in_both_conventions():
+    network = _conv_bn_relu_pool_linear()
+    params = (3 * 4 * 9 + 4) + (4 + 4) + (4 * 3 + 3)
+
+    pytorch = count_module(network, (3, 8, 8), "pytorch")
+    # PyTorch's FlopCounterMode: convolution and matrix product multiply-adds, nothing else.
+    assert pytorch.macs == 256 * 27 + 3 * 4
+    assert pytorch.params == params
+
+    paper = count_module(network, (3, 8, 8), "paper")
+    # thop: conv with its bias add, 2 per batch-norm element, 1 per average-pool output,
+    # (16 + 1) per adaptive-pool output, the linear layer's multiplies; ReLU is free.
+    assert paper.macs == 256 * (27 + 1) + 2 * 256 + 64 + 4 * (16 + 1) + 3 * 4
+    assert paper.params == params
+    assert paper.activation_bytes == pytorch.activation_bytes
+
+
+def test_paper_convention_names_a_module_it_cannot_count():
+    class Doubling(nn.Module):
+        def forward(self, x):
+            return 2 * x
+
+    network = _conv_bn_relu_pool_linear()
+    network.insert(3, Doubling())
+    with pytest.raises(UncountedModuleError, match=r"no paper-convention MACs rule for 3 \(Doubling\)"):
+        count_module(network, (3, 8, 8), "paper")
+    assert count_module(network, (3, 8, 8), "pytorch").macs > 0  # PyTorch's count needs no rule
+
+
+def test_counting_leaves_the_network_as_it_was():
+    network = _conv_bn_relu_pool_linear().train()
+    first = count_module(network, (3, 8, 8), "paper")
+    assert network.training
+    # No counting hook stays behind: a second count is not inflated by the first one's hooks.
+    assert count_module(network, (3, 8, 8), "paper") == first
+    assert count_module(network, (3, 8, 8), "pytorch") == count_module(_conv_bn_relu_pool_linear(), (3, 8, 8))
+
+
+def test_batch_norm_is_real_again_after_counting_on_the_meta_device():
+    # Counting on meta swaps batch norm for a shape-only stand-in; the swap must not outlive it.
+    network = _conv_bn_relu_pool_linear()
+    count_module(network, (3, 8, 8), "paper")
+    network = network.to_empty(device="cpu")
+    batch_norm = network[1]
+    batch_norm.reset_parameters()
+    batch_norm.train()
+    output = batch_norm(torch.randn(4, 4, 8, 8) * 3 + 5)
+    assert output.mean().abs() < 1e-5 and (output.var(unbiased=False) - 1).abs() < 1e-3
+
+
+@pytest.mark.parametrize("arch", available_archs())
+def test_module_hooks_see_every_convolution_and_matrix_product(arch):
+    # The paper convention counts per module; PyTorch counts per operator.  Their common part
+    # (conv and linear multiply-adds without biases) must agree, or a module went uncounted.
+    config = SplitConfig(arch=arch, S=2, dataset="cifar100")
+    with torch.device("meta"):
+        network = build_network(arch, build_args(config))
+    counted = paper_macs(network, (3, 32, 32)).by_kind
+    assert counted["convolution"] + counted["linear"] == count_module(network, (3, 32, 32)).macs
+    assert counted["batch_norm"] > 0 and counted["pooling"] > 0
 
 
 def test_block_split_reduces_cost():
