@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from splitsearch.config import SplitConfig, TrainConfig
-from splitsearch.train.data import prepare_data
+from splitsearch.data import prepare_data
 from splitsearch.train.loop import Trainer, resolve_device
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-subset.npz"

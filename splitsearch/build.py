@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from splitsearch.config import SplitConfig
-from splitsearch.datasets import dataset_info
+from splitsearch.data.specs import dataset_info
 from splitsearch.models import BuildArgs, build_network
 
 

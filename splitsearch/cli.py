@@ -17,8 +17,8 @@ import click
 from tqdm.auto import tqdm
 
 from splitsearch import __version__
-from splitsearch.config import ConfigError, SplitConfig
-from splitsearch.datasets import DEFAULT_DATASET, known_specs
+from splitsearch.config import SplitConfig
+from splitsearch.data.specs import DEFAULT_DATASET, known_specs
 from splitsearch.units import format_bytes, format_count, parse_count
 
 
@@ -104,17 +104,20 @@ def count(config_file: Path | None, arch: str | None, S: int | None, block_facto
       splitsearch count best.yaml
     """
     from splitsearch.cost import count_config
+    from splitsearch.data import dataset_info
 
     config = _load_config(config_file, arch=arch, S=S, block_factors=block_factors, width_mult=width_mult,
                           dataset=dataset)
     cost = count_config(config, macs_convention)
     if as_json:
-        click.echo(json.dumps({**cost.to_dict(), "macs_convention": macs_convention, "config": config.to_dict()},
-                              indent=2))
+        _, applied = config.train.with_dataset_defaults(dataset_info(config.dataset))
+        click.echo(json.dumps({**cost.to_dict(), "macs_convention": macs_convention, "config": config.to_dict(),
+                               "dataset_defaults": applied}, indent=2))
         return
     click.echo(_describe(config))
     click.echo(_cost_table(cost))
     click.echo(f"MACs counted by the {macs_convention} convention; FLOPs = 2 x MACs")
+    click.echo(_dataset_defaults_line(config))
 
 
 @cli.command()
@@ -165,57 +168,82 @@ def fit(config_file: Path | None, arch: str | None, S: int | None, block_factors
         click.echo(f"written to {output}")
 
 
+def _execution_options(command: Any) -> Any:
+    """--device and --mode: where the S networks train and how they run together."""
+    command = click.option(
+        "--mode", type=click.Choice(["auto", "fused", "sequential"]), default="auto", show_default=True,
+        help="fused: the S networks as one packed module; sequential: one after another (the authors' way); "
+             "auto: fused on a GPU where the family allows it, sequential on the CPU.")(command)
+    return click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")(command)
+
+
+def _data_dir_options(command: Any) -> Any:
+    """--data-dir and --download: where torchvision datasets (cifar10, cifar100, svhn) are found."""
+    command = click.option("--download", is_flag=True,
+                           help="Download a torchvision dataset that is not in --data-dir (needs internet).")(command)
+    return click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+                        help="Where torchvision datasets are (or are downloaded to) "
+                             "[default: ~/.cache/splitsearch/data].")(command)
+
+
 @cli.command()
 @click.argument("config_file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--dataset", help=f"Dataset spec, overriding the config's ({known_specs()}).")
 @click.option("--epochs", type=click.IntRange(min=1), help="Number of epochs, overriding the config's.")
-@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")
-@click.option("--mode", type=click.Choice(["auto", "fused", "sequential"]), default="auto", show_default=True,
-              help="fused: the S networks as one packed module; sequential: one after another (the authors' "
-                   "way); auto: fused where the family allows it.")
+@click.option("--seed", type=int, help="Training seed, overriding the config's.")
+@click.option("--final", is_flag=True,
+              help="Final training: no validation split (train on train + validation), then report test "
+                   "accuracy once. Without it, training reports validation accuracy and never looks at test.")
+@_execution_options
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Output folder for checkpoint.pt, metrics.json and model.pt [default: runs/ARCH-S<S>-HASH].")
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint in --out.")
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Where torchvision datasets are (or are downloaded to).")
-@click.option("--download", is_flag=True, help="Download a torchvision dataset that is not in --data-dir.")
+@_data_dir_options
 @click.option("--quiet", is_flag=True, help="No progress bar or per-epoch lines.")
-def train(config_file: Path, dataset: str | None, epochs: int | None, device: str, mode: str,
-          out_dir: Path | None, resume: bool, data_dir: Path | None, download: bool, quiet: bool) -> None:
-    """Train the S networks of a config with co-training, then report validation and test accuracy.
+def train(config_file: Path, dataset: str | None, epochs: int | None, seed: int | None, final: bool, device: str,
+          mode: str, out_dir: Path | None, resume: bool, data_dir: Path | None, download: bool, quiet: bool) -> None:
+    """Train the S networks of a config with co-training.
 
-    A checkpoint is written atomically after every epoch; after a crash or Ctrl-C the same
-    command with --resume continues where the run stopped.  Test accuracy is the final
-    evaluation only: nothing is chosen on it.
+    By default a validation split (train.val_fraction of the training images) is carved out and
+    its accuracy reported every epoch; the test split is not looked at.  --final trains on every
+    training image and reports test accuracy once, at the end: use it for the configuration you
+    have chosen, not to choose one.  A checkpoint is written atomically after every epoch; after
+    a crash or Ctrl-C the same command with --resume continues where the run stopped.
 
     \b
     Examples:
       splitsearch train best.yaml --epochs 30 --out runs/best
+      splitsearch train best.yaml --final
       splitsearch train cfg.yaml --dataset npz:../shared/data/cifar10-subset.npz --device cpu
     """
     from splitsearch.cost import count_config
-    from splitsearch.train.data import DEFAULT_DATA_DIR, prepare_data
+    from splitsearch.data import DEFAULT_DATA_DIR, prepare_data
     from splitsearch.train.loop import Trainer, resolve_device
 
     config = SplitConfig.from_yaml(config_file)
     if dataset is not None:
         config = config.replace(dataset=dataset)
-    if epochs is not None:
-        config = config.replace(train=dataclasses.replace(config.train, epochs=epochs))
+    settings = {"epochs": epochs, "seed": seed, "val_fraction": 0.0 if final else None}
+    settings = {key: value for key, value in settings.items() if value is not None}
+    if settings:
+        config = config.replace(train=dataclasses.replace(config.train, **settings))
     out_dir = out_dir or Path("runs") / f"{config.arch}-S{config.S}-{config.config_hash()[:8]}"
     target = resolve_device(device)
     data = prepare_data(config.dataset, config.train, target, data_dir or DEFAULT_DATA_DIR, download)
+    _echo_data_plan(config, data)
+    final = final or data.val.num_samples == 0  # nothing to select on: this run is a final one
 
     def report(metrics: Any) -> None:
         if not quiet:
-            members = ", ".join(f"{accuracy:.1%}" for accuracy in metrics.val_member_accuracies)
-            tqdm.write(f"epoch {metrics.epoch}/{config.train.epochs}  loss {metrics.train_loss:.3f}  "
-                       f"val {metrics.val_accuracy:.2%} (members {members})  lr {metrics.lr:.4f}  "
-                       f"{metrics.seconds:.1f}s")
+            line = f"epoch {metrics.epoch}/{config.train.epochs}  loss {metrics.train_loss:.3f}  "
+            if not final:
+                members = ", ".join(f"{accuracy:.1%}" for accuracy in metrics.val_member_accuracies)
+                line += f"val {metrics.val_accuracy:.2%} (members {members})  "
+            tqdm.write(line + f"lr {metrics.lr:.4f}  {metrics.seconds:.1f}s")
 
     trainer = Trainer(config, data, target, out_dir, mode, callbacks=[report], progress=not quiet)
     try:
-        result = trainer.fit(resume=resume)
+        result = trainer.fit(resume=resume, test=final)
     except KeyboardInterrupt:
         done = len(trainer.history)
         raise click.ClickException(
@@ -225,12 +253,38 @@ def train(config_file: Path, dataset: str | None, epochs: int | None, device: st
     cost = count_config(config)
     click.echo(f"\n{config.arch} S={config.S} on {config.dataset}, {type(trainer.ensemble).__name__}, "
                f"{result.wall_seconds:.1f}s")
-    click.echo(f"{'':<12}{'val acc':>10}{'test acc':>10}")
-    click.echo(f"{'ensemble':<12}{result.val_accuracy:>10.2%}{result.test_accuracy:>10.2%}")
-    for index, (val, test) in enumerate(zip(result.history[-1].val_member_accuracies,
-                                            result.test_member_accuracies), start=1):
-        click.echo(f"{'member ' + str(index):<12}{val:>10.2%}{test:>10.2%}")
+    if final:
+        click.echo(f"{'':<12}{'test acc':>10}   (the final report: {data.test.num_samples:,} test images, "
+                   f"+-{100 * result.test_standard_error:.1f} points standard error)")
+        rows = [result.test_accuracy, *result.test_member_accuracies]
+    else:
+        click.echo(f"{'':<12}{'val acc':>10}   ({data.val.num_samples:,} validation images, "
+                   f"+-{100 * result.val_standard_error:.1f} points standard error; test not evaluated: "
+                   "use --final for the chosen config)")
+        rows = [result.val_accuracy, *result.history[-1].val_member_accuracies]
+    for index, accuracy in enumerate(rows):
+        click.echo(f"{'ensemble' if index == 0 else 'member ' + str(index):<12}{accuracy:>10.2%}")
     click.echo(f"params {format_count(cost.params)}  MACs {format_count(cost.macs)}  output {out_dir}")
+
+
+def _echo_data_plan(config: SplitConfig, data: Any) -> None:
+    """Say how the data is split and which augmentation settings came from the dataset."""
+    carved = f"{data.val.num_samples:,} validation (train.val_fraction {config.train.val_fraction:g}, for selection)"
+    if data.val.num_samples == 0:
+        carved = "no validation split (every training image is trained on)"
+    click.echo(f"{config.dataset}: {data.train.num_samples:,} training images, {carved}, "
+               f"{data.test.num_samples:,} test")
+    click.echo(_dataset_defaults_line(config))
+
+
+def _dataset_defaults_line(config: SplitConfig) -> str:
+    from splitsearch.data import dataset_info
+
+    _, applied = config.train.with_dataset_defaults(dataset_info(config.dataset))
+    if not applied:
+        return "training settings: all as the config sets them"
+    values = ", ".join(f"{key}={json.dumps(value)}" for key, value in applied.items())
+    return f"training defaults of {config.dataset}: {values} (set them under train: in the config to change)"
 
 
 def _storage_option(command: Any) -> Any:
@@ -270,18 +324,17 @@ def _study_option(command: Any) -> Any:
               help="Optuna pruner of single-objective studies, on per-epoch validation accuracy "
                    "[default: hyperband].")
 @click.option("--seed", type=int, help="Sampler seed [default: the study's, else 0].")
-@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")
-@click.option("--mode", type=click.Choice(["auto", "fused", "sequential"]), default="auto", show_default=True,
-              help="How each candidate's S networks run (see train --help).")
+@_execution_options
 @click.option("--runs-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"), show_default=True,
               help="Per-trial checkpoints (a retried trial continues from its checkpoint).")
+@_data_dir_options
 @click.option("--force", is_flag=True, help="Continue a study even though its settings changed.")
 @click.option("-v", "--verbose", count=True, help="-v: a line per epoch; -vv: Optuna's own log too.")
 def run(study_file: str | None, study_name: str | None, storage: str, n_trials: int | None, timeout: float | None,
         budget_params: int | None, budget_macs: int | None, budget_flops: int | None, budget_mode: str | None,
         space: str | None, arch: str | None, dataset: str | None, epochs: int | None, objectives: str | None,
         sampler: str | None, pruner: str | None, seed: int | None, device: str, mode: str, runs_dir: Path,
-        force: bool, verbose: int) -> None:
+        data_dir: Path | None, download: bool, force: bool, verbose: int) -> None:
     """Search how to split a network: an Optuna study over split configurations under a budget.
 
     STUDY_FILE is a study YAML or a shipped study name (default: quickstart, which runs in a few
@@ -297,6 +350,7 @@ def run(study_file: str | None, study_name: str | None, storage: str, n_trials: 
     """
     import optuna
 
+    from splitsearch.data import DEFAULT_DATA_DIR
     from splitsearch.search.run import run_study
     from splitsearch.search.study import load_study_spec, resolve_study_file
     from splitsearch.train.loop import resolve_device
@@ -320,7 +374,8 @@ def run(study_file: str | None, study_name: str | None, storage: str, n_trials: 
     click.echo(f"study {spec.name!r} in {storage}: {spec.base.arch} on {spec.base.dataset}, space "
                f"{spec.space.name}, {','.join(spec.objectives)}, {spec.n_trials} trials")
     try:
-        study = run_study(spec, storage, runs_dir, target, mode, force, on_epoch=epoch_line if verbose else None)
+        study = run_study(spec, storage, runs_dir, target, mode, force, on_epoch=epoch_line if verbose else None,
+                          data_dir=data_dir or DEFAULT_DATA_DIR, download=download)
     except KeyboardInterrupt:
         raise click.ClickException(
             f"interrupted; finished trials are stored in {storage}: run the same command again to continue "
@@ -350,6 +405,77 @@ def _print_study_summary(study: Any) -> None:
 @cli.command()
 @_study_option
 @_storage_option
+@click.option("--top", type=click.IntRange(min=0), default=3, show_default=True,
+              help="How many of the best distinct candidates to confirm (the baselines are always confirmed).")
+@click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Retrainings per candidate, with seeds the search did not use (its seed + 1, + 2, ...).")
+@_execution_options
+@click.option("--runs-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"), show_default=True,
+              help="Checkpoints of unfinished confirmation runs (removed when a run completes).")
+@_data_dir_options
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def confirm(study_name: str | None, storage: str, top: int, seeds: int, device: str, mode: str, runs_dir: Path,
+            data_dir: Path | None, download: bool, quiet: bool) -> None:
+    """Retrain the best candidates and the baselines with more seeds: is the winner really better?
+
+    Validation accuracy on a few hundred images moves by 2-2.5 points between runs, so the best
+    of many trials is partly luck.  Each of the top candidates (distinct configs) and each
+    baseline is trained again with --seeds other seeds (another initialisation, augmentation
+    and validation split); every run is recorded in the store, and `splitsearch export` then
+    picks by the confirmed mean.  Finished runs are kept: run it again to continue, or with a
+    larger --seeds to add runs.
+
+    \b
+    Examples:
+      splitsearch confirm --study quickstart
+      splitsearch confirm --study cifar100-wrn28-10-36M --top 2 --seeds 5 --device cuda
+    """
+    from splitsearch.data import DEFAULT_DATA_DIR, DataCache
+    from splitsearch.search.confirm import confirm_study
+    from splitsearch.search.run import load_existing_study
+    from splitsearch.store import Store, upgrade
+    from splitsearch.train.loop import resolve_device
+
+    study = load_existing_study(study_name, storage)
+    upgrade(storage)
+    target = resolve_device(device)
+
+    def line(trial: Any, seed: int, outcome: Any) -> None:
+        label = trial.user_attrs.get("baseline") or f"trial {trial.number}"
+        if isinstance(outcome, Exception):
+            tqdm.write(f"{label} (trial {trial.number}), seed {seed}: FAILED: {_one_line(outcome)}")
+        else:
+            tqdm.write(f"{label} (trial {trial.number}), seed {seed}: validation accuracy {outcome.val_accuracy:.2%} "
+                       f"+-{100 * outcome.val_standard_error:.1f}  ({outcome.wall_seconds:.0f}s)")
+
+    data = DataCache(target, data_dir or DEFAULT_DATA_DIR, download)
+    try:
+        summaries = confirm_study(study, Store(storage), top, seeds, runs_dir, target, mode, data,
+                                  progress=not quiet, on_run=line)
+    except KeyboardInterrupt:
+        raise click.ClickException("interrupted; finished runs are stored: run the same command to continue") from None
+    click.echo(_confirmation_table(summaries))
+    if summaries:
+        click.echo(f"next: splitsearch export --study {study.study_name} -o best.yaml  (picks by confirmed mean)")
+
+
+def _confirmation_table(summaries: list[Any]) -> str:
+    """Confirmed candidates, best mean first: the search's figure beside the confirmed one."""
+    header = f"{'trial':>6}  {'candidate':<24}{'search val':>11}{'confirmed mean':>16}{'sd':>7}{'runs':>6}"
+    rows = [header, "-" * len(header)]
+    for summary in summaries:
+        search = "-" if summary.search_accuracy is None else f"{summary.search_accuracy:.2%}"
+        sd = "-" if summary.sd is None else f"{100 * summary.sd:.2f}"
+        rows.append(f"{summary.trial_number:>6}  {summary.baseline or 'searched':<24}{search:>11}"
+                    f"{summary.mean:>16.2%}{sd:>7}{len(summary.accuracies):>6}")
+    if not summaries:
+        rows.append("no confirmation run has completed")
+    return "\n".join(rows)
+
+
+@cli.command()
+@_study_option
+@_storage_option
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("best.yaml"),
               show_default=True)
 @click.option("--pick", type=click.Choice(["max-accuracy", "min-cost", "knee"]), default="max-accuracy",
@@ -357,15 +483,27 @@ def _print_study_summary(study: Any) -> None:
 def export(study_name: str | None, storage: str, output: Path, pick: str) -> None:
     """Write the best configuration as YAML that `splitsearch train` retrains.
 
-    The YAML records its provenance (study, trial, validation accuracy) and its cost.
+    A single-objective study exports the candidate with the best confirmed mean accuracy once
+    `splitsearch confirm` has run, and the best trial of the search before.  The YAML records its
+    provenance (study, trial, validation accuracy, confirmation) and its cost.
     """
+    from splitsearch.search.confirm import summarize
     from splitsearch.search.export import export_best
     from splitsearch.search.run import load_existing_study
+    from splitsearch.store import Store, upgrade
 
     study = load_existing_study(study_name, storage)
-    trial = export_best(study, output, pick)
-    click.echo(f"trial {trial.number} of {study.study_name} (validation accuracy {trial.values[0]:.2%}) "
-               f"written to {output}")
+    upgrade(storage)
+    confirmed = summarize(study, Store(storage).confirmations(study.study_name))
+    trial = export_best(study, output, pick, confirmed)
+    summary = next((summary for summary in confirmed if summary.trial_number == trial.number), None)
+    if summary is not None and len(study.directions) == 1:
+        spread = "" if summary.sd is None else f" +- {100 * summary.sd:.2f}"
+        how = f"confirmed mean validation accuracy {summary.mean:.2%}{spread} over {len(summary.accuracies)} seeds"
+    else:
+        value = trial.values[0] if trial.values else float("nan")
+        how = f"validation accuracy {value:.2%} in the search, not confirmed (splitsearch confirm)"
+    click.echo(f"trial {trial.number} of {study.study_name} ({how}) written to {output}")
 
 
 @cli.command()
@@ -376,10 +514,14 @@ def export(study_name: str | None, storage: str, output: Path, pick: str) -> Non
 def report(study_name: str | None, storage: str, output: Path) -> None:
     """Write a self-contained HTML report of a study (plotly figures)."""
     from splitsearch.report import write_report
+    from splitsearch.search.confirm import summarize
     from splitsearch.search.run import load_existing_study
+    from splitsearch.store import Store, upgrade
 
     study = load_existing_study(study_name, storage)
-    click.echo(f"report of {study.study_name} written to {write_report(study, output)}")
+    upgrade(storage)
+    confirmed = summarize(study, Store(storage).confirmations(study.study_name))
+    click.echo(f"report of {study.study_name} written to {write_report(study, output, confirmed)}")
 
 
 @cli.command()

@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +32,7 @@ from typing import Any, Literal, Mapping
 
 import yaml
 
-from splitsearch.datasets import DEFAULT_DATASET, dataset_info
+from splitsearch.data.specs import DEFAULT_DATASET, DatasetInfo, dataset_info
 
 WdRule = Literal["none", "linear", "exp"]
 Combine = Literal["mean_logits", "max_logits", "mean_softmax"]
@@ -48,10 +49,15 @@ class TrainConfig:
     Warm-ups are fractions of the run so that a 10-epoch test run scales the paper's 300-epoch
     schedule: lambda_cot warms up over 40 of 300 epochs (0.1333), the learning rate over about
     6 of 300 (0.02).
+
+    ``batch_size``, ``crop_padding`` and ``hflip`` left unset (``None``) take the dataset's
+    defaults (:class:`splitsearch.data.specs.TrainingDefaults`): batch 128, 4-pixel padding and
+    flips on CIFAR; batch 32, 1 pixel and no flips on the 1,437 8x8 digits.
+    :meth:`with_dataset_defaults` fills them in.
     """
 
     epochs: int = 300
-    batch_size: int = 128
+    batch_size: int | None = None
     lr: float = 0.1
     momentum: float = 0.9
     nesterov: bool = True
@@ -60,8 +66,8 @@ class TrainConfig:
     cot_warmup_fraction: float = 0.1333
     val_fraction: float = 0.1
     seed: int = 0
-    crop_padding: int = 4
-    hflip: bool = True
+    crop_padding: int | None = None
+    hflip: bool | None = None
     autoaugment: bool = False
     random_erasing: float = 0.0
     mixup_alpha: float = 0.0
@@ -70,15 +76,25 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _check_types(self, "train.")
         _require(self.epochs >= 1, "train.epochs", "must be at least 1")
-        _require(self.batch_size >= 1, "train.batch_size", "must be at least 1")
+        _require(self.batch_size is None or self.batch_size >= 1, "train.batch_size", "must be at least 1")
         _require(self.lr > 0, "train.lr", "must be positive")
         _require(0 <= self.momentum < 1, "train.momentum", "must be in [0, 1)")
         _require(self.weight_decay >= 0, "train.weight_decay", "must be >= 0")
         for name in ("lr_warmup_fraction", "cot_warmup_fraction", "random_erasing"):
             _require(0 <= getattr(self, name) <= 1, f"train.{name}", "must be in [0, 1]")
         _require(0 <= self.val_fraction < 1, "train.val_fraction", "must be in [0, 1)")
-        _require(self.crop_padding >= 0, "train.crop_padding", "must be >= 0")
+        _require(self.crop_padding is None or self.crop_padding >= 0, "train.crop_padding", "must be >= 0")
         _require(self.mixup_alpha >= 0, "train.mixup_alpha", "must be >= 0")
+
+    def with_dataset_defaults(self, info: DatasetInfo) -> tuple[TrainConfig, dict[str, Any]]:
+        """This config with every unset setting taken from the dataset, and the ones taken.
+
+        Returns:
+            (the complete config, ``{setting: value}`` for each setting the dataset supplied).
+        """
+        defaults = dataclasses.asdict(info.training_defaults)
+        applied = {key: value for key, value in defaults.items() if getattr(self, key) is None}
+        return dataclasses.replace(self, **applied), applied
 
 
 @dataclass(frozen=True)
@@ -93,7 +109,7 @@ class SplitConfig:
         width_mult: multiplies every channel count after division by S (the budget-fitting knob).
         wd_rule: weight-decay dividing rule for the small networks: none, linear (wd/S) or exp.
         lambda_cot: weight of the co-training (Jensen-Shannon) loss; ignored when S = 1.
-        dataset: dataset spec (see :mod:`splitsearch.datasets`), fixes input shape and classes.
+        dataset: dataset spec (see :mod:`splitsearch.data.specs`), fixes input shape and classes.
         train: training settings.
     """
 
@@ -229,6 +245,11 @@ def _check_types(instance: Any, prefix: str) -> None:
         expected = hints[item.name]
         key = prefix + item.name
         origin = typing.get_origin(expected)
+        if origin in (typing.Union, types.UnionType) and type(None) in typing.get_args(expected):
+            if value is None:
+                continue
+            (expected,) = [arg for arg in typing.get_args(expected) if arg is not type(None)]
+            origin = typing.get_origin(expected)
         if origin is Literal:
             allowed = typing.get_args(expected)
             _require(value in allowed, key, f"must be one of {', '.join(allowed)}, got {value!r}")

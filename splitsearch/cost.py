@@ -32,7 +32,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from splitsearch.build import build_args
 from splitsearch.config import SplitConfig
-from splitsearch.datasets import dataset_info
+from splitsearch.data.specs import dataset_info
 from splitsearch.models import build_network
 from splitsearch.paper_macs import PaperMacs
 

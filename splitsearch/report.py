@@ -2,10 +2,11 @@
 
 A search over split configurations answers a few questions, one figure each: did the search
 settle (optimisation history); what accuracy a parameter count buys and how the paper's
-baselines compare (accuracy vs parameters, and the Pareto front of a multi-objective study);
-which choices matter (parameter importances, accuracy by S and by weight-decay rule); and what
-the pruner stopped (intermediate values).  Optuna's own plots draw a figure wherever they cover
-it.  A figure that cannot be drawn for a study (no completed trial yet, nothing reported)
+baselines compare (accuracy vs parameters, with each trial's standard-error bar, and the Pareto
+front of a multi-objective study); whether the winner stays ahead when retrained with other
+seeds (confirmed accuracy); which choices matter (parameter importances, accuracy by S and by
+weight-decay rule); and what the pruner stopped (intermediate values).  Optuna's own plots draw
+a figure wherever they cover it.  A figure that cannot be drawn for a study (no completed trial yet, nothing reported)
 becomes a one-line note in the page instead of an error, so a report can be written at any
 moment of a search, from any worker.
 """
@@ -16,7 +17,7 @@ import functools
 import html
 import warnings
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import optuna
@@ -25,6 +26,7 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 from plotly.offline import get_plotlyjs
 
+from splitsearch.search.confirm import ConfirmedCandidate
 from splitsearch.units import format_count
 
 ACCURACY = "validation accuracy"
@@ -49,22 +51,23 @@ class _Skipped(Exception):
     """
 
 
-def build_figures(study: optuna.Study) -> list[tuple[str, go.Figure]]:
+def build_figures(study: optuna.Study, confirmed: Sequence[ConfirmedCandidate] = ()) -> list[tuple[str, go.Figure]]:
     """The report's figures as ``(title, figure)``, leaving out those the study cannot show yet.
 
     For a notebook or a dashboard; :func:`write_report` also says why a figure is missing.
+    ``confirmed``: the study's confirmation summaries (:func:`splitsearch.search.confirm.summarize`).
     """
-    return [(title, content) for title, content in _sections(study) if isinstance(content, go.Figure)]
+    return [(title, content) for title, content in _sections(study, confirmed) if isinstance(content, go.Figure)]
 
 
-def write_report(study: optuna.Study, path: str | Path) -> Path:
+def write_report(study: optuna.Study, path: str | Path, confirmed: Sequence[ConfirmedCandidate] = ()) -> Path:
     """Write the study's report to ``path`` as one HTML file that opens offline, and return the path.
 
     plotly.js is embedded once, in the page's head, and only when there is a figure to draw: the
     file can be mailed or archived beside the database without a network or a CDN.
     """
     path = Path(path)
-    sections = _sections(study)
+    sections = _sections(study, confirmed)
     has_figure = any(isinstance(content, go.Figure) for _, content in sections)
     plotlyjs = f'<script type="text/javascript">{get_plotlyjs()}</script>' if has_figure else ""
     name = html.escape(study.study_name)
@@ -80,10 +83,10 @@ def write_report(study: optuna.Study, path: str | Path) -> Path:
     return path
 
 
-def _sections(study: optuna.Study) -> list[Section]:
+def _sections(study: optuna.Study, confirmed: Sequence[ConfirmedCandidate]) -> list[Section]:
     """Every section of the report in order, each drawn once and titled."""
     sections: list[Section] = []
-    for title, draw in _figure_functions(study):
+    for title, draw in _figure_functions(study, confirmed):
         try:
             figure = draw(study)
         except _Skipped as skipped:
@@ -93,7 +96,8 @@ def _sections(study: optuna.Study) -> list[Section]:
     return sections
 
 
-def _figure_functions(study: optuna.Study) -> list[tuple[str, Callable[[optuna.Study], go.Figure]]]:
+def _figure_functions(study: optuna.Study, confirmed: Sequence[ConfirmedCandidate]
+                      ) -> list[tuple[str, Callable[[optuna.Study], go.Figure]]]:
     """The figures this study calls for: a Pareto front only when there are two objectives to trade."""
     functions: list[tuple[str, Callable[[optuna.Study], go.Figure]]] = [
         ("Optimisation history", _optimisation_history),
@@ -102,6 +106,7 @@ def _figure_functions(study: optuna.Study) -> list[tuple[str, Callable[[optuna.S
     if _is_multi_objective(study):
         functions.append((f"Pareto front: validation accuracy vs {_cost_label(study)}", _pareto_front))
     functions += [
+        ("Confirmed validation accuracy (mean and sd over seeds)", functools.partial(_confirmed, confirmed=confirmed)),
         ("Parameter importances", _param_importances),
         ("Validation accuracy by S", functools.partial(_accuracy_by, param="S")),
         ("Validation accuracy by wd_rule", functools.partial(_accuracy_by, param="wd_rule")),
@@ -155,16 +160,56 @@ def _accuracy_vs_params(study: optuna.Study) -> go.Figure:
 
 
 def _scatter(trials: list[FrozenTrial], name: str, marker: dict[str, object]) -> go.Scatter:
-    """Completed trials at (parameters, accuracy), each point's hover naming its trial and split."""
+    """Completed trials at (parameters, accuracy), each point's hover naming its trial and split.
+
+    The vertical bar is the accuracy's binomial standard error on the validation split: two
+    points whose bars overlap are not told apart by this search.
+    """
     return go.Scatter(
         x=[_count(trial, "params") for trial in trials],
         y=[_accuracy(trial) for trial in trials],
+        error_y={"type": "data", "array": [trial.user_attrs.get("val_standard_error") or 0.0 for trial in trials],
+                 "visible": True, "thickness": 1},
         mode="markers",
         name=name,
         marker=marker,
         hovertext=[_describe(trial) for trial in trials],
         hovertemplate=_HOVER,
     )
+
+
+def _confirmed(study: optuna.Study, confirmed: Sequence[ConfirmedCandidate]) -> go.Figure:
+    """Each confirmed candidate's mean accuracy over new seeds (bar: sd) beside its search result (bar: SE).
+
+    The search's figure is the best of many noisy draws; the confirmed mean is what the
+    candidate is worth.  The export picks by the confirmed mean.
+    """
+    if not confirmed:
+        raise _Skipped(f"No confirmation runs yet: splitsearch confirm --study {study.study_name} retrains the best "
+                       "candidates and the baselines with other seeds.")
+    trials = study.get_trials(deepcopy=False)
+    labels = [f"#{summary.trial_number} {summary.baseline or _split(trials[summary.trial_number])}"
+              for summary in confirmed]
+    figure = go.Figure()
+    figure.add_trace(go.Scatter(
+        x=labels, y=[summary.mean for summary in confirmed], mode="markers", name="confirmed mean",
+        marker={"symbol": "diamond", "size": 12, "color": "black"},
+        error_y={"type": "data", "array": [summary.sd or 0.0 for summary in confirmed], "visible": True},
+        hovertext=[f"{len(summary.accuracies)} runs, seeds {', '.join(map(str, summary.seeds))}: "
+                   + ", ".join(f"{value:.4f}" for value in summary.accuracies) for summary in confirmed],
+        hovertemplate="%{hovertext}<br>mean %{y:.4f}<extra></extra>",
+    ))
+    searched = [(label, summary) for label, summary in zip(labels, confirmed) if summary.search_accuracy is not None]
+    figure.add_trace(go.Scatter(
+        x=[label for label, _ in searched],
+        y=[summary.search_accuracy for _, summary in searched], mode="markers", name="in the search",
+        marker={"symbol": "circle-open", "size": 10},
+        error_y={"type": "data", "visible": True, "thickness": 1,
+                 "array": [trials[summary.trial_number].user_attrs.get("val_standard_error") or 0.0
+                           for _, summary in searched]},
+    ))
+    figure.update_xaxes(type="category", title_text="candidate (best confirmed mean first)")
+    return figure.update_yaxes(title_text=ACCURACY)
 
 
 def _pareto_front(study: optuna.Study) -> go.Figure:

@@ -19,6 +19,15 @@ from sqlalchemy.pool import NullPool
 POSTGRES_URL = os.environ.get("SPLITSEARCH_TEST_POSTGRES_URL")
 
 
+def run_cli(capsys: pytest.CaptureFixture, *argv: object) -> tuple[int, str, str]:
+    """Run ``splitsearch ARGV...`` in this process: (exit status, stdout, stderr)."""
+    from splitsearch.cli import main
+
+    code = main([str(part) for part in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
 @pytest.fixture(autouse=True, scope="session")
 def one_torch_thread():
     """Run PyTorch on one thread: the tests' networks are tiny, and on a busy 2-core machine two

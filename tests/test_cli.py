@@ -5,14 +5,9 @@ import sys
 import pytest
 
 from splitsearch import __version__
-from splitsearch.cli import main
 from splitsearch.config import SplitConfig
 
-
-def run(capsys, *argv):
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+from conftest import run_cli as run
 
 
 def test_version(capsys):
@@ -116,13 +111,39 @@ def test_train_reports_ensemble_and_members_and_writes_outputs(tmp_path, capsys)
     assert code == 0
     assert "ensemble" in stdout and "member 1" in stdout and "member 2" in stdout and "MACs" in stdout
     metrics = json.loads((out / "metrics.json").read_text())
-    assert len(metrics["history"]) == 1 and metrics["test_accuracy"] is not None
+    assert len(metrics["history"]) == 1 and metrics["val_samples"] == 19
+    assert metrics["val_standard_error"] is not None
+    # Choosing happens on validation accuracy: without --final the test split is not evaluated.
+    assert metrics["test_accuracy"] is None and "test not evaluated" in stdout
     assert (out / "checkpoint.pt").exists() and (out / "model.pt").exists()
 
     # --resume on a finished run trains nothing more and reports the same figures.
     code, again, _ = run(capsys, "train", str(_tiny_train_config(tmp_path)), "--out", str(out), "--device", "cpu",
                          "--epochs", "1", "--quiet", "--resume")
     assert code == 0 and json.loads((out / "metrics.json").read_text())["history"] == metrics["history"]
+
+
+def test_final_training_uses_every_training_image_and_reports_test_once(tmp_path, capsys):
+    out = tmp_path / "final"
+    code, stdout, _ = run(capsys, "train", str(_tiny_train_config(tmp_path)), "--final", "--out", str(out),
+                          "--device", "cpu", "--epochs", "1", "--quiet")
+    assert code == 0
+    assert "77 training images, no validation split" in stdout and "test acc" in stdout and "val acc" not in stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["config"]["train"]["val_fraction"] == 0.0 and metrics["val_samples"] == 0
+    assert metrics["test_accuracy"] is not None and metrics["test_samples"] == 19
+
+
+def test_train_says_which_settings_came_from_the_dataset(tmp_path, capsys):
+    path = tmp_path / "digits.yaml"
+    path.write_text("arch: resnet20\nS: 2\nwidth_mult: 0.25\ndataset: digits\ntrain: {epochs: 1}\n")
+    code, stdout, _ = run(capsys, "train", str(path), "--out", str(tmp_path / "run"), "--device", "cpu", "--quiet")
+    assert code == 0
+    assert "training defaults of digits: crop_padding=1, hflip=false, batch_size=32" in stdout
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["dataset_defaults"] == {"crop_padding": 1, "hflip": False, "batch_size": 32}
+    code, stdout, _ = run(capsys, "count", str(path))
+    assert "crop_padding=1, hflip=false, batch_size=32" in stdout
 
 
 @pytest.mark.parametrize(

@@ -10,8 +10,9 @@ import urllib.request
 import optuna
 import pytest
 
-from splitsearch.cli import main
 from splitsearch.config import SplitConfig
+
+from conftest import run_cli as run
 
 STUDY = """\
 name: cli
@@ -24,11 +25,6 @@ budget_params: 30K
 base: {train: {batch_size: 32, val_fraction: 0.25}}
 """
 
-
-def run(capsys, *argv):
-    code = main([str(part) for part in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture

@@ -7,24 +7,25 @@ import torch
 import torch.nn.functional as F
 
 from splitsearch.config import TrainConfig
-from splitsearch.datasets import dataset_info
-from splitsearch.train.data import (
+from splitsearch.data import (
     ImageDataset,
     ImageSplit,
     Normalization,
     TensorLoader,
-    augment,
-    auto_augment,
-    crop_flip,
+    dataset_info,
     load_dataset,
-    mixup,
     prepare_data,
-    random_erase,
     split_validation,
 )
+from splitsearch.train.augment import augment, auto_augment, crop_flip, mixup, random_erase
 
 CIFAR_SUBSET = Path(__file__).resolve().parents[2] / "shared/data/cifar10-subset.npz"
 PLAIN = TrainConfig(crop_padding=0, hflip=False, random_erasing=0.0)
+
+
+def cifar_settings(**settings) -> TrainConfig:
+    """Train settings with CIFAR's augmentation defaults filled in, as the trainer fills them."""
+    return TrainConfig(**settings).with_dataset_defaults(dataset_info("cifar10"))[0]
 
 
 def generator(seed: int = 0) -> torch.Generator:
@@ -128,7 +129,7 @@ def test_validation_split_is_disjoint_sized_and_seeded():
     assert splits.test is dataset.test
     assert torch.equal(split_validation(dataset, 0.1, seed=3).val.labels, splits.val.labels)
     assert not torch.equal(split_validation(dataset, 0.1, seed=4).val.labels, splits.val.labels)
-    assert len(split_validation(dataset).val) == round(TrainConfig().val_fraction * 200)
+    assert len(split_validation(dataset, 0.0).val) == 0 and len(split_validation(dataset, 0.0).train) == 200
 
 
 def test_loader_batches_cover_the_split_reproducibly():
@@ -161,10 +162,50 @@ def test_prepare_data_normalises_with_training_statistics():
 # -- augmentation ----------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(("spec", "padding", "flip", "batch"), [
+    ("digits", 1, False, 32), ("cifar10", 4, True, 128), ("cifar100", 4, True, 128), ("svhn", 4, False, 128),
+    ("synthetic:100", 4, True, 16), ("synthetic:4000", 4, True, 64), ("imagenet", 28, True, 128),
+])
+def test_training_defaults_follow_the_dataset(spec, padding, flip, batch):
+    settings, applied = TrainConfig().with_dataset_defaults(dataset_info(spec))
+    assert (settings.crop_padding, settings.hflip, settings.batch_size) == (padding, flip, batch)
+    assert applied == {"crop_padding": padding, "hflip": flip, "batch_size": batch}
+
+
+def test_default_batch_leaves_at_least_30_steps_an_epoch_where_it_can():
+    for count in (100, 1_000, 2_000, 5_000, 50_000):
+        info = dataset_info(f"synthetic:{count}")
+        batch = TrainConfig().with_dataset_defaults(info)[0].batch_size
+        assert batch in (16, 32, 64, 128)
+        assert info.train_images // batch >= 30 or batch == 16
+        assert batch == 128 or info.train_images // (2 * batch) < 30  # the largest such batch
+
+
+def test_settings_in_the_config_win_over_the_dataset_defaults():
+    settings, applied = TrainConfig(crop_padding=3, batch_size=8).with_dataset_defaults(dataset_info("digits"))
+    assert (settings.crop_padding, settings.hflip, settings.batch_size) == (3, False, 8)
+    assert applied == {"hflip": False}
+    assert TrainConfig(crop_padding=0, hflip=True, batch_size=64).with_dataset_defaults(dataset_info("digits"))[1] == {}
+
+
+def test_npz_info_knows_its_training_size(tmp_path):
+    path = tmp_path / "data.npz"
+    np.savez(path, x_train=random_images(12).numpy(), y_train=np.arange(12) % 10,
+             x_test=random_images(4).numpy(), y_test=np.arange(4))
+    assert dataset_info(f"npz:{path}").train_images == 12
+    assert len(load_dataset("digits").train) == dataset_info("digits").train_images
+
+
+def test_augment_refuses_settings_left_to_the_dataset():
+    images = random_images(2)
+    with pytest.raises(ValueError, match="with_dataset_defaults"):
+        augment(images, 1, TrainConfig(), generator(), Normalization.of(images))
+
+
 def test_augment_gives_each_member_its_own_contiguous_view():
     images = random_images(8)
     norm = Normalization.of(images)
-    views = augment(images, 4, TrainConfig(random_erasing=0.5), generator(), norm)
+    views = augment(images, 4, cifar_settings(random_erasing=0.5), generator(), norm)
     assert views.shape == (4, 8, 3, 32, 32) and views.dtype == torch.float32 and views.is_contiguous()
     assert all(not torch.equal(views[0], views[member]) for member in range(1, 4))
 
@@ -197,7 +238,7 @@ def test_crop_flip_cuts_the_window_at_the_offsets_of_the_zero_padded_image():
 def test_same_seed_gives_the_same_views():
     images = random_images(4)
     norm = Normalization.of(images)
-    config = TrainConfig(random_erasing=0.5, autoaugment=True)
+    config = cifar_settings(random_erasing=0.5, autoaugment=True)
     first = augment(images, 2, config, generator(7), norm)
     assert torch.equal(first, augment(images, 2, config, generator(7), norm))
     assert not torch.equal(first, augment(images, 2, config, generator(8), norm))
@@ -242,7 +283,7 @@ def test_mixup_mixes_every_member_with_one_lambda_and_permutation():
 
 @pytest.mark.skipif(not CIFAR_SUBSET.is_file(), reason=f"real CIFAR-10 subset not found at {CIFAR_SUBSET}")
 def test_real_cifar10_subset_trains_through_the_whole_path():
-    config = TrainConfig(batch_size=128, random_erasing=0.5)
+    config = cifar_settings(batch_size=128, random_erasing=0.5)
     data = prepare_data(f"npz:{CIFAR_SUBSET}", config)
     assert (data.train.num_samples, data.val.num_samples, data.test.num_samples) == (4577, 508, 1017)
     assert all(0.4 < mean < 0.55 for mean in data.normalization.mean)

@@ -12,7 +12,7 @@ from splitsearch.search.export import export_best
 from splitsearch.search.run import run_study
 from splitsearch.search.study import StudyError, load_study_spec
 from splitsearch.store import Store
-from splitsearch.train.data import prepare_data
+from splitsearch.data import prepare_data
 from splitsearch.train.loop import Trainer
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)

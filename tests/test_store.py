@@ -20,8 +20,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, inspect, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import create_engine, inspect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import NullPool
 
@@ -35,7 +34,7 @@ from splitsearch.train.loop import EpochMetrics
 
 from conftest import postgres_database
 
-STORE_TABLES = {"splitsearch_candidates", "splitsearch_epoch_metrics", VERSION_TABLE}
+STORE_TABLES = {"splitsearch_candidates", "splitsearch_epoch_metrics", "splitsearch_confirmations", VERSION_TABLE}
 CONFIG = SplitConfig(arch="resnet20", S=2, width_mult=0.25, dataset="digits", train=TrainConfig(epochs=3))
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -238,6 +237,39 @@ def test_retried_trial_resets_its_row(store: Store, cost: CandidateCost) -> None
     assert (record.state, record.val_accuracy, record.member_val_accuracies) == ("running", None, None)
     assert (record.finished_at, record.wall_seconds, record.width_step) == (None, None, None)
     assert store.epochs(retried) == []
+
+
+def test_standard_error_is_kept_with_the_result(store: Store, cost: CandidateCost) -> None:
+    candidate_id = store.start_candidate("study", 0, CONFIG, cost)
+    store.finish_candidate(candidate_id, "complete", val_accuracy=0.5, val_standard_error=0.0222, val_samples=508)
+    [record] = store.candidates("study")
+    assert (record.val_standard_error, record.val_samples) == (0.0222, 508)
+
+
+def test_confirmations_one_row_per_trial_and_seed(store: Store) -> None:
+    first = store.start_confirmation("study", 4, CONFIG.replace(train=TrainConfig(epochs=3, seed=1)), "paper S=2")
+    second = store.start_confirmation("study", 4, CONFIG.replace(train=TrainConfig(epochs=3, seed=2)), "paper S=2")
+    store.start_confirmation("other", 4, CONFIG.replace(train=TrainConfig(epochs=3, seed=1)))
+    store.finish_confirmation(first, "complete", val_accuracy=0.6, val_standard_error=0.02, val_samples=500,
+                              member_val_accuracies=[0.55, 0.58], wall_seconds=3.5)
+    store.finish_confirmation(second, "failed")
+
+    rows = store.confirmations("study")
+    assert [(row.trial_number, row.seed, row.state) for row in rows] == [(4, 1, "complete"), (4, 2, "failed")]
+    done = rows[0]
+    assert (done.val_accuracy, done.val_standard_error, done.val_samples, done.wall_seconds) == (0.6, 0.02, 500, 3.5)
+    assert done.member_val_accuracies == (0.55, 0.58) and done.baseline == "paper S=2" and done.epochs == 3
+    assert done.config_hash == CONFIG.replace(train=TrainConfig(epochs=3, seed=1)).config_hash()
+    assert done.finished_at >= done.started_at
+
+    # Started again (after a crash): the same row, reset to running.
+    again = store.start_confirmation("study", 4, CONFIG.replace(train=TrainConfig(epochs=3, seed=2)))
+    assert again == second
+    assert [(row.seed, row.state, row.finished_at) for row in store.confirmations("study")][1] == (2, "running", None)
+    with pytest.raises(ValueError, match="complete or failed"):
+        store.finish_confirmation(first, "pruned")
+    with pytest.raises(LookupError, match="no confirmation"):
+        store.finish_confirmation(first + 100, "failed")
 
 
 def test_candidates_of_a_study_in_trial_order(store: Store, cost: CandidateCost) -> None:

@@ -1,11 +1,13 @@
+import copy
 import json
+import math
 
 import pytest
 import torch
 
 from splitsearch.build import build_networks
 from splitsearch.config import SplitConfig, TrainConfig
-from splitsearch.train.data import prepare_data
+from splitsearch.data import prepare_data
 from splitsearch.train.loop import CHECKPOINT_NAME, METRICS_NAME, MODEL_NAME, Trainer
 
 
@@ -111,3 +113,43 @@ def test_co_training_runs_with_and_without_the_js_term(tmp_path):
         config = tiny_config(epochs=1).replace(lambda_cot=lambda_cot)
         history = trainer(config, None).fit().history
         assert (history[0].train_cotraining > 0) == (lambda_cot > 0)
+
+
+@pytest.mark.parametrize("S", [1, 2, 4])
+def test_a_cotraining_step_is_the_textbook_step(S):
+    """One step of the trainer equals co-training written out by hand with plain PyTorch.
+
+    Sum of the members' cross-entropies plus lambda_cot times the Jensen-Shannon divergence of
+    their softmax outputs, SGD with Nesterov momentum at the full learning rate, weight decay
+    wd * exp(1/S - 1) on conv and linear weights only.  Augmentation is switched off so both
+    sides see the same images (its per-member draws are tested in test_data.py).
+    """
+    config = SplitConfig(arch="resnet20", S=S, width_mult=0.25, lambda_cot=0.5, wd_rule="exp",
+                         dataset="synthetic:40", train=TrainConfig(
+                             epochs=1, batch_size=32, val_fraction=0.0, crop_padding=0, hflip=False,
+                             lr_warmup_fraction=0.0, cot_warmup_fraction=0.0, weight_decay=5e-3))
+    data = prepare_data(config.dataset, config.train)
+    assert len(data.train) == 1  # the whole training split is one batch: its order cannot matter
+    subject = Trainer(config, data, progress=False)
+    members = [copy.deepcopy(member) for member in subject.ensemble.members]
+    subject.fit(test=False)
+
+    images, labels = data.train.images, data.train.labels
+    inputs = data.normalization(images)
+    logits = [member(inputs) for member in members]
+    loss = sum(torch.nn.functional.cross_entropy(member_logits, labels) for member_logits in logits)
+    if S > 1:
+        probabilities = torch.stack(logits).softmax(-1)
+        entropy = lambda p: -(p * p.log()).sum(-1)  # noqa: E731
+        loss = loss + 0.5 * (entropy(probabilities.mean(0)) - entropy(probabilities).mean(0)).mean()
+    decayed = [module.weight for member in members for module in member.modules()
+               if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear))]
+    others = [p for member in members for p in member.parameters() if all(p is not d for d in decayed)]
+    optimizer = torch.optim.SGD([{"params": decayed, "weight_decay": 5e-3 * math.exp(1 / S - 1)},
+                                 {"params": others, "weight_decay": 0.0}], lr=0.1, momentum=0.9, nesterov=True)
+    loss.backward()
+    optimizer.step()
+
+    for mine, reference in zip(subject.ensemble.members, members):
+        for (name, value), expected in zip(mine.state_dict().items(), reference.state_dict().values()):
+            assert torch.allclose(value, expected, atol=1e-6, rtol=1e-5), name

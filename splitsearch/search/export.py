@@ -5,11 +5,12 @@ from __future__ import annotations
 import datetime
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import optuna
 
 from splitsearch.config import SplitConfig, dump_yaml
+from splitsearch.search.confirm import ConfirmedCandidate
 
 PICKS = ("max-accuracy", "min-cost", "knee")
 
@@ -18,12 +19,15 @@ class ExportError(ValueError):
     """Nothing can be exported (no finished trial, unknown pick)."""
 
 
-def pick_trial(study: optuna.Study, pick: str = "max-accuracy") -> optuna.trial.FrozenTrial:
+def pick_trial(study: optuna.Study, pick: str = "max-accuracy",
+               confirmed: Sequence[ConfirmedCandidate] = ()) -> optuna.trial.FrozenTrial:
     """The trial to export.
 
-    Single objective: the best trial.  Multi-objective (accuracy, cost): among the Pareto front,
-    ``max-accuracy``, ``min-cost`` (fewest params or MACs), or ``knee`` (closest to the ideal
-    point after scaling both objectives to [0, 1] over the front).
+    Single objective: the candidate with the best confirmed mean accuracy where ``confirmed``
+    (:func:`splitsearch.search.confirm.summarize`) holds any, else the best trial of the search.
+    Multi-objective (accuracy, cost): among the Pareto front, ``max-accuracy``, ``min-cost``
+    (fewest params or MACs), or ``knee`` (closest to the ideal point after scaling both
+    objectives to [0, 1] over the front); confirmations do not change a Pareto pick.
     """
     if pick not in PICKS:
         raise ExportError(f"--pick must be one of {', '.join(PICKS)}, got {pick!r}")
@@ -31,6 +35,9 @@ def pick_trial(study: optuna.Study, pick: str = "max-accuracy") -> optuna.trial.
     if not complete:
         raise ExportError(f"study {study.study_name!r} has no completed trial yet")
     if len(study.directions) == 1:
+        if confirmed:
+            best = max(confirmed, key=lambda summary: (summary.mean, -summary.trial_number))
+            return study.get_trials(deepcopy=False)[best.trial_number]
         return study.best_trial
     front = study.best_trials
     if pick == "max-accuracy":
@@ -51,25 +58,33 @@ def _distance_to_ideal(trial: optuna.trial.FrozenTrial, front: list[optuna.trial
     return math.hypot(1 - scaled(trial.values[0], accuracies), scaled(trial.values[1], costs))
 
 
-def exported_document(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+def exported_document(study: optuna.Study, trial: optuna.trial.FrozenTrial,
+                      confirmed: ConfirmedCandidate | None = None) -> dict[str, Any]:
     """The config of ``trial`` plus where it came from (``provenance``) and what it costs."""
     config = SplitConfig.from_dict(trial.user_attrs["config"])
     attrs = trial.user_attrs
+    provenance = {
+        "study": study.study_name,
+        "trial": trial.number,
+        "val_accuracy": trial.values[0] if trial.values else None,
+        "val_standard_error": attrs.get("val_standard_error"),
+        "baseline": attrs.get("baseline"),
+        "exported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    if confirmed is not None:
+        provenance["confirmed"] = {"mean_val_accuracy": confirmed.mean, "sd": confirmed.sd,
+                                   "seeds": list(confirmed.seeds), "val_accuracies": list(confirmed.accuracies)}
     return {
         **config.to_dict(),
-        "provenance": {
-            "study": study.study_name,
-            "trial": trial.number,
-            "val_accuracy": trial.values[0],
-            "baseline": attrs.get("baseline"),
-            "exported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        },
+        "provenance": provenance,
         "cost": {key: attrs.get(key) for key in ("params", "macs", "flops", "activation_bytes", "width_step")},
     }
 
 
-def export_best(study: optuna.Study, path: str | Path, pick: str = "max-accuracy") -> optuna.trial.FrozenTrial:
-    """Write the picked trial's config YAML to ``path``; returns the trial."""
-    trial = pick_trial(study, pick)
-    Path(path).write_text(dump_yaml(exported_document(study, trial)))
+def export_best(study: optuna.Study, path: str | Path, pick: str = "max-accuracy",
+                confirmed: Sequence[ConfirmedCandidate] = ()) -> optuna.trial.FrozenTrial:
+    """Write the picked trial's config YAML to ``path`` (see :func:`pick_trial`); returns the trial."""
+    trial = pick_trial(study, pick, confirmed)
+    summary = next((summary for summary in confirmed if summary.trial_number == trial.number), None)
+    Path(path).write_text(dump_yaml(exported_document(study, trial, summary)))
     return trial

@@ -16,10 +16,10 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 
 from splitsearch.config import SplitConfig
 from splitsearch.cost import CandidateCost, count_config, fit_width
+from splitsearch.data import DataCache
 from splitsearch.search.space import parameter_names, suggest_config
 from splitsearch.search.study import StudySpec
 from splitsearch.store import Store
-from splitsearch.train.data import DeviceData, prepare_data
 from splitsearch.train.loop import EpochMetrics, Trainer
 
 # The baselines every study starts with, so it shows whether the search beat them: the
@@ -29,21 +29,6 @@ BASELINES: tuple[tuple[str, dict], ...] = (
     ("paper S=2", {"S": 2, "lambda_cot": 0.5, "wd_rule": "exp"}),
     ("paper S=4", {"S": 4, "lambda_cot": 0.5, "wd_rule": "exp"}),
 )
-
-
-class DataCache:
-    """Datasets on the device, loaded once per (dataset, batch size, split) and shared by all trials."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self._loaded: dict[tuple, DeviceData] = {}
-
-    def get(self, config: SplitConfig) -> DeviceData:
-        train = config.train
-        key = (config.dataset, train.batch_size, train.val_fraction, train.seed)
-        if key not in self._loaded:
-            self._loaded[key] = prepare_data(config.dataset, train, self.device)
-        return self._loaded[key]
 
 
 class SearchObjective:
@@ -91,6 +76,8 @@ class SearchObjective:
             self.store.record_reused(spec.name, trial.number, reusable, baseline=baseline)
             trial.set_user_attr("reused_from", f"{reusable.study_name}#{reusable.trial_number}")
             trial.set_user_attr("member_val_accuracies", reusable.member_val_accuracies)
+            trial.set_user_attr("val_standard_error", reusable.val_standard_error)
+            trial.set_user_attr("val_samples", reusable.val_samples)
             return self._values(reusable.val_accuracy, cost)
 
         candidate = self.store.start_candidate(spec.name, trial.number, config, cost, width_step, baseline)
@@ -106,9 +93,13 @@ class SearchObjective:
             raise
         trial.set_user_attr("member_val_accuracies", result.history[-1].val_member_accuracies)
         trial.set_user_attr("wall_seconds", result.wall_seconds)
+        # The noise of the objective: a difference within a couple of these is not a finding.
+        trial.set_user_attr("val_standard_error", result.val_standard_error)
+        trial.set_user_attr("val_samples", result.val_samples)
         self.store.finish_candidate(candidate, "complete", val_accuracy=result.val_accuracy,
                                     member_val_accuracies=result.history[-1].val_member_accuracies,
-                                    wall_seconds=result.wall_seconds)
+                                    wall_seconds=result.wall_seconds, val_standard_error=result.val_standard_error,
+                                    val_samples=result.val_samples)
         return self._values(result.val_accuracy, cost)
 
     # -- parts -------------------------------------------------------------------------------------
@@ -155,7 +146,7 @@ class SearchObjective:
             trial.report(metrics.val_accuracy, metrics.epoch)
             return trial.should_prune()
 
-        trainer = Trainer(config, self.data.get(config), self.device, out_dir, self.mode,
+        trainer = Trainer(config, self.data.get(config.dataset, config.train), self.device, out_dir, self.mode,
                           callbacks=[after_epoch], progress=False)
         result = trainer.fit(resume=True, test=False)
         for metrics in result.history:  # epochs restored from a checkpoint belong to this row too

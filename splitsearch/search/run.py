@@ -17,7 +17,8 @@ import optuna
 import torch
 
 from splitsearch.cost import fit_width
-from splitsearch.search.objective import DataCache, SearchObjective, enqueue_baselines, requeue_interrupted
+from splitsearch.data import DEFAULT_DATA_DIR, DataCache
+from splitsearch.search.objective import SearchObjective, enqueue_baselines, requeue_interrupted
 from splitsearch.search.study import StudyError, StudySpec, open_storage, open_study
 from splitsearch.store import Store, upgrade
 from splitsearch.train.loop import EpochMetrics
@@ -51,7 +52,8 @@ def remaining_trials(study: optuna.Study, n_trials: int | None) -> int | None:
 
 def run_study(spec: StudySpec, storage_url: str, runs_dir: str | Path = "runs", device: torch.device | str = "cpu",
               mode: str = "auto", force: bool = False, progress: bool = True,
-              on_epoch: Callable[[int, EpochMetrics], None] | None = None) -> optuna.Study:
+              on_epoch: Callable[[int, EpochMetrics], None] | None = None,
+              data_dir: str | Path = DEFAULT_DATA_DIR, download: bool = False) -> optuna.Study:
     """Run ``spec`` until it has ``spec.n_trials`` finished trials or ``spec.timeout`` seconds pass.
 
     Several workers may run the same spec against one PostgreSQL storage at once: each stops
@@ -60,8 +62,8 @@ def run_study(spec: StudySpec, storage_url: str, runs_dir: str | Path = "runs", 
     """
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     check_budget(spec)
-    data = DataCache(torch.device(device))
-    data.get(spec.base)  # a missing dataset fails here, before the storage is touched
+    data = DataCache(device, data_dir, download)
+    data.get(spec.base.dataset, spec.base.train)  # a missing dataset fails here, before the storage is touched
     study, store = open_search(spec, storage_url, force)
     remaining = remaining_trials(study, spec.n_trials)
     if remaining == 0:

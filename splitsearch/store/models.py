@@ -1,4 +1,5 @@
-"""The store's tables: one row per trained (or skipped) candidate, one row per epoch it trained.
+"""The store's tables: one row per trained (or skipped) candidate, one per epoch it trained, one per
+confirmation run (a candidate retrained with another seed).
 
 They live in the same database as Optuna's tables, so every name starts with ``splitsearch_``
 and never collides with Optuna's (``studies``, ``trials``, ``trial_*``, ``version_info``,
@@ -29,6 +30,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 TABLE_PREFIX = "splitsearch_"
 
 STATES = ("running", "complete", "pruned", "failed", "over_budget", "reused")
+CONFIRMATION_STATES = ("running", "complete", "failed")
 
 NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
@@ -100,6 +102,8 @@ class Candidate(Base):
     width_step: Mapped[float | None]
     state: Mapped[str] = mapped_column(String(16))
     val_accuracy: Mapped[float | None]
+    val_standard_error: Mapped[float | None]
+    val_samples: Mapped[int | None]
     test_accuracy: Mapped[float | None]
     member_val_accuracies: Mapped[list[float] | None] = mapped_column(JSON(none_as_null=True))
     reused_from_id: Mapped[int | None] = mapped_column(ForeignKey(f"{TABLE_PREFIX}candidates.id"))
@@ -126,3 +130,34 @@ class EpochMetric(Base):
     val_accuracy: Mapped[float]
     member_val_accuracies: Mapped[list[float]] = mapped_column(JSON)
     seconds: Mapped[float]
+
+
+class Confirmation(Base):
+    """One retraining of a study's candidate with another seed (``splitsearch confirm``).
+
+    The seed changes the initialisation, the augmentation draws and the validation split, so the
+    spread of a candidate's confirmations says how much of its search result was luck.  The row
+    names the trial it confirms; its config is that trial's with ``train.seed`` replaced.
+    """
+
+    __tablename__ = TABLE_PREFIX + "confirmations"
+    __table_args__ = (
+        UniqueConstraint("study_name", "trial_number", "seed"),
+        CheckConstraint(f"state IN ({', '.join(repr(state) for state in CONFIRMATION_STATES)})", name="state"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_name: Mapped[str] = mapped_column(String(512))
+    trial_number: Mapped[int]
+    config_hash: Mapped[str] = mapped_column(String(16))
+    baseline: Mapped[str | None] = mapped_column(String(128))
+    seed: Mapped[int]
+    epochs: Mapped[int]
+    state: Mapped[str] = mapped_column(String(16))
+    val_accuracy: Mapped[float | None]
+    val_standard_error: Mapped[float | None]
+    val_samples: Mapped[int | None]
+    member_val_accuracies: Mapped[list[float] | None] = mapped_column(JSON(none_as_null=True))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    wall_seconds: Mapped[float | None]

@@ -22,7 +22,7 @@ from sqlalchemy.orm import sessionmaker
 
 from splitsearch.config import SplitConfig
 from splitsearch.cost import CandidateCost
-from splitsearch.store.models import Candidate, EpochMetric
+from splitsearch.store.models import Candidate, Confirmation, EpochMetric
 from splitsearch.train.loop import EpochMetrics
 
 FinishState = Literal["complete", "pruned", "failed"]
@@ -66,6 +66,8 @@ class CandidateRecord:
     width_step: float | None
     state: str
     val_accuracy: float | None
+    val_standard_error: float | None
+    val_samples: int | None
     test_accuracy: float | None
     member_val_accuracies: tuple[float, ...] | None
     reused_from_id: int | None
@@ -85,6 +87,33 @@ class CandidateRecord:
             member_val_accuracies=None if members is None else tuple(members),
             config=SplitConfig.from_dict(yaml.safe_load(row.config_yaml)),
         )
+
+
+@dataclass(frozen=True)
+class ConfirmationRecord:
+    """A snapshot of one confirmation row: a candidate of a study retrained with another seed."""
+
+    id: int
+    study_name: str
+    trial_number: int
+    config_hash: str
+    baseline: str | None
+    seed: int
+    epochs: int
+    state: str
+    val_accuracy: float | None
+    val_standard_error: float | None
+    val_samples: int | None
+    member_val_accuracies: tuple[float, ...] | None
+    started_at: datetime
+    finished_at: datetime | None
+    wall_seconds: float | None
+
+    @classmethod
+    def from_row(cls, row: Confirmation) -> ConfirmationRecord:
+        columns = {column.key: getattr(row, column.key) for column in Confirmation.__table__.columns}
+        members = columns.pop("member_val_accuracies")
+        return cls(**columns, member_val_accuracies=None if members is None else tuple(members))
 
 
 class Store:
@@ -143,11 +172,13 @@ class Store:
     def finish_candidate(self, candidate_id: int, state: FinishState, val_accuracy: float | None = None,
                          test_accuracy: float | None = None,
                          member_val_accuracies: Sequence[float] | None = None,
-                         wall_seconds: float | None = None) -> None:
+                         wall_seconds: float | None = None, val_standard_error: float | None = None,
+                         val_samples: int | None = None) -> None:
         """Record how a started candidate ended.
 
         Without ``wall_seconds`` the time since :meth:`start_candidate` is recorded, so a failed
-        trial still says how long it ran.
+        trial still says how long it ran.  ``val_standard_error`` is the binomial standard error
+        of ``val_accuracy`` on ``val_samples`` images (:mod:`splitsearch.stats`).
 
         Raises:
             ValueError: ``state`` is not complete, pruned or failed.
@@ -160,8 +191,9 @@ class Store:
         with self._sessions.begin() as session:
             started_at = session.execute(
                 update(Candidate).where(Candidate.id == candidate_id).values(
-                    state=state, val_accuracy=val_accuracy, test_accuracy=test_accuracy,
-                    member_val_accuracies=members, finished_at=finished_at, wall_seconds=wall_seconds,
+                    state=state, val_accuracy=val_accuracy, val_standard_error=val_standard_error,
+                    val_samples=val_samples, test_accuracy=test_accuracy, member_val_accuracies=members,
+                    finished_at=finished_at, wall_seconds=wall_seconds,
                 ).returning(Candidate.started_at)
             ).scalar_one_or_none()
             if started_at is None:
@@ -202,7 +234,8 @@ class Store:
             study_name, trial_number,
             **{name: getattr(source, name) for name in _DESCRIPTION_COLUMNS},
             width_step=source.width_step, baseline=baseline, state="reused",
-            val_accuracy=source.val_accuracy, test_accuracy=source.test_accuracy,
+            val_accuracy=source.val_accuracy, val_standard_error=source.val_standard_error,
+            val_samples=source.val_samples, test_accuracy=source.test_accuracy,
             member_val_accuracies=None if members is None else list(members),
             reused_from_id=source.id, started_at=now, finished_at=now, wall_seconds=0.0,
         )
@@ -219,6 +252,49 @@ class Store:
             candidate_id = session.execute(statement).scalar_one()
             session.execute(delete(EpochMetric).where(EpochMetric.candidate_id == candidate_id))
         return candidate_id
+
+    def start_confirmation(self, study_name: str, trial_number: int, config: SplitConfig,
+                           baseline: str | None = None) -> int:
+        """Record that trial ``trial_number``'s candidate is retrained as ``config`` (its seed); returns the id.
+
+        A confirmation started again after a crash gets its row back, reset to ``running``.
+        """
+        row = dict.fromkeys(("val_accuracy", "val_standard_error", "val_samples", "member_val_accuracies",
+                             "finished_at", "wall_seconds"))
+        row |= {"config_hash": config.config_hash(), "baseline": baseline, "epochs": config.train.epochs,
+                "state": "running", "started_at": _now()}
+        statement = self._insert(Confirmation).values(
+            study_name=study_name, trial_number=trial_number, seed=config.train.seed, **row)
+        statement = statement.on_conflict_do_update(
+            index_elements=[Confirmation.study_name, Confirmation.trial_number, Confirmation.seed],
+            set_={name: statement.excluded[name] for name in row},
+        ).returning(Confirmation.id)
+        with self._sessions.begin() as session:
+            return session.execute(statement).scalar_one()
+
+    def finish_confirmation(self, confirmation_id: int, state: Literal["complete", "failed"],
+                            val_accuracy: float | None = None, val_standard_error: float | None = None,
+                            val_samples: int | None = None, member_val_accuracies: Sequence[float] | None = None,
+                            wall_seconds: float | None = None) -> None:
+        """Record how a confirmation ended.
+
+        Raises:
+            ValueError: ``state`` is not complete or failed.
+            LookupError: there is no confirmation ``confirmation_id``.
+        """
+        if state not in ("complete", "failed"):
+            raise ValueError(f"a confirmation finishes as complete or failed, not {state!r}")
+        members = None if member_val_accuracies is None else list(member_val_accuracies)
+        with self._sessions.begin() as session:
+            found = session.execute(
+                update(Confirmation).where(Confirmation.id == confirmation_id).values(
+                    state=state, val_accuracy=val_accuracy, val_standard_error=val_standard_error,
+                    val_samples=val_samples, member_val_accuracies=members, finished_at=_now(),
+                    wall_seconds=wall_seconds,
+                ).returning(Confirmation.id)
+            ).scalar_one_or_none()
+            if found is None:
+                raise LookupError(f"no confirmation with id {confirmation_id}")
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -255,6 +331,13 @@ class Store:
                              val_member_accuracies=list(row.member_val_accuracies))
                 for row in session.scalars(query)
             ]
+
+    def confirmations(self, study_name: str) -> list[ConfirmationRecord]:
+        """Every confirmation of a study, by trial number and seed."""
+        query = (select(Confirmation).where(Confirmation.study_name == study_name)
+                 .order_by(Confirmation.trial_number, Confirmation.seed))
+        with self._sessions() as session:
+            return [ConfirmationRecord.from_row(row) for row in session.scalars(query)]
 
 
 def _describe(config: SplitConfig, cost: CandidateCost) -> dict[str, Any]:

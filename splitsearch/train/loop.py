@@ -22,7 +22,9 @@ from tqdm.auto import tqdm
 
 from splitsearch.config import SplitConfig
 from splitsearch.ensemble import Ensemble, make_ensemble
-from splitsearch.train.data import DeviceData, TensorLoader, augment, mixup
+from splitsearch.stats import accuracy_standard_error
+from splitsearch.data import DeviceData, TensorLoader
+from splitsearch.train.augment import augment, mixup
 from splitsearch.train.losses import combine_logits, cot_weight, cotraining_loss
 from splitsearch.train.optim import make_optimizer, make_scheduler
 
@@ -55,19 +57,34 @@ class TrainResult:
     test_accuracy: float | None = None
     test_member_accuracies: list[float] = field(default_factory=list)
     wall_seconds: float = 0.0
+    val_samples: int = 0
+    test_samples: int = 0
 
     @property
     def val_accuracy(self) -> float | None:
         return self.history[-1].val_accuracy if self.history else None
+
+    @property
+    def val_standard_error(self) -> float | None:
+        """Binomial standard error of the final validation accuracy (:mod:`splitsearch.stats`)."""
+        return accuracy_standard_error(self.val_accuracy, self.val_samples)
+
+    @property
+    def test_standard_error(self) -> float | None:
+        return accuracy_standard_error(self.test_accuracy, self.test_samples)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "history": [asdict(metrics) for metrics in self.history],
             "stopped_early": self.stopped_early,
             "val_accuracy": self.val_accuracy,
+            "val_standard_error": self.val_standard_error,
+            "val_samples": self.val_samples,
             "val_member_accuracies": self.history[-1].val_member_accuracies if self.history else [],
             "test_accuracy": self.test_accuracy,
             "test_member_accuracies": self.test_member_accuracies,
+            "test_standard_error": self.test_standard_error,
+            "test_samples": self.test_samples,
             "wall_seconds": self.wall_seconds,
         }
 
@@ -90,7 +107,7 @@ class Trainer:
 
     Args:
         config: the candidate (architecture, S, co-training and training settings).
-        data: the dataset on the training device (:func:`splitsearch.train.data.prepare_data`).
+        data: the dataset on the training device (:func:`splitsearch.data.prepare_data`).
         device: where to train; mixed precision (bf16) and channels_last are used on CUDA only.
         out_dir: where checkpoints, metrics and the final model go (None: nothing is written).
         mode: ``fused`` (one packed module), ``sequential`` (the authors' loop) or ``auto``.
@@ -109,6 +126,9 @@ class Trainer:
         self.progress = progress
         self.mixed_precision = self.device.type == "cuda"
 
+        # Augmentation settings the config leaves unset come from the dataset (digits: 1-pixel
+        # padding, no flips); ``dataset_defaults`` says which, so callers can tell the user.
+        self.settings, self.dataset_defaults = config.train.with_dataset_defaults(data.info)
         torch.manual_seed(config.train.seed)
         self.ensemble: Ensemble = make_ensemble(config, mode=mode, device=self.device)
         if self.mixed_precision:
@@ -141,7 +161,9 @@ class Trainer:
             if any(callback(metrics) for callback in self.callbacks):
                 stopped_early = True
                 break
-        result = TrainResult(self.history, stopped_early, wall_seconds=time.perf_counter() - start)
+        result = TrainResult(self.history, stopped_early, wall_seconds=time.perf_counter() - start,
+                             val_samples=self.data.val.num_samples,
+                             test_samples=self.data.test.num_samples if test and not stopped_early else 0)
         if not stopped_early:
             if test:
                 result.test_accuracy, result.test_member_accuracies = self.evaluate(self.data.test)
@@ -171,7 +193,7 @@ class Trainer:
         )
 
     def _train_step(self, images: torch.Tensor, labels: torch.Tensor, lambda_cot: float) -> torch.Tensor:
-        train = self.config.train
+        train = self.settings
         views = augment(images, self.config.S, train, self.generator, self.data.normalization)
         mixed_targets, mix_weight = None, 1.0
         if train.mixup_alpha > 0:
@@ -264,7 +286,8 @@ class Trainer:
         if self.out_dir is not None:
             path = self.out_dir / METRICS_NAME
             temporary = path.with_suffix(".tmp")
-            temporary.write_text(json.dumps({"config": self.config.to_dict(), **result.to_dict()}, indent=2))
+            document = {"config": self.config.to_dict(), "dataset_defaults": self.dataset_defaults, **result.to_dict()}
+            temporary.write_text(json.dumps(document, indent=2))
             os.replace(temporary, path)
 
 

@@ -1,0 +1,169 @@
+"""Confirm a study's best candidates over seeds before calling one of them better.
+
+Validation accuracy on a few hundred images carries a standard error of 2-2.5 points, so the
+best of many trials is biased upwards: the winner is partly the luckiest draw.
+:func:`confirm_study` retrains the study's top K distinct candidates and its baselines with R
+further seeds and records every run in the store (one row per candidate and seed).  A seed
+changes the initialisation, the augmentation draws and the validation split, so the mean over
+seeds estimates how good a candidate is and their spread says how sure that estimate is.  The
+search's own run of a candidate is left out of the mean: it is the run the candidate was
+selected on.
+
+The confirmation seeds are the search's seed + 1 .. + R, so they never repeat the selection
+run, and confirming again with more seeds adds to the runs already recorded.  Finished runs are
+never repeated; a run cut off by a crash or Ctrl-C continues from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import optuna
+import torch
+from optuna.trial import FrozenTrial, TrialState
+
+from splitsearch.config import SplitConfig
+from splitsearch.data import DataCache
+from splitsearch.stats import mean_and_sd
+from splitsearch.store import ConfirmationRecord, Store
+from splitsearch.train.loop import Trainer, TrainResult
+
+
+@dataclass(frozen=True)
+class ConfirmedCandidate:
+    """A candidate's confirmation runs, summarised.
+
+    Attributes:
+        trial_number: the trial whose config was retrained.
+        baseline: its baseline label (``undivided``, ``paper S=2`` ...) or None.
+        search_accuracy: the validation accuracy it reached in the search (None if it did not
+            complete there, e.g. a pruned baseline).
+        seeds, accuracies: the confirmation runs that completed.
+    """
+
+    trial_number: int
+    config_hash: str
+    baseline: str | None
+    search_accuracy: float | None
+    seeds: tuple[int, ...]
+    accuracies: tuple[float, ...]
+
+    @property
+    def mean(self) -> float:
+        return mean_and_sd(self.accuracies)[0]
+
+    @property
+    def sd(self) -> float | None:
+        return mean_and_sd(self.accuracies)[1]
+
+
+def confirmation_targets(study: optuna.Study, top: int) -> list[FrozenTrial]:
+    """The top ``top`` completed trials with distinct configs, by validation accuracy, then the baselines.
+
+    Baselines are included whatever the search did with them (a pruned baseline is still the
+    yardstick); one rejected as over budget is not, as it was never trainable.
+    """
+    if top < 0:
+        raise ValueError(f"--top must be >= 0, got {top}")
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    ranked = sorted(complete, key=lambda trial: (-trial.values[0], trial.number))
+    targets: dict[str, FrozenTrial] = {}
+    for trial in ranked:
+        if len(targets) == top:
+            break
+        targets.setdefault(trial.user_attrs["config_hash"], trial)
+    for trial in study.get_trials(deepcopy=False):
+        attrs = trial.user_attrs
+        if attrs.get("baseline") and "config" in attrs and not attrs.get("over_budget"):
+            targets.setdefault(attrs["config_hash"], trial)
+    return list(targets.values())
+
+
+def confirmation_seeds(config: SplitConfig, count: int) -> list[int]:
+    """The seeds of ``count`` confirmation runs: the search's seed + 1 .. + count."""
+    if count < 1:
+        raise ValueError(f"--seeds must be at least 1, got {count}")
+    return [config.train.seed + offset for offset in range(1, count + 1)]
+
+
+def confirm_study(study: optuna.Study, store: Store, top: int = 3, seeds: int = 3, runs_dir: str | Path = "runs",
+                  device: torch.device | str = "cpu", mode: str = "auto", data: DataCache | None = None,
+                  progress: bool = True,
+                  on_run: Callable[[FrozenTrial, int, TrainResult | Exception], None] | None = None
+                  ) -> list[ConfirmedCandidate]:
+    """Retrain the study's top ``top`` candidates and its baselines with ``seeds`` more seeds each.
+
+    Args:
+        study: a finished (or running) study; its trials hold their configs as user attrs.
+        store: where each run is recorded (the study's own database).
+        runs_dir: checkpoints of unfinished runs, ``runs_dir/<study>/confirm-<trial>-seed<seed>``;
+            deleted when a run completes.
+        on_run: called after each run with the trial, the seed and the result, or the exception
+            that made the run fail.
+
+    Returns:
+        The summaries of every confirmed candidate, best confirmed mean first.
+
+    A run that raises an ordinary exception (a candidate that does not fit in memory, a
+    non-finite loss) is recorded as failed and the others go on; Ctrl-C stops everything, and
+    the same call continues later.
+    """
+    data = data or DataCache(device)
+    done = {(row.trial_number, row.seed) for row in store.confirmations(study.study_name) if row.state == "complete"}
+    for trial in confirmation_targets(study, top):
+        config = SplitConfig.from_dict(trial.user_attrs["config"])
+        for seed in confirmation_seeds(config, seeds):
+            if (trial.number, seed) in done:
+                continue
+            outcome = _confirm_one(study.study_name, trial, config, seed, store, Path(runs_dir), device, mode, data,
+                                   progress)
+            if on_run is not None:
+                on_run(trial, seed, outcome)
+    return summarize(study, store.confirmations(study.study_name))
+
+
+def _confirm_one(study_name: str, trial: FrozenTrial, config: SplitConfig, seed: int, store: Store, runs_dir: Path,
+                 device: torch.device | str, mode: str, data: DataCache, progress: bool) -> TrainResult | Exception:
+    config = config.replace(train=dataclasses.replace(config.train, seed=seed))
+    baseline = trial.user_attrs.get("baseline")
+    row = store.start_confirmation(study_name, trial.number, config, baseline)
+    out_dir = runs_dir / study_name / f"confirm-{trial.number}-seed{seed}"
+    try:
+        trainer = Trainer(config, data.get(config.dataset, config.train), device, out_dir, mode, progress=progress)
+        result = trainer.fit(resume=True, test=False)
+    except Exception as error:  # noqa: BLE001 - a failed run is data; the next one goes on
+        store.finish_confirmation(row, "failed")
+        return error
+    except BaseException:
+        store.finish_confirmation(row, "failed")
+        raise
+    store.finish_confirmation(row, "complete", val_accuracy=result.val_accuracy,
+                              val_standard_error=result.val_standard_error, val_samples=result.val_samples,
+                              member_val_accuracies=result.history[-1].val_member_accuracies,
+                              wall_seconds=result.wall_seconds)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    return result
+
+
+def summarize(study: optuna.Study, rows: list[ConfirmationRecord]) -> list[ConfirmedCandidate]:
+    """Group the complete confirmation runs by trial; best confirmed mean first."""
+    by_trial: dict[int, list[ConfirmationRecord]] = {}
+    for row in rows:
+        if row.state == "complete" and row.val_accuracy is not None:
+            by_trial.setdefault(row.trial_number, []).append(row)
+    summaries = []
+    for number, runs in by_trial.items():
+        trial = study.get_trials(deepcopy=False)[number]
+        summaries.append(ConfirmedCandidate(
+            trial_number=number,
+            config_hash=runs[0].config_hash,
+            baseline=runs[0].baseline,
+            search_accuracy=trial.values[0] if trial.state == TrialState.COMPLETE else None,
+            seeds=tuple(run.seed for run in runs),
+            accuracies=tuple(run.val_accuracy for run in runs),
+        ))
+    return sorted(summaries, key=lambda summary: (-summary.mean, summary.trial_number))
