@@ -4,11 +4,13 @@ It shares nothing with splitsearch's training code but the networks (``build_net
 both sides train the very same architectures): the images come straight from the ``.npz`` file,
 each member's view is cut image by image with torchvision's ``transforms.v2`` (random crop with
 zero padding, horizontal flip), the optimiser is ``torch.optim.SGD`` with weight decay on every
-parameter, the learning rate follows one cosine cycle per iteration from ``lr`` to 0, and the
-loss is the sum of the members' cross-entropies plus ``lambda_cot`` times the Jensen-Shannon
-divergence of their softmax outputs from the first step on.  Evaluation averages the members'
-logits.  Everything is written the plain way on purpose: if splitsearch's trainer falls behind
-this loop on the same data, the trainer is wrong.
+parameter, the learning rate follows one cosine cycle per iteration from ``lr`` to 0
+(``schedule="cosine"``) or torch's ``OneCycleLR`` (``schedule="onecycle"``: 30 % warm-up from
+lr/25, cosine annealing, momentum cycled between 0.85 and 0.95), and the loss is the sum of
+the members' cross-entropies plus ``lambda_cot`` times the Jensen-Shannon divergence of their
+softmax outputs from the first step on.  Evaluation averages the members' logits.  Everything
+is written the plain way on purpose: if splitsearch's trainer falls behind this loop on the same
+data, the trainer is wrong.
 """
 
 from __future__ import annotations
@@ -51,7 +53,8 @@ def _js_divergence(logits: list[torch.Tensor]) -> torch.Tensor:
 
 
 def train_plain(config: SplitConfig, npz: Path, epochs: int, seed: int, batch_size: int = 128,
-                lr: float = 0.1, weight_decay: float = 5e-4, padding: int = 4) -> PlainResult:
+                lr: float = 0.1, weight_decay: float = 5e-4, padding: int = 4, schedule: str = "cosine"
+                ) -> PlainResult:
     """Train ``config``'s S networks on the whole training split of ``npz``; test accuracy of the ensemble."""
     started = time.perf_counter()
     torch.manual_seed(seed)
@@ -70,7 +73,10 @@ def train_plain(config: SplitConfig, npz: Path, epochs: int, seed: int, batch_si
                                 weight_decay=weight_decay * math.exp(1 / S - 1))
     loader = DataLoader(TensorDataset(x_train, y_train), batch_size=batch_size, shuffle=True, drop_last=True,
                         generator=torch.Generator().manual_seed(seed))
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * len(loader))
+    if schedule == "onecycle":
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * len(loader))
+    else:
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * len(loader))
 
     for _ in range(epochs):
         for network in networks:

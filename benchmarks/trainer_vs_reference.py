@@ -48,12 +48,13 @@ def train_ours(arch: str, S: int, seed: int, epochs: int, data: str, overrides: 
     return result.test_accuracy, result.wall_seconds
 
 
-def train_reference(arch: str, S: int, seed: int, epochs: int, data: str) -> tuple[float, float]:
+def train_reference(arch: str, S: int, seed: int, epochs: int, data: str, schedule: str) -> tuple[float, float]:
     from plain_loop import train_plain
 
     from splitsearch.config import SplitConfig
 
-    result = train_plain(SplitConfig(arch=arch, S=S, dataset=f"npz:{data}"), Path(data), epochs, seed)
+    result = train_plain(SplitConfig(arch=arch, S=S, dataset=f"npz:{data}"), Path(data), epochs, seed,
+                         schedule=schedule)
     return result.test_accuracy, result.seconds
 
 
@@ -78,6 +79,8 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a train setting for splitsearch's side only (repeatable)")
     parser.add_argument("--only", choices=["ours", "reference"], help="train one side only")
+    parser.add_argument("--reference-schedule", choices=["cosine", "onecycle"], default="cosine",
+                        help="the plain loop's learning-rate schedule (see plain_loop.py)")
     options = parser.parse_args()
     if not options.data.is_file():
         parser.error(f"{options.data} not found; pass --data PATH to the CIFAR-10 subset .npz")
@@ -87,7 +90,8 @@ def main() -> None:
     sides = [options.only] if options.only else ["ours", "reference"]
 
     print(f"torch {torch.__version__}; {options.arch}, {options.epochs} epochs, batch 128, whole training split of "
-          f"{options.data.name}; test accuracy; splitsearch settings changed: {overrides or 'none'}", flush=True)
+          f"{options.data.name}; test accuracy; splitsearch settings changed: {overrides or 'none'}; plain loop "
+          f"schedule: {options.reference_schedule}", flush=True)
     started = time.perf_counter()
     results: dict[tuple[str, int], list[float]] = {}
     with ProcessPoolExecutor(options.jobs, mp_context=get_context("spawn"), initializer=_one_thread) as pool:
@@ -99,8 +103,8 @@ def main() -> None:
                     futures[pool.submit(train_ours, options.arch, S, seed, options.epochs, data, overrides)] = (
                         "splitsearch", S, seed)
                 if "reference" in sides:
-                    futures[pool.submit(train_reference, options.arch, S, seed, options.epochs, data)] = (
-                        "plain loop", S, seed)
+                    futures[pool.submit(train_reference, options.arch, S, seed, options.epochs, data,
+                                        options.reference_schedule)] = ("plain loop", S, seed)
         for future in as_completed(futures):
             side, S, seed = futures[future]
             accuracy, seconds = future.result()

@@ -327,20 +327,33 @@ def _study_option(command: Any) -> Any:
 @_execution_options
 @click.option("--runs-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"), show_default=True,
               help="Per-trial checkpoints (a retried trial continues from its checkpoint).")
+@click.option("--keep-checkpoints", is_flag=True,
+              help="Keep each trial's checkpoint after it ends (by default only interrupted trials keep theirs).")
 @_data_dir_options
+@click.option("--heartbeat", "heartbeat_seconds", type=click.IntRange(min=1), default=60, show_default=True,
+              help="Seconds between a running trial's heartbeats; a trial silent for three beats belongs to a "
+                   "dead worker and is queued again.")
 @click.option("--force", is_flag=True, help="Continue a study even though its settings changed.")
 @click.option("-v", "--verbose", count=True, help="-v: a line per epoch; -vv: Optuna's own log too.")
 def run(study_file: str | None, study_name: str | None, storage: str, n_trials: int | None, timeout: float | None,
         budget_params: int | None, budget_macs: int | None, budget_flops: int | None, budget_mode: str | None,
         space: str | None, arch: str | None, dataset: str | None, epochs: int | None, objectives: str | None,
         sampler: str | None, pruner: str | None, seed: int | None, device: str, mode: str, runs_dir: Path,
-        data_dir: Path | None, download: bool, force: bool, verbose: int) -> None:
+        keep_checkpoints: bool, data_dir: Path | None, download: bool, heartbeat_seconds: int, force: bool,
+        verbose: int) -> None:
     """Search how to split a network: an Optuna study over split configurations under a budget.
 
     STUDY_FILE is a study YAML or a shipped study name (default: quickstart, which runs in a few
     minutes on a CPU).  Every option overrides the file.  Running the same --study again resumes
-    it; completed trials are never lost or run twice, and a trial cut off by Ctrl-C or a crash
-    continues from its checkpoint.
+    it; completed trials are never lost or run twice, and a trial cut off by Ctrl-C, SIGTERM or a
+    crash is queued again and continues from its checkpoint.  A candidate that raises (out of
+    memory, a diverged loss) is recorded as failed with its reason, and the search goes on.
+
+    Workers: run the same command with the same --storage (PostgreSQL) on as many machines as
+    you like; they share the study.  A worker starts a trial only while the study has fewer
+    finished + running trials than --n-trials, so workers starting at the same instant can
+    overshoot it by at most (workers - 1) trials; a worker with nothing to start waits for the
+    last trials and takes over any whose worker dies.
 
     \b
     Examples:
@@ -353,7 +366,9 @@ def run(study_file: str | None, study_name: str | None, storage: str, n_trials: 
     from splitsearch.data import DEFAULT_DATA_DIR
     from splitsearch.search.run import run_study
     from splitsearch.search.study import load_study_spec, resolve_study_file
+    from splitsearch.search.worker import Terminated
     from splitsearch.train.loop import resolve_device
+    from splitsearch.urls import mask_url
 
     if budget_flops is not None:
         if budget_macs is not None:
@@ -365,21 +380,27 @@ def run(study_file: str | None, study_name: str | None, storage: str, n_trials: 
                  "pruner": pruner, "seed": seed}
     spec = load_study_spec(resolve_study_file(study_file or "quickstart"), overrides)
     target = resolve_device(device)
-    optuna.logging.set_verbosity(optuna.logging.INFO if verbose >= 2 else optuna.logging.WARNING)
+    # Optuna logs a failed trial with its traceback; the search prints one line per failure instead.
+    optuna.logging.set_verbosity(optuna.logging.INFO if verbose >= 2 else optuna.logging.ERROR)
 
     def epoch_line(trial_number: int, metrics: Any) -> None:
         tqdm.write(f"trial {trial_number} epoch {metrics.epoch}: loss {metrics.train_loss:.3f}  "
                    f"val {metrics.val_accuracy:.2%}  {metrics.seconds:.1f}s")
 
-    click.echo(f"study {spec.name!r} in {storage}: {spec.base.arch} on {spec.base.dataset}, space "
+    click.echo(f"study {spec.name!r} in {mask_url(storage)}: {spec.base.arch} on {spec.base.dataset}, space "
                f"{spec.space.name}, {','.join(spec.objectives)}, {spec.n_trials} trials")
     try:
         study = run_study(spec, storage, runs_dir, target, mode, force, on_epoch=epoch_line if verbose else None,
-                          data_dir=data_dir or DEFAULT_DATA_DIR, download=download)
+                          data_dir=data_dir or DEFAULT_DATA_DIR, download=download, keep_checkpoints=keep_checkpoints,
+                          heartbeat_seconds=heartbeat_seconds)
+    except Terminated:
+        click.echo(f"terminated; the trial in progress is queued again and continues from its checkpoint "
+                   f"(study {spec.name!r} in {mask_url(storage)})", err=True)
+        raise click.exceptions.Exit(143) from None
     except KeyboardInterrupt:
         raise click.ClickException(
-            f"interrupted; finished trials are stored in {storage}: run the same command again to continue "
-            f"study {spec.name!r}"
+            f"interrupted; finished trials are stored in {mask_url(storage)}: run the same command again to "
+            f"continue study {spec.name!r}"
         ) from None
     _print_study_summary(study)
 
@@ -391,6 +412,9 @@ def _print_study_summary(study: Any) -> None:
               for state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
                             optuna.trial.TrialState.FAIL)}
     click.echo(", ".join(f"{count} {state}" for state, count in counts.items()) + " trials")
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)):
+        if trial.user_attrs.get("failure"):
+            click.echo(f"trial {trial.number} failed: {trial.user_attrs['failure']}")
     if counts["complete"] and len(study.directions) == 1:
         best = study.best_trial
         click.echo(f"best: trial {best.number}, validation accuracy {best.value:.2%}, "
@@ -398,8 +422,8 @@ def _print_study_summary(study: Any) -> None:
                    f"{format_count(best.user_attrs.get('macs', 0))} MACs, {best.params}")
     elif counts["complete"]:
         click.echo(f"Pareto front: {len(study.best_trials)} trials")
-    click.echo(f"next: splitsearch export --study {study.study_name} -o best.yaml; "
-               f"splitsearch report --study {study.study_name} -o report.html")
+    click.echo(f"next: splitsearch confirm --study {study.study_name}; splitsearch export --study "
+               f"{study.study_name} -o best.yaml; splitsearch report --study {study.study_name} -o report.html")
 
 
 @cli.command()
@@ -552,9 +576,11 @@ def db_upgrade(storage: str) -> None:
     from splitsearch.search.study import open_storage
     from splitsearch.store import upgrade
 
+    from splitsearch.urls import mask_url
+
     open_storage(storage, heartbeat=False)  # checks the URL and creates Optuna's tables too
     upgrade(storage)
-    click.echo(f"store tables of {storage} are up to date")
+    click.echo(f"store tables of {mask_url(storage)} are up to date")
 
 
 @cli.command("archs")
@@ -589,9 +615,8 @@ def _cost_row(label: str, cost: Any) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the command; report user errors in one line and exit 2."""
     try:
-        cli.main(args=argv, prog_name="splitsearch", standalone_mode=False)
-    except click.exceptions.Exit as done:
-        return done.exit_code
+        # Outside standalone mode click returns the code of an ``Exit`` instead of raising it.
+        code = cli.main(args=argv, prog_name="splitsearch", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         return 130
@@ -601,7 +626,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as error:
         click.echo(f"Error: {_one_line(error)}", err=True)
         return 2
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 def _one_line(error: Exception) -> str:

@@ -102,14 +102,24 @@ def test_ctrl_c_then_rerun_continues_the_interrupted_trial(storage, tmp_path, mo
         run_study(spec, storage, tmp_path / "runs", progress=False)
     monkeypatch.setattr(Trainer, "_train_step", original)
     interrupted = optuna.load_study(study_name="tiny", storage=storage).trials
+    # Trial 1 is interrupted and queued again at once (trial 3), behind the waiting baseline.
     assert [t.state for t in interrupted] == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL,
-                                             optuna.trial.TrialState.WAITING]
+                                             optuna.trial.TrialState.WAITING, optuna.trial.TrialState.WAITING]
+    assert interrupted[3].system_attrs["failed_trial"] == 1
+    assert Store(storage).candidates("tiny")[1].state == "interrupted"
 
     study = run_study(spec, storage, tmp_path / "runs", progress=False)
     assert len(finished(study)) == 3
     retry = next(t for t in study.trials if t.system_attrs.get("failed_trial") == 1)
     assert retry.state == optuna.trial.TrialState.COMPLETE and retry.params == interrupted[1].params
     assert study.trials[0].datetime_complete == interrupted[0].datetime_complete  # not run again
+    # The retry continued from the checkpoint of epoch 1; each row holds the epochs its attempt trained.
+    rows = {row.trial_number: row for row in Store(storage).candidates("tiny")}
+    assert (rows[1].state, rows[1].retried_as) == ("interrupted", retry.number)
+    assert (rows[retry.number].retry_of, rows[retry.number].resumed_from_epoch) == (1, 1)
+    assert [m.epoch for m in Store(storage).epochs(rows[1].id)] == [1]
+    assert [m.epoch for m in Store(storage).epochs(rows[retry.number].id)] == [2, 3]
+    assert not any((tmp_path / "runs").rglob("checkpoint.pt")), "finished trials leave no checkpoint"
 
 
 def test_identical_candidates_are_reused_not_retrained(storage, tmp_path):
@@ -140,7 +150,8 @@ def test_multi_objective_study_has_a_pareto_front_and_no_pruning(storage, tmp_pa
     assert spec.sampler == "nsga2" and spec.pruner == "none"
     study = run_study(spec, storage, tmp_path / "runs", progress=False)
     assert len(study.directions) == 2 and study.best_trials
-    assert all(t.values[1] == t.user_attrs["params"] for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)))
+    complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert all(t.values[1] == t.user_attrs["params"] for t in complete)
     export_best(study, tmp_path / "knee.yaml", pick="knee")
     assert SplitConfig.from_yaml(tmp_path / "knee.yaml").arch == "resnet20"
 
@@ -173,3 +184,74 @@ def test_two_workers_share_one_postgres_study(postgres_url, tmp_path):
     rows = Store(postgres_url).candidates("shared")
     assert sorted(row.trial_number for row in rows) == sorted(numbers)
     assert [t.user_attrs.get("baseline") for t in study.trials].count("undivided") == 1
+
+
+@pytest.fixture
+def exploding_arch():
+    """``exploding20``: resnet20, except that with S=4 its forward raises in the second epoch."""
+    from torch import nn
+
+    from splitsearch.models.registry import _FAMILIES, register_family
+    from splitsearch.models.resnet import cifar_resnet_basic
+
+    class ExplodesInEpochTwo(nn.Module):
+        def __init__(self, network: nn.Module, steps_per_epoch: int) -> None:
+            super().__init__()
+            self.network, self.steps, self.calls = network, steps_per_epoch, 0
+
+        def forward(self, x):
+            if self.training:
+                self.calls += 1
+                if self.calls > self.steps:
+                    raise RuntimeError("CUDA out of memory (simulated, epoch 2)")
+            return self.network(x)
+
+    def build(args, depth):
+        network = cifar_resnet_basic(args, depth=20)
+        return ExplodesInEpochTwo(network, steps_per_epoch=1) if args.S == 4 else network
+
+    register_family(r"exploding(?P<depth>\d+)", examples=("exploding20",), num_blocks=3)(build)
+    yield "exploding20"
+    del _FAMILIES[-1]
+
+
+def test_a_candidate_that_raises_fails_with_its_reason_and_the_search_goes_on(storage, tmp_path, exploding_arch):
+    spec = tiny_spec(arch=exploding_arch, n_trials=3, epochs=2, budget_params=None, budget_mode="reject",
+                     base={"width_mult": 0.25, "train": {"batch_size": 32, "val_fraction": 0.25}})
+    study = run_study(spec, storage, tmp_path / "runs", progress=False)
+    failed = study.get_trials(states=(optuna.trial.TrialState.FAIL,))
+    assert failed and all(t.params["S"] == 4 for t in failed)
+    assert failed[0].user_attrs["failure"] == "RuntimeError: CUDA out of memory (simulated, epoch 2)"
+    assert not failed[0].user_attrs["interrupted"]
+    assert len(finished(study)) == 3  # the other trials ran, and one more took the failed one's place
+    assert not any(t.system_attrs.get("failed_trial") is not None for t in study.trials), "failures are not retried"
+    rows = {row.trial_number: row for row in Store(storage).candidates("tiny")}
+    assert rows[failed[0].number].state == "failed" and "simulated, epoch 2" in rows[failed[0].number].error
+    assert [m.epoch for m in Store(storage).epochs(rows[failed[0].number].id)] == [1]
+
+
+def test_a_diverging_candidate_fails_instead_of_training_on_nan(storage, tmp_path):
+    spec = tiny_spec(n_trials=1, epochs=2, baselines=False,
+                     base={"train": {"batch_size": 32, "val_fraction": 0.25, "lr": 1e30}})
+    with pytest.raises(StudyError, match="1 trials failed"):
+        run_study(spec, storage, tmp_path / "runs", progress=False)
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    assert len(study.trials) == 1  # every candidate diverges: the worker stops instead of failing forever
+    assert study.trials[0].user_attrs["failure"].startswith("NonFiniteLossError: training diverged in epoch")
+
+
+def test_baselines_are_never_pruned_and_take_the_base_value_of_searched_settings(storage, tmp_path, monkeypatch):
+    (tmp_path / "lr.yaml").write_text(
+        "name: lr\nparams:\n  S: {type: categorical, choices: [1, 2, 4]}\n"
+        "  train.lr: {type: float, low: 0.01, high: 0.2, log: true}\nfixed: {train.epochs: 3}\n")
+    spec = tiny_spec(space=str(tmp_path / "lr.yaml"), n_trials=4, epochs=9, pruner="hyperband",
+                     base={"train": {"batch_size": 32, "val_fraction": 0.25, "lr": 0.05}})
+    assert spec.max_epochs == 3  # Hyperband's resource: the epochs the space fixes, not the base's 9
+    monkeypatch.setattr(optuna.trial.Trial, "should_prune", lambda self: True)  # a pruner that stops everyone
+    study = run_study(spec, storage, tmp_path / "runs", progress=False)
+    baselines = [t for t in study.trials if t.user_attrs.get("baseline")]
+    searched = [t for t in study.trials if not t.user_attrs.get("baseline")]
+    assert len(baselines) == 3 and all(t.state == optuna.trial.TrialState.COMPLETE for t in baselines)
+    assert all(t.params["train.lr"] == 0.05 for t in baselines)
+    assert all(len(t.intermediate_values) == 3 for t in baselines)
+    assert searched and all(t.state == optuna.trial.TrialState.PRUNED for t in searched)

@@ -105,6 +105,21 @@ fixed:
     assert config.train.weight_decay == base.train.weight_decay  # wd_rule is none: not searched
 
 
+def test_settings_the_dataset_fills_in_can_be_searched(tmp_path):
+    space = load_space(write_space(tmp_path, """
+name: t
+params:
+  train.batch_size: {type: int, low: 16, high: 128, log: true}
+  train.hflip: {type: categorical, choices: [true, false]}
+fixed:
+  train.crop_padding: 2
+"""))
+    base = BASES["resnet20-digits"]
+    assert base.train.batch_size is None  # left to the dataset unless the space sets it
+    config = config_from_params(space, {"train.batch_size": 48, "train.hflip": True}, base)
+    assert (config.train.batch_size, config.train.hflip, config.train.crop_padding) == (48, True, 2)
+
+
 def test_parameter_names_include_conditional_and_per_block_ones():
     names = ["S", *(f"block_factors.{b}" for b in range(5)), "wd_rule", "lambda_cot", "train.lr"]
     assert parameter_names(load_space("full"), BASES["vgg16-cifar10"]) == names

@@ -34,7 +34,8 @@ from splitsearch.train.loop import EpochMetrics
 
 from conftest import postgres_database
 
-STORE_TABLES = {"splitsearch_candidates", "splitsearch_epoch_metrics", "splitsearch_confirmations", VERSION_TABLE}
+STORE_TABLES = {"splitsearch_candidates", "splitsearch_epoch_metrics", "splitsearch_confirmations",
+                "splitsearch_workers", VERSION_TABLE}
 CONFIG = SplitConfig(arch="resnet20", S=2, width_mult=0.25, dataset="digits", train=TrainConfig(epochs=3))
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

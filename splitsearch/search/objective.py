@@ -2,7 +2,9 @@
 
 The objective is the validation accuracy of the ensemble (the test split is never looked at
 during a search), or (accuracy, params) / (accuracy, MACs) for a Pareto search.  Every trial
-leaves a row in the store and user attributes that optuna-dashboard and the report show.
+leaves a row in the store and user attributes that optuna-dashboard and the report show.  How a
+trial ends when something goes wrong (failed or interrupted) is described in
+:mod:`splitsearch.search.worker`.
 """
 
 from __future__ import annotations
@@ -10,17 +12,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+import shutil
+
 import optuna
 import torch
-from optuna.storages import RetryHeartbeatStaleTrialCallback
 
 from splitsearch.config import SplitConfig
 from splitsearch.cost import CandidateCost, count_config, fit_width
 from splitsearch.data import DataCache
-from splitsearch.search.space import parameter_names, suggest_config
+from splitsearch.search.space import KEY_TYPES, config_value, parameter_names, suggest_config
 from splitsearch.search.study import StudySpec
+from splitsearch.search.worker import checkpoint_root, original_trial_number, retried_trial, settle_store, this_worker
 from splitsearch.store import Store
-from splitsearch.train.loop import EpochMetrics, Trainer
+from splitsearch.train.loop import EpochMetrics, Trainer, TrainResult
 
 # The baselines every study starts with, so it shows whether the search beat them: the
 # undivided network and the paper's defaults (lambda_cot = 0.5, exponential weight-decay rule).
@@ -37,8 +41,10 @@ class SearchObjective:
     Args:
         spec: the study definition.
         store: where candidates and per-epoch metrics are recorded.
-        runs_dir: per-trial checkpoints go to ``runs_dir/<study>/trial-<n>`` (a retried trial
-            continues from the checkpoint of the trial it retries).
+        runs_dir: per-trial checkpoints go to ``runs_dir/<study>-<key>/trial-<n>``
+            (:func:`~splitsearch.search.worker.checkpoint_root`; a retry continues from the
+            checkpoint of the trial it retries) and are removed when the trial ends, unless
+            ``keep_checkpoints``.
         device: training device.
         mode: ensemble execution mode (``auto``, ``fused``, ``sequential``).
         on_epoch: optional per-epoch hook (the CLI prints a line per epoch with ``-v``).
@@ -46,7 +52,7 @@ class SearchObjective:
 
     def __init__(self, spec: StudySpec, store: Store, runs_dir: Path, device: torch.device, mode: str = "auto",
                  on_epoch: Callable[[int, EpochMetrics], None] | None = None,
-                 data: DataCache | None = None) -> None:
+                 data: DataCache | None = None, keep_checkpoints: bool = False) -> None:
         self.spec = spec
         self.store = store
         self.runs_dir = Path(runs_dir)
@@ -54,9 +60,21 @@ class SearchObjective:
         self.mode = mode
         self.on_epoch = on_epoch
         self.data = data or DataCache(device)
+        self.keep_checkpoints = keep_checkpoints
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
+        try:
+            return self._evaluate(trial)
+        except Exception as error:
+            # Also a candidate that fails before it trains (an invalid sampled combination).
+            if not isinstance(error, optuna.TrialPruned) and "failure" not in trial.user_attrs:
+                trial.set_user_attr("failure", failure_reason(error))
+            raise
+
+    def _evaluate(self, trial: optuna.Trial) -> float | tuple[float, float]:
         spec = self.spec
+        trial.set_user_attr("worker", this_worker())
+        settle_store(trial.study, self.store)  # rows a dead worker left running end as interrupted
         config = suggest_config(spec.space, trial, spec.base)
         config, width_step = self._apply_budget(config)
         cost = count_config(config)
@@ -80,17 +98,29 @@ class SearchObjective:
             trial.set_user_attr("val_samples", reusable.val_samples)
             return self._values(reusable.val_accuracy, cost)
 
-        candidate = self.store.start_candidate(spec.name, trial.number, config, cost, width_step, baseline)
+        frozen = trial.study.get_trials(deepcopy=False)[trial.number]
+        candidate = self.store.start_candidate(spec.name, trial.number, config, cost, width_step, baseline,
+                                               retry_of=retried_trial(frozen))
         trial.set_user_attr("interrupted", False)  # a retried trial inherits its original's attributes
+        out_dir = checkpoint_root(trial.study, self.runs_dir) / f"trial-{original_trial_number(frozen)}"
         try:
-            result = self._train(trial, config, candidate)
+            result = self._train(trial, config, candidate, out_dir)
         except optuna.TrialPruned:
+            self._remove(out_dir)
             raise
-        except BaseException:
-            # Ctrl-C, out of memory, a bug: the row says so; the checkpoint lets a retry continue.
-            self.store.finish_candidate(candidate, "failed")
+        except KeyboardInterrupt:
+            # Ctrl-C or SIGTERM: the checkpoint stays, and a retry continues from it.
+            self.store.finish_candidate(candidate, "interrupted")
             trial.set_user_attr("interrupted", True)
             raise
+        except Exception as error:
+            # The candidate itself failed (out of memory, a diverged loss, a bug): never retried.
+            reason = failure_reason(error)
+            self.store.finish_candidate(candidate, "failed", error=reason)
+            trial.set_user_attr("failure", reason)
+            self._remove(out_dir)
+            raise
+        self._remove(out_dir)
         trial.set_user_attr("member_val_accuracies", result.history[-1].val_member_accuracies)
         trial.set_user_attr("wall_seconds", result.wall_seconds)
         # The noise of the objective: a difference within a couple of these is not a finding.
@@ -131,32 +161,36 @@ class SearchObjective:
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
 
-    def _train(self, trial: optuna.Trial, config: SplitConfig, candidate: int):  # noqa: ANN202
-        frozen = trial.study.get_trials(deepcopy=False)[trial.number]
-        original = RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen) or trial.number
-        out_dir = self.runs_dir / self.spec.name / f"trial-{original}"
-        can_prune = not self.spec.multi_objective
+    def _train(self, trial: optuna.Trial, config: SplitConfig, candidate: int, out_dir: Path) -> TrainResult:
+        # Baselines are the yardstick the search exists to beat: they report but are never pruned.
+        can_prune = not self.spec.multi_objective and not trial.user_attrs.get("baseline")
 
         def after_epoch(metrics: EpochMetrics) -> bool:
             self.store.record_epoch(candidate, metrics)
             if self.on_epoch is not None:
                 self.on_epoch(trial.number, metrics)
-            if not can_prune:
+            if self.spec.multi_objective:
                 return False
             trial.report(metrics.val_accuracy, metrics.epoch)
-            return trial.should_prune()
+            return can_prune and trial.should_prune()
 
         trainer = Trainer(config, self.data.get(config.dataset, config.train), self.device, out_dir, self.mode,
                           callbacks=[after_epoch], progress=False)
         result = trainer.fit(resume=True, test=False)
-        for metrics in result.history:  # epochs restored from a checkpoint belong to this row too
-            self.store.record_epoch(candidate, metrics)
+        if result.resumed_from_epoch:
+            # The retried attempt's row holds the epochs before this one; this row, those after.
+            self.store.record_resumed(candidate, result.resumed_from_epoch)
         if result.stopped_early:
             self.store.finish_candidate(candidate, "pruned", val_accuracy=result.val_accuracy,
                                         member_val_accuracies=result.history[-1].val_member_accuracies,
                                         wall_seconds=result.wall_seconds)
             raise optuna.TrialPruned(f"pruned after epoch {result.history[-1].epoch}")
         return result
+
+    def _remove(self, out_dir: Path) -> None:
+        """A finished trial's checkpoint is never needed again (unless the user keeps it)."""
+        if not self.keep_checkpoints:
+            shutil.rmtree(out_dir, ignore_errors=True)
 
     def _values(self, accuracy: float, cost: CandidateCost) -> float | tuple[float, float]:
         objectives = self.spec.objectives
@@ -165,32 +199,32 @@ class SearchObjective:
         return accuracy, float(cost.params if objectives[1] == "params" else cost.macs)
 
 
+def failure_reason(error: Exception) -> str:
+    """One line saying why a candidate failed: ``RuntimeError: CUDA out of memory ...``."""
+    return f"{type(error).__name__}: {' '.join(str(error).split())}"
+
+
 def enqueue_baselines(study: optuna.Study, spec: StudySpec) -> list[str]:
     """Put the baselines first in the queue (where the space can express them); returns their names.
 
-    A baseline sets the searched parameters it names, every per-block split factor to 1 and
-    ``groups`` to 1 where those are searched; one whose S the space cannot reach is skipped.
+    A baseline sets the searched parameters it names, every per-block split factor and
+    ``groups`` to 1, and every other searched setting (``train.lr``, say) to the base config's
+    value, so a baseline is the paper's network trained the study's way, not a random draw.
+    One whose S the space cannot reach is skipped.
     """
     names = parameter_names(spec.space, spec.base)
     enqueued = []
     for label, values in BASELINES:
         if "S" not in names and values["S"] != spec.base.S:
             continue
-        params = {key: value for key, value in values.items() if key in names}
-        params.update({name: 1 for name in names if name.startswith("block_factors.") or name == "groups"})
+        params = {}
+        for name in names:
+            if name in values:
+                params[name] = values[name]
+            elif name.startswith("block_factors.") or name == "groups":
+                params[name] = 1
+            elif name in KEY_TYPES:
+                params[name] = config_value(spec.base, name)
         study.enqueue_trial(params, user_attrs={"baseline": label}, skip_if_exists=True)
         enqueued.append(label)
     return enqueued
-
-
-def requeue_interrupted(study: optuna.Study) -> int:
-    """Queue again each trial a Ctrl-C or crash failed, so a rerun continues it from its checkpoint."""
-    retried = {number for trial in study.trials
-               for number in RetryHeartbeatStaleTrialCallback.retry_history(trial)}
-    requeue = RetryHeartbeatStaleTrialCallback(max_retry=3, inherit_intermediate_values=True)
-    count = 0
-    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)):
-        if trial.user_attrs.get("interrupted") and trial.number not in retried:
-            requeue(study, trial)
-            count += 1
-    return count

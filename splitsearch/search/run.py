@@ -9,21 +9,39 @@ This is what ``splitsearch run`` calls; it is also the Python entry point::
 
 from __future__ import annotations
 
+import os
+import socket
+import time
 import warnings
 from pathlib import Path
 from typing import Callable
 
 import optuna
 import torch
+from optuna.storages import fail_stale_trials
+from optuna.trial import TrialState
+from tqdm.auto import tqdm
 
 from splitsearch.cost import fit_width
 from splitsearch.data import DEFAULT_DATA_DIR, DataCache
-from splitsearch.search.objective import SearchObjective, enqueue_baselines, requeue_interrupted
-from splitsearch.search.study import StudyError, StudySpec, open_storage, open_study
+from splitsearch.search.objective import SearchObjective, enqueue_baselines
+from splitsearch.search.study import StudyError, StudySpec, make_sampler, open_storage, open_study, publish_settings
+from splitsearch.search.worker import (
+    HEARTBEAT_SECONDS,
+    recover_dead_local_trials,
+    requeue_interrupted,
+    settle_store,
+    sigterm_interrupts,
+)
 from splitsearch.store import Store, upgrade
 from splitsearch.train.loop import EpochMetrics
+from splitsearch.urls import mask_url
 
-FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+# How often a worker with nothing to start looks again at trials other workers are running.
+_POLL_SECONDS = 5.0
+# A study without n_trials stops after this many failed trials.
+MAX_FAILURES = 10
 
 
 def check_budget(spec: StudySpec) -> None:
@@ -32,49 +50,101 @@ def check_budget(spec: StudySpec) -> None:
         fit_width(spec.base, budget_params=spec.budget_params, budget_macs=spec.budget_macs)
 
 
-def open_search(spec: StudySpec, storage_url: str, force: bool = False) -> tuple[optuna.Study, Store]:
-    """Open (or create) the study and the store in the same database, schema upgraded."""
-    storage = open_storage(storage_url)
+def open_search(spec: StudySpec, storage_url: str, force: bool = False,
+                heartbeat_seconds: int = HEARTBEAT_SECONDS) -> tuple[optuna.Study, Store]:
+    """Open (or create) the study and the store in the same database, and join the study as a worker.
+
+    The creator queues the baselines before it publishes the study's settings; every worker
+    then gets its own sampler seed (:meth:`splitsearch.store.Store.register_worker`), fails and
+    requeues what dead workers on this machine left running, and requeues interrupted trials.
+    """
+    storage = open_storage(storage_url, heartbeat_seconds=heartbeat_seconds)
     upgrade(storage_url)
+    store = Store(storage_url)
     study, created = open_study(spec, storage, force=force)
-    if created and spec.baselines:
-        enqueue_baselines(study, spec)
+    if created:
+        if spec.baselines:
+            enqueue_baselines(study, spec)
+        publish_settings(study, spec)
+    seed = store.register_worker(spec.name, socket.gethostname(), os.getpid(), spec.seed, creator=created)
+    study.sampler = make_sampler(spec, seed)
+    recover_dead_local_trials(study, store)
+    fail_stale_trials(study)
     requeue_interrupted(study)
-    return study, Store(storage_url)
+    settle_store(study, store)
+    return study, store
 
 
-def remaining_trials(study: optuna.Study, n_trials: int | None) -> int | None:
-    """How many more trials reach ``n_trials`` finished (complete or pruned) in the whole study."""
-    if n_trials is None:
-        return None
-    return max(0, n_trials - len(study.get_trials(deepcopy=False, states=FINISHED)))
+def trial_counts(study: optuna.Study) -> tuple[int, int, int]:
+    """(finished, running, failed) trials of the whole study: complete or pruned, running now, and
+    failed with a reason of their own (interrupted trials are retried, so they do not count)."""
+    trials = study.get_trials(deepcopy=False)
+    finished = sum(trial.state in FINISHED for trial in trials)
+    running = sum(trial.state == TrialState.RUNNING for trial in trials)
+    failed = sum(trial.state == TrialState.FAIL and "failure" in trial.user_attrs for trial in trials)
+    return finished, running, failed
 
 
 def run_study(spec: StudySpec, storage_url: str, runs_dir: str | Path = "runs", device: torch.device | str = "cpu",
               mode: str = "auto", force: bool = False, progress: bool = True,
               on_epoch: Callable[[int, EpochMetrics], None] | None = None,
-              data_dir: str | Path = DEFAULT_DATA_DIR, download: bool = False) -> optuna.Study:
-    """Run ``spec`` until it has ``spec.n_trials`` finished trials or ``spec.timeout`` seconds pass.
+              data_dir: str | Path = DEFAULT_DATA_DIR, download: bool = False, keep_checkpoints: bool = False,
+              heartbeat_seconds: int = HEARTBEAT_SECONDS) -> optuna.Study:
+    """Work on ``spec`` until the study has ``spec.n_trials`` finished trials or ``spec.timeout`` seconds pass.
 
-    Several workers may run the same spec against one PostgreSQL storage at once: each stops
-    when the study as a whole has enough finished trials.  Optuna's experimental-feature
-    warnings (heartbeats, trial retries, grouped TPE) are silenced: we use them on purpose.
+    Any number of workers may run the same spec against one storage (PostgreSQL for more than
+    one machine): a worker starts a trial only while finished + running trials of the whole
+    study are fewer than ``n_trials``, so workers that check at the same instant can overshoot
+    by at most (workers - 1) trials.  A worker with nothing to start waits while others run the
+    last trials, and runs the retry of any that dies.  A trial that raises ends FAIL with its
+    reason and the worker goes on, until as many trials failed as ``n_trials`` asks for;
+    Ctrl-C and SIGTERM stop the worker and queue the interrupted trial again.  Optuna's
+    experimental-feature warnings (heartbeats, trial retries, grouped TPE, constant liar) are
+    silenced: we use them on purpose.
     """
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     check_budget(spec)
     data = DataCache(device, data_dir, download)
     data.get(spec.base.dataset, spec.base.train)  # a missing dataset fails here, before the storage is touched
-    study, store = open_search(spec, storage_url, force)
-    remaining = remaining_trials(study, spec.n_trials)
-    if remaining == 0:
-        return study
-    objective = SearchObjective(spec, store, Path(runs_dir), torch.device(device), mode, on_epoch, data)
-    callbacks = []
-    if spec.n_trials is not None:
-        callbacks.append(optuna.study.MaxTrialsCallback(spec.n_trials, states=FINISHED))
-    study.optimize(objective, n_trials=remaining, timeout=spec.timeout, callbacks=callbacks,
-                   show_progress_bar=progress)
+    with sigterm_interrupts():
+        study, store = open_search(spec, storage_url, force, heartbeat_seconds)
+        objective = SearchObjective(spec, store, Path(runs_dir), torch.device(device), mode, on_epoch, data,
+                                    keep_checkpoints)
+        try:
+            _work(study, objective, spec, progress)
+        except KeyboardInterrupt:
+            requeue_interrupted(study)  # another worker may take the interrupted trial at once
+            raise
+        finally:
+            settle_store(study, store)
     return study
+
+
+def _work(study: optuna.Study, objective: SearchObjective, spec: StudySpec, progress: bool) -> None:
+    """Start trials one at a time while the study needs more (see :func:`run_study`)."""
+    deadline = None if spec.timeout is None else time.monotonic() + spec.timeout
+    finished, _, _ = trial_counts(study)
+    bar = tqdm(total=spec.n_trials, initial=finished, desc=f"study {spec.name}", unit="trial", disable=not progress)
+    try:
+        while deadline is None or time.monotonic() < deadline:
+            fail_stale_trials(study)
+            finished, running, failed = trial_counts(study)
+            bar.n = finished
+            bar.refresh()
+            if spec.n_trials is not None and finished >= spec.n_trials:
+                return
+            if failed >= (spec.n_trials or MAX_FAILURES):
+                # As many failures as trials asked for: something is wrong with every candidate.
+                raise StudyError(f"study {spec.name!r}: {failed} trials failed (see each trial's 'failure'); "
+                                 "stopping instead of failing forever")
+            if spec.n_trials is None or finished + running < spec.n_trials:
+                study.optimize(objective, n_trials=1, catch=(Exception,))
+            elif running:
+                time.sleep(_POLL_SECONDS)
+            else:
+                return
+    finally:
+        bar.close()
 
 
 def load_existing_study(study_name: str | None, storage_url: str) -> optuna.Study:
@@ -86,14 +156,14 @@ def load_existing_study(study_name: str | None, storage_url: str) -> optuna.Stud
     if storage_url.startswith("sqlite:///") and not storage_url.endswith(":memory:"):
         path = Path(storage_url.removeprefix("sqlite:///"))
         if not path.is_file():
-            raise StudyError(f"no database at {path} (storage {storage_url})")
+            raise StudyError(f"no database at {path} (storage {mask_url(storage_url)})")
     storage = open_storage(storage_url, heartbeat=False)
     names = sorted(s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False))
     if study_name is None:
         if len(names) != 1:
             listing = ", ".join(names) if names else "none"
-            raise StudyError(f"give --study: {storage_url} holds {len(names)} studies ({listing})")
+            raise StudyError(f"give --study: {mask_url(storage_url)} holds {len(names)} studies ({listing})")
         study_name = names[0]
     if study_name not in names:
-        raise StudyError(f"no study {study_name!r} in {storage_url} (studies: {', '.join(names) or 'none'})")
+        raise StudyError(f"no study {study_name!r} in {mask_url(storage_url)} (studies: {', '.join(names) or 'none'})")
     return optuna.load_study(study_name=study_name, storage=storage)

@@ -53,11 +53,20 @@ class SpaceError(ValueError):
 
 
 def _key_types() -> dict[str, Any]:
-    """The annotation of every key a space may set: the split fields, then ``train.<field>``."""
+    """The type of every key a space may set: the split fields, then ``train.<field>``.
+
+    A field that may be left unset (``int | None``: the dataset supplies it) takes its concrete
+    type here: a space sets a value.
+    """
     split = typing.get_type_hints(SplitConfig)
     keys = {name: hint for name, hint in split.items() if name not in ("arch", "dataset", "train")}
     keys.update({f"train.{name}": hint for name, hint in typing.get_type_hints(TrainConfig).items()})
-    return keys
+    return {key: _without_none(hint) for key, hint in keys.items()}
+
+
+def _without_none(hint: Any) -> Any:
+    arguments = [argument for argument in typing.get_args(hint) if argument is not type(None)]
+    return arguments[0] if type(None) in typing.get_args(hint) and len(arguments) == 1 else hint
 
 
 KEY_TYPES: dict[str, Any] = _key_types()
@@ -209,7 +218,7 @@ def suggest_config(space: SearchSpace, trial: optuna.trial.BaseTrial, base: Spli
     """
     check_compatible(space, base)
     num_blocks = resolve_arch(base.arch)[0].num_blocks
-    current = {key: _get(base, key) for key in KEY_TYPES} | dict(space.fixed)
+    current = {key: config_value(base, key) for key in KEY_TYPES} | dict(space.fixed)
     changes = dict(space.fixed)
     for param in space.params:
         if param.when is None or param.when.holds(current):
@@ -452,7 +461,8 @@ def _type_name(takes: Any) -> str:
     return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[takes]
 
 
-def _get(config: SplitConfig, key: str) -> Any:
+def config_value(config: SplitConfig, key: str) -> Any:
+    """The value of a space key (``S``, ``train.lr``) in ``config``."""
     if key.startswith("train."):
         return getattr(config.train, key.removeprefix("train."))
     return getattr(config, key)

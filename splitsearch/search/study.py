@@ -5,9 +5,11 @@ budget, with which sampler and pruner, and for how long.  Every field can be ove
 the command line.  Everything a definition implies is checked before the storage is touched,
 so a bad definition never leaves a half-made study behind.
 
-Resuming: running the same study name again loads it (``load_if_exists``).  The definition's
-settings are fingerprinted into the study's user attributes; a resumed study whose settings
-changed is an error unless forced, so one study never silently mixes two searches.
+Resuming: running the same study name again loads it.  The definition's settings are
+fingerprinted into the study's user attributes; a resumed study whose settings changed is an
+error unless forced, so one study never silently mixes two searches.  Workers starting at the
+same instant on a new database all succeed: one creates the study, queues the baselines and
+writes the fingerprint last; the others load it and wait for the fingerprint.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -23,8 +26,10 @@ import optuna
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from splitsearch.config import ConfigError, SplitConfig, read_yaml
-from splitsearch.search.space import SearchSpace, load_space, space_fingerprint
+from splitsearch.search.space import SearchSpace, config_value, load_space, space_fingerprint
+from splitsearch.search.worker import HEARTBEAT_SECONDS, MAX_RETRIES, retry_callback
 from splitsearch.units import parse_count
+from splitsearch.urls import mask_password, mask_url
 
 DEFAULT_STORAGE = "sqlite:///splitsearch.db"
 STORAGE_ENV = "SPLITSEARCH_STORAGE"
@@ -103,6 +108,16 @@ class StudySpec:
     def fingerprint(self) -> str:
         canonical = json.dumps(self.settings(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    @property
+    def max_epochs(self) -> int:
+        """The most epochs a candidate trains: the space's fixed or largest ``train.epochs``, else the base's."""
+        if "train.epochs" in self.space.fixed:
+            return int(self.space.fixed["train.epochs"])
+        for param in self.space.params:
+            if param.key == "train.epochs":
+                return int(max(param.choices) if param.kind == "categorical" else param.high)
+        return int(config_value(self.base, "train.epochs"))
 
 
 def shipped_studies_dir() -> Path:
@@ -191,44 +206,54 @@ def _spec_from_mapping(data: dict[str, Any], source: str) -> StudySpec:
 
 # -- opening the Optuna study ---------------------------------------------------------------------
 
-def open_storage(url: str, heartbeat: bool = True) -> optuna.storages.RDBStorage:
+def open_storage(url: str, heartbeat: bool = True, heartbeat_seconds: int | None = None
+                 ) -> optuna.storages.RDBStorage:
     """Optuna's RDB storage at ``url``, with heartbeats so a dead worker's trial is retried.
 
-    Raises:
-        StudyError: the database cannot be reached or opened (one line, no traceback).
-    """
-    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+    A running trial beats every ``heartbeat_seconds`` (default
+    :data:`~splitsearch.search.worker.HEARTBEAT_SECONDS`); one silent for three beats belongs
+    to a dead worker, and is failed and queued again.
 
+    Raises:
+        StudyError: the database cannot be reached or opened (one line, no traceback, no password).
+    """
     options: dict[str, Any] = {}
     if heartbeat:
-        options = {"heartbeat_interval": 60, "grace_period": 180,
-                   "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(
-                       max_retry=3, inherit_intermediate_values=True)}
+        interval = heartbeat_seconds or HEARTBEAT_SECONDS
+        options = {"heartbeat_interval": interval, "grace_period": 3 * interval,
+                   "heartbeat_stale_trial_callback": retry_callback(MAX_RETRIES)}
     engine_kwargs = {"connect_args": {"timeout": 30}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     attempt = 1
     while True:
         try:
-            return RDBStorage(url, engine_kwargs=engine_kwargs, **options)
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **options)
         except IntegrityError:
             # Workers starting together on a new PostgreSQL database race to create Optuna's
             # tables; the loser finds them made on its next try.
             if attempt == 3:
-                raise StudyError(f"cannot open storage {url}: its tables are being created by another worker")
+                raise StudyError(f"cannot open storage {mask_url(url)}: its tables are being created by another "
+                                 "worker")
             time.sleep(attempt)
             attempt += 1
         except (SQLAlchemyError, ImportError, ValueError) as error:
             reason = str(getattr(error, "orig", None) or error).splitlines()[0]
-            raise StudyError(f"cannot open storage {url}: {reason}") from None
+            raise StudyError(f"cannot open storage {mask_url(url)}: {mask_password(reason, url)}") from None
 
 
-def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
+def make_sampler(spec: StudySpec, seed: int | None = None) -> optuna.samplers.BaseSampler:
+    """The study's sampler, seeded with ``seed`` (default: the study's seed).
+
+    TPE uses ``constant_liar``: a trial another worker is still training counts as a poor result,
+    so concurrent workers do not all draw next to the same promising point.
+    """
+    seed = spec.seed if seed is None else seed
     constraints = _budget_constraints if spec.budget_mode == "reject" and spec.has_budget else None
     if spec.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=spec.seed)
+        return optuna.samplers.RandomSampler(seed=seed)
     if spec.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=spec.seed, constraints_func=constraints)
-    return optuna.samplers.TPESampler(seed=spec.seed, constraints_func=constraints, multivariate=True,
-                                      group=True)
+        return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=constraints)
+    return optuna.samplers.TPESampler(seed=seed, constraints_func=constraints, multivariate=True, group=True,
+                                      constant_liar=True)
 
 
 def _budget_constraints(trial: optuna.trial.FrozenTrial) -> list[float]:
@@ -241,46 +266,82 @@ def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
         return optuna.pruners.NopPruner()
     if spec.pruner == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
-    return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=spec.base.train.epochs, reduction_factor=3)
+    return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=spec.max_epochs, reduction_factor=3)
+
+
+# How long a worker waits for the worker creating a study to finish setting it up.
+_SETUP_WAIT_SECONDS = 60.0
 
 
 def open_study(spec: StudySpec, storage: optuna.storages.BaseStorage, force: bool = False) -> tuple[optuna.Study, bool]:
     """Create the study, or load it if it exists with the same settings.
 
+    A created study is not ready for other workers until :func:`publish_settings` writes its
+    fingerprint (after the baselines are queued); a worker loading a study waits for that.
+
     Returns:
-        The study and whether it was created now (baselines are enqueued only then).
+        The study and whether it was created now (the caller then queues the baselines).
 
     Raises:
-        StudyError: the study exists with other settings and ``force`` is not set.
+        StudyError: the study exists with other settings and ``force`` is not set, or its
+            creation never finished.
     """
     directions = ["maximize", "minimize"] if spec.multi_objective else ["maximize"]
-    existing = {summary.study_name for summary in optuna.get_all_study_summaries(storage, include_best_trial=False)}
-    created = spec.name not in existing
-    if not created:
-        study = optuna.load_study(study_name=spec.name, storage=storage, sampler=make_sampler(spec),
-                                  pruner=make_pruner(spec))
-        stored = study.user_attrs.get("settings_fingerprint")
-        if stored != spec.fingerprint() and not force:
-            changed = _changed_settings(study.user_attrs.get("settings", {}), spec.settings())
-            raise StudyError(
-                f"study {spec.name!r} exists with other settings ({changed}); use another --study name, "
-                "or --force to continue it anyway"
-            )
-        if [d.name.lower() for d in study.directions] != directions:
-            raise StudyError(f"study {spec.name!r} exists with other objectives; use another --study name")
-    else:
+    try:
         study = optuna.create_study(study_name=spec.name, storage=storage, directions=directions,
                                     sampler=make_sampler(spec), pruner=make_pruner(spec))
-    if created or force:
-        study.set_user_attr("settings_fingerprint", spec.fingerprint())
-        study.set_user_attr("settings", spec.settings())
-        study.set_user_attr("objectives", list(spec.objectives))
-        study.set_user_attr("space_name", spec.space.name)
-        for key in ("budget_params", "budget_macs"):
-            if getattr(spec, key) is not None:
-                study.set_user_attr(key, getattr(spec, key))
-        study.set_user_attr("budget_mode", spec.budget_mode)
-    return study, created
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=spec.name, storage=storage, sampler=make_sampler(spec),
+                                  pruner=make_pruner(spec))
+    else:
+        study.set_user_attr("checkpoint_key", uuid.uuid4().hex[:12])
+        _describe_study(study, spec)
+        return study, True
+    stored = _wait_for_fingerprint(study, force)
+    if stored != spec.fingerprint() and not force:
+        changed = _changed_settings(study.user_attrs.get("settings", {}), spec.settings())
+        raise StudyError(
+            f"study {spec.name!r} exists with other settings ({changed}); use another --study name, "
+            "or --force to continue it anyway"
+        )
+    if [d.name.lower() for d in study.directions] != directions:
+        raise StudyError(f"study {spec.name!r} exists with other objectives; use another --study name")
+    if "checkpoint_key" not in study.user_attrs:  # made by splitsearch 0.1: key it by its settings
+        study.set_user_attr("checkpoint_key", f"v1-{stored or spec.fingerprint()}"[:12])
+    if force:
+        _describe_study(study, spec)
+        publish_settings(study, spec)
+    return study, False
+
+
+def publish_settings(study: optuna.Study, spec: StudySpec) -> None:
+    """Write the settings fingerprint: the study is set up, and other workers may join it."""
+    study.set_user_attr("settings_fingerprint", spec.fingerprint())
+
+
+def _describe_study(study: optuna.Study, spec: StudySpec) -> None:
+    """The user attributes the report and the dashboard read."""
+    study.set_user_attr("settings", spec.settings())
+    study.set_user_attr("objectives", list(spec.objectives))
+    study.set_user_attr("space_name", spec.space.name)
+    for key in ("budget_params", "budget_macs"):
+        if getattr(spec, key) is not None:
+            study.set_user_attr(key, getattr(spec, key))
+    study.set_user_attr("budget_mode", spec.budget_mode)
+
+
+def _wait_for_fingerprint(study: optuna.Study, force: bool) -> str | None:
+    """The study's fingerprint, waiting a while if another worker is still setting the study up."""
+    deadline = time.monotonic() + (0 if force else _SETUP_WAIT_SECONDS)
+    while True:
+        stored = study.user_attrs.get("settings_fingerprint")
+        if stored is not None or time.monotonic() >= deadline:
+            break
+        time.sleep(0.5)  # study.user_attrs reads the storage anew each time
+    if stored is None and not force:
+        raise StudyError(f"study {study.study_name!r} exists but its creation never finished (a worker died "
+                         "while creating it?); use --force to adopt it")
+    return stored
 
 
 def _changed_settings(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:

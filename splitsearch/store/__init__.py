@@ -4,8 +4,9 @@ Call :func:`upgrade` once per database (every worker may), then write through a 
 """
 
 from splitsearch.store.migrations import VERSION_TABLE, current_revision, upgrade
-from splitsearch.store.records import CandidateRecord, ConfirmationRecord, FinishState, Store
+from splitsearch.store.records import CandidateRecord, ConfirmationRecord, FinishState, Store, WorkerRecord
 
 __all__ = [
-    "VERSION_TABLE", "CandidateRecord", "ConfirmationRecord", "FinishState", "Store", "current_revision", "upgrade",
+    "VERSION_TABLE", "CandidateRecord", "ConfirmationRecord", "FinishState", "Store", "WorkerRecord",
+    "current_revision", "upgrade",
 ]

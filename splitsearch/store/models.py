@@ -29,7 +29,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 TABLE_PREFIX = "splitsearch_"
 
-STATES = ("running", "complete", "pruned", "failed", "over_budget", "reused")
+# interrupted: stopped by Ctrl-C, SIGTERM or a dead worker (retried as another trial number);
+# failed: the candidate raised (out of memory, a non-finite loss, a bug): never retried.
+STATES = ("running", "complete", "pruned", "failed", "interrupted", "over_budget", "reused")
 CONFIRMATION_STATES = ("running", "complete", "failed")
 
 NAMING_CONVENTION = {
@@ -76,7 +78,10 @@ class Candidate(Base):
     """One trial of a study: its config, cost, state and final result.
 
     ``reused_from_id`` points at the complete candidate whose result a ``reused`` row copied, so
-    its epoch curve is found there rather than duplicated.
+    its epoch curve is found there rather than duplicated.  An interrupted trial is retried by
+    Optuna as a new trial number: its row says ``retried_as`` that number, the retry's row says
+    ``retry_of`` the interrupted one and ``resumed_from_epoch`` (the last epoch its checkpoint
+    held); each row keeps the epochs its own attempt trained.  ``error`` is a failed trial's reason.
     """
 
     __tablename__ = TABLE_PREFIX + "candidates"
@@ -107,6 +112,10 @@ class Candidate(Base):
     test_accuracy: Mapped[float | None]
     member_val_accuracies: Mapped[list[float] | None] = mapped_column(JSON(none_as_null=True))
     reused_from_id: Mapped[int | None] = mapped_column(ForeignKey(f"{TABLE_PREFIX}candidates.id"))
+    retry_of: Mapped[int | None]
+    retried_as: Mapped[int | None]
+    resumed_from_epoch: Mapped[int | None]
+    error: Mapped[str | None] = mapped_column(Text)
     baseline: Mapped[str | None] = mapped_column(String(128))
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -161,3 +170,22 @@ class Confirmation(Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     wall_seconds: Mapped[float | None]
+
+
+class Worker(Base):
+    """A process that worked on a study (``splitsearch run`` on some machine), and its sampler seed.
+
+    The worker that creates a study samples with the study's seed, so a single worker draws what
+    it drew before; a worker that joins an existing study samples with the seed plus its row id,
+    which no other worker of the store has, so concurrent workers never draw the same random
+    candidates.
+    """
+
+    __tablename__ = TABLE_PREFIX + "workers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_name: Mapped[str] = mapped_column(String(512), index=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int]
+    sampler_seed: Mapped[int]
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)

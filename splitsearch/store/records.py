@@ -22,10 +22,10 @@ from sqlalchemy.orm import sessionmaker
 
 from splitsearch.config import SplitConfig
 from splitsearch.cost import CandidateCost
-from splitsearch.store.models import Candidate, Confirmation, EpochMetric
+from splitsearch.store.models import Candidate, Confirmation, EpochMetric, Worker
 from splitsearch.train.loop import EpochMetrics
 
-FinishState = Literal["complete", "pruned", "failed"]
+FinishState = Literal["complete", "pruned", "failed", "interrupted"]
 
 # Dialect-specific INSERT constructs that offer on_conflict_do_update with the same signature.
 _INSERTS: dict[str, Callable[..., Any]] = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
@@ -33,6 +33,9 @@ _INSERTS: dict[str, Callable[..., Any]] = {"postgresql": postgresql.insert, "sql
 # Epoch columns named as in EpochMetrics (whose member accuracies are ``val_member_accuracies``).
 _EPOCH_FIELDS = ("epoch", "train_loss", "train_cross_entropy", "train_cotraining", "lr", "lambda_cot",
                  "val_accuracy", "seconds")
+
+# A failure reason is one line of an exception message; a runaway message is cut here.
+_ERROR_LENGTH = 2000
 
 # Columns that say what a candidate is, as opposed to how its trial went.
 _DESCRIPTION_COLUMNS = ("config_yaml", "config_hash", "dataset", "epochs", "arch", "S", "width_mult",
@@ -71,6 +74,10 @@ class CandidateRecord:
     test_accuracy: float | None
     member_val_accuracies: tuple[float, ...] | None
     reused_from_id: int | None
+    retry_of: int | None
+    retried_as: int | None
+    resumed_from_epoch: int | None
+    error: str | None
     baseline: str | None
     started_at: datetime
     finished_at: datetime | None
@@ -116,6 +123,18 @@ class ConfirmationRecord:
         return cls(**columns, member_val_accuracies=None if members is None else tuple(members))
 
 
+@dataclass(frozen=True)
+class WorkerRecord:
+    """A worker that joined a study: where it ran and the sampler seed it used."""
+
+    id: int
+    study_name: str
+    host: str
+    pid: int
+    sampler_seed: int
+    started_at: datetime
+
+
 class Store:
     """The store of one database (SQLite or PostgreSQL), whose tables :func:`upgrade` created."""
 
@@ -145,17 +164,44 @@ class Store:
     # -- writing ---------------------------------------------------------------------------------
 
     def start_candidate(self, study_name: str, trial_number: int, config: SplitConfig, cost: CandidateCost,
-                        width_step: float | None = None, baseline: str | None = None) -> int:
+                        width_step: float | None = None, baseline: str | None = None,
+                        retry_of: int | None = None) -> int:
         """Record that a trial starts training ``config``; returns the candidate id.
 
-        A retried trial (the same study and trial number) gets its row back, reset to
-        ``running``, without the epochs of the earlier attempt: the trainer re-reports the
-        epochs it resumes from with its restored history.
+        ``retry_of``: the trial this one retries (Optuna gives a retry a new number).  That
+        trial's row is marked ``interrupted`` if it still says ``running`` (its worker died
+        without a word) and points at this one through ``retried_as``.  A trial number written
+        again gets its row back, reset to ``running``, without the earlier attempt's epochs.
         """
-        return self._write_candidate(
+        candidate_id = self._write_candidate(
             study_name, trial_number, **_describe(config, cost),
-            width_step=width_step, baseline=baseline, state="running", started_at=_now(),
+            width_step=width_step, baseline=baseline, retry_of=retry_of, state="running", started_at=_now(),
         )
+        if retry_of is not None:
+            self.mark_interrupted(study_name, retry_of, retried_as=trial_number)
+        return candidate_id
+
+    def record_resumed(self, candidate_id: int, epoch: int) -> None:
+        """Record that the candidate continued a checkpoint holding ``epoch`` finished epochs."""
+        with self._sessions.begin() as session:
+            session.execute(update(Candidate).where(Candidate.id == candidate_id).values(resumed_from_epoch=epoch))
+
+    def mark_interrupted(self, study_name: str, trial_number: int, retried_as: int | None = None) -> None:
+        """End a trial's row that still says ``running`` as ``interrupted`` (and link its retry).
+
+        A row that has already ended keeps its state; only the link to the retry is added.
+        """
+        row = select(Candidate).where(Candidate.study_name == study_name, Candidate.trial_number == trial_number)
+        with self._sessions.begin() as session:
+            candidate = session.scalars(row).first()
+            if candidate is None:
+                return
+            if candidate.state == "running":
+                candidate.state = "interrupted"
+                candidate.finished_at = _now()
+                candidate.wall_seconds = (candidate.finished_at - candidate.started_at).total_seconds()
+            if retried_as is not None:
+                candidate.retried_as = retried_as
 
     def record_epoch(self, candidate_id: int, metrics: EpochMetrics) -> None:
         """Record one epoch; an epoch reported again (after a resume) replaces the earlier row."""
@@ -173,12 +219,13 @@ class Store:
                          test_accuracy: float | None = None,
                          member_val_accuracies: Sequence[float] | None = None,
                          wall_seconds: float | None = None, val_standard_error: float | None = None,
-                         val_samples: int | None = None) -> None:
+                         val_samples: int | None = None, error: str | None = None) -> None:
         """Record how a started candidate ended.
 
         Without ``wall_seconds`` the time since :meth:`start_candidate` is recorded, so a failed
         trial still says how long it ran.  ``val_standard_error`` is the binomial standard error
-        of ``val_accuracy`` on ``val_samples`` images (:mod:`splitsearch.stats`).
+        of ``val_accuracy`` on ``val_samples`` images (:mod:`splitsearch.stats`); ``error`` is why
+        a failed candidate failed.
 
         Raises:
             ValueError: ``state`` is not complete, pruned or failed.
@@ -186,6 +233,8 @@ class Store:
         """
         if state not in get_args(FinishState):
             raise ValueError(f"a candidate finishes as {', '.join(get_args(FinishState))}, not {state!r}")
+        if error is not None:
+            error = error[:_ERROR_LENGTH]
         finished_at = _now()
         members = None if member_val_accuracies is None else list(member_val_accuracies)
         with self._sessions.begin() as session:
@@ -193,7 +242,7 @@ class Store:
                 update(Candidate).where(Candidate.id == candidate_id).values(
                     state=state, val_accuracy=val_accuracy, val_standard_error=val_standard_error,
                     val_samples=val_samples, test_accuracy=test_accuracy, member_val_accuracies=members,
-                    finished_at=finished_at, wall_seconds=wall_seconds,
+                    finished_at=finished_at, wall_seconds=wall_seconds, error=error,
                 ).returning(Candidate.started_at)
             ).scalar_one_or_none()
             if started_at is None:
@@ -296,6 +345,27 @@ class Store:
             if found is None:
                 raise LookupError(f"no confirmation with id {confirmation_id}")
 
+    def register_worker(self, study_name: str, host: str, pid: int, study_seed: int, creator: bool) -> int:
+        """Record a worker joining ``study_name``; returns the sampler seed it must use.
+
+        The study's creator samples with ``study_seed``; any other worker with ``study_seed`` plus
+        its row id, which is unique in the store (see :class:`splitsearch.store.models.Worker`).
+        """
+        with self._sessions.begin() as session:
+            worker = Worker(study_name=study_name, host=host, pid=pid, sampler_seed=study_seed, started_at=_now())
+            session.add(worker)
+            session.flush()
+            if not creator:
+                worker.sampler_seed = study_seed + worker.id
+            return worker.sampler_seed
+
+    def running_trial_numbers(self, study_name: str) -> list[int]:
+        """Trials whose row still says ``running``."""
+        query = select(Candidate.trial_number).where(Candidate.study_name == study_name,
+                                                      Candidate.state == "running")
+        with self._sessions() as session:
+            return list(session.scalars(query))
+
     # -- reading ---------------------------------------------------------------------------------
 
     def find_reusable(self, config_hash: str, dataset: str, epochs: int) -> CandidateRecord | None:
@@ -331,6 +401,13 @@ class Store:
                              val_member_accuracies=list(row.member_val_accuracies))
                 for row in session.scalars(query)
             ]
+
+    def workers(self, study_name: str) -> list[WorkerRecord]:
+        """The workers that joined a study, in the order they joined."""
+        query = select(Worker).where(Worker.study_name == study_name).order_by(Worker.id)
+        with self._sessions() as session:
+            return [WorkerRecord(**{column.key: getattr(row, column.key) for column in Worker.__table__.columns})
+                    for row in session.scalars(query)]
 
     def confirmations(self, study_name: str) -> list[ConfirmationRecord]:
         """Every confirmation of a study, by trial number and seed."""

@@ -11,6 +11,7 @@ The test split is evaluated once, at the end, and never used to choose anything.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -59,6 +60,7 @@ class TrainResult:
     wall_seconds: float = 0.0
     val_samples: int = 0
     test_samples: int = 0
+    resumed_from_epoch: int = 0
 
     @property
     def val_accuracy(self) -> float | None:
@@ -86,7 +88,12 @@ class TrainResult:
             "test_standard_error": self.test_standard_error,
             "test_samples": self.test_samples,
             "wall_seconds": self.wall_seconds,
+            "resumed_from_epoch": self.resumed_from_epoch,
         }
+
+
+class NonFiniteLossError(ArithmeticError):
+    """The training loss became NaN or infinite: the candidate diverged (a failure, not an interruption)."""
 
 
 # A callback sees each epoch's metrics; returning True stops training (e.g. a pruned trial).
@@ -153,6 +160,7 @@ class Trainer:
         start = time.perf_counter()
         if resume:
             self.load_checkpoint()
+        resumed_from_epoch = len(self.history)
         stopped_early = False
         for epoch in range(len(self.history) + 1, self.config.train.epochs + 1):
             metrics = self._train_epoch(epoch)
@@ -163,7 +171,8 @@ class Trainer:
                 break
         result = TrainResult(self.history, stopped_early, wall_seconds=time.perf_counter() - start,
                              val_samples=self.data.val.num_samples,
-                             test_samples=self.data.test.num_samples if test and not stopped_early else 0)
+                             test_samples=self.data.test.num_samples if test and not stopped_early else 0,
+                             resumed_from_epoch=resumed_from_epoch)
         if not stopped_early:
             if test:
                 result.test_accuracy, result.test_member_accuracies = self.evaluate(self.data.test)
@@ -185,6 +194,9 @@ class Trainer:
             totals += self._train_step(images, labels, weight)
             step += 1
         totals = (totals / self.steps_per_epoch).tolist()
+        if not math.isfinite(totals[0]):
+            raise NonFiniteLossError(
+                f"training diverged in epoch {epoch}: the mean loss is {totals[0]}; lower train.lr or check the data")
         val_accuracy, val_members = self.evaluate(self.data.val)
         return EpochMetrics(
             epoch=epoch, train_loss=totals[0], train_cross_entropy=totals[1], train_cotraining=totals[2],

@@ -1,0 +1,26 @@
+"""Database URLs as they may be shown: in logs, errors, reports and exported files, never a password."""
+
+from __future__ import annotations
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+
+def mask_url(url: str) -> str:
+    """``postgresql+psycopg://user:secret@host/db`` -> ``postgresql+psycopg://user:***@host/db``.
+
+    A string that is not a database URL is returned as it is (it holds no password to hide).
+    """
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
+
+
+def mask_password(text: str, url: str) -> str:
+    """``text`` (an error message, say) with the password of ``url``, if it has one, replaced by ``***``."""
+    try:
+        password = make_url(url).password
+    except ArgumentError:
+        return text
+    return text.replace(str(password), "***") if password else text
