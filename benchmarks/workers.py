@@ -1,6 +1,6 @@
 """Do more workers finish a study faster?  Trials per minute of 2 workers vs 1, on PostgreSQL.
 
-Run (about 4 minutes on 2 CPU cores with the defaults):
+Run (about 2 minutes on 2 CPU cores with the defaults):
     python benchmarks/workers.py
     python benchmarks/workers.py --server postgresql+psycopg://postgres@127.0.0.1:5432/postgres --trials 8
 
@@ -76,7 +76,8 @@ def main() -> None:
     parser.add_argument("--server", default=DEFAULT_SERVER,
                         help="a PostgreSQL URL; its server gets two scratch databases")
     parser.add_argument("--trials", type=int, default=8)
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=20,
+                        help="epochs per trial; short trials measure process start-up, not training")
     options = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     print(f"study: resnet20 on digits, {options.trials} trials x {options.epochs} epochs, one thread per worker; "
