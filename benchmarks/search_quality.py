@@ -1,8 +1,8 @@
 """Does the search earn its keep?  Search, confirm, then retrain the pick and the baselines over seeds.
 
-Run (about 75 minutes on 2 CPU cores with the defaults):
+Run (22 minutes on 2 CPU cores with the defaults; benchmarks/README.md has the times of both lines):
     python benchmarks/search_quality.py
-    python benchmarks/search_quality.py --trials 8 --search-epochs 3 --final-epochs 6 --top 2 --confirm-seeds 2
+    python benchmarks/search_quality.py --trials 16 --search-epochs 5 --top 3 --final-epochs 15
 
 On the real CIFAR-10 subset (5,085 training, 1,017 test images), a ResNet-20 study with the
 ``divide`` space (S in {1, 2, 4}, weight-decay rule, lambda_cot) under a parameter budget

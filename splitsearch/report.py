@@ -76,7 +76,7 @@ def write_report(study: optuna.Study, path: str | Path, confirmed: Sequence[Conf
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f"<title>splitsearch report: {name}</title>\n{plotlyjs}\n</head>\n"
         '<body style="font-family: sans-serif; max-width: 1100px; margin: auto;">\n'
-        f"<h1>splitsearch report: {name}</h1>\n{_summary_html(study)}\n{body}\n</body>\n</html>\n"
+        f"<h1>splitsearch report: {name}</h1>\n{_summary_html(study, confirmed)}\n{body}\n</body>\n</html>\n"
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page, encoding="utf-8")
@@ -282,14 +282,15 @@ def _intermediate_values(study: optuna.Study) -> go.Figure:
     return figure.update_yaxes(title_text=ACCURACY)
 
 
-def _summary_html(study: optuna.Study) -> str:
-    """The page's head lines: objectives, trials by state, best result and budget."""
+def _summary_html(study: optuna.Study, confirmed: Sequence[ConfirmedCandidate]) -> str:
+    """The page's head lines: objectives, trials by state, best result, confirmed pick and budget."""
     verbs = {StudyDirection.MAXIMIZE: "maximise", StudyDirection.MINIMIZE: "minimise"}
     names = [ACCURACY, *([_cost_label(study)] if _is_multi_objective(study) else [])]
     lines = [
         "Objectives: " + ", ".join(f"{verbs[direction]} {name}" for direction, name in zip(study.directions, names)),
         f"Trials: {_trial_counts(study)}",
         _best_line(study),
+        *([_confirmed_line(confirmed[0])] if confirmed else []),
         f"Budget: {_budget(study)}",
     ]
     return "<ul>\n" + "\n".join(f"<li>{html.escape(line)}</li>" for line in lines) + "\n</ul>"
@@ -321,6 +322,14 @@ def _best_line(study: optuna.Study) -> str:
     costs = [f"{format_count(value)} {label}" for key, label in _COST_LABELS.items()
              if (value := _count(best, key)) is not None]
     return ", ".join([f"Best trial #{best.number}: {ACCURACY} {_accuracy(best):.4f}", *costs, _split(best)])
+
+
+def _confirmed_line(best: ConfirmedCandidate) -> str:
+    """The best confirmed mean: the pick ``export`` makes, beside the search's biased maximum."""
+    label = best.baseline or "searched"
+    spread = f" +- {best.sd:.4f}" if best.sd is not None else ""
+    return (f"Confirmed best #{best.trial_number} ({label}): {ACCURACY} {best.mean:.4f}{spread} over "
+            f"{len(best.seeds)} new seed{'s' if len(best.seeds) > 1 else ''} (export picks this one)")
 
 
 def _budget(study: optuna.Study) -> str:

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from splitsearch.cli import main
-from splitsearch.report import build_figures
+from splitsearch.report import build_figures, write_report
 from splitsearch.search.confirm import ConfirmedCandidate, confirmation_targets, summarize
 from splitsearch.search.export import pick_trial
 from splitsearch.store import Store
@@ -117,3 +117,12 @@ def test_report_draws_standard_errors_and_confirmed_spread(searched):
     assert list(means.error_y.array) == pytest.approx([0.1] * len(complete))  # sd of 0.3, 0.4, 0.5
     assert sorted(searched_values.y) == sorted(trial.value for trial in complete.values())
     assert "Confirmed validation accuracy" not in dict(build_figures(study))
+
+
+def test_report_head_names_the_confirmed_pick(searched, tmp_path):
+    _, study = searched
+    trial = study.best_trial
+    confirmed = [ConfirmedCandidate(trial.number, "h", None, trial.value, (1, 2), (0.30, 0.40))]
+    page = write_report(study, tmp_path / "report.html", confirmed).read_text()
+    assert f"Confirmed best #{trial.number} (searched): validation accuracy 0.3500 +- 0.0707 over 2 new seeds" in page
+    assert "Confirmed best" not in write_report(study, tmp_path / "plain.html").read_text()

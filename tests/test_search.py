@@ -62,7 +62,10 @@ def test_reject_mode_prunes_over_budget_candidates_untrained(storage, tmp_path):
     study = run_study(spec, storage, tmp_path / "runs", progress=False)
     over = [t for t in study.trials if t.user_attrs.get("over_budget")]
     assert over and all(t.state == optuna.trial.TrialState.PRUNED for t in over)
-    assert all(t.user_attrs["params"] <= 75_000 for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)))
+    complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert all(t.user_attrs["params"] <= 75_000 for t in complete)
+    # The sampler learns the feasible region from each trial's constraint (> 0: infeasible).
+    assert all(t.constraints["budget"] > 0 for t in over) and all(t.constraints["budget"] <= 0 for t in complete)
     rows = {row.trial_number: row for row in Store(storage).candidates(spec.name)}
     assert all(rows[t.number].state == "over_budget" for t in over)
     assert all(not Store(storage).epochs(rows[t.number].id) for t in over)

@@ -84,6 +84,7 @@ class SearchObjective:
         if spec.budget_mode == "reject" and spec.has_budget:
             excess = self._budget_excess(cost)
             trial.set_user_attr("budget_excess", excess)
+            trial.set_constraint("budget", excess)  # <= 0 is feasible: the sampler learns the feasible region
             if excess > 0:
                 trial.set_user_attr("over_budget", True)
                 self.store.record_over_budget(spec.name, trial.number, config, cost, baseline=baseline)

@@ -244,21 +244,15 @@ def make_sampler(spec: StudySpec, seed: int | None = None) -> optuna.samplers.Ba
     """The study's sampler, seeded with ``seed`` (default: the study's seed).
 
     TPE uses ``constant_liar``: a trial another worker is still training counts as a poor result,
-    so concurrent workers do not all draw next to the same promising point.
+    so concurrent workers do not all draw next to the same promising point.  In ``reject`` mode
+    the objective sets each trial's ``budget`` constraint, which TPE and NSGA-II read from the trial.
     """
     seed = spec.seed if seed is None else seed
-    constraints = _budget_constraints if spec.budget_mode == "reject" and spec.has_budget else None
     if spec.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if spec.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=constraints)
-    return optuna.samplers.TPESampler(seed=seed, constraints_func=constraints, multivariate=True, group=True,
-                                      constant_liar=True)
-
-
-def _budget_constraints(trial: optuna.trial.FrozenTrial) -> list[float]:
-    """<= 0 where the candidate fits the budget: the relative excess of its cost."""
-    return [trial.user_attrs.get("budget_excess", 0.0)]
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
 
 
 def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
