@@ -11,7 +11,7 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import click
 from tqdm.auto import tqdm
@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from splitsearch import __version__
 from splitsearch.config import SplitConfig
 from splitsearch.data.specs import DEFAULT_DATASET, known_specs
-from splitsearch.units import format_bytes, format_count, parse_count
+from splitsearch.units import format_bytes, format_count, parse_bytes, parse_count
 
 
 class CountParam(click.ParamType):
@@ -30,6 +30,18 @@ class CountParam(click.ParamType):
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
         try:
             return parse_count(value)
+        except ValueError as error:
+            self.fail(str(error), param, ctx)
+
+
+class BytesParam(click.ParamType):
+    """A memory size on the command line: ``2MB``, ``1.5MiB``, ``300000``."""
+
+    name = "bytes"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        try:
+            return parse_bytes(value)
         except ValueError as error:
             self.fail(str(error), param, ctx)
 
@@ -88,14 +100,17 @@ def cli() -> None:
 
 @cli.command()
 @_config_options
-@click.option("--json", "as_json", is_flag=True, help="Print JSON (params, macs, flops, activation_bytes, networks).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print JSON (params, macs, flops, activation_bytes, sequential_activation_bytes, networks).")
 def count(config_file: Path | None, arch: str | None, S: int | None, block_factors: tuple[int, ...] | None,
           width_mult: float | None, dataset: str | None, macs_convention: str, as_json: bool) -> None:
     """Count parameters, MACs, FLOPs and activation memory of a candidate.
 
     Counting runs on PyTorch's meta device: no memory, milliseconds.  MACs are multiply-adds
     (what the divide-and-co-train paper calls GFLOPs); FLOPs = 2 x MACs.  Activation memory is the
-    peak of live feature maps in an inference of one image (float32).
+    peak of live feature maps in an inference of one image (float32): "all branches" with every
+    split block's K branches at once (grouped convolutions, as training runs them), "branchwise"
+    with the branches run one after another, as seed 002 deploys them (budgets use this one).
 
     \b
     Examples:
@@ -308,6 +323,8 @@ def _study_option(command: Any) -> Any:
 @click.option("--budget-params", type=CountParam(), help="Parameter budget of a candidate (all S networks), e.g. 36M.")
 @click.option("--budget-macs", type=CountParam(), help="MACs budget, e.g. 5.3G.")
 @click.option("--budget-flops", type=CountParam(), help="FLOPs budget (= 2 x MACs); converted to MACs.")
+@click.option("--budget-activation", type=BytesParam(),
+              help="Activation memory per image with split blocks run branch by branch, e.g. 2MB or 1.5MiB.")
 @click.option("--budget-mode", type=click.Choice(["fit", "reject"]),
               help="fit: scale each candidate's width to use the budget; reject: prune over-budget candidates "
                    "untrained (the sampler learns the feasible region).")
@@ -315,15 +332,28 @@ def _study_option(command: Any) -> Any:
 @click.option("--arch", help="Base network.")
 @click.option("--dataset", help=f"Dataset spec ({known_specs()}).")
 @click.option("--epochs", type=click.IntRange(min=1), help="Training epochs per candidate.")
-@click.option("--objectives", type=click.Choice(["accuracy", "accuracy,params", "accuracy,macs"]),
-              help="accuracy: TPE + Hyperband pruning. accuracy,params / accuracy,macs: NSGA-II Pareto search; "
-                   "Optuna cannot prune multi-objective studies, so every candidate trains to the end.")
+@click.option("--objectives",
+              type=click.Choice(["accuracy", "accuracy,params", "accuracy,macs", "accuracy,activation"]),
+              help="accuracy: TPE + Hyperband pruning. accuracy,params / accuracy,macs / accuracy,activation "
+                   "(memory per image, split blocks run branch by branch): NSGA-II Pareto search; Optuna cannot "
+                   "prune multi-objective studies, so every candidate trains to the end.")
 @click.option("--sampler", type=click.Choice(["tpe", "random", "nsga2"]),
               help="Optuna sampler [default: tpe; nsga2 for two objectives].")
 @click.option("--pruner", type=click.Choice(["hyperband", "median", "none"]),
               help="Optuna pruner of single-objective studies, on per-epoch validation accuracy "
                    "[default: hyperband].")
 @click.option("--seed", type=int, help="Sampler seed [default: the study's, else 0].")
+@click.option("--strategy", type=click.Choice(["sampler", "greedy-blocks"]), default="sampler", show_default=True,
+              help="sampler: Optuna's --sampler draws candidates from --space.  greedy-blocks: seed 002's "
+                   "procedure; per block in order, the largest split factor before the first whose accuracy "
+                   "drop exceeds --threshold, each candidate fine-tuned from the network chosen so far.")
+@click.option("--threshold", type=click.FloatRange(min=0), default=0.5, show_default=True,
+              help="greedy-blocks: the validation-accuracy drop against the unsplit baseline, in points, a kept "
+                   "factor must stay under.")
+@click.option("--factors", type=FactorsParam(), default="2,4,6,8", show_default=True,
+              help="greedy-blocks: the split factors tried for every block, increasing.")
+@click.option("--finetune-epochs", type=click.IntRange(min=1),
+              help="greedy-blocks: epochs each split candidate is fine-tuned [default: a third of --epochs].")
 @_execution_options
 @click.option("--runs-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"), show_default=True,
               help="Per-trial checkpoints (a retried trial continues from its checkpoint).")
@@ -336,9 +366,11 @@ def _study_option(command: Any) -> Any:
 @click.option("--force", is_flag=True, help="Continue a study even though its settings changed.")
 @click.option("-v", "--verbose", count=True, help="-v: a line per epoch; -vv: Optuna's own log too.")
 def run(study_file: str | None, study_name: str | None, storage: str, n_trials: int | None, timeout: float | None,
-        budget_params: int | None, budget_macs: int | None, budget_flops: int | None, budget_mode: str | None,
+        budget_params: int | None, budget_macs: int | None, budget_flops: int | None,
+        budget_activation: int | None, budget_mode: str | None,
         space: str | None, arch: str | None, dataset: str | None, epochs: int | None, objectives: str | None,
-        sampler: str | None, pruner: str | None, seed: int | None, device: str, mode: str, runs_dir: Path,
+        sampler: str | None, pruner: str | None, seed: int | None, strategy: str, threshold: float,
+        factors: tuple[int, ...], finetune_epochs: int | None, device: str, mode: str, runs_dir: Path,
         keep_checkpoints: bool, data_dir: Path | None, download: bool, heartbeat_seconds: int, force: bool,
         verbose: int) -> None:
     """Search how to split a network: an Optuna study over split configurations under a budget.
@@ -355,11 +387,16 @@ def run(study_file: str | None, study_name: str | None, storage: str, n_trials: 
     overshoot it by at most (workers - 1) trials; a worker with nothing to start waits for the
     last trials and takes over any whose worker dies.
 
+    --strategy greedy-blocks runs seed 002's greedy block-wise split instead of sampling: every
+    network it trains is an ordinary trial of the study (store, dashboard, report), and running
+    the command again continues it.  --n-trials, --space and --pruner do not apply to it.
+
     \b
     Examples:
       splitsearch run                                   # the quick-start study on digits
       splitsearch run cifar100-wrn28-10-36M --budget-params 36M --storage postgresql+psycopg://host/db
       splitsearch run --arch resnet20 --space full --objectives accuracy,params --n-trials 40
+      splitsearch run --strategy greedy-blocks --arch vgg16 --dataset cifar10 --study vgg16-greedy --threshold 0.5
     """
     import optuna
 
@@ -375,7 +412,8 @@ def run(study_file: str | None, study_name: str | None, storage: str, n_trials: 
             raise click.UsageError("give --budget-macs or --budget-flops, not both")
         budget_macs = budget_flops // 2
     overrides = {"name": study_name, "n_trials": n_trials, "timeout": timeout, "budget_params": budget_params,
-                 "budget_macs": budget_macs, "budget_mode": budget_mode, "space": space, "arch": arch,
+                 "budget_macs": budget_macs, "budget_activation": budget_activation, "budget_mode": budget_mode,
+                 "space": space, "arch": arch,
                  "dataset": dataset, "epochs": epochs, "objectives": objectives, "sampler": sampler,
                  "pruner": pruner, "seed": seed}
     spec = load_study_spec(resolve_study_file(study_file or "quickstart"), overrides)
@@ -387,12 +425,21 @@ def run(study_file: str | None, study_name: str | None, storage: str, n_trials: 
         tqdm.write(f"trial {trial_number} epoch {metrics.epoch}: loss {metrics.train_loss:.3f}  "
                    f"val {metrics.val_accuracy:.2%}  {metrics.seconds:.1f}s")
 
-    click.echo(f"study {spec.name!r} in {mask_url(storage)}: {spec.base.arch} on {spec.base.dataset}, space "
-               f"{spec.space.name}, {','.join(spec.objectives)}, {spec.n_trials} trials")
+    execution = {"data_dir": data_dir or DEFAULT_DATA_DIR, "download": download, "keep_checkpoints": keep_checkpoints,
+                 "heartbeat_seconds": heartbeat_seconds, "on_epoch": epoch_line if verbose else None}
     try:
-        study = run_study(spec, storage, runs_dir, target, mode, force, on_epoch=epoch_line if verbose else None,
-                          data_dir=data_dir or DEFAULT_DATA_DIR, download=download, keep_checkpoints=keep_checkpoints,
-                          heartbeat_seconds=heartbeat_seconds)
+        if strategy == "greedy-blocks":
+            from splitsearch.search.greedy import run_greedy_blocks
+
+            click.echo(f"study {spec.name!r} in {mask_url(storage)}: {spec.base.arch} on {spec.base.dataset}, "
+                       f"greedy block-wise split, factors {','.join(map(str, factors))}, threshold {threshold} points")
+            study, _ = run_greedy_blocks(spec, storage, runs_dir, target, threshold, factors, finetune_epochs, force,
+                                         on_step=tqdm.write, **execution)
+            _print_greedy_summary(study)
+            return
+        click.echo(f"study {spec.name!r} in {mask_url(storage)}: {spec.base.arch} on {spec.base.dataset}, space "
+                   f"{spec.space.name}, {','.join(spec.objectives)}, {spec.n_trials} trials")
+        study = run_study(spec, storage, runs_dir, target, mode, force, **execution)
     except Terminated:
         click.echo(f"terminated; the trial in progress is queued again and continues from its checkpoint "
                    f"(study {spec.name!r} in {mask_url(storage)})", err=True)
@@ -403,6 +450,25 @@ def run(study_file: str | None, study_name: str | None, storage: str, n_trials: 
             f"continue study {spec.name!r}"
         ) from None
     _print_study_summary(study)
+
+
+def _print_greedy_summary(study: Any) -> None:
+    result = study.user_attrs["greedy_result"]
+
+    def change(name: str, unit: Callable[[int], str] = format_count) -> str:
+        before, after = result[f"{name}_baseline"], result[name]
+        if before is None or after is None:
+            return "not measurable for this family"
+        return f"{unit(before)} -> {unit(after)} ({after / before - 1:+.1%})"
+
+    click.echo(f"chosen factors {','.join(map(str, result['factors']))} (trial {result['trial']}): validation "
+               f"accuracy {result['accuracy']:.2%} vs baseline {result['baseline_accuracy']:.2%} "
+               f"(drop {result['drop_points']:+.2f} points, threshold {result['threshold_points']}), "
+               f"{result['evaluated']} networks trained")
+    click.echo(f"params {change('params')}; MACs {change('macs')}; activation memory with the split blocks run "
+               f"branch by branch {change('sequential_activation_bytes', format_bytes)}")
+    click.echo(f"next: splitsearch export --study {study.study_name} -o best.yaml (picks trial {result['trial']}); "
+               f"splitsearch report --study {study.study_name} -o report.html")
 
 
 def _print_study_summary(study: Any) -> None:
@@ -599,7 +665,8 @@ def _describe(config: SplitConfig) -> str:
 
 
 def _cost_table(cost: Any) -> str:
-    header = f"{'network':<10}{'params':>10}{'MACs':>10}{'FLOPs':>10}{'activations':>14}"
+    header = (f"{'network':<10}{'params':>10}{'MACs':>10}{'FLOPs':>10}{'act. all branches':>19}"
+              f"{'act. branchwise':>17}")
     rows = [header, "-" * len(header)]
     for index, network in enumerate(cost.networks, start=1):
         rows.append(_cost_row(f"#{index}", network))
@@ -609,7 +676,12 @@ def _cost_table(cost: Any) -> str:
 
 def _cost_row(label: str, cost: Any) -> str:
     return (f"{label:<10}{format_count(cost.params):>10}{format_count(cost.macs):>10}"
-            f"{format_count(cost.flops):>10}{format_bytes(cost.activation_bytes):>14}")
+            f"{format_count(cost.flops):>10}{format_bytes(cost.activation_bytes):>19}"
+            f"{_optional_bytes(cost.sequential_activation_bytes):>17}")
+
+
+def _optional_bytes(value: int | None) -> str:
+    return "n/a" if value is None else format_bytes(value)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,10 @@ and runs one forward pass of one image while two counters watch it:
   row by row.
 * :class:`_PeakActivationMode` follows every tensor the forward creates and records the peak of
   the bytes alive at once: the activation memory an inference of one image needs (float32),
-  parameters and the input excluded.
+  parameters and the input excluded.  ``activation_bytes`` counts split blocks in their grouped
+  form, all K branches at once; ``sequential_activation_bytes`` counts them run branch by branch
+  (:mod:`splitsearch.split.sequential`), as seed 002 deploys them to save memory.  The two
+  agree for a network without split blocks, which is counted once.
 
 The S networks of a candidate share one architecture, so one is counted and the candidate's
 totals are S times that.  ``fit_width`` then finds the largest ``width_mult`` under a budget.
@@ -35,15 +38,21 @@ from splitsearch.config import SplitConfig
 from splitsearch.data.specs import dataset_info
 from splitsearch.models import build_network
 from splitsearch.paper_macs import PaperMacs
+from splitsearch.split.sequential import BranchSplitError, branch_sequential, is_split_block
 
 
 @dataclass(frozen=True)
 class NetworkCost:
-    """Cost of one small network for one input image."""
+    """Cost of one small network for one input image.
+
+    ``sequential_activation_bytes`` is the peak with split blocks run branch by branch; ``None``
+    where a split block holds a module that cannot run so (see :class:`BranchSplitError`).
+    """
 
     params: int
     macs: int
     activation_bytes: int
+    sequential_activation_bytes: int | None
 
     @property
     def flops(self) -> int:
@@ -78,6 +87,19 @@ class CandidateCost:
     def activation_bytes(self) -> int:
         return sum(network.activation_bytes for network in self.networks)
 
+    @property
+    def sequential_activation_bytes(self) -> int | None:
+        """The sum with split blocks run branch by branch; ``None`` if a network cannot run so."""
+        parts = [network.sequential_activation_bytes for network in self.networks]
+        return None if None in parts else sum(parts)
+
+    @property
+    def deployed_activation_bytes(self) -> int:
+        """The activation memory budgets and objectives hold a candidate to: its split blocks run
+        branch by branch, as seed 002 deploys them, where they can; else all branches at once."""
+        sequential = self.sequential_activation_bytes
+        return self.activation_bytes if sequential is None else sequential
+
     def to_dict(self) -> dict[str, Any]:
         """The ``--json`` form: totals plus a ``networks`` list."""
         return {
@@ -85,6 +107,7 @@ class CandidateCost:
             "macs": self.macs,
             "flops": self.flops,
             "activation_bytes": self.activation_bytes,
+            "sequential_activation_bytes": self.sequential_activation_bytes,
             "networks": [network.to_dict() for network in self.networks],
         }
 
@@ -186,6 +209,8 @@ def count_module(network: nn.Module, input_shape: tuple[int, ...], convention: M
     ``convention``: ``pytorch`` counts convolutions and matrix products only (PyTorch's
     FlopCounterMode); ``paper`` counts every leaf module by the authors' thop rules
     (:mod:`splitsearch.paper_macs`), which adds batch norm, average pooling and conv biases.
+    A network with split blocks is run a second time, branch by branch, for
+    ``sequential_activation_bytes``; its parameters and MACs are those of the grouped form.
 
     Raises:
         UncountedModuleError: ``paper`` convention and a leaf module without a rule.
@@ -197,20 +222,48 @@ def count_module(network: nn.Module, input_shape: tuple[int, ...], convention: M
     network.eval()
     params = sum(parameter.numel() for parameter in network.parameters())
     image = torch.empty((1, *input_shape), device=device)
-    exclude = [*network.parameters(), *network.buffers(), image]
     with ExitStack() as stack:
-        stack.enter_context(torch.no_grad())
-        if device.type == "meta":
-            stack.enter_context(_shape_only_batch_norm(network))
-        memory = stack.enter_context(_PeakActivationMode(exclude))
+        memory = _enter_counted_inference(stack, network, image)
         if convention == "paper":
             counter = stack.enter_context(PaperMacs().counting(network))
         else:
             counter = stack.enter_context(FlopCounterMode(display=False))
         network(image)
+    sequential_bytes = _branch_sequential_peak(network, image, memory.peak)
     network.train(training)
     macs = counter.total if convention == "paper" else counter.get_total_flops() // 2
-    return NetworkCost(params=params, macs=macs, activation_bytes=memory.peak)
+    return NetworkCost(params=params, macs=macs, activation_bytes=memory.peak,
+                       sequential_activation_bytes=sequential_bytes)
+
+
+def _enter_counted_inference(stack: ExitStack, network: nn.Module, image: torch.Tensor) -> _PeakActivationMode:
+    """Enter what one counted forward of ``network`` on ``image`` needs; return the memory tracker.
+
+    No autograd; shape-only batch norm on the meta device; the tracker ignores the network's own
+    tensors and the input.
+    """
+    stack.enter_context(torch.no_grad())
+    if image.is_meta:
+        stack.enter_context(_shape_only_batch_norm(network))
+    return stack.enter_context(_PeakActivationMode([*network.parameters(), *network.buffers(), image]))
+
+
+def _branch_sequential_peak(network: nn.Module, image: torch.Tensor, grouped_peak: int) -> int | None:
+    """Peak activation bytes of ``network`` (in evaluation mode) with its split blocks run branch by branch.
+
+    A network without split blocks runs the same either way: ``grouped_peak``, without a second
+    pass.  ``None`` where a split block cannot run branch by branch.
+    """
+    if not any(is_split_block(module) for module in network.modules()):
+        return grouped_peak
+    try:
+        sequential = branch_sequential(network)
+    except BranchSplitError:
+        return None
+    with ExitStack() as stack:
+        memory = _enter_counted_inference(stack, sequential, image)
+        sequential(image)
+    return memory.peak
 
 
 def count_config(config: SplitConfig, convention: MacsConvention = "pytorch") -> CandidateCost:
@@ -236,6 +289,7 @@ class FitResult:
     next_cost: CandidateCost | None
     budget_params: int | None
     budget_macs: int | None
+    budget_activation: int | None = None
 
     @property
     def step(self) -> float | None:
@@ -246,6 +300,9 @@ class FitResult:
             ratios.append(self.next_cost.params / self.cost.params - 1)
         if self.budget_macs is not None and self.next_cost.macs > self.budget_macs:
             ratios.append(self.next_cost.macs / self.cost.macs - 1)
+        activation, next_activation = self.cost.deployed_activation_bytes, self.next_cost.deployed_activation_bytes
+        if self.budget_activation is not None and next_activation > self.budget_activation:
+            ratios.append(next_activation / activation - 1)
         return max(ratios)
 
     @property
@@ -256,6 +313,8 @@ class FitResult:
             fractions.append(self.cost.params / self.budget_params)
         if self.budget_macs is not None:
             fractions.append(self.cost.macs / self.budget_macs)
+        if self.budget_activation is not None:
+            fractions.append(self.cost.deployed_activation_bytes / self.budget_activation)
         return max(fractions)
 
 
@@ -267,10 +326,11 @@ MIN_WIDTH_MULT = 1 / 64
 MAX_WIDTH_MULT = 64.0
 
 
-def within_budget(cost: CandidateCost, budget_params: int | None, budget_macs: int | None) -> bool:
-    return (budget_params is None or cost.params <= budget_params) and (
-        budget_macs is None or cost.macs <= budget_macs
-    )
+def within_budget(cost: CandidateCost, budget_params: int | None, budget_macs: int | None,
+                  budget_activation: int | None = None) -> bool:
+    return ((budget_params is None or cost.params <= budget_params)
+            and (budget_macs is None or cost.macs <= budget_macs)
+            and (budget_activation is None or cost.deployed_activation_bytes <= budget_activation))
 
 
 def fit_width(
@@ -279,6 +339,7 @@ def fit_width(
     budget_macs: int | None = None,
     convention: MacsConvention = "pytorch",
     tolerance: float = 1e-3,
+    budget_activation: int | None = None,
 ) -> FitResult:
     """Largest ``width_mult`` whose candidate stays within the budget(s).
 
@@ -291,8 +352,9 @@ def fit_width(
     Raises:
         BudgetError: no budget given, or even the narrowest network exceeds it.
     """
-    if budget_params is None and budget_macs is None:
-        raise BudgetError("give a parameter budget, a MACs budget or both")
+    if budget_params is None and budget_macs is None and budget_activation is None:
+        raise BudgetError("give a parameter, MACs or activation-memory budget")
+    budgets = (budget_params, budget_macs, budget_activation)
 
     def cost_at(width_mult: float) -> CandidateCost:
         return count_config(config.replace(width_mult=width_mult), convention)
@@ -301,16 +363,17 @@ def fit_width(
     low_cost = cost_at(low)
     high_cost: CandidateCost | None = low_cost
     # Bracket the boundary: low fits, high does not.
-    while not within_budget(low_cost, budget_params, budget_macs):
+    while not within_budget(low_cost, *budgets):
         high, high_cost = low, low_cost
         if low <= MIN_WIDTH_MULT:
             raise BudgetError(
                 f"budget too small for {config.arch} with S={config.S}: even width_mult={low:.4g} costs "
-                f"{low_cost.params:,} params and {low_cost.macs:,} MACs"
+                f"{low_cost.params:,} params, {low_cost.macs:,} MACs and "
+                f"{low_cost.deployed_activation_bytes:,} bytes of activations"
             )
         low = max(low / 2, MIN_WIDTH_MULT)
         low_cost = cost_at(low)
-    while high_cost is not None and within_budget(high_cost, budget_params, budget_macs):
+    while high_cost is not None and within_budget(high_cost, *budgets):
         low, low_cost = high, high_cost
         if high >= MAX_WIDTH_MULT:
             high_cost = None  # the budget allows more than the widest network we build
@@ -320,10 +383,10 @@ def fit_width(
     while high_cost is not None and high / low > 1 + tolerance:
         middle = math.sqrt(low * high)
         middle_cost = cost_at(middle)
-        if within_budget(middle_cost, budget_params, budget_macs):
+        if within_budget(middle_cost, *budgets):
             low, low_cost = middle, middle_cost
         else:
             high, high_cost = middle, middle_cost
     # A short number in the YAML; rounding down keeps the config inside the budget.
     fitted = config.replace(width_mult=math.floor(low * 1e6) / 1e6)
-    return FitResult(fitted, count_config(fitted, convention), high_cost, budget_params, budget_macs)
+    return FitResult(fitted, count_config(fitted, convention), high_cost, *budgets)

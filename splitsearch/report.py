@@ -27,10 +27,10 @@ from optuna.trial import FrozenTrial, TrialState
 from plotly.offline import get_plotlyjs
 
 from splitsearch.search.confirm import ConfirmedCandidate
-from splitsearch.units import format_count
+from splitsearch.units import format_bytes, format_count
 
 ACCURACY = "validation accuracy"
-_COST_LABELS = {"params": "parameters", "macs": "MACs"}
+_COST_LABELS = {"params": "parameters", "macs": "MACs", "activation": "activation bytes per image"}
 _STATE_LABELS = {
     TrialState.COMPLETE: "complete",
     TrialState.PRUNED: "pruned",
@@ -337,6 +337,8 @@ def _budget(study: optuna.Study) -> str:
     attrs = study.user_attrs
     parts = [f"{format_count(attrs[key])} {label}" for key, label in
              (("budget_params", "parameters"), ("budget_macs", "MACs")) if attrs.get(key)]
+    if attrs.get("budget_activation"):
+        parts.append(f"{format_bytes(attrs['budget_activation'])} of activations per image")
     if not parts:
         return "none"
     modes = {"fit": "widths fitted to the budget", "reject": "over-budget candidates pruned before training"}

@@ -33,6 +33,27 @@ def parse_count(text: str | int | float) -> int:
     return int(round(value))
 
 
+_BYTE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
+_BYTES = re.compile(r"(?P<number>[0-9][0-9_]*(?:\.[0-9_]*)?(?:[eE][+-]?[0-9]+)?)\s*(?P<unit>[a-zA-Z]*)")
+
+
+def parse_bytes(text: str | int | float) -> int:
+    """Parse a memory size such as ``2MB``, ``1.5MiB``, ``512KB`` or ``300000`` into bytes.
+
+    KB/MB/GB are decimal (1e3, 1e6, 1e9), KiB/MiB/GiB binary (2^10, 2^20, 2^30), case-insensitive.
+
+    Raises:
+        ValueError: the text is not such a size, or it is not positive.
+    """
+    if isinstance(text, str):
+        found = _BYTES.fullmatch(text.strip())
+        if found is None or found["unit"].upper() not in _BYTE_UNITS or found["number"].endswith("_"):
+            raise ValueError(f"cannot read {text!r} as a memory size: use a number with B, KB, MB, GB, KiB, "
+                             "MiB or GiB, e.g. 2MB or 1.5MiB")
+        text = float(found["number"].replace("_", "")) * _BYTE_UNITS[found["unit"].upper()]
+    return parse_count(text)
+
+
 def format_count(value: float, digits: int = 3) -> str:
     """``36_700_000 -> '36.7M'``: three significant digits and a decimal suffix."""
     for suffix in ("T", "G", "M", "K"):

@@ -159,7 +159,7 @@ def test_budget_below_the_smallest_network_is_a_clear_error():
 
 
 def test_fit_width_needs_a_budget():
-    with pytest.raises(BudgetError, match="give a parameter budget"):
+    with pytest.raises(BudgetError, match="give a parameter, MACs or activation-memory budget"):
         fit_width(SplitConfig(arch="resnet20"))
 
 

@@ -1,6 +1,6 @@
 import pytest
 
-from splitsearch.units import format_bytes, format_count, parse_count
+from splitsearch.units import format_bytes, format_count, parse_bytes, parse_count
 
 
 @pytest.mark.parametrize(
@@ -32,3 +32,18 @@ def test_format_count_and_bytes_are_readable():
     assert format_count(852) == "852"
     assert format_bytes(3 * 2**20) == "3.00 MiB"
     assert format_bytes(512) == "512 B"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("2MB", 2_000_000), ("1.5MiB", 1_572_864), ("512kb", 512_000), ("300000", 300_000), ("64 KiB", 65_536),
+     ("1GB", 10**9), ("100B", 100), (4096, 4096)],
+)
+def test_parse_bytes_accepts_decimal_and_binary_units(text, expected):
+    assert parse_bytes(text) == expected
+
+
+@pytest.mark.parametrize("text", ["2XB", "MB", "-1MB", "0MB", "2 M B", "1_MB"])
+def test_parse_bytes_rejects_anything_else_with_a_message(text):
+    with pytest.raises(ValueError, match="memory size|count"):
+        parse_bytes(text)

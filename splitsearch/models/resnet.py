@@ -79,7 +79,7 @@ def make_stage(block: BlockFactory, in_channels: int, out_channels: int, num_blo
             )
         )
     if split_factor > 1:
-        layers.append(Fusion(out_channels))
+        layers.append(Fusion(out_channels, branches=split_factor))
     return nn.Sequential(*layers)
 
 

@@ -37,7 +37,7 @@ def stem_block(in_channels: int, out_channels: int, split_factor: int = 1) -> nn
     """conv3x3-BN-ReLU; split by ``split_factor`` > 1 it only gains a fusion (its one conv stays dense)."""
     layers: list[nn.Module] = [conv3x3(in_channels, out_channels), nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True)]
     if split_factor > 1:
-        layers.append(Fusion(out_channels))
+        layers.append(Fusion(out_channels, branches=split_factor))
     return nn.Sequential(*layers)
 
 

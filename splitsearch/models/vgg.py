@@ -39,7 +39,7 @@ def vgg_block(in_channels: int, out_channels: int, num_convs: int, split_factor:
         groups = layer_groups(split_factor, first_in_block=index == 0)
         layers.append(conv_bn_relu(in_channels if index == 0 else out_channels, out_channels, groups=groups))
     pool = nn.MaxPool2d(2)
-    layers.append(Fusion(out_channels, pool=pool) if split_factor > 1 else pool)
+    layers.append(Fusion(out_channels, pool=pool, branches=split_factor) if split_factor > 1 else pool)
     return nn.Sequential(*layers)
 
 

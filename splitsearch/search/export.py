@@ -24,7 +24,9 @@ def pick_trial(study: optuna.Study, pick: str = "max-accuracy",
     """The trial to export.
 
     Single objective: the candidate with the best confirmed mean accuracy where ``confirmed``
-    (:func:`splitsearch.search.confirm.summarize`) holds any, else the best trial of the search.
+    (:func:`splitsearch.search.confirm.summarize`) holds any; else, for a greedy block-wise study
+    (:mod:`splitsearch.search.greedy`), the network the procedure chose (the most split within its
+    accuracy threshold, not the most accurate); else the best trial of the search.
     Multi-objective (accuracy, cost): among the Pareto front, ``max-accuracy``, ``min-cost``
     (fewest params or MACs), or ``knee`` (closest to the ideal point after scaling both
     objectives to [0, 1] over the front); confirmations do not change a Pareto pick.
@@ -38,6 +40,8 @@ def pick_trial(study: optuna.Study, pick: str = "max-accuracy",
         if confirmed:
             best = max(confirmed, key=lambda summary: (summary.mean, -summary.trial_number))
             return study.get_trials(deepcopy=False)[best.trial_number]
+        if "greedy_result" in study.user_attrs:
+            return study.get_trials(deepcopy=False)[study.user_attrs["greedy_result"]["trial"]]
         return study.best_trial
     front = study.best_trials
     if pick == "max-accuracy":

@@ -24,7 +24,7 @@ from splitsearch.search.space import KEY_TYPES, config_value, parameter_names, s
 from splitsearch.search.study import StudySpec
 from splitsearch.search.worker import checkpoint_root, original_trial_number, retried_trial, settle_store, this_worker
 from splitsearch.store import Store
-from splitsearch.train.loop import EpochMetrics, Trainer, TrainResult
+from splitsearch.train.loop import MODEL_NAME, EpochMetrics, Trainer, TrainResult
 
 # The baselines every study starts with, so it shows whether the search beat them: the
 # undivided network and the paper's defaults (lambda_cot = 0.5, exponential weight-decay rule).
@@ -90,7 +90,12 @@ class SearchObjective:
                 self.store.record_over_budget(spec.name, trial.number, config, cost, baseline=baseline)
                 raise optuna.TrialPruned(f"over budget by {excess:.1%}")
 
-        reusable = self.store.find_reusable(config.config_hash(), config.dataset, config.train.epochs)
+        warm_from = trial.user_attrs.get("warm_start_from")
+        # A fine-tuned candidate's result depends on the weights it started from, and a candidate
+        # whose weights the next one starts from must train them: neither is reused.
+        trains_anyway = warm_from is not None or trial.user_attrs.get("keep_weights")
+        reusable = None if trains_anyway else self.store.find_reusable(
+            config.config_hash(), config.dataset, config.train.epochs)
         if reusable is not None and reusable.val_accuracy is not None:
             self.store.record_reused(spec.name, trial.number, reusable, baseline=baseline)
             trial.set_user_attr("reused_from", f"{reusable.study_name}#{reusable.trial_number}")
@@ -101,7 +106,7 @@ class SearchObjective:
 
         frozen = trial.study.get_trials(deepcopy=False)[trial.number]
         candidate = self.store.start_candidate(spec.name, trial.number, config, cost, width_step, baseline,
-                                               retry_of=retried_trial(frozen))
+                                               retry_of=retried_trial(frozen), warm_started_from=warm_from)
         trial.set_user_attr("interrupted", False)  # a retried trial inherits its original's attributes
         out_dir = checkpoint_root(trial.study, self.runs_dir) / f"trial-{original_trial_number(frozen)}"
         try:
@@ -121,7 +126,8 @@ class SearchObjective:
             trial.set_user_attr("failure", reason)
             self._remove(out_dir)
             raise
-        self._remove(out_dir)
+        if not trial.user_attrs.get("keep_weights"):  # the greedy search fine-tunes the next candidate from it
+            self._remove(out_dir)
         trial.set_user_attr("member_val_accuracies", result.history[-1].val_member_accuracies)
         trial.set_user_attr("wall_seconds", result.wall_seconds)
         # The noise of the objective: a difference within a couple of these is not a finding.
@@ -140,7 +146,8 @@ class SearchObjective:
         spec = self.spec
         if spec.budget_mode != "fit" or not spec.has_budget:
             return config, None
-        fitted = fit_width(config, budget_params=spec.budget_params, budget_macs=spec.budget_macs)
+        fitted = fit_width(config, budget_params=spec.budget_params, budget_macs=spec.budget_macs,
+                           budget_activation=spec.budget_activation)
         return fitted.config, fitted.step
 
     def _budget_excess(self, cost: CandidateCost) -> float:
@@ -149,6 +156,8 @@ class SearchObjective:
             excess.append(cost.params / self.spec.budget_params - 1)
         if self.spec.budget_macs is not None:
             excess.append(cost.macs / self.spec.budget_macs - 1)
+        if self.spec.budget_activation is not None:
+            excess.append(cost.deployed_activation_bytes / self.spec.budget_activation - 1)
         return max(excess)
 
     def _describe(self, trial: optuna.Trial, config: SplitConfig, cost: CandidateCost,
@@ -156,7 +165,8 @@ class SearchObjective:
         """User attributes shown by optuna-dashboard and read by the report and ``export``."""
         attrs = {
             "params": cost.params, "macs": cost.macs, "flops": cost.flops,
-            "activation_bytes": cost.activation_bytes, "config_hash": config.config_hash(),
+            "activation_bytes": cost.activation_bytes,
+            "sequential_activation_bytes": cost.sequential_activation_bytes, "config_hash": config.config_hash(),
             "width_mult": config.width_mult, "width_step": width_step, "config": config.to_dict(),
         }
         for key, value in attrs.items():
@@ -177,6 +187,10 @@ class SearchObjective:
 
         trainer = Trainer(config, self.data.get(config.dataset, config.train), self.device, out_dir, self.mode,
                           callbacks=[after_epoch], progress=False)
+        warm_from = trial.user_attrs.get("warm_start_from")
+        if warm_from is not None:
+            taken = trainer.warm_start(self._trained_members(trial, warm_from))
+            trial.set_user_attr("warm_started_tensors", len(taken))
         result = trainer.fit(resume=True, test=False)
         if result.resumed_from_epoch:
             # The retried attempt's row holds the epochs before this one; this row, those after.
@@ -188,6 +202,14 @@ class SearchObjective:
             raise optuna.TrialPruned(f"pruned after epoch {result.history[-1].epoch}")
         return result
 
+    def _trained_members(self, trial: optuna.Trial, number: int) -> list[dict[str, torch.Tensor]]:
+        """The trained members of trial ``number`` of this study, kept by its ``keep_weights`` attribute."""
+        source = trial.study.get_trials(deepcopy=False)[number]
+        path = checkpoint_root(trial.study, self.runs_dir) / f"trial-{original_trial_number(source)}" / MODEL_NAME
+        if not path.is_file():
+            raise FileNotFoundError(f"the weights of trial {number} to fine-tune from are gone ({path})")
+        return torch.load(path, map_location=self.device, weights_only=True)["members"]
+
     def _remove(self, out_dir: Path) -> None:
         """A finished trial's checkpoint is never needed again (unless the user keeps it)."""
         if not self.keep_checkpoints:
@@ -197,7 +219,8 @@ class SearchObjective:
         objectives = self.spec.objectives
         if len(objectives) == 1:
             return accuracy
-        return accuracy, float(cost.params if objectives[1] == "params" else cost.macs)
+        costs = {"params": cost.params, "macs": cost.macs, "activation": cost.deployed_activation_bytes}
+        return accuracy, float(costs[objectives[1]])
 
 
 def failure_reason(error: Exception) -> str:

@@ -47,7 +47,8 @@ MAX_FAILURES = 10
 def check_budget(spec: StudySpec) -> None:
     """Fail before anything is stored when even the narrowest base network breaks the budget."""
     if spec.has_budget:
-        fit_width(spec.base, budget_params=spec.budget_params, budget_macs=spec.budget_macs)
+        fit_width(spec.base, budget_params=spec.budget_params, budget_macs=spec.budget_macs,
+                  budget_activation=spec.budget_activation)
 
 
 def open_search(spec: StudySpec, storage_url: str, force: bool = False,

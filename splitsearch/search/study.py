@@ -28,12 +28,12 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from splitsearch.config import ConfigError, SplitConfig, read_yaml
 from splitsearch.search.space import SearchSpace, config_value, load_space, space_fingerprint
 from splitsearch.search.worker import HEARTBEAT_SECONDS, MAX_RETRIES, retry_callback
-from splitsearch.units import parse_count
+from splitsearch.units import parse_bytes, parse_count
 from splitsearch.urls import mask_password, mask_url
 
 DEFAULT_STORAGE = "sqlite:///splitsearch.db"
 STORAGE_ENV = "SPLITSEARCH_STORAGE"
-OBJECTIVES = (("accuracy",), ("accuracy", "params"), ("accuracy", "macs"))
+OBJECTIVES = (("accuracy",), ("accuracy", "params"), ("accuracy", "macs"), ("accuracy", "activation"))
 SAMPLERS = ("tpe", "random", "nsga2")
 PRUNERS = ("hyperband", "median", "none")
 BUDGET_MODES = ("fit", "reject")
@@ -56,6 +56,7 @@ class StudySpec:
     space: SearchSpace
     budget_params: int | None = None
     budget_macs: int | None = None
+    budget_activation: int | None = None
     budget_mode: str = "fit"
     objectives: tuple[str, ...] = ("accuracy",)
     sampler: str = "tpe"
@@ -77,7 +78,7 @@ class StudySpec:
             raise StudyError(f"{where}: pruner must be one of {', '.join(PRUNERS)}, got {self.pruner!r}")
         if self.budget_mode not in BUDGET_MODES:
             raise StudyError(f"{where}: budget_mode must be fit or reject, got {self.budget_mode!r}")
-        if self.budget_mode == "fit" and self.budget_params is None and self.budget_macs is None:
+        if self.budget_mode == "fit" and not self.has_budget:
             object.__setattr__(self, "budget_mode", "reject")  # nothing to fit to: plain search
         if self.n_trials is not None and self.n_trials < 1:
             raise StudyError(f"{where}: n_trials must be at least 1")
@@ -92,7 +93,7 @@ class StudySpec:
 
     @property
     def has_budget(self) -> bool:
-        return self.budget_params is not None or self.budget_macs is not None
+        return any(budget is not None for budget in (self.budget_params, self.budget_macs, self.budget_activation))
 
     def settings(self) -> dict[str, Any]:
         """What defines the search (not how long it runs): compared when a study is resumed."""
@@ -101,6 +102,7 @@ class StudySpec:
             "space": space_fingerprint(self.space),
             "budget_params": self.budget_params,
             "budget_macs": self.budget_macs,
+            **({"budget_activation": self.budget_activation} if self.budget_activation is not None else {}),
             "budget_mode": self.budget_mode,
             "objectives": list(self.objectives),
         }
@@ -140,7 +142,8 @@ def resolve_study_file(name_or_path: str) -> Path:
     raise StudyError(f"unknown study {name_or_path!r}: give a YAML path or one of {', '.join(known) or 'none'}")
 
 
-_FIELDS = {"name", "arch", "dataset", "space", "base", "budget_params", "budget_macs", "budget_mode", "objectives",
+_FIELDS = {"name", "arch", "dataset", "space", "base", "budget_params", "budget_macs", "budget_activation",
+           "budget_mode", "objectives",
            "sampler", "pruner", "n_trials", "timeout", "seed", "baselines", "epochs"}
 
 
@@ -148,7 +151,8 @@ def load_study_spec(path: str | Path | None, overrides: Mapping[str, Any] | None
     """Read a study YAML (or start from nothing) and apply command-line ``overrides``.
 
     Recognised keys: name, arch, dataset, space, base (config fields), budget_params,
-    budget_macs (counts such as ``36M``), budget_mode, objectives, sampler, pruner, n_trials,
+    budget_macs (counts such as ``36M``), budget_activation (bytes per image, such as ``2MB``: the
+    peak feature maps with split blocks run branch by branch), budget_mode, objectives, sampler, pruner, n_trials,
     timeout, seed, baselines, epochs (shortcut for ``base.train.epochs``).
     """
     source = "command line"
@@ -182,6 +186,8 @@ def _spec_from_mapping(data: dict[str, Any], source: str) -> StudySpec:
         space = load_space(data.get("space", "divide"))
         budgets = {key: None if data.get(key) is None else parse_count(data[key])
                    for key in ("budget_params", "budget_macs")}
+        budgets["budget_activation"] = (None if data.get("budget_activation") is None
+                                        else parse_bytes(data["budget_activation"]))
     except (ConfigError, ValueError) as error:
         raise StudyError(f"{source}: {error}") from None
     objectives = data.get("objectives", ("accuracy",))
@@ -318,7 +324,7 @@ def _describe_study(study: optuna.Study, spec: StudySpec) -> None:
     study.set_user_attr("settings", spec.settings())
     study.set_user_attr("objectives", list(spec.objectives))
     study.set_user_attr("space_name", spec.space.name)
-    for key in ("budget_params", "budget_macs"):
+    for key in ("budget_params", "budget_macs", "budget_activation"):
         if getattr(spec, key) is not None:
             study.set_user_attr(key, getattr(spec, key))
     study.set_user_attr("budget_mode", spec.budget_mode)

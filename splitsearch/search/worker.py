@@ -68,15 +68,22 @@ def this_worker() -> dict[str, object]:
     return {"host": socket.gethostname(), "pid": os.getpid()}
 
 
+def retry_history(trial: FrozenTrial) -> list[int]:
+    """The numbers of the attempts ``trial`` retries, first attempt first (empty for a first attempt)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # used on purpose
+        return RetryHeartbeatStaleTrialCallback.retry_history(trial)
+
+
 def original_trial_number(trial: FrozenTrial) -> int:
     """The number of the first attempt of ``trial`` (itself unless it is a retry): names its checkpoint."""
-    history = RetryHeartbeatStaleTrialCallback.retry_history(trial)
+    history = retry_history(trial)
     return history[0] if history else trial.number
 
 
 def retried_trial(trial: FrozenTrial) -> int | None:
     """The attempt ``trial`` retries directly, or None."""
-    history = RetryHeartbeatStaleTrialCallback.retry_history(trial)
+    history = retry_history(trial)
     return history[-1] if history else None
 
 
@@ -92,7 +99,7 @@ def checkpoint_root(study: optuna.Study, runs_dir: str | Path) -> Path:
 def requeue_interrupted(study: optuna.Study) -> int:
     """Queue again every interrupted trial that has no retry yet; returns how many were queued."""
     retried = {number for trial in study.get_trials(deepcopy=False)
-               for number in RetryHeartbeatStaleTrialCallback.retry_history(trial)}
+               for number in retry_history(trial)}
     count = 0
     for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
         if trial.user_attrs.get("interrupted") and trial.number not in retried:

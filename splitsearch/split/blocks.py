@@ -45,9 +45,16 @@ def layer_groups(split_factor: int, first_in_block: bool) -> int:
 
 
 class Fusion(nn.Sequential):
-    """Fusion after a split block: [pool] -> (concat, implicit) -> 1x1 conv -> BN -> ReLU."""
+    """Fusion after a split block: [pool] -> (concat, implicit) -> 1x1 conv -> BN -> ReLU.
 
-    def __init__(self, in_channels: int, out_channels: int | None = None, pool: nn.Module | None = None) -> None:
+    ``branches`` is the block's split factor K: the fusion's input is K branches side by side,
+    which :func:`splitsearch.split.sequential.branch_sequential` needs to run them one at a time.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int | None = None, pool: nn.Module | None = None, *,
+                 branches: int) -> None:
+        if isinstance(branches, bool) or not isinstance(branches, int) or branches < 1:
+            raise ValueError(f"a fusion mixes a positive whole number of branches, got branches={branches!r}")
         out_channels = in_channels if out_channels is None else out_channels
         layers: list[nn.Module] = [] if pool is None else [pool]
         layers += [
@@ -56,3 +63,4 @@ class Fusion(nn.Sequential):
             nn.ReLU(inplace=True),
         ]
         super().__init__(*layers)
+        self.branches = branches

@@ -82,6 +82,9 @@ class Candidate(Base):
     Optuna as a new trial number: its row says ``retried_as`` that number, the retry's row says
     ``retry_of`` the interrupted one and ``resumed_from_epoch`` (the last epoch its checkpoint
     held); each row keeps the epochs its own attempt trained.  ``error`` is a failed trial's reason.
+    ``warm_started_from`` is the trial whose trained weights a fine-tuned candidate started from
+    (the greedy block-wise search); ``sequential_activation_bytes`` the peak live feature maps
+    when its split blocks run branch by branch (:mod:`splitsearch.cost`).
     """
 
     __tablename__ = TABLE_PREFIX + "candidates"
@@ -104,6 +107,7 @@ class Candidate(Base):
     macs: Mapped[int] = mapped_column(BigInteger)
     flops: Mapped[int] = mapped_column(BigInteger)
     activation_bytes: Mapped[int] = mapped_column(BigInteger)
+    sequential_activation_bytes: Mapped[int | None] = mapped_column(BigInteger)
     width_step: Mapped[float | None]
     state: Mapped[str] = mapped_column(String(16))
     val_accuracy: Mapped[float | None]
@@ -116,6 +120,7 @@ class Candidate(Base):
     retried_as: Mapped[int | None]
     resumed_from_epoch: Mapped[int | None]
     error: Mapped[str | None] = mapped_column(Text)
+    warm_started_from: Mapped[int | None]
     baseline: Mapped[str | None] = mapped_column(String(128))
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

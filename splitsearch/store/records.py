@@ -39,7 +39,7 @@ _ERROR_LENGTH = 2000
 
 # Columns that say what a candidate is, as opposed to how its trial went.
 _DESCRIPTION_COLUMNS = ("config_yaml", "config_hash", "dataset", "epochs", "arch", "S", "width_mult",
-                        "params", "macs", "flops", "activation_bytes")
+                        "params", "macs", "flops", "activation_bytes", "sequential_activation_bytes")
 
 # Every column a retried trial overwrites: all but the key.
 _REPLACED_COLUMNS = tuple(
@@ -66,6 +66,7 @@ class CandidateRecord:
     macs: int
     flops: int
     activation_bytes: int
+    sequential_activation_bytes: int | None
     width_step: float | None
     state: str
     val_accuracy: float | None
@@ -78,6 +79,7 @@ class CandidateRecord:
     retried_as: int | None
     resumed_from_epoch: int | None
     error: str | None
+    warm_started_from: int | None
     baseline: str | None
     started_at: datetime
     finished_at: datetime | None
@@ -165,7 +167,7 @@ class Store:
 
     def start_candidate(self, study_name: str, trial_number: int, config: SplitConfig, cost: CandidateCost,
                         width_step: float | None = None, baseline: str | None = None,
-                        retry_of: int | None = None) -> int:
+                        retry_of: int | None = None, warm_started_from: int | None = None) -> int:
         """Record that a trial starts training ``config``; returns the candidate id.
 
         ``retry_of``: the trial this one retries (Optuna gives a retry a new number).  That
@@ -175,7 +177,8 @@ class Store:
         """
         candidate_id = self._write_candidate(
             study_name, trial_number, **_describe(config, cost),
-            width_step=width_step, baseline=baseline, retry_of=retry_of, state="running", started_at=_now(),
+            width_step=width_step, baseline=baseline, retry_of=retry_of, warm_started_from=warm_started_from,
+            state="running", started_at=_now(),
         )
         if retry_of is not None:
             self.mark_interrupted(study_name, retry_of, retried_as=trial_number)
@@ -377,7 +380,8 @@ class Store:
         query = (
             select(Candidate)
             .where(Candidate.config_hash == config_hash, Candidate.dataset == dataset,
-                   Candidate.epochs == epochs, Candidate.state == "complete")
+                   Candidate.epochs == epochs, Candidate.state == "complete",
+                   Candidate.warm_started_from.is_(None))  # a fine-tuned result depends on its start
             .order_by(Candidate.id)
             .limit(1)
         )
@@ -430,6 +434,7 @@ def _describe(config: SplitConfig, cost: CandidateCost) -> dict[str, Any]:
         "macs": cost.macs,
         "flops": cost.flops,
         "activation_bytes": cost.activation_bytes,
+        "sequential_activation_bytes": cost.sequential_activation_bytes,
     }
 
 

@@ -16,13 +16,13 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
 from splitsearch.config import SplitConfig
-from splitsearch.ensemble import Ensemble, make_ensemble
+from splitsearch.ensemble import Ensemble, SequentialEnsemble, make_ensemble
 from splitsearch.stats import accuracy_standard_error
 from splitsearch.data import DeviceData, TensorLoader
 from splitsearch.train.augment import augment, mixup
@@ -258,6 +258,29 @@ class Trainer:
         if self.device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         return state
+
+    def warm_start(self, members: Sequence[Mapping[str, torch.Tensor]]) -> list[str]:
+        """Start from another candidate's trained members wherever the tensors fit; returns their names.
+
+        Seed 002 fine-tunes each split network from the one before it: blocks whose shapes did
+        not change keep their weights, a newly split block and its fusion start fresh.  Call it
+        before :meth:`fit`; a checkpoint that ``fit(resume=True)`` finds wins over it.
+
+        Raises:
+            ValueError: a fused ensemble (its members are packed copies) or another number of members.
+        """
+        if not isinstance(self.ensemble, SequentialEnsemble):
+            raise ValueError("a warm start needs the sequential mode (--mode sequential)")
+        if len(members) != len(self.ensemble.members):
+            raise ValueError(f"a warm start from {len(members)} members into {len(self.ensemble.members)}")
+        taken = []
+        for network, state in zip(self.ensemble.members, members):
+            own = network.state_dict()
+            fitting = {name: tensor for name, tensor in state.items()
+                       if name in own and own[name].shape == tensor.shape}
+            network.load_state_dict(fitting, strict=False)
+            taken += fitting
+        return taken
 
     def save_checkpoint(self) -> None:
         """Write the checkpoint atomically (temporary file, then rename): a crash never leaves half of one."""

@@ -1,0 +1,237 @@
+"""Run seed 002's greedy block-wise split as an Optuna study (``splitsearch run --strategy greedy-blocks``).
+
+Every network the procedure trains (:func:`splitsearch.search.strategies.greedy_block_split`) is
+an ordinary trial of the study: it is enqueued with its per-block factors, trained by the same
+objective as any sampled candidate, and lands in the store, the dashboard and the report.  The
+baseline (all factors 1) trains the study's epochs; every split candidate is fine-tuned for
+``finetune_epochs`` from the network chosen so far, as the paper does (blocks whose shapes did
+not change keep their weights; :meth:`splitsearch.train.loop.Trainer.warm_start`).
+
+A crash loses nothing: run the same command again and the procedure replays the trials the
+study already holds (looked up by their parameters) and continues with the first one it does
+not, an interrupted one from its checkpoint.  The procedure is sequential; a second worker on
+the same study waits for the trial the first is training instead of repeating it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import shutil
+import time
+import warnings
+from pathlib import Path
+from typing import Callable, Sequence
+
+import optuna
+import torch
+from optuna.storages import fail_stale_trials
+from optuna.trial import FrozenTrial, TrialState
+
+from splitsearch.config import SplitConfig
+from splitsearch.cost import count_config, fit_width
+from splitsearch.data import DEFAULT_DATA_DIR, DataCache
+from splitsearch.models import resolve_arch
+from splitsearch.search.objective import SearchObjective
+from splitsearch.search.run import check_budget, open_search
+from splitsearch.search.space import Param, SearchSpace
+from splitsearch.search.strategies import DEFAULT_FACTORS, DEFAULT_THRESHOLD, GreedyResult, greedy_block_split
+from splitsearch.search.study import StudyError, StudySpec
+from splitsearch.search.worker import (
+    HEARTBEAT_SECONDS,
+    checkpoint_root,
+    original_trial_number,
+    requeue_interrupted,
+    settle_store,
+    sigterm_interrupts,
+)
+from splitsearch.train.loop import EpochMetrics
+
+STRATEGIES = ("sampler", "greedy-blocks")
+_POLL_SECONDS = 5.0
+
+
+def default_finetune_epochs(epochs: int) -> int:
+    """A third of the baseline's epochs, at least one: the paper fine-tunes 'a few epochs'."""
+    return max(1, math.ceil(epochs / 3))
+
+
+def greedy_spec(spec: StudySpec, factors: Sequence[int], finetune_epochs: int) -> StudySpec:
+    """``spec`` as a greedy block-wise study: its space holds the per-block factors and the two
+    training lengths, S is 1, nothing is pruned and nothing sampled.  A ``fit`` budget fits the
+    baseline's width; every candidate keeps it.
+
+    Raises:
+        StudyError: a setting the procedure cannot honour (two objectives, no fine-tuning epoch).
+    """
+    if spec.multi_objective:
+        raise StudyError("--strategy greedy-blocks maximises accuracy alone: drop --objectives")
+    if spec.has_budget and spec.budget_mode == "fit":
+        # The baseline is fitted to the budget; splitting only makes a network cheaper, so the
+        # candidates keep its widths and the budget is then a plain limit.
+        fitted = fit_width(spec.base, budget_params=spec.budget_params, budget_macs=spec.budget_macs,
+                           budget_activation=spec.budget_activation)
+        spec = dataclasses.replace(spec, base=fitted.config, budget_mode="reject")
+    if finetune_epochs < 1:
+        raise StudyError(f"--finetune-epochs must be at least 1, got {finetune_epochs}")
+    epochs = spec.base.train.epochs
+    space = SearchSpace(
+        name="greedy-blocks",
+        params=(
+            Param("block_factors", "per_block", choices=(1, *factors)),
+            Param("train.epochs", "categorical", choices=tuple(sorted({epochs, finetune_epochs}))),
+        ),
+        fixed={"S": 1},
+        description=f"seed 002's greedy block-wise split: factors {list(factors)}, fine-tune {finetune_epochs} epochs",
+    )
+    return dataclasses.replace(spec, space=space, baselines=False, pruner="none", n_trials=None)
+
+
+def run_greedy_blocks(spec: StudySpec, storage_url: str, runs_dir: str | Path = "runs",
+                      device: torch.device | str = "cpu", threshold: float = DEFAULT_THRESHOLD,
+                      factors: Sequence[int] = DEFAULT_FACTORS, finetune_epochs: int | None = None,
+                      force: bool = False, on_step: Callable[[str], None] | None = None,
+                      on_epoch: Callable[[int, EpochMetrics], None] | None = None,
+                      data_dir: str | Path = DEFAULT_DATA_DIR, download: bool = False,
+                      keep_checkpoints: bool = False, heartbeat_seconds: int = HEARTBEAT_SECONDS
+                      ) -> tuple[optuna.Study, GreedyResult]:
+    """Run (or resume) the greedy block-wise split of ``spec.base`` and record its result in the study.
+
+    ``on_step`` receives one line per evaluated network, ``on_epoch`` every epoch's metrics.  The
+    result is also stored as the study user attribute ``greedy_result``.  Networks run in the
+    sequential mode (S is 1: nothing to fuse).
+    """
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # as run_study does
+    if finetune_epochs is None:
+        finetune_epochs = default_finetune_epochs(spec.base.train.epochs)
+    spec = greedy_spec(spec, factors, finetune_epochs)
+    check_budget(spec)
+    data = DataCache(device, data_dir, download)
+    data.get(spec.base.dataset, spec.base.train)  # a missing dataset fails here, before the storage is touched
+    num_blocks = resolve_arch(spec.base.arch)[0].num_blocks
+    with sigterm_interrupts():
+        study, store = open_search(spec, storage_url, force, heartbeat_seconds)
+        objective = SearchObjective(spec, store, Path(runs_dir), torch.device(device), "sequential", on_epoch, data,
+                                    keep_checkpoints)
+        evaluate = _TrialEvaluator(study, objective, spec.base.train.epochs, finetune_epochs, threshold, on_step)
+        try:
+            result = greedy_block_split(num_blocks, evaluate, threshold, factors)
+        except KeyboardInterrupt:
+            requeue_interrupted(study)
+            raise
+        finally:
+            settle_store(study, store)
+        evaluate.drop_weights(keep=None)
+    study.set_user_attr("greedy_result", greedy_summary(study, result, evaluate.trial_numbers, threshold))
+    return study, result
+
+
+class _TrialEvaluator:
+    """``evaluate(factors, start_from)`` for :func:`greedy_block_split`: one study trial per network."""
+
+    def __init__(self, study: optuna.Study, objective: SearchObjective, epochs: int, finetune_epochs: int,
+                 threshold: float, on_step: Callable[[str], None] | None) -> None:
+        self.study = study
+        self.objective = objective
+        self.epochs = epochs
+        self.finetune_epochs = finetune_epochs
+        self.threshold = threshold
+        self.on_step = on_step
+        self.trial_numbers: dict[tuple[int, ...], int] = {}
+        self.baseline: float | None = None
+
+    def __call__(self, factors: tuple[int, ...], start_from: tuple[int, ...] | None) -> float | None:
+        params: dict[str, int] = {f"block_factors.{block}": factor for block, factor in enumerate(factors)}
+        params["train.epochs"] = self.epochs if start_from is None else self.finetune_epochs
+        attrs: dict[str, object] = {"keep_weights": True}
+        if start_from is None:
+            attrs["baseline"] = "undivided"
+        else:
+            attrs["warm_start_from"] = self.trial_numbers[start_from]
+        trial = self._finished(params, attrs, start_from)
+        accuracy = trial.value if trial.state == TrialState.COMPLETE else None
+        if trial.state == TrialState.COMPLETE:
+            self.trial_numbers[factors] = trial.number
+        self._report(factors, trial, accuracy, start_from)
+        if start_from is None:
+            self.baseline = accuracy
+        return accuracy
+
+    def _finished(self, params: dict[str, int], attrs: dict[str, object],
+                  start_from: tuple[int, ...] | None) -> FrozenTrial:
+        """The study's finished trial of ``params``: found (a replay), or enqueued and trained now."""
+        trained_here = False
+        while True:
+            trial = self._latest(params)
+            if trial is None:
+                self.study.enqueue_trial(params, user_attrs=attrs)
+            elif trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
+                return trial
+            elif trial.state == TrialState.FAIL:
+                return trial  # failed with its reason, or interrupted more often than retried
+            elif trial.state == TrialState.WAITING:
+                if not trained_here:
+                    # Only the network this one starts from is needed from now on.
+                    self.drop_weights(keep=start_from)
+                    trained_here = True
+                self.study.optimize(self.objective, n_trials=1, catch=(Exception,))
+            else:  # another worker trains it
+                time.sleep(_POLL_SECONDS)
+                fail_stale_trials(self.study)
+
+    def _latest(self, params: dict[str, int]) -> FrozenTrial | None:
+        for trial in reversed(self.study.get_trials(deepcopy=False)):
+            given = trial.system_attrs.get("fixed_params") if trial.state == TrialState.WAITING else trial.params
+            if given == params:
+                return trial
+        return None
+
+    def drop_weights(self, keep: tuple[int, ...] | None) -> None:
+        """Remove the kept weights of every network but ``keep`` (unless the user keeps checkpoints)."""
+        if self.objective.keep_checkpoints:
+            return
+        root = checkpoint_root(self.study, self.objective.runs_dir)
+        trials = self.study.get_trials(deepcopy=False)
+        for factors, number in self.trial_numbers.items():
+            if factors != keep:
+                shutil.rmtree(root / f"trial-{original_trial_number(trials[number])}", ignore_errors=True)
+
+    def _report(self, factors: tuple[int, ...], trial: FrozenTrial, accuracy: float | None,
+                start_from: tuple[int, ...] | None) -> None:
+        if self.on_step is None:
+            return
+        name = ",".join(map(str, factors))
+        if accuracy is None:
+            reason = trial.user_attrs.get("failure") or ("over budget" if trial.user_attrs.get("over_budget")
+                                                         else trial.state.name.lower())
+            self.on_step(f"trial {trial.number}: factors {name} could not be trained ({reason}): block ends")
+        elif start_from is None:
+            self.on_step(f"trial {trial.number}: baseline (factors {name}) {accuracy:.2%}")
+        else:
+            drop = 100 * (self.baseline - accuracy)
+            verdict = "kept" if drop < self.threshold else "over the threshold: block ends"
+            self.on_step(f"trial {trial.number}: factors {name} {accuracy:.2%}, drop {drop:+.2f} points, {verdict}")
+
+
+def greedy_summary(study: optuna.Study, result: GreedyResult, trial_numbers: dict[tuple[int, ...], int],
+                   threshold: float) -> dict[str, object]:
+    """What the procedure chose and what it saves against the baseline (the study's ``greedy_result``)."""
+    trials = study.get_trials(deepcopy=False)
+    baseline = SplitConfig.from_dict(trials[trial_numbers[(1,) * len(result.factors)]].user_attrs["config"])
+    chosen = SplitConfig.from_dict(trials[trial_numbers[result.factors]].user_attrs["config"])
+    before, after = count_config(baseline), count_config(chosen)
+    return {
+        "factors": list(result.factors),
+        "threshold_points": threshold,
+        "baseline_accuracy": result.baseline_accuracy,
+        "accuracy": result.accuracy,
+        "drop_points": result.drop_points,
+        "trial": trial_numbers[result.factors],
+        "baseline_trial": trial_numbers[(1,) * len(result.factors)],
+        "evaluated": len(result.steps) + 1,
+        **{f"{name}_baseline": getattr(before, name) for name in _COSTS},
+        **{name: getattr(after, name) for name in _COSTS},
+    }
+
+
+_COSTS = ("params", "macs", "activation_bytes", "sequential_activation_bytes")

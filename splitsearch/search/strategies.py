@@ -1,0 +1,100 @@
+"""Search strategies that are procedures, not samplers: seed 002's greedy block-wise split.
+
+The greedy algorithm (seed 002, Fig. 4; METHODS.md section 2) visits the blocks of a network in
+order, first block first (its feature maps are the largest, so splitting it saves the most).
+For each block it tries increasing split factors; it keeps going while the validation accuracy
+stays within ``threshold`` points of the unsplit baseline, and stops at the first factor that
+drops further.  The block keeps the last factor that passed (1 if none did), and the next block
+is tried on top of that choice.
+
+The procedure is written against an ``evaluate`` function (factors, and the factors of the
+network it may start from -> validation accuracy), so it can be tested on a function of the
+factors and run by :mod:`splitsearch.search.greedy` with every evaluation an ordinary trial of
+an Optuna study, fine-tuned from the network chosen so far as the paper does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+DEFAULT_FACTORS = (2, 4, 6, 8)
+DEFAULT_THRESHOLD = 0.5  # points of accuracy, as in seed 002
+
+
+@dataclass(frozen=True)
+class GreedyStep:
+    """One evaluated candidate: the factors tried, its accuracy, and whether the block kept it.
+
+    ``accuracy`` is None where the candidate could not be trained (over budget, failed): that
+    counts as a drop beyond the threshold.
+    """
+
+    block: int
+    factors: tuple[int, ...]
+    accuracy: float | None
+    drop_points: float | None
+    accepted: bool
+
+
+@dataclass(frozen=True)
+class GreedyResult:
+    """The chosen factors, the baseline they are compared with, and every step on the way."""
+
+    factors: tuple[int, ...]
+    baseline_accuracy: float
+    steps: tuple[GreedyStep, ...]
+
+    @property
+    def accuracy(self) -> float:
+        """Accuracy of the chosen network: its last accepted step (the baseline if none)."""
+        accepted = [step.accuracy for step in self.steps if step.accepted and step.accuracy is not None]
+        return accepted[-1] if accepted else self.baseline_accuracy
+
+    @property
+    def drop_points(self) -> float:
+        return 100 * (self.baseline_accuracy - self.accuracy)
+
+
+Evaluate = Callable[[tuple[int, ...], "tuple[int, ...] | None"], "float | None"]
+
+
+def greedy_block_split(num_blocks: int, evaluate: Evaluate,
+                       threshold: float = DEFAULT_THRESHOLD, factors: Sequence[int] = DEFAULT_FACTORS
+                       ) -> GreedyResult:
+    """Seed 002's greedy split: per block, the largest factor before the first one that drops too much.
+
+    Args:
+        num_blocks: blocks of the base network.
+        evaluate: ``evaluate(factors, start_from)`` is the validation accuracy (0..1) of a
+            network with these per-block factors, or None if it cannot be trained.
+            ``start_from`` is the network chosen so far (whose unchanged blocks may keep their
+            weights); None for the first call, the baseline with all ones.
+        threshold: the accuracy drop against the baseline, in points, a kept factor must stay under.
+        factors: the factors tried for every block, increasing.
+
+    Raises:
+        ValueError: factors not increasing integers > 1, a negative threshold, or a baseline
+            that cannot be trained.
+    """
+    factors = tuple(factors)
+    if not factors or any(k <= 1 for k in factors) or list(factors) != sorted(set(factors)):
+        raise ValueError(f"split factors must be increasing integers above 1, got {list(factors)}")
+    if threshold < 0:
+        raise ValueError(f"the accuracy-drop threshold must be >= 0 points, got {threshold}")
+    chosen = [1] * num_blocks
+    baseline = evaluate(tuple(chosen), None)
+    if baseline is None:
+        raise ValueError("the unsplit baseline could not be trained, so there is nothing to compare with")
+    steps = []
+    for block in range(num_blocks):
+        for factor in factors:
+            candidate = tuple(chosen[:block] + [factor] + chosen[block + 1:])
+            accuracy = evaluate(candidate, tuple(chosen))
+            drop = None if accuracy is None else 100 * (baseline - accuracy)
+            accepted = drop is not None and drop < threshold
+            steps.append(GreedyStep(block, candidate, accuracy, drop, accepted))
+            if not accepted:
+                break
+            chosen[block] = factor
+    return GreedyResult(tuple(chosen), baseline, tuple(steps))
