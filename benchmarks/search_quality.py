@@ -1,6 +1,6 @@
 """Does the search earn its keep?  Search, confirm, then retrain the pick and the baselines over seeds.
 
-Run (22 minutes on 2 CPU cores with the defaults; benchmarks/README.md has the times of both lines):
+Run (22 minutes on 2 CPU cores with the defaults, 52 minutes with the second line):
     python benchmarks/search_quality.py
     python benchmarks/search_quality.py --trials 16 --search-epochs 5 --top 3 --final-epochs 15
 
