@@ -1,6 +1,6 @@
 """Seed 002's greedy block-wise split against TPE over the same space, on the same training budget.
 
-Run (about 40 minutes on 2 CPU cores with the defaults):
+Run (about 15 minutes on 2 CPU cores with the defaults):
     python benchmarks/greedy_blocks.py
     python benchmarks/greedy_blocks.py --width 0.25 --epochs 6 --finetune-epochs 2 --threshold 0.5
 
@@ -52,7 +52,7 @@ def row(label: str, factors: list[int], accuracy: float, baseline_accuracy: floa
     cost, before = count_config(config), count_config(baseline)
     change = {name: getattr(cost, name) / getattr(before, name) - 1
               for name in ("params", "macs", "sequential_activation_bytes")}
-    return (f"{label:<8}{','.join(map(str, factors)):<12}{accuracy:>8.2%}{100 * (baseline_accuracy - accuracy):>+8.2f}"
+    return (f"{label:<10}{','.join(map(str, factors)):<12}{accuracy:>8.2%}{100 * (baseline_accuracy - accuracy):>+8.2f}"
             f"{format_count(cost.params):>9}{change['params']:>+8.1%}{format_count(cost.macs):>9}{change['macs']:>+8.1%}"
             f"{format_bytes(cost.sequential_activation_bytes):>11}{change['sequential_activation_bytes']:>+8.1%}")
 
@@ -61,8 +61,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--width", type=float, default=0.25, help="width_mult of VGG16")
-    parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--finetune-epochs", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--finetune-epochs", type=int, default=5)
     parser.add_argument("--threshold", type=float, default=0.5)
     options = parser.parse_args()
     if not options.data.is_file():
@@ -97,7 +97,7 @@ def main() -> None:
     baseline = SplitConfig.from_dict(trials[summary["baseline_trial"]].user_attrs["config"])
     chosen = SplitConfig.from_dict(trials[summary["trial"]].user_attrs["config"])
     best = tpe.best_trial
-    print(f"{'':<8}{'factors':<12}{'val acc':>8}{'drop':>8}{'params':>9}{'':>8}{'MACs':>9}{'':>8}"
+    print(f"{'':<10}{'factors':<12}{'val acc':>8}{'drop':>8}{'params':>9}{'':>8}{'MACs':>9}{'':>8}"
           f"{'act/img':>11}{'':>8}")
     print(row("baseline", [1] * len(result.factors), result.baseline_accuracy, result.baseline_accuracy,
               baseline, baseline))
