@@ -27,7 +27,9 @@ def evaluate_with(calls: list[tuple[int, ...]], starts: list | None = None):
 def test_each_block_keeps_the_last_factor_before_the_first_that_drops_too_much():
     calls: list[tuple[int, ...]] = []
     starts: list = []
-    result = greedy_block_split(3, evaluate_with(calls, starts), threshold=0.5)
+    reported: list = []
+    result = greedy_block_split(3, evaluate_with(calls, starts), threshold=0.5, on_step=reported.append)
+    assert reported == list(result.steps)  # each step is reported as soon as it is decided
     assert calls == [
         (1, 1, 1),  # the baseline
         (2, 1, 1), (4, 1, 1), (6, 1, 1), (8, 1, 1),  # block 0: drops 0.1, 0.2, 0.4, 0.45 all < 0.5

@@ -35,7 +35,13 @@ from splitsearch.models import resolve_arch
 from splitsearch.search.objective import SearchObjective
 from splitsearch.search.run import check_budget, open_search
 from splitsearch.search.space import Param, SearchSpace
-from splitsearch.search.strategies import DEFAULT_FACTORS, DEFAULT_THRESHOLD, GreedyResult, greedy_block_split
+from splitsearch.search.strategies import (
+    DEFAULT_FACTORS,
+    DEFAULT_THRESHOLD,
+    GreedyResult,
+    GreedyStep,
+    greedy_block_split,
+)
 from splitsearch.search.study import StudyError, StudySpec
 from splitsearch.search.worker import (
     HEARTBEAT_SECONDS,
@@ -47,7 +53,6 @@ from splitsearch.search.worker import (
 )
 from splitsearch.train.loop import EpochMetrics
 
-STRATEGIES = ("sampler", "greedy-blocks")
 _POLL_SECONDS = 5.0
 
 
@@ -113,9 +118,10 @@ def run_greedy_blocks(spec: StudySpec, storage_url: str, runs_dir: str | Path = 
         study, store = open_search(spec, storage_url, force, heartbeat_seconds)
         objective = SearchObjective(spec, store, Path(runs_dir), torch.device(device), "sequential", on_epoch, data,
                                     keep_checkpoints)
-        evaluate = _TrialEvaluator(study, objective, spec.base.train.epochs, finetune_epochs, threshold, on_step)
+        evaluate = _TrialEvaluator(study, objective, spec.base.train.epochs, finetune_epochs, on_step)
         try:
-            result = greedy_block_split(num_blocks, evaluate, threshold, factors)
+            result = greedy_block_split(num_blocks, evaluate, threshold, factors,
+                                        on_step=None if on_step is None else evaluate.report)
         except KeyboardInterrupt:
             requeue_interrupted(study)
             raise
@@ -127,18 +133,24 @@ def run_greedy_blocks(spec: StudySpec, storage_url: str, runs_dir: str | Path = 
 
 
 class _TrialEvaluator:
-    """``evaluate(factors, start_from)`` for :func:`greedy_block_split`: one study trial per network."""
+    """``evaluate(factors, start_from)`` for :func:`greedy_block_split`: one study trial per network.
+
+    ``trials`` maps every evaluated network's factors to its finished trial.
+    """
 
     def __init__(self, study: optuna.Study, objective: SearchObjective, epochs: int, finetune_epochs: int,
-                 threshold: float, on_step: Callable[[str], None] | None) -> None:
+                 on_step: Callable[[str], None] | None) -> None:
         self.study = study
         self.objective = objective
         self.epochs = epochs
         self.finetune_epochs = finetune_epochs
-        self.threshold = threshold
         self.on_step = on_step
-        self.trial_numbers: dict[tuple[int, ...], int] = {}
-        self.baseline: float | None = None
+        self.trials: dict[tuple[int, ...], FrozenTrial] = {}
+
+    @property
+    def trial_numbers(self) -> dict[tuple[int, ...], int]:
+        """The completed networks' trial numbers (the ones whose weights may be kept)."""
+        return {factors: trial.number for factors, trial in self.trials.items() if trial.state == TrialState.COMPLETE}
 
     def __call__(self, factors: tuple[int, ...], start_from: tuple[int, ...] | None) -> float | None:
         params: dict[str, int] = {f"block_factors.{block}": factor for block, factor in enumerate(factors)}
@@ -147,15 +159,24 @@ class _TrialEvaluator:
         if start_from is None:
             attrs["baseline"] = "undivided"
         else:
-            attrs["warm_start_from"] = self.trial_numbers[start_from]
-        trial = self._finished(params, attrs, start_from)
+            attrs["warm_start_from"] = self.trials[start_from].number
+        trial = self.trials[factors] = self._finished(params, attrs, start_from)
         accuracy = trial.value if trial.state == TrialState.COMPLETE else None
-        if trial.state == TrialState.COMPLETE:
-            self.trial_numbers[factors] = trial.number
-        self._report(factors, trial, accuracy, start_from)
-        if start_from is None:
-            self.baseline = accuracy
+        if start_from is None and self.on_step is not None and accuracy is not None:
+            self.on_step(f"trial {trial.number}: baseline (factors {_names(factors)}) {accuracy:.2%}")
         return accuracy
+
+    def report(self, step: GreedyStep) -> None:
+        """One line for a decided candidate (``greedy_block_split``'s ``on_step``)."""
+        trial = self.trials[step.factors]
+        if step.accuracy is None:
+            reason = trial.user_attrs.get("failure") or ("over budget" if trial.user_attrs.get("over_budget")
+                                                         else trial.state.name.lower())
+            line = f"factors {_names(step.factors)} could not be trained ({reason}): block ends"
+        else:
+            verdict = "kept" if step.accepted else "over the threshold: block ends"
+            line = f"factors {_names(step.factors)} {step.accuracy:.2%}, drop {step.drop_points:+.2f} points, {verdict}"
+        self.on_step(f"trial {trial.number}: {line}")
 
     def _finished(self, params: dict[str, int], attrs: dict[str, object],
                   start_from: tuple[int, ...] | None) -> FrozenTrial:
@@ -165,10 +186,8 @@ class _TrialEvaluator:
             trial = self._latest(params)
             if trial is None:
                 self.study.enqueue_trial(params, user_attrs=attrs)
-            elif trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
-                return trial
-            elif trial.state == TrialState.FAIL:
-                return trial  # failed with its reason, or interrupted more often than retried
+            elif trial.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL):
+                return trial  # a FAIL failed with its reason, or was interrupted more often than retried
             elif trial.state == TrialState.WAITING:
                 if not trained_here:
                     # Only the network this one starts from is needed from now on.
@@ -191,43 +210,30 @@ class _TrialEvaluator:
         if self.objective.keep_checkpoints:
             return
         root = checkpoint_root(self.study, self.objective.runs_dir)
-        trials = self.study.get_trials(deepcopy=False)
-        for factors, number in self.trial_numbers.items():
+        for factors, trial in self.trials.items():
             if factors != keep:
-                shutil.rmtree(root / f"trial-{original_trial_number(trials[number])}", ignore_errors=True)
+                shutil.rmtree(root / f"trial-{original_trial_number(trial)}", ignore_errors=True)
 
-    def _report(self, factors: tuple[int, ...], trial: FrozenTrial, accuracy: float | None,
-                start_from: tuple[int, ...] | None) -> None:
-        if self.on_step is None:
-            return
-        name = ",".join(map(str, factors))
-        if accuracy is None:
-            reason = trial.user_attrs.get("failure") or ("over budget" if trial.user_attrs.get("over_budget")
-                                                         else trial.state.name.lower())
-            self.on_step(f"trial {trial.number}: factors {name} could not be trained ({reason}): block ends")
-        elif start_from is None:
-            self.on_step(f"trial {trial.number}: baseline (factors {name}) {accuracy:.2%}")
-        else:
-            drop = 100 * (self.baseline - accuracy)
-            verdict = "kept" if drop < self.threshold else "over the threshold: block ends"
-            self.on_step(f"trial {trial.number}: factors {name} {accuracy:.2%}, drop {drop:+.2f} points, {verdict}")
+
+def _names(factors: tuple[int, ...]) -> str:
+    return ",".join(map(str, factors))
 
 
 def greedy_summary(study: optuna.Study, result: GreedyResult, trial_numbers: dict[tuple[int, ...], int],
                    threshold: float) -> dict[str, object]:
     """What the procedure chose and what it saves against the baseline (the study's ``greedy_result``)."""
     trials = study.get_trials(deepcopy=False)
-    baseline = SplitConfig.from_dict(trials[trial_numbers[(1,) * len(result.factors)]].user_attrs["config"])
-    chosen = SplitConfig.from_dict(trials[trial_numbers[result.factors]].user_attrs["config"])
-    before, after = count_config(baseline), count_config(chosen)
+    baseline_trial, chosen_trial = trial_numbers[(1,) * len(result.factors)], trial_numbers[result.factors]
+    before = count_config(SplitConfig.from_dict(trials[baseline_trial].user_attrs["config"]))
+    after = count_config(SplitConfig.from_dict(trials[chosen_trial].user_attrs["config"]))
     return {
         "factors": list(result.factors),
         "threshold_points": threshold,
         "baseline_accuracy": result.baseline_accuracy,
         "accuracy": result.accuracy,
         "drop_points": result.drop_points,
-        "trial": trial_numbers[result.factors],
-        "baseline_trial": trial_numbers[(1,) * len(result.factors)],
+        "trial": chosen_trial,
+        "baseline_trial": baseline_trial,
         "evaluated": len(result.steps) + 1,
         **{f"{name}_baseline": getattr(before, name) for name in _COSTS},
         **{name: getattr(after, name) for name in _COSTS},

@@ -60,8 +60,8 @@ Evaluate = Callable[[tuple[int, ...], "tuple[int, ...] | None"], "float | None"]
 
 
 def greedy_block_split(num_blocks: int, evaluate: Evaluate,
-                       threshold: float = DEFAULT_THRESHOLD, factors: Sequence[int] = DEFAULT_FACTORS
-                       ) -> GreedyResult:
+                       threshold: float = DEFAULT_THRESHOLD, factors: Sequence[int] = DEFAULT_FACTORS,
+                       on_step: Callable[[GreedyStep], None] | None = None) -> GreedyResult:
     """Seed 002's greedy split: per block, the largest factor before the first one that drops too much.
 
     Args:
@@ -72,6 +72,7 @@ def greedy_block_split(num_blocks: int, evaluate: Evaluate,
             weights); None for the first call, the baseline with all ones.
         threshold: the accuracy drop against the baseline, in points, a kept factor must stay under.
         factors: the factors tried for every block, increasing.
+        on_step: told every candidate's step as soon as it is decided.
 
     Raises:
         ValueError: factors not increasing integers > 1, a negative threshold, or a baseline
@@ -94,6 +95,8 @@ def greedy_block_split(num_blocks: int, evaluate: Evaluate,
             drop = None if accuracy is None else 100 * (baseline - accuracy)
             accepted = drop is not None and drop < threshold
             steps.append(GreedyStep(block, candidate, accuracy, drop, accepted))
+            if on_step is not None:
+                on_step(steps[-1])
             if not accepted:
                 break
             chosen[block] = factor
