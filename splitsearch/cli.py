@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from splitsearch import __version__
 from splitsearch.config import SplitConfig
 from splitsearch.data.specs import DEFAULT_DATASET, known_specs
+from splitsearch.split.semantic import SPLIT_DEPTHS
 from splitsearch.units import format_bytes, format_count, parse_bytes, parse_count
 
 
@@ -67,6 +68,11 @@ def _config_options(command: Any) -> Any:
         click.option("--arch", help="Architecture, e.g. resnet20, wrn28_10, resnext29_8x64d, vgg16."),
         click.option("-S", "S", type=click.IntRange(min=1), help="Number of small networks (divide and co-train)."),
         click.option("--block-factors", type=FactorsParam(), help="Split factor per block, e.g. 1,2,2."),
+        click.option("-G", "--groups", type=click.IntRange(min=1),
+                     help="Semantic groups G (SplitNet): the top of the network cut into G branches."),
+        click.option("--split-depth", type=click.Choice(SPLIT_DEPTHS),
+                     help="What the semantic split cuts: fc (classifier), shallow (+ last stage, the default), "
+                          "deep (+ last two), hierarchical (G/2 supergroups, then G)."),
         click.option("--width-mult", type=click.FloatRange(min=0, min_open=True), help="Width multiplier."),
         click.option("--dataset", help=f"Dataset spec for input size and classes ({known_specs()}). "
                                        f"Default: the config's, else {DEFAULT_DATASET}."),
@@ -103,7 +109,8 @@ def cli() -> None:
 @click.option("--json", "as_json", is_flag=True,
               help="Print JSON (params, macs, flops, activation_bytes, sequential_activation_bytes, networks).")
 def count(config_file: Path | None, arch: str | None, S: int | None, block_factors: tuple[int, ...] | None,
-          width_mult: float | None, dataset: str | None, macs_convention: str, as_json: bool) -> None:
+          groups: int | None, split_depth: str | None, width_mult: float | None, dataset: str | None,
+          macs_convention: str, as_json: bool) -> None:
     """Count parameters, MACs, FLOPs and activation memory of a candidate.
 
     Counting runs on PyTorch's meta device: no memory, milliseconds.  MACs are multiply-adds
@@ -116,12 +123,14 @@ def count(config_file: Path | None, arch: str | None, S: int | None, block_facto
     Examples:
       splitsearch count --arch wrn28_10 -S 4 --dataset cifar100
       splitsearch count --arch vgg16 --block-factors 8,2,2,4,4 --dataset cifar10 --json
+      splitsearch count --arch wrn16_8 -G 2 --split-depth deep --dataset cifar100
       splitsearch count best.yaml
     """
     from splitsearch.cost import count_config
     from splitsearch.data import dataset_info
 
-    config = _load_config(config_file, arch=arch, S=S, block_factors=block_factors, width_mult=width_mult,
+    config = _load_config(config_file, arch=arch, S=S, block_factors=block_factors, groups=groups,
+                          split_depth=split_depth, width_mult=width_mult,
                           dataset=dataset)
     cost = count_config(config, macs_convention)
     if as_json:
@@ -143,7 +152,8 @@ def count(config_file: Path | None, arch: str | None, S: int | None, block_facto
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write the fitted config here.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (config, cost, width step).")
 def fit(config_file: Path | None, arch: str | None, S: int | None, block_factors: tuple[int, ...] | None,
-        width_mult: float | None, dataset: str | None, macs_convention: str, budget_params: int | None,
+        groups: int | None, split_depth: str | None, width_mult: float | None, dataset: str | None,
+        macs_convention: str, budget_params: int | None,
         budget_macs: int | None,
         budget_flops: int | None, output: Path | None, as_json: bool) -> None:
     """Scale a candidate's width to the largest that fits a budget, and print the fitted config.
@@ -165,7 +175,8 @@ def fit(config_file: Path | None, arch: str | None, S: int | None, block_factors
         budget_macs = budget_flops // 2
     if budget_params is None and budget_macs is None:
         raise click.UsageError("give --budget-params, --budget-macs or --budget-flops")
-    config = _load_config(config_file, arch=arch, S=S, block_factors=block_factors, width_mult=width_mult,
+    config = _load_config(config_file, arch=arch, S=S, block_factors=block_factors, groups=groups,
+                          split_depth=split_depth, width_mult=width_mult,
                           dataset=dataset)
     result = fit_width(config, budget_params=budget_params, budget_macs=budget_macs, convention=macs_convention)
     if output is not None:
@@ -234,6 +245,7 @@ def train(config_file: Path, dataset: str | None, epochs: int | None, seed: int 
     from splitsearch.cost import count_config
     from splitsearch.data import DEFAULT_DATA_DIR, prepare_data
     from splitsearch.train.loop import Trainer, resolve_device
+    from splitsearch.train.semantic_stage import CLASS_GROUPS_NAME, class_group_text
 
     config = SplitConfig.from_yaml(config_file)
     if dataset is not None:
@@ -251,6 +263,8 @@ def train(config_file: Path, dataset: str | None, epochs: int | None, seed: int 
     def report(metrics: Any) -> None:
         if not quiet:
             line = f"epoch {metrics.epoch}/{config.train.epochs}  loss {metrics.train_loss:.3f}  "
+            if metrics.train_regularisers:
+                line += f"(group regularisers {metrics.train_regularisers:.3f})  "
             if not final:
                 members = ", ".join(f"{accuracy:.1%}" for accuracy in metrics.val_member_accuracies)
                 line += f"val {metrics.val_accuracy:.2%} (members {members})  "
@@ -279,6 +293,11 @@ def train(config_file: Path, dataset: str | None, epochs: int | None, seed: int 
         rows = [result.val_accuracy, *result.history[-1].val_member_accuracies]
     for index, accuracy in enumerate(rows):
         click.echo(f"{'ensemble' if index == 0 else 'member ' + str(index):<12}{accuracy:>10.2%}")
+    if result.semantic is not None:
+        click.echo(f"semantic split G={config.groups} ({config.split_depth}), cut after epoch "
+                   f"{result.semantic['grouping_epochs']}; class groups (also in {out_dir / CLASS_GROUPS_NAME}):")
+        for member, groups in enumerate(class_group_text(result.semantic), start=1):
+            click.echo(f"  member {member}: {groups}")
     click.echo(f"params {format_count(cost.params)}  MACs {format_count(cost.macs)}  output {out_dir}")
 
 
@@ -328,7 +347,7 @@ def _study_option(command: Any) -> Any:
 @click.option("--budget-mode", type=click.Choice(["fit", "reject"]),
               help="fit: scale each candidate's width to use the budget; reject: prune over-budget candidates "
                    "untrained (the sampler learns the feasible region).")
-@click.option("--space", help="Search space: a YAML path or a shipped name (divide, blocks, full).")
+@click.option("--space", help="Search space: a YAML path or a shipped name (divide, blocks, full, semantic).")
 @click.option("--arch", help="Base network.")
 @click.option("--dataset", help=f"Dataset spec ({known_specs()}).")
 @click.option("--epochs", type=click.IntRange(min=1), help="Training epochs per candidate.")
@@ -660,7 +679,8 @@ def archs() -> None:
 
 def _describe(config: SplitConfig) -> str:
     factors = ",".join(str(k) for k in config.block_factors)
-    return (f"{config.arch}  S={config.S}  block_factors={factors}  width_mult={config.width_mult:g}  "
+    semantic = f"  groups={config.groups} ({config.split_depth})" if config.groups > 1 else ""
+    return (f"{config.arch}  S={config.S}  block_factors={factors}{semantic}  width_mult={config.width_mult:g}  "
             f"dataset={config.dataset}")
 
 

@@ -33,6 +33,8 @@ from typing import Any, Literal, Mapping
 import yaml
 
 from splitsearch.data.specs import DEFAULT_DATASET, DatasetInfo, dataset_info
+from splitsearch.split.grouping import Parametrisation
+from splitsearch.split.semantic import DEFAULT_SPLIT_DEPTH, SplitDepth, stage_groups
 
 WdRule = Literal["none", "linear", "exp"]
 Combine = Literal["mean_logits", "max_logits", "mean_softmax"]
@@ -54,6 +56,11 @@ class TrainConfig:
     defaults (:class:`splitsearch.data.specs.TrainingDefaults`): batch 128, 4-pixel padding and
     flips on CIFAR; batch 32, 1 pixel and no flips on the 1,437 8x8 digits.
     :meth:`with_dataset_defaults` fills them in.
+
+    The semantic split (``groups`` > 1) trains in two stages within ``epochs``: the first
+    ``grouping_fraction`` of them learn the groups (regularisers weighted ``gamma_disjoint``,
+    ``gamma_group_weight``, ``gamma_balance``, the authors' 1, 1, 10; assignments parametrised by
+    ``assignment``), then the network is cut and the rest fine-tune it (METHODS.md section 3).
     """
 
     epochs: int = 300
@@ -72,6 +79,12 @@ class TrainConfig:
     random_erasing: float = 0.0
     mixup_alpha: float = 0.0
     combine: Combine = "mean_logits"
+    grouping_fraction: float = 0.5
+    gamma_disjoint: float = 1.0
+    gamma_group_weight: float = 1.0
+    gamma_balance: float = 10.0
+    assignment: Parametrisation = "softmax"
+    assignment_lr_mult: float = 100.0
 
     def __post_init__(self) -> None:
         _check_types(self, "train.")
@@ -85,6 +98,15 @@ class TrainConfig:
         _require(0 <= self.val_fraction < 1, "train.val_fraction", "must be in [0, 1)")
         _require(self.crop_padding is None or self.crop_padding >= 0, "train.crop_padding", "must be >= 0")
         _require(self.mixup_alpha >= 0, "train.mixup_alpha", "must be >= 0")
+        _require(0 < self.grouping_fraction <= 1, "train.grouping_fraction",
+                 "must be in (0, 1]: the share of the epochs that learn the groups before the cut")
+        _require(self.assignment_lr_mult > 0, "train.assignment_lr_mult", "must be positive")
+        for name in ("gamma_disjoint", "gamma_group_weight", "gamma_balance"):
+            _require(getattr(self, name) >= 0, f"train.{name}", "must be >= 0")
+
+    def grouping_epochs(self) -> int:
+        """Epochs of the semantic split's first stage; the cut follows the last of them (at least one)."""
+        return min(self.epochs, max(1, round(self.grouping_fraction * self.epochs)))
 
     def with_dataset_defaults(self, info: DatasetInfo) -> tuple[TrainConfig, dict[str, Any]]:
         """This config with every unset setting taken from the dataset, and the ones taken.
@@ -106,6 +128,10 @@ class SplitConfig:
         S: number of small networks (divide and co-train); 1 is the undivided network.
         block_factors: split factor K_b per block (seed 002); empty means all ones.
         groups: semantic groups G (Kim et al.); 1 means no semantic split.
+        split_depth: what the semantic split cuts: ``fc`` (the classifier), ``shallow`` (+ the
+            last stage; the default), ``deep`` (+ the last two) or ``hierarchical`` (G/2
+            supergroups in the second-to-last stage, G subgroups above).  None when groups is 1
+            (a value given with groups 1 is dropped, as it changes nothing).
         width_mult: multiplies every channel count after division by S (the budget-fitting knob).
         wd_rule: weight-decay dividing rule for the small networks: none, linear (wd/S) or exp.
         lambda_cot: weight of the co-training (Jensen-Shannon) loss; ignored when S = 1.
@@ -117,6 +143,7 @@ class SplitConfig:
     S: int = 1
     block_factors: tuple[int, ...] = ()
     groups: int = 1
+    split_depth: SplitDepth | None = None
     width_mult: float = 1.0
     wd_rule: WdRule = "exp"
     lambda_cot: float = 0.5
@@ -144,6 +171,7 @@ class SplitConfig:
         _require(self.groups >= 1, "groups", "must be a positive integer")
         _require(self.groups <= info.num_classes, "groups",
                  f"cannot exceed the {info.num_classes} classes of {self.dataset}")
+        self._check_semantic_split(family)
         _require(self.width_mult > 0, "width_mult", "must be positive")
         _require(self.lambda_cot >= 0, "lambda_cot", "must be >= 0")
         if info.image_size < family.min_input_size:
@@ -151,6 +179,27 @@ class SplitConfig:
                 f"dataset {self.dataset} ({info.image_size}x{info.image_size}) is too small for {self.arch}, "
                 f"which needs at least {family.min_input_size}x{family.min_input_size} inputs"
             )
+
+    def _check_semantic_split(self, family: Any) -> None:
+        """Canonical ``split_depth`` (None without groups) and a one-line error for what cannot be cut."""
+        from splitsearch.models import SEMANTIC_SPLIT_FAMILIES
+
+        if self.groups == 1:
+            object.__setattr__(self, "split_depth", None)
+            return
+        if self.split_depth is None:
+            object.__setattr__(self, "split_depth", DEFAULT_SPLIT_DEPTH)
+        _require(family.supports_semantic_split, "groups",
+                 f"> 1 is not available for {self.arch}: {SEMANTIC_SPLIT_FAMILIES}")
+        try:
+            per_stage = stage_groups(family.num_blocks, self.groups, self.split_depth)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+        both = [index + 1 for index, (g, k) in enumerate(zip(per_stage, self.block_factors)) if g > 1 and k > 1]
+        _require(not both, "block_factors",
+                 f"and groups: block {', '.join(map(str, both))} would be both block-split and semantically split "
+                 f"({self.split_depth}); a stage takes one of the two: set its factor to 1 or use a shallower "
+                 "split_depth")
 
     # -- conversions ---------------------------------------------------------------------------
 

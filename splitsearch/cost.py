@@ -33,10 +33,9 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
-from splitsearch.build import build_args
+from splitsearch.build import build_one
 from splitsearch.config import SplitConfig
 from splitsearch.data.specs import dataset_info
-from splitsearch.models import build_network
 from splitsearch.paper_macs import PaperMacs
 from splitsearch.split.sequential import BranchSplitError, branch_sequential, is_split_block
 
@@ -269,7 +268,7 @@ def _branch_sequential_peak(network: nn.Module, image: torch.Tensor, grouped_pea
 def count_config(config: SplitConfig, convention: MacsConvention = "pytorch") -> CandidateCost:
     """Cost of the candidate ``config``: one network counted on the meta device, times S."""
     with torch.device("meta"), _SkipMetaInit():
-        network = build_network(config.arch, build_args(config))
+        network = build_one(config)
     one = count_module(network, dataset_info(config.dataset).input_shape, convention)
     return CandidateCost(networks=(one,) * config.S)
 

@@ -110,8 +110,13 @@ def _figure_functions(study: optuna.Study, confirmed: Sequence[ConfirmedCandidat
         ("Parameter importances", _param_importances),
         ("Validation accuracy by S", functools.partial(_accuracy_by, param="S")),
         ("Validation accuracy by wd_rule", functools.partial(_accuracy_by, param="wd_rule")),
-        ("Intermediate values (pruning)", _intermediate_values),
     ]
+    if any(trial.user_attrs.get("class_groups") for trial in study.get_trials(deepcopy=False)):
+        functions += [
+            ("Validation accuracy by semantic groups G", functools.partial(_accuracy_by, param="groups")),
+            ("Learned class groups (semantic split)", _class_groups),
+        ]
+    functions.append(("Intermediate values (pruning)", _intermediate_values))
     return functions
 
 
@@ -271,6 +276,27 @@ def _accuracy_by(study: optuna.Study, param: str) -> go.Figure:
     return figure.update_yaxes(title_text=ACCURACY)
 
 
+def _class_groups(study: optuna.Study) -> go.Figure:
+    """Which classes each branch of a semantic split learned to take, best trials first."""
+    trials = sorted((trial for trial in _completed(study) if trial.user_attrs.get("class_groups")),
+                    key=_accuracy, reverse=True)
+    if not trials:
+        raise _Skipped("No completed trial with a semantic split (groups > 1) yet.")
+    rows = [(trial, member, groups) for trial in trials
+            for member, groups in enumerate(trial.user_attrs["class_groups"], start=1)]
+    columns = [
+        [f"#{trial.number}" for trial, _, _ in rows],
+        [f"{_accuracy(trial):.4f}" for trial, _, _ in rows],
+        [_split(trial) for trial, _, _ in rows],
+        [str(member) for _, member, _ in rows],
+        [groups for _, _, groups in rows],
+    ]
+    table = go.Table(header={"values": ["trial", ACCURACY, "split", "member", "class groups (branch | branch ...)"],
+                             "align": "left"},
+                     cells={"values": columns, "align": "left"}, columnwidth=[50, 90, 200, 60, 500])
+    return go.Figure(table)
+
+
 def _intermediate_values(study: optuna.Study) -> go.Figure:
     """Validation accuracy per epoch of every trial: what the pruner saw when it stopped a trial."""
     if _is_multi_objective(study):
@@ -366,6 +392,7 @@ def _describe(trial: FrozenTrial) -> str:
         lines.append(f"width step {trial.user_attrs['width_step']:g}")
     if trial.user_attrs.get("member_val_accuracies"):
         lines.append("members: " + ", ".join(f"{value:.3f}" for value in trial.user_attrs["member_val_accuracies"]))
+    lines += [f"class groups: {groups}" for groups in trial.user_attrs.get("class_groups", [])]
     return "<br>".join(html.escape(line) for line in lines)
 
 
@@ -383,6 +410,8 @@ def _split(trial: FrozenTrial) -> str:
         parts.append(f"wd_rule={params['wd_rule']}")
     if "lambda_cot" in params:
         parts.append(f"λ_cot={params['lambda_cot']:g}")
+    if params.get("groups", 1) > 1:
+        parts.append(f"G={params['groups']} {params.get('split_depth', '')}".rstrip())
     return ", ".join(parts) or "split not searched"
 
 

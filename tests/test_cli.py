@@ -82,7 +82,7 @@ def test_yaml_with_unknown_key_is_one_line_error(tmp_path, capsys):
     path.write_text("arch: resnet20\nwidth: 3\n")
     code, _, err = run(capsys, "count", str(path))
     assert code == 2 and err.strip() == f"Error: {path}: unknown key width (known keys: S, arch, block_factors, " \
-        "dataset, groups, lambda_cot, train, wd_rule, width_mult)"
+        "dataset, groups, lambda_cot, split_depth, train, wd_rule, width_mult)"
 
 
 def test_console_script_exits_non_zero_without_traceback():

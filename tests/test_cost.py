@@ -163,7 +163,3 @@ def test_fit_width_needs_a_budget():
         fit_width(SplitConfig(arch="resnet20"))
 
 
-def test_semantic_groups_are_refused_until_the_semantic_split_exists():
-    config = SplitConfig(arch="resnet20", groups=2)  # the field exists and validates...
-    with pytest.raises(ValueError, match="semantic split .* is not implemented yet"):
-        count_config(config)  # ...but no network is built or counted as if it were split

@@ -45,16 +45,20 @@ def cot_when(condition: str) -> str:
     return f"  lambda_cot: {{type: float, low: 0, high: 1, when: '{condition}'}}\n"
 
 
-def test_the_three_spaces_are_shipped():
-    assert shipped_spaces() == ["blocks", "divide", "full"]
+def test_the_four_spaces_are_shipped():
+    assert shipped_spaces() == ["blocks", "divide", "full", "semantic"]
 
 
-@pytest.mark.parametrize("name", ["divide", "blocks", "full"])
+@pytest.mark.parametrize("name", ["divide", "blocks", "full", "semantic"])
 @pytest.mark.parametrize("base_name", list(BASES))
 def test_shipped_spaces_give_valid_configs_that_export_reproduces(name, base_name):
     space, base = load_space(name), BASES[base_name]
     assert space.name == name and space.source.name == f"{name}.yaml"
     assert describe(space).startswith(name)
+    if name in ("full", "semantic") and base.arch == "vgg16":
+        with pytest.raises(SpaceError, match="vgg16 has no semantic split"):
+            check_compatible(space, base)  # said once, before any trial, with what to use instead
+        return
     for trial, config in asked_configs(space, base):
         assert isinstance(config, SplitConfig) and config.arch == base.arch and config.dataset == base.dataset
         assert len(config.block_factors) == NUM_BLOCKS[base_name]
@@ -62,6 +66,13 @@ def test_shipped_spaces_give_valid_configs_that_export_reproduces(name, base_nam
         if config.S == 1:
             assert config.lambda_cot == base.lambda_cot
         assert config_from_params(space, trial.params, base) == config
+        assert ("split_depth" in trial.params) == (config.groups > 1) or name == "semantic"
+
+
+def test_full_space_reaches_semantic_splits_and_keeps_block_factors_off_them():
+    configs = [config for _, config in asked_configs(load_space("full"), BASES["resnet20-digits"], count=30)]
+    assert {config.groups for config in configs} == {1, 2, 4}
+    assert all(config.block_factors == (1, 1, 1) for config in configs if config.groups > 1)
 
 
 def test_per_block_suggests_one_factor_per_block():
@@ -121,8 +132,9 @@ fixed:
 
 
 def test_parameter_names_include_conditional_and_per_block_ones():
-    names = ["S", *(f"block_factors.{b}" for b in range(5)), "wd_rule", "lambda_cot", "train.lr"]
-    assert parameter_names(load_space("full"), BASES["vgg16-cifar10"]) == names
+    names = ["S", "groups", "split_depth", *(f"block_factors.{b}" for b in range(3)), "wd_rule", "lambda_cot",
+             "train.lr"]
+    assert parameter_names(load_space("full"), BASES["resnet20-digits"]) == names
 
 
 def test_conditions_see_the_base_config(tmp_path):

@@ -96,6 +96,18 @@ _BUILTIN = {
 _WITH_ARGUMENT = ("npz", "imagefolder", "synthetic")
 
 
+_CLASS_NAMES = {
+    "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+    "digits": tuple(str(digit) for digit in range(10)),
+    "svhn": tuple(str(digit) for digit in range(10)),
+}
+
+
+def class_names(info: DatasetInfo) -> tuple[str, ...] | None:
+    """The classes' names where the spec fixes them (the built-in datasets), else None (use indices)."""
+    return _CLASS_NAMES.get(split_spec(info.spec)[0])
+
+
 def known_specs() -> str:
     """The accepted spec forms, for error messages and ``--help``."""
     return ", ".join([*_BUILTIN, *(f"{kind}:..." for kind in _WITH_ARGUMENT)])

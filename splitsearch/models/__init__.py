@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from torch import nn
 
 from splitsearch.models.registry import ArchFamily, BuildArgs, available_archs, resolve_arch
@@ -21,6 +23,9 @@ from splitsearch.models import (  # noqa: F401,E402  isort: skip
     wrn,
 )
 
+SEMANTIC_SPLIT_FAMILIES = ("the semantic split (groups > 1) is implemented for the CIFAR ResNets with basic "
+                           "blocks (resnet20, resnet32, ..., wrn16_8, wrn28_10, ...) only")
+
 __all__ = ["ArchFamily", "BuildArgs", "available_archs", "build_network", "resolve_arch"]
 
 
@@ -36,5 +41,7 @@ def build_network(arch: str, args: BuildArgs) -> nn.Module:
         raise ValueError(f"{arch} does not support block-wise splitting yet; use block_factors of all 1")
     if args.width_mult <= 0:
         raise ValueError(f"width_mult must be positive, got {args.width_mult}")
-    args = BuildArgs(args.num_classes, args.in_channels, args.S, args.width_mult, factors)
+    if args.groups > 1 and not family.supports_semantic_split:
+        raise ValueError(f"{arch}: {SEMANTIC_SPLIT_FAMILIES}")
+    args = dataclasses.replace(args, block_factors=factors)
     return family.builder(args, **name_args)

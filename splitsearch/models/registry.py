@@ -25,7 +25,9 @@ class BuildArgs:
     ``width_mult`` scales every channel count of the divided network (channels are rounded to the
     nearest valid integer, see :func:`splitsearch.models.layers.scale_channels`), so ``1.0`` is the
     network exactly as the paper divides it.  ``block_factors`` has one split factor per block
-    (seed 002); all ones is the unsplit network.
+    (seed 002); all ones is the unsplit network.  ``groups`` and ``split_depth`` are the semantic
+    split (:mod:`splitsearch.split.semantic`): the builder only rounds the split stages' widths so
+    the groups come out equal; it always builds the unsplit network, which the split cuts.
     """
 
     num_classes: int
@@ -33,6 +35,8 @@ class BuildArgs:
     S: int = 1
     width_mult: float = 1.0
     block_factors: tuple[int, ...] = ()
+    groups: int = 1
+    split_depth: str | None = None
 
 
 class Builder(Protocol):
@@ -51,6 +55,7 @@ class ArchFamily:
         min_input_size: smallest square input the network accepts (down-sampling stops there).
         width_unit: what one step of the width knob changes, for users reading a fitted config.
         supports_block_split: whether K_b > 1 is implemented for this family.
+        supports_semantic_split: whether G > 1 (:mod:`splitsearch.split.semantic`) is implemented.
         priority: where several patterns match a name, the highest priority wins (so the
             bottleneck ``resnet110`` can be registered beside the basic ``resnet{6n+2}``).
     """
@@ -62,6 +67,7 @@ class ArchFamily:
     min_input_size: int = 8
     width_unit: str = "every channel count scaled by width_mult, rounded to whole channels"
     supports_block_split: bool = True
+    supports_semantic_split: bool = False
     priority: int = 0
     _regex: re.Pattern = field(init=False, repr=False, compare=False)
 
@@ -86,6 +92,7 @@ def register_family(
     min_input_size: int = 8,
     width_unit: str | None = None,
     supports_block_split: bool = True,
+    supports_semantic_split: bool = False,
     priority: int = 0,
 ) -> Callable[[Builder], Builder]:
     """Decorator registering ``builder`` for every architecture name matching ``pattern``."""
@@ -100,6 +107,7 @@ def register_family(
                 num_blocks=num_blocks,
                 min_input_size=min_input_size,
                 supports_block_split=supports_block_split,
+                supports_semantic_split=supports_semantic_split,
                 priority=priority,
                 **extra,
             )

@@ -9,6 +9,7 @@ block-wise split (``block_factors`` has three entries).
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -18,6 +19,7 @@ from splitsearch.models.layers import Classifier, conv1x1, conv3x3, init_weights
 from splitsearch.models.registry import BuildArgs, register_family
 from splitsearch.split.blocks import Fusion, check_block_factors, layer_groups
 from splitsearch.split.divide import resnet_cifar_base_width
+from splitsearch.split.semantic import channel_divisors
 
 
 class Shortcut(nn.Sequential):
@@ -110,12 +112,15 @@ class CifarResNet(nn.Module):
 
 def stage_widths(base: int, args: BuildArgs, multipliers: tuple[int, ...] = (1, 2, 4),
                  num_blocks: int = 3) -> list[int]:
-    """Widths ``base * m`` scaled by ``width_mult``, each a multiple of its stage's split factor."""
+    """Widths ``base * m`` scaled by ``width_mult``, each a multiple of its stage's split factor and groups."""
     factors = check_block_factors(args.block_factors, num_blocks, "this ResNet")
-    return [scale_channels(base * m, args.width_mult, divisor=k) for m, k in zip(multipliers, factors)]
+    groups = channel_divisors(num_blocks, args.groups, args.split_depth)
+    return [scale_channels(base * m, args.width_mult, divisor=math.lcm(k, g))
+            for m, k, g in zip(multipliers, factors, groups)]
 
 
 @register_family(r"resnet(?P<depth>\d+)", examples=("resnet20", "resnet32", "resnet56"), num_blocks=3,
+                 supports_semantic_split=True,
                  width_unit="base width 16/12/8 (S=1/2/4) x width_mult; stages w, 2w, 4w rounded to whole channels")
 def cifar_resnet_basic(args: BuildArgs, depth: int) -> nn.Module:
     """``resnet{6n+2}``: CIFAR ResNet with n basic blocks per stage."""

@@ -30,6 +30,7 @@ _DROPOUT = {(40, 10): 0.1, (52, 8): 0.1}
     r"wrn(?P<depth>\d+)_(?P<k>\d+)",
     examples=("wrn16_8", "wrn28_10", "wrn40_10"),
     num_blocks=3,
+    supports_semantic_split=True,
     width_unit="stage widths 16k', 32k', 64k' (k' = divided widening factor) x width_mult, "
     "rounded to a multiple of the stage's split factor; stem 16 x width_mult",
 )

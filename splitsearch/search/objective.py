@@ -25,6 +25,7 @@ from splitsearch.search.study import StudySpec
 from splitsearch.search.worker import checkpoint_root, original_trial_number, retried_trial, settle_store, this_worker
 from splitsearch.store import Store
 from splitsearch.train.loop import MODEL_NAME, EpochMetrics, Trainer, TrainResult
+from splitsearch.train.semantic_stage import class_group_text
 
 # The baselines every study starts with, so it shows whether the search beat them: the
 # undivided network and the paper's defaults (lambda_cot = 0.5, exponential weight-decay rule).
@@ -133,6 +134,8 @@ class SearchObjective:
         # The noise of the objective: a difference within a couple of these is not a finding.
         trial.set_user_attr("val_standard_error", result.val_standard_error)
         trial.set_user_attr("val_samples", result.val_samples)
+        if result.semantic is not None:  # which classes each branch got: shown by the report
+            trial.set_user_attr("class_groups", class_group_text(result.semantic))
         self.store.finish_candidate(candidate, "complete", val_accuracy=result.val_accuracy,
                                     member_val_accuracies=result.history[-1].val_member_accuracies,
                                     wall_seconds=result.wall_seconds, val_standard_error=result.val_standard_error,
@@ -234,9 +237,10 @@ def enqueue_baselines(study: optuna.Study, spec: StudySpec) -> list[str]:
     A baseline sets the searched parameters it names, every per-block split factor and
     ``groups`` to 1, and every other searched setting (``train.lr``, say) to the base config's
     value, so a baseline is the paper's network trained the study's way, not a random draw.
-    One whose S the space cannot reach is skipped.
+    One the space cannot reach (its S, or groups 1 where the space offers only G > 1) is skipped.
     """
     names = parameter_names(spec.space, spec.base)
+    choices = {param.key: param.choices for param in spec.space.params if param.choices}
     enqueued = []
     for label, values in BASELINES:
         if "S" not in names and values["S"] != spec.base.S:
@@ -247,8 +251,10 @@ def enqueue_baselines(study: optuna.Study, spec: StudySpec) -> list[str]:
                 params[name] = values[name]
             elif name.startswith("block_factors.") or name == "groups":
                 params[name] = 1
-            elif name in KEY_TYPES:
-                params[name] = config_value(spec.base, name)
+            elif name in KEY_TYPES and (value := config_value(spec.base, name)) is not None:
+                params[name] = value  # None (split_depth without groups): left to the space's condition
+        if any(name in choices and value not in choices[name] for name, value in params.items()):
+            continue
         study.enqueue_trial(params, user_attrs={"baseline": label}, skip_if_exists=True)
         enqueued.append(label)
     return enqueued

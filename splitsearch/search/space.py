@@ -198,6 +198,11 @@ def check_compatible(space: SearchSpace, base: SplitConfig) -> None:
     fails once, up front, instead of in every trial.
     """
     family, _ = resolve_arch(base.arch)
+    groups = [value for param in space.params if param.key == "groups" for value in (param.choices or ())]
+    if max([*groups, space.fixed.get("groups", 1)]) > 1 and not family.supports_semantic_split:
+        raise SpaceError(f"{space.source}: groups: {base.arch} has no semantic split (it is implemented for the "
+                         "CIFAR ResNets with basic blocks: resnet20, ..., wrn16_8, ...); search groups: [1] or "
+                         "use divide.yaml / blocks.yaml")
     for param in space.params:
         if param.kind != "per_block":
             continue

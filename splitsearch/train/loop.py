@@ -22,12 +22,14 @@ import torch
 from tqdm.auto import tqdm
 
 from splitsearch.config import SplitConfig
+from splitsearch.data.specs import class_names
 from splitsearch.ensemble import Ensemble, SequentialEnsemble, make_ensemble
 from splitsearch.stats import accuracy_standard_error
 from splitsearch.data import DeviceData, TensorLoader
 from splitsearch.train.augment import augment, mixup
 from splitsearch.train.losses import combine_logits, cot_weight, cotraining_loss
 from splitsearch.train.optim import make_optimizer, make_scheduler
+from splitsearch.train.semantic_stage import CLASS_GROUPS_NAME, SemanticStage
 
 CHECKPOINT_NAME = "checkpoint.pt"
 METRICS_NAME = "metrics.json"
@@ -47,6 +49,7 @@ class EpochMetrics:
     val_accuracy: float
     val_member_accuracies: list[float]
     seconds: float
+    train_regularisers: float = 0.0
 
 
 @dataclass
@@ -61,6 +64,7 @@ class TrainResult:
     val_samples: int = 0
     test_samples: int = 0
     resumed_from_epoch: int = 0
+    semantic: dict[str, Any] | None = None
 
     @property
     def val_accuracy(self) -> float | None:
@@ -89,6 +93,7 @@ class TrainResult:
             "test_samples": self.test_samples,
             "wall_seconds": self.wall_seconds,
             "resumed_from_epoch": self.resumed_from_epoch,
+            "semantic": self.semantic,
         }
 
 
@@ -137,14 +142,18 @@ class Trainer:
         # padding, no flips); ``dataset_defaults`` says which, so callers can tell the user.
         self.settings, self.dataset_defaults = config.train.with_dataset_defaults(data.info)
         torch.manual_seed(config.train.seed)
-        self.ensemble: Ensemble = make_ensemble(config, mode=mode, device=self.device)
-        if self.mixed_precision:
-            # channels_last on CUDA only: on CPU it crashed convolution backward here (DESIGN.md).
-            self.ensemble = self.ensemble.to(memory_format=torch.channels_last)
-        self.optimizer = make_optimizer(self.ensemble, config.train, config.wd_rule, config.S)
+        # The semantic split (groups > 1) trains the unsplit members first, then cuts them.
+        self.semantic = SemanticStage(config, self.device) if config.groups > 1 else None
+        if self.semantic is not None:
+            if mode == "fused":
+                raise ValueError("the semantic split (groups > 1) trains its members one after another; "
+                                 "use --mode sequential or auto")
+            self.ensemble: Ensemble = SequentialEnsemble(self.semantic.networks)
+        else:
+            self.ensemble = make_ensemble(config, mode=mode, device=self.device)
         self.steps_per_epoch = len(data.train)
         self.total_steps = config.train.epochs * self.steps_per_epoch
-        self.scheduler = make_scheduler(self.optimizer, self.total_steps, config.train.lr_warmup_fraction)
+        self._start_optimization(first_step=0)
         self.generator = torch.Generator(device=self.device).manual_seed(config.train.seed)
         self.history: list[EpochMetrics] = []
 
@@ -173,6 +182,8 @@ class Trainer:
                              val_samples=self.data.val.num_samples,
                              test_samples=self.data.test.num_samples if test and not stopped_early else 0,
                              resumed_from_epoch=resumed_from_epoch)
+        if self.semantic is not None and not self.semantic.grouping:
+            result.semantic = self.semantic.summary(class_names(self.data.info))
         if not stopped_early:
             if test:
                 result.test_accuracy, result.test_member_accuracies = self.evaluate(self.data.test)
@@ -180,11 +191,31 @@ class Trainer:
         self._write_metrics(result)
         return result
 
+    def _start_optimization(self, first_step: int) -> None:
+        """Optimiser and schedule for the current members, the schedule continuing at ``first_step``."""
+        if self.mixed_precision:
+            # channels_last on CUDA only: on CPU it crashed convolution backward here (DESIGN.md).
+            self.ensemble = self.ensemble.to(memory_format=torch.channels_last)
+        self.optimizer = make_optimizer(self.ensemble, self.config.train, self.config.wd_rule, self.config.S)
+        if self.semantic is not None and (assignments := self.semantic.optimizer_group(self.config.train.lr)):
+            self.optimizer.add_param_group(assignments)
+        self.scheduler = make_scheduler(self.optimizer, self.total_steps, self.config.train.lr_warmup_fraction,
+                                        first_step=first_step)
+
+    def _cut(self, epoch: int) -> None:
+        """End the semantic split's first stage: cut every member along its groups, fine-tune from here."""
+        self.ensemble = SequentialEnsemble(self.semantic.cut(self.ensemble.members))
+        self._start_optimization(first_step=epoch * self.steps_per_epoch)
+        if self.out_dir is not None:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            summary = self.semantic.summary(class_names(self.data.info))
+            (self.out_dir / CLASS_GROUPS_NAME).write_text(json.dumps(summary, indent=2))
+
     def _train_epoch(self, epoch: int) -> EpochMetrics:
         train = self.config.train
         self.ensemble.train()
         self.data.train.epoch = epoch - 1  # the shuffle order depends on the epoch only
-        totals = torch.zeros(3, device=self.device)
+        totals = torch.zeros(4, device=self.device)
         started = time.perf_counter()
         batches = tqdm(self.data.train, total=self.steps_per_epoch, desc=f"epoch {epoch}/{train.epochs}",
                        leave=False, disable=not self.progress, unit="batch")
@@ -197,11 +228,13 @@ class Trainer:
         if not math.isfinite(totals[0]):
             raise NonFiniteLossError(
                 f"training diverged in epoch {epoch}: the mean loss is {totals[0]}; lower train.lr or check the data")
+        if self.semantic is not None and self.semantic.should_cut(epoch):
+            self._cut(epoch)  # validated right away: the drop the cut causes shows in this epoch
         val_accuracy, val_members = self.evaluate(self.data.val)
         return EpochMetrics(
             epoch=epoch, train_loss=totals[0], train_cross_entropy=totals[1], train_cotraining=totals[2],
             lr=self.scheduler.get_last_lr()[0], lambda_cot=weight, val_accuracy=val_accuracy,
-            val_member_accuracies=val_members, seconds=time.perf_counter() - started,
+            val_member_accuracies=val_members, seconds=time.perf_counter() - started, train_regularisers=totals[3],
         )
 
     def _train_step(self, images: torch.Tensor, labels: torch.Tensor, lambda_cot: float) -> torch.Tensor:
@@ -214,11 +247,17 @@ class Trainer:
         with self._autocast():
             logits = self.ensemble(views)
         loss = cotraining_loss(logits, labels, lambda_cot, mixed_targets, mix_weight)
+        regularisation = torch.zeros((), device=self.device)
+        if self.semantic is not None:
+            regularisation = self.semantic.regularisation(self.ensemble.members)
+        total = loss.total + regularisation
         self.optimizer.zero_grad(set_to_none=True)
-        loss.total.backward()
+        total.backward()
         self.optimizer.step()
+        if self.semantic is not None:
+            self.semantic.after_optimizer_step(self.scheduler.get_last_lr()[0])
         self.scheduler.step()
-        return torch.stack([loss.total, loss.cross_entropy, loss.cotraining]).detach()
+        return torch.stack([total, loss.cross_entropy, loss.cotraining, regularisation]).detach()
 
     @torch.no_grad()
     def evaluate(self, loader: TensorLoader) -> tuple[float, list[float]]:
@@ -255,6 +294,8 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "generator": self.generator.get_state(),
         }
+        if self.semantic is not None:
+            state["semantic"] = self.semantic.state_dict()
         if self.device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         return state
@@ -301,6 +342,11 @@ class Trainer:
             raise ValueError(
                 f"the checkpoint in {self.out_dir} holds a {state['ensemble_kind']}; resume in the same mode"
             )
+        if self.semantic is not None:
+            if state["semantic"]["stage"] != self.semantic.stage:
+                self.ensemble = SequentialEnsemble(self.semantic.fresh_split_members())
+                self._start_optimization(first_step=self.semantic.grouping_epochs * self.steps_per_epoch)
+            self.semantic.load_state_dict(state["semantic"])
         self.ensemble.load_state_dict(state["ensemble"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

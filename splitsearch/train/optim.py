@@ -63,10 +63,14 @@ def warmup_cosine(step: int, total_steps: int, warmup_steps: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_fraction: float
-                   ) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-iteration warm-up + cosine schedule (call ``step()`` after every optimiser step)."""
+def make_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_fraction: float,
+                   first_step: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-iteration warm-up + cosine schedule (call ``step()`` after every optimiser step).
+
+    ``first_step`` continues a run's schedule with a new optimiser (the semantic split's members
+    change at the cut, the schedule does not).
+    """
     warmup_steps = int(round(warmup_fraction * total_steps))
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: warmup_cosine(step, total_steps, warmup_steps)
+        optimizer, lambda step: warmup_cosine(first_step + step, total_steps, warmup_steps)
     )
