@@ -9,7 +9,7 @@ with G=4), as ``splitsearch train`` deploys them after the cut: the kept weights
 stage in ONE grouped convolution per layer, channels permuted so each group is contiguous, the
 classifier as G heads.  It times a training step (forward + backward + SGD step) and an
 inference forward of each, interleaved round by round so that load on the machine hits every
-variant alike, and prints the median times, the ratio to the unsplit network, and the ratio the
+variant alike (the order rotates each round), and prints the median times, the ratio to the unsplit network, and the ratio the
 MACs alone predict.
 """
 
@@ -85,8 +85,11 @@ def main() -> None:
         costs[name] = count_config(SplitConfig(arch=args.arch, groups=groups, split_depth=depth, dataset=args.dataset))
     train_times = {name: [] for name in networks}
     infer_times = {name: [] for name in networks}
+    names = list(networks)
     for round_index in range(args.rounds + 1):  # round 0 warms up (allocator, kernels) and is dropped
-        for name, network in networks.items():
+        order = names[round_index % len(names):] + names[:round_index % len(names)]  # no variant always first
+        for name in order:
+            network = networks[name]
             network.train()
             step = time_train_step(network, optimizers[name], images, labels)
             network.eval()

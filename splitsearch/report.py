@@ -294,7 +294,7 @@ def _class_groups(study: optuna.Study) -> go.Figure:
     table = go.Table(header={"values": ["trial", ACCURACY, "split", "member", "class groups (branch | branch ...)"],
                              "align": "left"},
                      cells={"values": columns, "align": "left"}, columnwidth=[50, 90, 200, 60, 500])
-    return go.Figure(table)
+    return go.Figure(table).update_layout(height=min(160 + 30 * len(rows), 900))
 
 
 def _intermediate_values(study: optuna.Study) -> go.Figure:
