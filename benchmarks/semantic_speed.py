@@ -9,8 +9,8 @@ with G=4), as ``splitsearch train`` deploys them after the cut: the kept weights
 stage in ONE grouped convolution per layer, channels permuted so each group is contiguous, the
 classifier as G heads.  It times a training step (forward + backward + SGD step) and an
 inference forward of each, interleaved round by round so that load on the machine hits every
-variant alike (the order rotates each round), and prints the median times, the ratio to the unsplit network, and the ratio the
-MACs alone predict.
+variant alike (the order rotates each round), and prints the median times, the ratio to the
+unsplit network, and the ratio the MACs alone predict.
 """
 
 from __future__ import annotations

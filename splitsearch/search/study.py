@@ -233,17 +233,34 @@ def open_storage(url: str, heartbeat: bool = True, heartbeat_seconds: int | None
     while True:
         try:
             return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **options)
-        except IntegrityError:
+        except SQLAlchemyError as error:
+            if not _lost_creation_race(error):
+                raise _cannot_open(url, error) from None
             # Workers starting together on a new PostgreSQL database race to create Optuna's
-            # tables; the loser finds them made on its next try.
+            # tables and enum types; the loser finds them made on its next try.
             if attempt == 3:
                 raise StudyError(f"cannot open storage {mask_url(url)}: its tables are being created by another "
                                  "worker")
             time.sleep(attempt)
             attempt += 1
-        except (SQLAlchemyError, ImportError, ValueError) as error:
-            reason = str(getattr(error, "orig", None) or error).splitlines()[0]
-            raise StudyError(f"cannot open storage {mask_url(url)}: {mask_password(reason, url)}") from None
+        except (ImportError, ValueError) as error:
+            raise _cannot_open(url, error) from None
+
+
+def _cannot_open(url: str, error: Exception) -> StudyError:
+    reason = str(getattr(error, "orig", None) or error).splitlines()[0]
+    return StudyError(f"cannot open storage {mask_url(url)}: {mask_password(reason, url)}")
+
+
+# PostgreSQL's codes for "created meanwhile by another session": unique violation (a row of the
+# system catalogue), duplicate object (an enum type such as studydirection), duplicate table.
+_CREATION_RACE_SQLSTATES = {"23505", "42710", "42P07"}
+
+
+def _lost_creation_race(error: SQLAlchemyError) -> bool:
+    """Whether opening the storage failed only because another worker created the schema at the same time."""
+    sqlstate = getattr(getattr(error, "orig", None), "sqlstate", None)
+    return isinstance(error, IntegrityError) or sqlstate in _CREATION_RACE_SQLSTATES
 
 
 def make_sampler(spec: StudySpec, seed: int | None = None) -> optuna.samplers.BaseSampler:
