@@ -670,11 +670,17 @@ def db_upgrade(storage: str) -> None:
 
 @cli.command("archs")
 def archs() -> None:
-    """List the architectures (patterns such as wrn{d}_{k} accept other depths and widths)."""
+    """List the architectures (patterns such as wrn{d}_{k} accept other depths and widths).
+
+    Each line says which splits the family takes: S (all), block factors K_b, semantic groups G.
+    """
     from splitsearch.models.registry import available_families
 
     for family in available_families():
-        click.echo(f"{', '.join(family.examples):<40} blocks={family.num_blocks}  width: {family.width_unit}")
+        splits = "S" + (", K_b" if family.supports_block_split else "") + (", G" if family.supports_semantic_split
+                                                                              else "")
+        click.echo(f"{', '.join(family.examples):<40} blocks={family.num_blocks}  splits: {splits:<10} "
+                   f"width: {family.width_unit}")
 
 
 def _describe(config: SplitConfig) -> str:

@@ -173,3 +173,14 @@ def test_train_resume_with_another_config_is_refused(tmp_path, capsys):
     code, _, err = run(capsys, "train", str(_tiny_train_config(tmp_path, lambda_cot=0.1)), "--out", str(out),
                        "--device", "cpu", "--epochs", "1", "--quiet", "--resume")
     assert code == 2 and "different config" in err
+
+
+def test_count_of_a_semantic_split_and_its_one_line_errors(capsys):
+    code, out, _ = run(capsys, "count", "--arch", "wrn16_8", "-G", "2", "--split-depth", "deep",
+                       "--dataset", "cifar100", "--json")
+    assert code == 0 and json.loads(out)["params"] == 5_904_692
+    assert json.loads(out)["config"]["split_depth"] == "deep"
+    code, _, err = run(capsys, "count", "--arch", "vgg16", "-G", "2", "--dataset", "cifar10")
+    assert code == 2 and err.count("\n") == 1 and "not available for vgg16" in err
+    code, _, err = run(capsys, "count", "--arch", "resnet20", "-G", "2", "--split-depth", "hierarchical")
+    assert code == 2 and err.count("\n") == 1 and "even number of groups" in err

@@ -121,7 +121,8 @@ def stage_widths(base: int, args: BuildArgs, multipliers: tuple[int, ...] = (1, 
 
 @register_family(r"resnet(?P<depth>\d+)", examples=("resnet20", "resnet32", "resnet56"), num_blocks=3,
                  supports_semantic_split=True,
-                 width_unit="base width 16/12/8 (S=1/2/4) x width_mult; stages w, 2w, 4w rounded to whole channels")
+                 width_unit="base width 16/12/8 (S=1/2/4) x width_mult; stages w, 2w, 4w rounded to whole channels "
+                            "(multiples of the split factor and semantic groups)")
 def cifar_resnet_basic(args: BuildArgs, depth: int) -> nn.Module:
     """``resnet{6n+2}``: CIFAR ResNet with n basic blocks per stage."""
     if (depth - 2) % 6 != 0 or depth < 8:

@@ -32,7 +32,7 @@ _DROPOUT = {(40, 10): 0.1, (52, 8): 0.1}
     num_blocks=3,
     supports_semantic_split=True,
     width_unit="stage widths 16k', 32k', 64k' (k' = divided widening factor) x width_mult, "
-    "rounded to a multiple of the stage's split factor; stem 16 x width_mult",
+    "rounded to a multiple of the stage's split factor and semantic groups; stem 16 x width_mult",
 )
 def wide_resnet(args: BuildArgs, depth: int, k: int) -> nn.Module:
     """``wrn{d}_{k}``: WRN-d-k with (d - 4) / 6 post-activation basic blocks per stage."""
