@@ -25,12 +25,12 @@ gradient on the simplex (seed 001 section 1), which the supplement reports conve
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Mapping
 
 import torch
 from torch import nn
 
-from splitsearch.split.semantic import SemanticPlan, SplitLayer, balanced_assignment
+from splitsearch.split.semantic import SemanticPlan, balanced_assignment
 
 Parametrisation = Literal["softmax", "reduced_gradient"]
 PARAMETRISATIONS = ("softmax", "reduced_gradient")
@@ -111,15 +111,13 @@ class SemanticGrouping(nn.Module):
             logits = torch.randn(node_set.groups, node_set.size, device=device) * _INIT_STD
             value = logits if parametrisation == "softmax" else logits.softmax(0)
             self.values[_key(name)] = nn.Parameter(value)
+        # Layers reading the unsplit layer below have no inter-group connections; the
+        # classifier always reads a split set, so this is never empty.
         self.weighted_layers = tuple(layer for layer in plan.layers if layer.inputs is not None)
+        uniform = {name: torch.full((node_set.groups, node_set.size), 1 / node_set.groups, device=device)
+                   for name, node_set in plan.node_sets.items()}
         with torch.no_grad():
-            at_uniform = sum(self._layer_group_weight(network, layer, uniform=True) for layer in self.weighted_layers)
-        self.register_buffer("group_weight_scale", torch.as_tensor(at_uniform, dtype=torch.float32, device=device))
-
-    @property
-    def trained_by_optimizer(self) -> bool:
-        """Softmax logits go to the network's SGD (without weight decay); simplex values are stepped here."""
-        return self.parametrisation == "softmax"
+            self.register_buffer("group_weight_scale", self._group_weight(network, uniform))
 
     def assignment(self, name: str) -> torch.Tensor:
         """``A [G, D]`` of a node set, each column on the simplex."""
@@ -128,24 +126,20 @@ class SemanticGrouping(nn.Module):
 
     def regularisers(self, network: nn.Module) -> Regularisers:
         """``R_D``, ``R_W``, ``R_E`` of ``network`` (the one this grouping belongs to), each 1 at uniform."""
-        names = list(self.plan.node_sets)
-        disjoint = torch.stack([disjointness(self.assignment(name)) for name in names]).mean()
-        balanced = torch.stack([balance(self.assignment(name)) for name in names]).mean()
-        if self.weighted_layers:
-            values = torch.stack([self._layer_group_weight(network, layer) for layer in self.weighted_layers])
-            weight = values.sum() / self.group_weight_scale
-        else:
-            weight = disjoint.new_zeros(())
+        assignments = {name: self.assignment(name) for name in self.plan.node_sets}
+        disjoint = torch.stack([disjointness(matrix) for matrix in assignments.values()]).mean()
+        balanced = torch.stack([balance(matrix) for matrix in assignments.values()]).mean()
+        weight = self._group_weight(network, assignments) / self.group_weight_scale
         return Regularisers(disjoint=disjoint, group_weight=weight, balance=balanced)
 
     def hard_assignment(self) -> dict[str, torch.Tensor]:
         """Group of every node of every set (:func:`~splitsearch.split.semantic.balanced_assignment`)."""
         return {name: balanced_assignment(self.assignment(name).detach()) for name in self.plan.node_sets}
 
-    def argmax_agreement(self) -> float:
-        """Share of nodes whose balanced group is their most probable one (1.0: no repair was needed)."""
+    def argmax_agreement(self, hard_assignment: Mapping[str, torch.Tensor]) -> float:
+        """Share of nodes whose group in ``hard_assignment`` is their most probable one (1.0: no repair)."""
         agree = total = 0
-        for name, hard in self.hard_assignment().items():
+        for name, hard in hard_assignment.items():
             agree += int((self.assignment(name).detach().argmax(0).cpu() == hard).sum())
             total += hard.numel()
         return agree / total
@@ -181,15 +175,11 @@ class SemanticGrouping(nn.Module):
             value.div_(value.sum(0, keepdim=True))
             value.grad = None
 
-    def _layer_group_weight(self, network: nn.Module, layer: SplitLayer, uniform: bool = False) -> torch.Tensor:
-        weight = network.get_submodule(layer.path).weight
-        inputs, outputs = self.plan.node_sets[layer.inputs], self.plan.node_sets[layer.outputs]
-        if uniform:
-            input_assignment = weight.new_full((inputs.groups, inputs.size), 1 / inputs.groups)
-            output_assignment = weight.new_full((outputs.groups, outputs.size), 1 / outputs.groups)
-        else:
-            input_assignment, output_assignment = self.assignment(layer.inputs), self.assignment(layer.outputs)
-        return group_weight(connection_strength(weight), input_assignment, output_assignment)
+    def _group_weight(self, network: nn.Module, assignments: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Unnormalised ``R_W`` summed over the layers that read a split node set."""
+        return sum(group_weight(connection_strength(network.get_submodule(layer.path).weight),
+                                assignments[layer.inputs], assignments[layer.outputs])
+                   for layer in self.weighted_layers)
 
 
 def _key(name: str) -> str:

@@ -105,7 +105,10 @@ class SplitLayer:
 
 @dataclass(frozen=True)
 class SemanticPlan:
-    """Where the assignments are and which layers they cut (see :func:`plan_for`)."""
+    """Where the assignments are and which layers they cut (see :func:`plan_for`).
+
+    ``layers`` runs bottom-up and ends with the classifier (its path is ``classifier``).
+    """
 
     node_sets: Mapping[str, NodeSet]
     layers: tuple[SplitLayer, ...]
@@ -114,7 +117,12 @@ class SemanticPlan:
 
     @property
     def convolutions(self) -> tuple[SplitLayer, ...]:
-        return tuple(layer for layer in self.layers if layer.path != self.classifier)
+        return self.layers[:-1]
+
+    @property
+    def classifier_inputs(self) -> str:
+        """The node set the classifier reads: the last split stage's channels, or ``features``."""
+        return self.layers[-1].inputs
 
 
 CLASSES = "classes"
@@ -275,11 +283,11 @@ def split_network(network: nn.Module, plan: SemanticPlan,
             conv = split.get_submodule(layer.path)
             in_groups = 1 if layer.inputs is None else plan.node_sets[layer.inputs].groups
             in_order = None if layer.inputs is None else orders[layer.inputs]
-            _set_module(split, layer.path, _grouped_conv(conv, orders[layer.outputs], in_order, in_groups))
+            split.set_submodule(layer.path, _grouped_conv(conv, orders[layer.outputs], in_order, in_groups))
         for path, name in plan.batch_norms:
             _permute_batch_norm(split.get_submodule(path), orders[name])
         linear = split.get_submodule(plan.classifier)
-        _set_module(split, plan.classifier, _grouped_linear(linear, plan, groups_of, orders))
+        split.set_submodule(plan.classifier, _grouped_linear(linear, plan, groups_of, orders))
     return split
 
 
@@ -311,9 +319,8 @@ def _permute_batch_norm(batch_norm: nn.BatchNorm2d, order: torch.Tensor) -> None
 def _grouped_linear(linear: nn.Linear, plan: SemanticPlan, groups_of: Mapping[str, torch.Tensor],
                     orders: Mapping[str, torch.Tensor]) -> GroupedLinear:
     classes = plan.node_sets[CLASSES]
-    feature_set = next(layer.inputs for layer in plan.layers if layer.path == plan.classifier)
-    class_groups = groups_of[CLASSES]
-    sizes = torch.bincount(class_groups, minlength=classes.groups).tolist()
+    feature_set = plan.classifier_inputs
+    sizes = torch.bincount(groups_of[CLASSES], minlength=classes.groups).tolist()
     if min(sizes) == 0:
         raise ValueError(f"class groups of sizes {sizes}: every branch needs at least one class")
     device = linear.weight.device
@@ -326,18 +333,10 @@ def _grouped_linear(linear: nn.Linear, plan: SemanticPlan, groups_of: Mapping[st
     class_order = orders[CLASSES]
     head.class_position.copy_(torch.argsort(class_order))
     feature_order = orders[feature_set].to(device)
-    per_group = linear.in_features // classes.groups
-    start = 0
-    for g, module in enumerate(head.heads):
-        rows = class_order[start:start + sizes[g]].to(device)
-        columns = feature_order[g * per_group:(g + 1) * per_group]
+    for module, rows, columns in zip(head.heads, class_order.to(device).split(sizes),
+                                     feature_order.chunk(classes.groups)):
         module.weight.copy_(linear.weight[rows][:, columns])
         if linear.bias is not None:
             module.bias.copy_(linear.bias[rows])
-        start += sizes[g]
     return head
 
-
-def _set_module(root: nn.Module, path: str, module: nn.Module) -> None:
-    parent, _, name = path.rpartition(".")
-    setattr(root.get_submodule(parent) if parent else root, name, module)

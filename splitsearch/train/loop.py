@@ -247,9 +247,8 @@ class Trainer:
         with self._autocast():
             logits = self.ensemble(views)
         loss = cotraining_loss(logits, labels, lambda_cot, mixed_targets, mix_weight)
-        regularisation = torch.zeros((), device=self.device)
-        if self.semantic is not None:
-            regularisation = self.semantic.regularisation(self.ensemble.members)
+        regularisation = (loss.total.new_zeros(()) if self.semantic is None
+                          else self.semantic.regularisation(self.ensemble.members))
         total = loss.total + regularisation
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()

@@ -80,7 +80,7 @@ class SemanticStage:
             hard = grouping.hard_assignment()
             split_members.append(split_network(member, grouping.plan, hard))
             self.class_groups.append(node_groups(hard[CLASSES], self.config.groups))
-            self.argmax_agreement.append(grouping.argmax_agreement())
+            self.argmax_agreement.append(grouping.argmax_agreement(hard))
             self.confidence.append(grouping.confidence())
         self.stage = SPLIT
         return split_members
