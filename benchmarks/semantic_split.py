@@ -3,6 +3,7 @@
 Run (about 35 minutes on 2 CPU cores with the defaults: 6 trainings, two at a time):
     python benchmarks/semantic_split.py
     python benchmarks/semantic_split.py --arch resnet20 --groups 2 --depth shallow --epochs 15 --seeds 0,1,2
+    python benchmarks/semantic_split.py --epochs 3 --seeds 0 --set assignment_lr_mult=1   # try a setting
 
 For every seed it trains ``--arch`` on the real CIFAR-10 subset twice with splitsearch's
 :class:`~splitsearch.train.loop.Trainer` and the same settings: once unsplit (``groups: 1``) and
@@ -26,6 +27,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import torch
+import yaml
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-subset.npz"
 CIFAR10_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -36,13 +38,13 @@ def _one_thread() -> None:
     torch.set_num_threads(1)
 
 
-def train_one(arch: str, groups: int, depth: str, seed: int, epochs: int, data: str) -> dict:
+def train_one(arch: str, groups: int, depth: str, seed: int, epochs: int, data: str, overrides: dict) -> dict:
     from splitsearch.config import SplitConfig, TrainConfig
     from splitsearch.data import prepare_data
     from splitsearch.train.loop import Trainer
 
     config = SplitConfig(arch=arch, groups=groups, split_depth=depth if groups > 1 else None,
-                         dataset=f"npz:{data}", train=TrainConfig(epochs=epochs, seed=seed))
+                         dataset=f"npz:{data}", train=TrainConfig(epochs=epochs, seed=seed, **overrides))
     trainer = Trainer(config, prepare_data(config.dataset, config.train), "cpu", progress=False)
     result = trainer.fit()
     member = trainer.ensemble.members[0]
@@ -73,8 +75,11 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--data", default=str(DEFAULT_DATA))
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a train setting for both sides, e.g. assignment_lr_mult=1 (YAML value)")
     args = parser.parse_args()
     seeds = [int(seed) for seed in args.seeds.split(",")]
+    overrides = {key: yaml.safe_load(value) for key, _, value in (item.partition("=") for item in args.set)}
 
     from splitsearch.config import SplitConfig
     from splitsearch.cost import count_config
@@ -84,14 +89,15 @@ def main() -> None:
     split_count = count_config(SplitConfig(arch=args.arch, groups=args.groups, split_depth=args.depth,
                                            dataset=dataset)).params
     started = time.perf_counter()
-    jobs = [(args.arch, groups, args.depth, seed, args.epochs, args.data)
+    jobs = [(args.arch, groups, args.depth, seed, args.epochs, args.data, overrides)
             for seed in seeds for groups in (1, args.groups)]
     with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn"), initializer=_one_thread) as pool:
         results = list(pool.map(train_one, *zip(*jobs)))
     minutes = (time.perf_counter() - started) / 60
 
     print(f"{args.arch} on the CIFAR-10 subset, {args.epochs} epochs, seeds {seeds}; split: G={args.groups} "
-          f"{args.depth} (groups learned in the first half, then cut and fine-tuned); {minutes:.1f} min")
+          f"{args.depth} (groups learned in the first half, then cut and fine-tuned); {minutes:.1f} min"
+          + (f"; settings {overrides}" if overrides else ""))
     print(f"parameters: unsplit {unsplit_count:,}; split predicted by count {split_count:,} "
           f"({split_count / unsplit_count - 1:+.1%})")
     for result in results:
