@@ -311,6 +311,24 @@ def _echo_data_plan(config: SplitConfig, data: Any) -> None:
     click.echo(_dataset_defaults_line(config))
 
 
+def _echo_training_plan(spec: Any) -> None:
+    """The training settings every candidate starts from, and where the dataset-specific ones came from."""
+    from splitsearch.data import dataset_info
+
+    train, applied = spec.base.train.with_dataset_defaults(dataset_info(spec.base.dataset))
+    click.echo(f"training: {train.epochs} epoch{'s' * (train.epochs != 1)}, batch {train.batch_size}, lr {train.lr:g} "
+               f"({train.lr_schedule}, "
+               f"{train.lr_warmup_fraction:.0%} warm-up), weight decay {train.weight_decay:g}, crop padding "
+               f"{train.crop_padding} ({train.crop_fill} fill), flips {'on' if train.hflip else 'off'} "
+               f"(the space may change some per candidate)")
+    if spec.dataset_train_dropped:
+        dropped = ", ".join(f"{key}={json.dumps(value)}" for key, value in spec.dataset_train_dropped.items())
+        click.echo(f"not used: {spec.source}'s dataset_train ({dropped}), written for another dataset than "
+                   f"{spec.base.dataset}")
+    if applied:
+        click.echo(_dataset_defaults_line(spec.base))
+
+
 def _dataset_defaults_line(config: SplitConfig) -> str:
     from splitsearch.data import dataset_info
 
@@ -452,12 +470,14 @@ def run(study_file: str | None, study_name: str | None, storage: str, n_trials: 
 
             click.echo(f"study {spec.name!r} in {mask_url(storage)}: {spec.base.arch} on {spec.base.dataset}, "
                        f"greedy block-wise split, factors {','.join(map(str, factors))}, threshold {threshold} points")
+            _echo_training_plan(spec)
             study, _ = run_greedy_blocks(spec, storage, runs_dir, target, threshold, factors, finetune_epochs, force,
                                          on_step=tqdm.write, **execution)
             _print_greedy_summary(study)
             return
         click.echo(f"study {spec.name!r} in {mask_url(storage)}: {spec.base.arch} on {spec.base.dataset}, space "
                    f"{spec.space.name}, {','.join(spec.objectives)}, {spec.n_trials} trials")
+        _echo_training_plan(spec)
         study = run_study(spec, storage, runs_dir, target, mode, force, **execution)
     except Terminated:
         click.echo(f"terminated; the trial in progress is queued again and continues from its checkpoint "

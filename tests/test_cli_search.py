@@ -151,3 +151,26 @@ def test_dashboard_serves_the_study_from_our_storage(finished_study):
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def test_a_dataset_override_drops_the_study_files_dataset_settings(tmp_path, capsys):
+    """quickstart's batch 64, lr 0.05, 1-pixel padding and no flips are for digits, not for another dataset."""
+    from splitsearch.config import TrainConfig
+    from splitsearch.data import dataset_info
+    from splitsearch.search.study import load_study_spec, resolve_study_file
+
+    quickstart = load_study_spec(resolve_study_file("quickstart")).base.train
+    assert (quickstart.batch_size, quickstart.lr, quickstart.crop_padding, quickstart.hflip) == (64, 0.05, 1, False)
+
+    storage = f"sqlite:///{tmp_path / 'override.db'}"
+    code, out, err = run(capsys, "run", "quickstart", "--dataset", "synthetic:96", "--n-trials", "1", "--epochs", "1",
+                         "--budget-params", "30K", "--storage", storage, "--device", "cpu", "--runs-dir", tmp_path / "r")
+    assert code == 0, err
+    assert "not used:" in out and "lr=0.05" in out
+    assert "training: 1 epoch, batch 16, lr 0.1" in out  # synthetic:96's batch, TrainConfig's lr
+    trial = optuna.load_study(study_name="quickstart", storage=storage).trials[0]
+    trained = SplitConfig.from_dict(trial.user_attrs["config"]).train
+    assert trained.lr == TrainConfig().lr
+    _, applied = trained.with_dataset_defaults(dataset_info("synthetic:96"))
+    defaults = dataset_info("synthetic:96").training_defaults
+    assert applied == {"batch_size": defaults.batch_size, "crop_padding": defaults.crop_padding, "hflip": defaults.hflip}

@@ -65,7 +65,7 @@ def test_optimizer_is_nesterov_sgd_with_the_divided_decay():
 def test_schedule_warms_up_linearly_then_decays_by_cosine():
     parameter = nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.SGD([parameter], lr=0.1)
-    scheduler = make_scheduler(optimizer, total_steps=100, warmup_fraction=0.1)
+    scheduler = make_scheduler(optimizer, total_steps=100, train=TrainConfig(lr_warmup_fraction=0.1))
     rates = []
     for _ in range(100):
         rates.append(optimizer.param_groups[0]["lr"])
@@ -76,3 +76,46 @@ def test_schedule_warms_up_linearly_then_decays_by_cosine():
     assert rates[55] == pytest.approx(0.05, rel=0.02)  # half-way through the cosine
     assert all(a >= b for a, b in zip(rates[10:], rates[11:]))
     assert rates[-1] < 0.001
+
+
+def _rates_and_momenta(scheduler, optimizer, steps):
+    rates, momenta = [], []
+    for _ in range(steps):
+        rates.append(optimizer.param_groups[0]["lr"])
+        momenta.append(optimizer.param_groups[0]["momentum"])
+        optimizer.step()
+        scheduler.step()
+    return rates, momenta
+
+
+def test_one_cycle_schedule_is_torchs_one_cycle_with_its_momentum_swing():
+    """lr from lr/25 up to lr at pct_start, then down to lr/25e4; momentum 0.95 -> 0.85 -> 0.95."""
+    parameter = nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([parameter], lr=0.1, momentum=0.9, nesterov=True)
+    train = TrainConfig(lr_schedule="onecycle", cycle_momentum=True, lr_warmup_fraction=0.15)
+    rates, momenta = _rates_and_momenta(make_scheduler(optimizer, 100, train), optimizer, 100)
+    peak = max(range(100), key=rates.__getitem__)
+    assert rates[0] == pytest.approx(0.1 / 25) and peak == 14 and rates[peak] == pytest.approx(0.1)
+    assert rates[-1] < 1e-4 and all(a >= b for a, b in zip(rates[peak:], rates[peak + 1:]))
+    assert momenta[0] == pytest.approx(0.95) and momenta[peak] == pytest.approx(0.85)
+    assert momenta[-1] == pytest.approx(0.95, abs=1e-3)
+
+
+def test_one_cycle_leaves_momentum_alone_unless_asked_and_continues_at_a_later_step():
+    def schedule(first_step=0):
+        optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1, momentum=0.9)
+        train = TrainConfig(lr_schedule="onecycle", lr_warmup_fraction=0.3)
+        return _rates_and_momenta(make_scheduler(optimizer, 50, train, first_step=first_step), optimizer,
+                                  50 - first_step)
+
+    rates, momenta = schedule()
+    assert set(momenta) == {0.9}
+    later, _ = schedule(first_step=20)
+    assert later == pytest.approx(rates[20:])
+
+
+def test_momentum_cycling_needs_the_one_cycle_schedule():
+    with pytest.raises(ValueError, match="train.cycle_momentum"):
+        TrainConfig(cycle_momentum=True)
+    with pytest.raises(ValueError, match="train.momentum"):
+        TrainConfig(lr_schedule="onecycle", cycle_momentum=True, momentum=0.97)

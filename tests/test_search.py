@@ -258,3 +258,66 @@ def test_baselines_are_never_pruned_and_take_the_base_value_of_searched_settings
     assert all(t.params["train.lr"] == 0.05 for t in baselines)
     assert all(len(t.intermediate_values) == 3 for t in baselines)
     assert searched and all(t.state == optuna.trial.TrialState.PRUNED for t in searched)
+
+
+LR_SPACE = """\
+name: divide-lr
+description: S and the learning rate
+params:
+  S: {type: categorical, choices: [1, 2]}
+  train.lr: {type: float, low: 0.01, high: 0.3, log: true}
+"""
+
+
+def test_baselines_are_trained_again_with_the_best_searched_training_settings(storage, tmp_path):
+    """Where the space searches train.lr, each baseline is also trained at the best searched trial's lr."""
+    space = tmp_path / "divide-lr.yaml"
+    space.write_text(LR_SPACE)
+    spec = tiny_spec("tuned", space=str(space), n_trials=4, epochs=1,
+                     base={"lambda_cot": 0.5, "train": {"lr": 0.05, "batch_size": 32, "val_fraction": 0.25}})
+    study = run_study(spec, storage, tmp_path / "runs", progress=False)
+    trials = study.get_trials(deepcopy=False)
+    labels = [trial.user_attrs.get("baseline") for trial in trials]
+    assert labels[:2] == ["undivided", "paper S=2"]  # S=4 is outside this space
+    searched = [t for t in trials[:4] if not t.user_attrs.get("baseline") and t.state == optuna.trial.TrialState.COMPLETE]
+    best = max(searched, key=lambda trial: (trial.values[0], -trial.number))
+    tuned = {trial.user_attrs["baseline"]: trial for trial in trials[4:]}
+    assert set(tuned) == {"undivided (tuned)", "paper S=2 (tuned)"}
+    for label, trial in tuned.items():
+        untuned = trials[labels.index(label.removesuffix(" (tuned)"))]
+        assert untuned.params["train.lr"] == 0.05
+        assert trial.params == {**untuned.params, "train.lr": best.params["train.lr"]}
+        assert trial.state == optuna.trial.TrialState.COMPLETE and trial.user_attrs["tuned_from"] == best.number
+        assert SplitConfig.from_dict(trial.user_attrs["config"]).train.lr == best.params["train.lr"]
+
+    again = run_study(spec, storage, tmp_path / "runs", progress=False)  # resuming queues nothing new
+    assert len(again.trials) == len(trials)
+
+
+def test_a_space_without_training_settings_gets_no_tuned_baselines(storage, tmp_path):
+    study = run_study(tiny_spec("plain", n_trials=3, epochs=1), storage, tmp_path / "runs", progress=False)
+    assert len(study.trials) == 3
+    assert not any(trial.user_attrs.get("baseline", "").endswith("(tuned)") for trial in study.trials)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("dataset_train: 0.05\n", "dataset_train must be a mapping"),
+    ("base: {train: {lr: 0.1}}\ndataset_train: {lr: 0.05}\n", "train.lr is set in both"),
+])
+def test_dataset_train_is_checked(tmp_path, text, message):
+    path = tmp_path / "study.yaml"
+    path.write_text("arch: resnet20\ndataset: digits\n" + text)
+    with pytest.raises(StudyError, match=message):
+        load_study_spec(path)
+
+
+def test_dataset_train_applies_to_the_files_own_dataset_only(tmp_path):
+    path = tmp_path / "study.yaml"
+    path.write_text("arch: resnet20\ndataset: synthetic:96\ndataset_train: {lr: 0.02, batch_size: 8}\n")
+    own = load_study_spec(path)
+    assert (own.base.train.lr, own.base.train.batch_size, dict(own.dataset_train_dropped)) == (0.02, 8, {})
+    same = load_study_spec(path, {"dataset": "synthetic:96"})
+    assert same.base.train.lr == 0.02
+    other = load_study_spec(path, {"dataset": "digits"})
+    assert (other.base.train.lr, other.base.train.batch_size) == (0.1, None)
+    assert dict(other.dataset_train_dropped) == {"lr": 0.02, "batch_size": 8}

@@ -115,22 +115,27 @@ def test_co_training_runs_with_and_without_the_js_term(tmp_path):
         assert (history[0].train_cotraining > 0) == (lambda_cot > 0)
 
 
-@pytest.mark.parametrize("S", [1, 2, 4])
-def test_a_cotraining_step_is_the_textbook_step(S):
+@pytest.mark.parametrize(("S", "schedule"), [(1, "warmup_cosine"), (2, "warmup_cosine"), (4, "warmup_cosine"),
+                                             (2, "onecycle")])
+def test_a_cotraining_step_is_the_textbook_step(S, schedule):
     """One step of the trainer equals co-training written out by hand with plain PyTorch.
 
     Sum of the members' cross-entropies plus lambda_cot times the Jensen-Shannon divergence of
-    their softmax outputs, SGD with Nesterov momentum at the full learning rate, weight decay
-    wd * exp(1/S - 1) on conv and linear weights only.  Augmentation is switched off so both
-    sides see the same images (its per-member draws are tested in test_data.py).
+    their softmax outputs, SGD with Nesterov momentum, weight decay wd * exp(1/S - 1) on conv
+    and linear weights only; the first step at the full learning rate (no warm-up), or with the
+    one-cycle schedule at lr/25 and momentum 0.95 (torch's OneCycleLR start).  Augmentation is
+    switched off so both sides see the same images (its per-member draws are tested in
+    test_data.py).
     """
+    one_cycle = schedule == "onecycle"
     config = SplitConfig(arch="resnet20", S=S, width_mult=0.25, lambda_cot=0.5, wd_rule="exp",
                          dataset="synthetic:40", train=TrainConfig(
-                             epochs=1, batch_size=32, val_fraction=0.0, crop_padding=0, hflip=False,
-                             lr_warmup_fraction=0.0, cot_warmup_fraction=0.0, weight_decay=5e-3))
+                             epochs=10, batch_size=32, val_fraction=0.0, crop_padding=0, hflip=False,
+                             lr_warmup_fraction=0.3 if one_cycle else 0.0, lr_schedule=schedule,
+                             cycle_momentum=one_cycle, cot_warmup_fraction=0.0, weight_decay=5e-3))
     data = prepare_data(config.dataset, config.train)
     assert len(data.train) == 1  # the whole training split is one batch: its order cannot matter
-    subject = Trainer(config, data, progress=False)
+    subject = Trainer(config, data, progress=False, callbacks=[stop_after(1)])  # one epoch: one step
     members = [copy.deepcopy(member) for member in subject.ensemble.members]
     subject.fit(test=False)
 
@@ -146,7 +151,8 @@ def test_a_cotraining_step_is_the_textbook_step(S):
                if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear))]
     others = [p for member in members for p in member.parameters() if all(p is not d for d in decayed)]
     optimizer = torch.optim.SGD([{"params": decayed, "weight_decay": 5e-3 * math.exp(1 / S - 1)},
-                                 {"params": others, "weight_decay": 0.0}], lr=0.1, momentum=0.9, nesterov=True)
+                                 {"params": others, "weight_decay": 0.0}],
+                                lr=0.1 / 25 if one_cycle else 0.1, momentum=0.95 if one_cycle else 0.9, nesterov=True)
     loss.backward()
     optimizer.step()
 

@@ -50,6 +50,10 @@ class Normalization:
         std = (squares / count - mean.square()).clamp_min(0).sqrt().clamp_min(1e-6)
         return cls(tuple(mean.tolist()), tuple(std.tolist()))
 
+    def mean_pixel(self, device: torch.device | str = "cpu") -> Tensor:
+        """The mean colour as uint8 values per channel (what normalises to about 0)."""
+        return (torch.tensor(self.mean, device=device) * 255).round().to(torch.uint8)
+
     def __call__(self, images: Tensor) -> Tensor:
         """``(images / 255 - mean) / std`` as contiguous float32 ``[..., C, H, W]``."""
         mean = torch.tensor(self.mean, device=images.device).view(-1, 1, 1)

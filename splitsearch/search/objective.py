@@ -36,6 +36,10 @@ BASELINES: tuple[tuple[str, dict], ...] = (
 )
 
 
+# The label of a baseline trained again with the best searched trial's training settings.
+TUNED_SUFFIX = " (tuned)"
+
+
 class SearchObjective:
     """Callable for ``study.optimize``: one trial -> one trained (or rejected, or reused) candidate.
 
@@ -258,3 +262,49 @@ def enqueue_baselines(study: optuna.Study, spec: StudySpec) -> list[str]:
         study.enqueue_trial(params, user_attrs={"baseline": label}, skip_if_exists=True)
         enqueued.append(label)
     return enqueued
+
+
+def enqueue_tuned_baselines(study: optuna.Study, spec: StudySpec) -> list[str]:
+    """Queue each baseline again with the searched training settings of the best searched trial.
+
+    Where the space searches training settings (``train.lr``, say), the candidates are tuned
+    on them and the baselines are not, so "the search beat the undivided network" could mean
+    "it found a better learning rate".  Once the search has its trials, every baseline is
+    trained again (``"undivided (tuned)"``, ...) with the best non-baseline trial's values of
+    those keys and the base config's everything else, so pick and baseline differ only in the
+    split.  Single-objective studies only (the "best" of a Pareto front is not one trial).
+    Returns the labels queued; nothing when there is nothing to tune, when the best trial's
+    settings are the base's, or when they are queued already.
+    """
+    keys = [param.key for param in spec.space.params if param.key.startswith("train.")]
+    if not keys or not spec.baselines or spec.multi_objective:
+        return []
+    trials = study.get_trials(deepcopy=False)
+    searched = [trial for trial in trials
+                if trial.state == optuna.trial.TrialState.COMPLETE and not trial.user_attrs.get("baseline")]
+    if not searched:
+        return []
+    best = max(searched, key=lambda trial: (trial.values[0], -trial.number))
+    training = {key: best.params[key] for key in keys if key in best.params}
+    labels_seen = {trial.user_attrs.get("baseline") for trial in trials}
+    queued = []
+    for trial in trials:
+        label = trial.user_attrs.get("baseline")
+        if not label or label.endswith(TUNED_SUFFIX) or label + TUNED_SUFFIX in labels_seen \
+                or trial.user_attrs.get("over_budget") or not trial.params:
+            continue
+        params = {**trial.params, **training}
+        if params == trial.params:
+            continue
+        # Not skipped when a searched trial has these params: the store answers it without training.
+        study.enqueue_trial(params, user_attrs={"baseline": label + TUNED_SUFFIX, "tuned_from": best.number})
+        labels_seen.add(label + TUNED_SUFFIX)
+        queued.append(label + TUNED_SUFFIX)
+    return queued
+
+
+def tuned_baseline_trials(study: optuna.Study,
+                          states: tuple[optuna.trial.TrialState, ...] | None = None) -> list[optuna.trial.FrozenTrial]:
+    """The study's tuned baselines (:func:`enqueue_tuned_baselines`), in ``states`` if given."""
+    return [trial for trial in study.get_trials(deepcopy=False, states=states)
+            if trial.user_attrs.get("baseline", "").endswith(TUNED_SUFFIX)]

@@ -24,7 +24,12 @@ from tqdm.auto import tqdm
 
 from splitsearch.cost import fit_width
 from splitsearch.data import DEFAULT_DATA_DIR, DataCache
-from splitsearch.search.objective import SearchObjective, enqueue_baselines
+from splitsearch.search.objective import (
+    SearchObjective,
+    enqueue_baselines,
+    enqueue_tuned_baselines,
+    tuned_baseline_trials,
+)
 from splitsearch.search.study import StudyError, StudySpec, make_sampler, open_storage, open_study, publish_settings
 from splitsearch.search.worker import (
     HEARTBEAT_SECONDS,
@@ -99,7 +104,10 @@ def run_study(spec: StudySpec, storage_url: str, runs_dir: str | Path = "runs", 
     by at most (workers - 1) trials.  A worker with nothing to start waits while others run the
     last trials, and runs the retry of any that dies.  A trial that raises ends FAIL with its
     reason and the worker goes on, until as many trials failed as ``n_trials`` asks for;
-    Ctrl-C and SIGTERM stop the worker and queue the interrupted trial again.  Optuna's
+    Ctrl-C and SIGTERM stop the worker and queue the interrupted trial again.  When the study
+    has its trials, the baselines are trained once more with the best searched trial's training
+    settings where the space searches any (:func:`~splitsearch.search.objective.enqueue_tuned_baselines`),
+    so a pick and its baselines can be compared at the same training settings.  Optuna's
     experimental-feature warnings (heartbeats, trial retries, grouped TPE, constant liar) are
     silenced: we use them on purpose.
     """
@@ -133,7 +141,14 @@ def _work(study: optuna.Study, objective: SearchObjective, spec: StudySpec, prog
             bar.n = finished
             bar.refresh()
             if spec.n_trials is not None and finished >= spec.n_trials:
-                return
+                # The search is done; the baselines get the best trial's training settings too.
+                enqueue_tuned_baselines(study, spec)
+                tuned = tuned_baseline_trials(study)
+                bar.total = spec.n_trials + len({trial.user_attrs["baseline"] for trial in tuned})
+                if not any(trial.state == TrialState.WAITING for trial in tuned):
+                    return
+                study.optimize(objective, n_trials=1, catch=(Exception,))
+                continue
             if failed >= (spec.n_trials or MAX_FAILURES):
                 # As many failures as trials asked for: something is wrong with every candidate.
                 raise StudyError(f"study {spec.name!r}: {failed} trials failed (see each trial's 'failure'); "

@@ -18,7 +18,7 @@ import hashlib
 import json
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -26,6 +26,7 @@ import optuna
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from splitsearch.config import ConfigError, SplitConfig, read_yaml
+from splitsearch.data.specs import DEFAULT_DATASET
 from splitsearch.search.space import SearchSpace, config_value, load_space, space_fingerprint
 from splitsearch.search.worker import HEARTBEAT_SECONDS, MAX_RETRIES, retry_callback
 from splitsearch.units import parse_bytes, parse_count
@@ -49,6 +50,9 @@ class StudySpec:
 
     ``base`` holds the config fields every candidate starts from (``arch`` and ``dataset``
     included); the search space then changes some of them per trial.
+    ``dataset_train_dropped`` holds the study file's ``dataset_train`` settings when ``dataset``
+    was overridden with another dataset (they were written for the file's own; the new one's
+    defaults apply instead), so the caller can say so.
     """
 
     name: str
@@ -66,6 +70,7 @@ class StudySpec:
     seed: int = 0
     baselines: bool = True
     source: str = "command line"
+    dataset_train_dropped: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         where = self.source
@@ -142,17 +147,19 @@ def resolve_study_file(name_or_path: str) -> Path:
     raise StudyError(f"unknown study {name_or_path!r}: give a YAML path or one of {', '.join(known) or 'none'}")
 
 
-_FIELDS = {"name", "arch", "dataset", "space", "base", "budget_params", "budget_macs", "budget_activation",
-           "budget_mode", "objectives",
+_FIELDS = {"name", "arch", "dataset", "space", "base", "dataset_train", "budget_params", "budget_macs",
+           "budget_activation", "budget_mode", "objectives",
            "sampler", "pruner", "n_trials", "timeout", "seed", "baselines", "epochs"}
 
 
 def load_study_spec(path: str | Path | None, overrides: Mapping[str, Any] | None = None) -> StudySpec:
     """Read a study YAML (or start from nothing) and apply command-line ``overrides``.
 
-    Recognised keys: name, arch, dataset, space, base (config fields), budget_params,
-    budget_macs (counts such as ``36M``), budget_activation (bytes per image, such as ``2MB``: the
-    peak feature maps with split blocks run branch by branch), budget_mode, objectives, sampler, pruner, n_trials,
+    Recognised keys: name, arch, dataset, space, base (config fields), dataset_train (training
+    settings that belong to the file's dataset: dropped when ``dataset`` is overridden with
+    another one, whose defaults then apply), budget_params, budget_macs (counts such as
+    ``36M``), budget_activation (bytes per image, such as ``2MB``: the peak feature maps with
+    split blocks run branch by branch), budget_mode, objectives, sampler, pruner, n_trials,
     timeout, seed, baselines, epochs (shortcut for ``base.train.epochs``).
     """
     source = "command line"
@@ -166,21 +173,39 @@ def load_study_spec(path: str | Path | None, overrides: Mapping[str, Any] | None
     unknown = sorted(set(data) - _FIELDS)
     if unknown:
         raise StudyError(f"{source}: unknown key {unknown[0]} (known keys: {', '.join(sorted(_FIELDS))})")
+    written_for = _dataset_of(data, source)
     data.update({key: value for key, value in (overrides or {}).items() if value is not None})
-    return _spec_from_mapping(data, source)
+    return _spec_from_mapping(data, source, written_for)
 
 
-def _spec_from_mapping(data: dict[str, Any], source: str) -> StudySpec:
-    base_fields = dict(data.get("base") or {})
-    if not isinstance(base_fields, dict):
+def _dataset_of(data: Mapping[str, Any], source: str) -> str:
+    """The dataset a study file was written for: its ``dataset``, else its base's, else the default."""
+    base = data.get("base") or {}
+    if not isinstance(base, Mapping):
         raise StudyError(f"{source}: base must be a mapping of config fields")
+    return str(data.get("dataset") or base.get("dataset") or DEFAULT_DATASET)
+
+
+def _spec_from_mapping(data: dict[str, Any], source: str, written_for: str) -> StudySpec:
+    base_fields = dict(data.get("base") or {})
     for key in ("arch", "dataset"):
         if key in data:
             base_fields[key] = data[key]
     if "arch" not in base_fields:
         raise StudyError(f"{source}: the study needs an arch (the base network), e.g. arch: wrn28_10")
+    train_fields = dict(base_fields.get("train") or {})
+    dataset_train = data.get("dataset_train") or {}
+    if not isinstance(dataset_train, Mapping):
+        raise StudyError(f"{source}: dataset_train must be a mapping of train settings, e.g. dataset_train: {{lr: 0.05}}")
+    if twice := sorted(set(dataset_train) & set(train_fields)):
+        raise StudyError(f"{source}: train.{twice[0]} is set in both base.train and dataset_train; keep one")
+    same_dataset = str(base_fields.get("dataset", DEFAULT_DATASET)) == written_for
+    if same_dataset:
+        train_fields.update(dataset_train)
     if "epochs" in data:
-        base_fields["train"] = {**dict(base_fields.get("train") or {}), "epochs": data["epochs"]}
+        train_fields["epochs"] = data["epochs"]
+    if train_fields:
+        base_fields["train"] = train_fields
     try:
         base = SplitConfig.from_dict(base_fields)
         space = load_space(data.get("space", "divide"))
@@ -206,6 +231,7 @@ def _spec_from_mapping(data: dict[str, Any], source: str) -> StudySpec:
         seed=int(data.get("seed", 0)),
         baselines=bool(data.get("baselines", True)),
         source=source,
+        dataset_train_dropped={} if same_dataset else dict(dataset_train),
         **budgets,
     )
 

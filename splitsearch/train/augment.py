@@ -32,16 +32,17 @@ def _uniform(size: tuple[int, ...], generator: torch.Generator, device: torch.de
 
 
 def crop_flip(images: Tensor, top: Tensor, left: Tensor, flip: Tensor, padding: int,
-              source: Tensor | None = None) -> Tensor:
+              source: Tensor | None = None, fill: Tensor | None = None) -> Tensor:
     """Crop and mirror a whole batch with tensor gathers, no loop over images.
 
     Output ``n`` is the ``H`` x ``W`` window at ``(top[n], left[n])`` of ``images[source[n]]``
-    zero-padded by ``padding`` on every side, mirrored left-right where ``flip[n]``.  ``source``
-    defaults to one output per input; with it, S views of a batch are cut from one padding.
+    padded by ``padding`` on every side, mirrored left-right where ``flip[n]``.  The padding
+    holds zeros, or ``fill`` (one value per channel).  ``source`` defaults to one output per
+    input; with it, S views of a batch are cut from one padding.
     """
     _, channels, height, width = images.shape
     device = images.device
-    padded = F.pad(images, (padding,) * 4) if padding else images
+    padded = _pad(images, padding, fill)
     if source is not None:
         padded = padded[source]
     rows = top[:, None] + torch.arange(height, device=device)
@@ -50,6 +51,17 @@ def crop_flip(images: Tensor, top: Tensor, left: Tensor, flip: Tensor, padding: 
     # Two gathers (rows, then columns) are several times faster on CPU than one 4-d fancy index.
     padded = padded.gather(2, rows[:, None, :, None].expand(-1, channels, -1, padded.shape[3]))
     return padded.gather(3, columns[:, None, None, :].expand(-1, channels, height, -1))
+
+
+def _pad(images: Tensor, padding: int, fill: Tensor | None) -> Tensor:
+    if not padding:
+        return images
+    if fill is None:
+        return F.pad(images, (padding,) * 4)
+    count, channels, height, width = images.shape
+    padded = fill.to(images.dtype).view(1, channels, 1, 1).repeat(count, 1, height + 2 * padding, width + 2 * padding)
+    padded[:, :, padding:padding + height, padding:padding + width] = images
+    return padded
 
 
 def random_erase(images: Tensor, p: float, generator: torch.Generator, value: float = 0.0) -> Tensor:
@@ -107,8 +119,9 @@ def augment(images: Tensor, members: int, config: TrainConfig, generator: torch.
             normalization: Normalization) -> Tensor:
     """S = ``members`` independently augmented, normalised views of a uint8 batch ``[B, C, H, W]``.
 
-    Per view and image, in torchvision's usual order: random crop with zero padding
-    (``config.crop_padding``), horizontal flip with probability 1/2 (``config.hflip``),
+    Per view and image, in torchvision's usual order: random crop with ``config.crop_padding``
+    pixels of padding (black, or with ``crop_fill: mean`` the training images' mean colour, which
+    normalises to 0), horizontal flip with probability 1/2 (``config.hflip``),
     AutoAugment (``config.autoaugment``, per image, the slow step), normalisation, then random
     erasing with probability ``config.random_erasing``.  Random draws are made with
     ``generator`` (on its own device), so one seed gives the same views.
@@ -127,7 +140,8 @@ def augment(images: Tensor, members: int, config: TrainConfig, generator: torch.
     left = (_uniform((count,), generator, device) * span).long()
     flip = _uniform((count,), generator, device) < (0.5 if config.hflip else 0.0)
     source = torch.arange(batch, device=device).repeat(members)
-    views = crop_flip(images, top, left, flip, config.crop_padding, source)
+    fill = normalization.mean_pixel(device) if config.crop_fill == "mean" else None
+    views = crop_flip(images, top, left, flip, config.crop_padding, source, fill)
     if config.autoaugment:
         views = auto_augment(views, generator)
     views = normalization(views)

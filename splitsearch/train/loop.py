@@ -199,8 +199,7 @@ class Trainer:
         self.optimizer = make_optimizer(self.ensemble, self.config.train, self.config.wd_rule, self.config.S)
         if self.semantic is not None and (assignments := self.semantic.optimizer_group(self.config.train.lr)):
             self.optimizer.add_param_group(assignments)
-        self.scheduler = make_scheduler(self.optimizer, self.total_steps, self.config.train.lr_warmup_fraction,
-                                        first_step=first_step)
+        self.scheduler = make_scheduler(self.optimizer, self.total_steps, self.config.train, first_step=first_step)
 
     def _cut(self, epoch: int) -> None:
         """End the semantic split's first stage: cut every member along its groups, fine-tune from here."""

@@ -8,11 +8,13 @@ decayed.  The small networks' decay follows a dividing rule (METHODS.md section 
 from __future__ import annotations
 
 import math
+import re
+import warnings
 
 import torch
 from torch import nn
 
-from splitsearch.config import TrainConfig
+from splitsearch.config import MOMENTUM_CYCLE, TrainConfig
 
 
 def divided_weight_decay(weight_decay: float, rule: str, S: int) -> float:
@@ -63,14 +65,36 @@ def warmup_cosine(step: int, total_steps: int, warmup_steps: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_fraction: float,
-                   first_step: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-iteration warm-up + cosine schedule (call ``step()`` after every optimiser step).
+def make_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, train: TrainConfig,
+                   first_step: int = 0) -> torch.optim.lr_scheduler.LRScheduler:
+    """The per-iteration schedule of ``train.lr_schedule`` (call ``step()`` after every optimiser step).
 
+    ``warmup_cosine``: linear warm-up over ``lr_warmup_fraction`` of the steps, then cosine
+    decay to 0 (the authors' schedule).  ``onecycle``: torch's ``OneCycleLR`` with
+    ``pct_start = lr_warmup_fraction``: cosine warm-up from lr/25, cosine annealing to lr/25e4,
+    and with ``cycle_momentum`` the momentum swung between ``momentum`` -+ 0.05 against it.
     ``first_step`` continues a run's schedule with a new optimiser (the semantic split's members
     change at the cut, the schedule does not).
     """
-    warmup_steps = int(round(warmup_fraction * total_steps))
+    if train.lr_schedule == "onecycle":
+        return _one_cycle(optimizer, total_steps, train, first_step)
+    warmup_steps = int(round(train.lr_warmup_fraction * total_steps))
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: warmup_cosine(first_step + step, total_steps, warmup_steps)
     )
+
+
+def _one_cycle(optimizer: torch.optim.Optimizer, total_steps: int, train: TrainConfig,
+               first_step: int) -> torch.optim.lr_scheduler.OneCycleLR:
+    momentum = {"base_momentum": train.momentum - MOMENTUM_CYCLE, "max_momentum": train.momentum + MOMENTUM_CYCLE}
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=[group["lr"] for group in optimizer.param_groups], total_steps=max(total_steps, 2),
+        # OneCycleLR needs some warm-up and some annealing; a fraction of 0 or 1 means "as little as it allows".
+        pct_start=min(max(train.lr_warmup_fraction, 1e-6), 1 - 1e-6),
+        cycle_momentum=train.cycle_momentum, **(momentum if train.cycle_momentum else {}))
+    with warnings.catch_warnings():
+        # Advancing a fresh schedule to ``first_step`` before any optimiser step is what we mean.
+        warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()`"))
+        for _ in range(first_step):
+            scheduler.step()
+    return scheduler
