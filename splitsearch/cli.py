@@ -17,9 +17,9 @@ import click
 from tqdm.auto import tqdm
 
 from splitsearch import __version__
+from splitsearch.blocks.semantic_groups import SPLIT_DEPTHS
 from splitsearch.config import SplitConfig
 from splitsearch.data.specs import DEFAULT_DATASET, known_specs
-from splitsearch.split.semantic import SPLIT_DEPTHS
 from splitsearch.units import format_bytes, format_count, parse_bytes, parse_count
 
 

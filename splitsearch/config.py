@@ -32,9 +32,10 @@ from typing import Any, Literal, Mapping
 
 import yaml
 
+from splitsearch.blocks.factors import check_block_factors
+from splitsearch.blocks.semantic_groups import DEFAULT_SPLIT_DEPTH, Parametrisation, SplitDepth, stage_groups
 from splitsearch.data.specs import DEFAULT_DATASET, DatasetInfo, dataset_info
-from splitsearch.split.grouping import Parametrisation
-from splitsearch.split.semantic import DEFAULT_SPLIT_DEPTH, SplitDepth, stage_groups
+from splitsearch.models.registry import SEMANTIC_SPLIT_FAMILIES, ArchFamily, resolve_arch
 
 WdRule = Literal["none", "linear", "exp"]
 Combine = Literal["mean_logits", "max_logits", "mean_softmax"]
@@ -171,9 +172,6 @@ class SplitConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
-        from splitsearch.models import resolve_arch
-        from splitsearch.split.blocks import check_block_factors
-
         if isinstance(self.block_factors, list):
             object.__setattr__(self, "block_factors", tuple(self.block_factors))
         if isinstance(self.train, Mapping):
@@ -200,10 +198,8 @@ class SplitConfig:
                 f"which needs at least {family.min_input_size}x{family.min_input_size} inputs"
             )
 
-    def _check_semantic_split(self, family: Any) -> None:
+    def _check_semantic_split(self, family: ArchFamily) -> None:
         """Canonical ``split_depth`` (None without groups) and a one-line error for what cannot be cut."""
-        from splitsearch.models import SEMANTIC_SPLIT_FAMILIES
-
         if self.groups == 1:
             object.__setattr__(self, "split_depth", None)
             return

@@ -14,9 +14,9 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from splitsearch.blocks.fusion import Fusion
 from splitsearch.models import BuildArgs, build_network, resolve_arch
 from splitsearch.models.resnet import Shortcut
-from splitsearch.split.blocks import Fusion
 
 PAPER_FACTORS = (8, 2, 2, 4, 4)  # seed 002's VGG16 "proposed_I"
 UNSPLIT = (1, 1, 1, 1, 1)

@@ -189,12 +189,10 @@ def test_two_workers_share_one_postgres_study(postgres_url, tmp_path):
     assert [t.user_attrs.get("baseline") for t in study.trials].count("undivided") == 1
 
 
-@pytest.fixture
-def exploding_arch():
-    """``exploding20``: resnet20, except that with S=4 its forward raises in the second epoch."""
+def build_exploding(args, depth):
+    """``exploding{depth}``: resnet20, except that with S=4 its forward raises in the second epoch."""
     from torch import nn
 
-    from splitsearch.models.registry import _FAMILIES, register_family
     from splitsearch.models.resnet import cifar_resnet_basic
 
     class ExplodesInEpochTwo(nn.Module):
@@ -209,13 +207,19 @@ def exploding_arch():
                     raise RuntimeError("CUDA out of memory (simulated, epoch 2)")
             return self.network(x)
 
-    def build(args, depth):
-        network = cifar_resnet_basic(args, depth=20)
-        return ExplodesInEpochTwo(network, steps_per_epoch=1) if args.S == 4 else network
+    network = cifar_resnet_basic(args, depth=20)
+    return ExplodesInEpochTwo(network, steps_per_epoch=1) if args.S == 4 else network
 
-    register_family(r"exploding(?P<depth>\d+)", examples=("exploding20",), num_blocks=3)(build)
-    yield "exploding20"
-    del _FAMILIES[-1]
+
+@pytest.fixture
+def exploding_arch(monkeypatch):
+    """``exploding20`` registered for one test, built by :func:`build_exploding`."""
+    from splitsearch.models import registry
+
+    family = registry.ArchFamily(r"exploding(?P<depth>\d+)", f"{__name__}:build_exploding", examples=("exploding20",),
+                                 num_blocks=3)
+    monkeypatch.setattr(registry, "_FAMILIES", [*registry._FAMILIES, family])
+    return "exploding20"
 
 
 def test_a_candidate_that_raises_fails_with_its_reason_and_the_search_goes_on(storage, tmp_path, exploding_arch):

@@ -6,13 +6,12 @@ import pytest
 import torch
 from torch import nn
 
+from splitsearch.blocks.semantic_groups import stage_groups
 from splitsearch.build import build_one, semantic_plan
 from splitsearch.config import ConfigError, SplitConfig
 from splitsearch.cost import count_config
 from splitsearch.split.grouping import SemanticGrouping, balance, disjointness
-from splitsearch.split.semantic import (
-    CLASSES, GroupedLinear, balanced_assignment, group_sizes, split_network, stage_groups,
-)
+from splitsearch.split.semantic import CLASSES, GroupedLinear, balanced_assignment, group_sizes, split_network
 
 DEPTHS = [("fc", 2), ("shallow", 2), ("deep", 2), ("hierarchical", 4), ("shallow", 3)]
 

@@ -13,11 +13,11 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from splitsearch.blocks.fusion import Fusion
 from splitsearch.models import BuildArgs, build_network, resolve_arch
 from splitsearch.models.densenet import DenseLayer
 from splitsearch.models.pyramidnet import PyramidBottleneck, ShakeDrop
 from splitsearch.models.shake_shake import ShakeBlock, shake_shake
-from splitsearch.split.blocks import Fusion
 
 NAMES = ("densenet_bc190", "pyramidnet164", "pyramidnet272", "shake_shake26_2x96d", "efficientnet_b0")
 NUM_CLASSES = 100

@@ -13,10 +13,10 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from splitsearch.blocks.fusion import Fusion
 from splitsearch.models import BuildArgs, build_network, resolve_arch
 from splitsearch.models.resnet import BasicBlock
 from splitsearch.models.resnet_bottleneck import Bottleneck, SqueezeExcite
-from splitsearch.split.blocks import Fusion
 
 NAMES = ("wrn16_8", "wrn28_10", "wrn40_10", "resnet110", "resnet164", "se_resnet110", "se_resnet164",
          "resnext29_8x64d", "resnext29_16x64d")

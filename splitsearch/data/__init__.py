@@ -11,21 +11,33 @@
 lives in :mod:`splitsearch.train.augment`.
 """
 
-from splitsearch.data.device import (
-    DataCache,
-    DeviceData,
-    Normalization,
-    TensorLoader,
-    prepare_data,
-    split_to_device,
-    to_device,
-)
-from splitsearch.data.loading import DEFAULT_DATA_DIR, ImageDataset, ImageSplit, load_dataset
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from splitsearch.data.specs import DEFAULT_DATASET, DatasetInfo, TrainingDefaults, dataset_info, known_specs
-from splitsearch.data.splits import DataSplits, split_validation
+
+# The steps that need torch, each name imported from its module on first use: the specs (all the
+# config needs) load without torch.
+_TORCH_STEPS = {
+    "DataCache": "device", "DeviceData": "device", "Normalization": "device", "TensorLoader": "device",
+    "prepare_data": "device", "split_to_device": "device", "to_device": "device",
+    "DEFAULT_DATA_DIR": "loading", "ImageDataset": "loading", "ImageSplit": "loading", "load_dataset": "loading",
+    "DataSplits": "splits", "split_validation": "splits",
+}
 
 __all__ = [
     "DataCache", "DEFAULT_DATASET", "DEFAULT_DATA_DIR", "DataSplits", "DatasetInfo", "DeviceData",
     "ImageDataset", "ImageSplit", "Normalization", "TensorLoader", "TrainingDefaults", "dataset_info", "known_specs",
     "load_dataset", "prepare_data", "split_to_device", "split_validation", "to_device",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``splitsearch.data.prepare_data`` and the other torch steps, imported when first asked for."""
+    if name not in _TORCH_STEPS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_TORCH_STEPS[name]}"), name)
+    globals()[name] = value
+    return value

@@ -1,30 +1,26 @@
-"""Model zoo: every family registers itself on import (see :mod:`splitsearch.models.registry`)."""
+"""Model zoo: one module per family, listed with its facts in :mod:`splitsearch.models.registry`.
+
+Importing the package loads no family (and no torch); :func:`build_network` imports the one it
+builds.  The families build from :mod:`splitsearch.blocks` and implement its hooks, through which
+the whole-network transformations of :mod:`splitsearch.split` reach them.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
-from torch import nn
-
-from splitsearch.models.registry import ArchFamily, BuildArgs, available_archs, resolve_arch
-from splitsearch.split.blocks import check_block_factors
-
-# Family modules, imported for their @register_family side effect.
-from splitsearch.models import (  # noqa: F401,E402  isort: skip
-    densenet,
-    efficientnet,
-    pyramidnet,
-    resnet,
-    resnet18,
-    resnet_bottleneck,
-    resnext,
-    shake_shake,
-    vgg,
-    wrn,
+from splitsearch.blocks.factors import check_block_factors
+from splitsearch.models.registry import (
+    SEMANTIC_SPLIT_FAMILIES,
+    ArchFamily,
+    BuildArgs,
+    available_archs,
+    resolve_arch,
 )
 
-SEMANTIC_SPLIT_FAMILIES = ("the semantic split (groups > 1) is implemented for the CIFAR ResNets with basic "
-                           "blocks (resnet20, resnet32, ..., wrn16_8, wrn28_10, ...) only")
+if TYPE_CHECKING:
+    from torch import nn
 
 __all__ = ["ArchFamily", "BuildArgs", "available_archs", "build_network", "resolve_arch"]
 
@@ -44,4 +40,4 @@ def build_network(arch: str, args: BuildArgs) -> nn.Module:
     if args.groups > 1 and not family.supports_semantic_split:
         raise ValueError(f"{arch}: {SEMANTIC_SPLIT_FAMILIES}")
     args = dataclasses.replace(args, block_factors=factors)
-    return family.builder(args, **name_args)
+    return family.load_builder()(args, **name_args)

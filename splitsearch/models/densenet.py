@@ -18,9 +18,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from splitsearch.blocks.divide import densenet_growth_rate
 from splitsearch.models.layers import Classifier, conv1x1, conv3x3, init_weights, scale_channels
-from splitsearch.models.registry import BuildArgs, register_family
-from splitsearch.split.divide import densenet_growth_rate
+from splitsearch.models.registry import BuildArgs
 
 _GROWTH_RATE = 40
 _BOTTLENECK_FACTOR = 4
@@ -78,12 +78,6 @@ class CifarDenseNetBC(nn.Module):
         return self.classifier(self.features(self.stem(x)))
 
 
-@register_family(
-    r"densenet_bc190", examples=("densenet_bc190",), num_blocks=3, min_input_size=4,
-    supports_block_split=False,
-    width_unit="growth rate k = 40/28/20 (S=1/2/4) x width_mult, rounded to whole channels "
-               "(stem 2k, bottlenecks 4k, transitions halve); finest step: 1 channel of growth rate",
-)
 def densenet_bc190(args: BuildArgs) -> nn.Module:
     """DenseNet-BC-190 (k = 40 undivided): three blocks of (190 - 4) / 6 = 31 bottleneck layers."""
     growth = scale_channels(densenet_growth_rate(_GROWTH_RATE, args.S), args.width_mult)

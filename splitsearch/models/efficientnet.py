@@ -22,9 +22,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from splitsearch.blocks.divide import drop_rate, efficientnet_b0_widths
 from splitsearch.models.layers import Classifier, init_weights, scale_channels
-from splitsearch.models.registry import BuildArgs, register_family
-from splitsearch.split.divide import drop_rate, efficientnet_b0_widths
+from splitsearch.models.registry import BuildArgs
 
 # One row per stage: expansion ratio, number of blocks, kernel size, stride (CIFAR strides).
 _B0_STAGES = ((1, 1, 3, 1), (6, 2, 3, 2), (6, 2, 5, 1), (6, 3, 3, 2), (6, 3, 5, 1), (6, 4, 5, 1), (6, 1, 3, 1))
@@ -123,12 +123,6 @@ class CifarEfficientNet(nn.Module):
         return self.classifier(self.stages(self.stem(x)))
 
 
-@register_family(
-    r"efficientnet_b0", examples=("efficientnet_b0",), num_blocks=7, min_input_size=4,
-    supports_block_split=False,
-    width_unit="widths of the authors' table for S (stem, 7 stages, head; 32..1280 at S=1) x width_mult, "
-               "rounded to whole channels; finest step: 1 channel",
-)
 def efficientnet_b0(args: BuildArgs) -> nn.Module:
     """EfficientNet-B0 for 32x32 inputs (stride-1 stem, 8x8 final feature map)."""
     widths = tuple(scale_channels(c, args.width_mult) for c in efficientnet_b0_widths(args.S))

@@ -48,6 +48,11 @@ class Classifier(nn.Sequential):
         layers.append(nn.Linear(in_features, num_classes))
         super().__init__(*layers)
 
+    @property
+    def linear(self) -> nn.Linear:
+        """The layer that writes the logits (last)."""
+        return self[-1]
+
 
 def init_weights(model: nn.Module) -> None:
     """He (fan-out) init for convolutions, unit BN, small linear weights, as the authors train.

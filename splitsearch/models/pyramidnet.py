@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from splitsearch.blocks.divide import drop_rate, pyramidnet_alpha
 from splitsearch.models.layers import Classifier, conv1x1, conv3x3, init_weights, scale_channels
-from splitsearch.models.registry import BuildArgs, register_family
-from splitsearch.split.divide import drop_rate, pyramidnet_alpha
+from splitsearch.models.registry import BuildArgs
 
 _STEM_CHANNELS = 16
 _EXPANSION = 4
@@ -121,12 +121,6 @@ class CifarPyramidNet(nn.Module):
         return self.classifier(self.stages(self.stem(x)))
 
 
-@register_family(
-    r"pyramidnet(?P<depth>\d+)", examples=("pyramidnet164", "pyramidnet272"), num_blocks=3, min_input_size=4,
-    supports_block_split=False,
-    width_unit="stem 16 and alpha (270 or 200, / sqrt(S)) both x width_mult; each bottleneck width rounds "
-               "to whole channels, its output is 4x; finest step: 1 bottleneck channel",
-)
 def pyramidnet(args: BuildArgs, depth: int) -> nn.Module:
     """``pyramidnet164`` (alpha 270) or ``pyramidnet272`` (alpha 200): bottleneck PyramidNet with ShakeDrop.
 

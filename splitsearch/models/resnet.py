@@ -15,11 +15,13 @@ from typing import Callable
 import torch
 from torch import nn
 
+from splitsearch.blocks.divide import resnet_cifar_base_width
+from splitsearch.blocks.factors import check_block_factors, layer_groups
+from splitsearch.blocks.fusion import Fusion
+from splitsearch.blocks.hooks import ConvNorm, ResidualLayers
+from splitsearch.blocks.semantic_groups import channel_divisors
 from splitsearch.models.layers import Classifier, conv1x1, conv3x3, init_weights, scale_channels
-from splitsearch.models.registry import BuildArgs, register_family
-from splitsearch.split.blocks import Fusion, check_block_factors, layer_groups
-from splitsearch.split.divide import resnet_cifar_base_width
-from splitsearch.split.semantic import channel_divisors
+from splitsearch.models.registry import BuildArgs
 
 
 class Shortcut(nn.Sequential):
@@ -32,8 +34,27 @@ class Shortcut(nn.Sequential):
         layers += [conv1x1(in_channels, out_channels), nn.BatchNorm2d(out_channels)]
         super().__init__(*layers)
 
+    def conv_norm(self) -> ConvNorm:
+        """Its convolution and BN (the pool before them has no channels to regroup)."""
+        return ConvNorm(self[-2], self[-1])
 
-class BasicBlock(nn.Module):
+
+class ResidualBlock(nn.Module):
+    """A residual block: convolutions, BNs, ReLUs (and a channel gate), plus ``self.shortcut(x)``.
+
+    Past its first convolutions every operation keeps a split stage's channel groups apart, so
+    once those convolutions are cut to one branch the block computes that branch alone: it
+    implements the branch-by-branch hook (:class:`~splitsearch.blocks.hooks.BranchwiseModule`).
+    """
+
+    shortcut: nn.Module
+
+    def input_passthroughs(self) -> tuple[nn.Module, ...]:
+        """The identity shortcut, where the block has one: it hands the block input on unchanged."""
+        return (self.shortcut,) if isinstance(self.shortcut, nn.Identity) else ()
+
+
+class BasicBlock(ResidualBlock):
     """conv3x3-BN-ReLU-conv3x3-BN, plus the shortcut, then ReLU.
 
     ``first_groups`` is the ``groups`` of the first convolution (1 in the first block of a split
@@ -56,6 +77,11 @@ class BasicBlock(nn.Module):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         return self.relu(out + self.shortcut(x))
+
+    def semantic_layers(self) -> ResidualLayers:
+        """The semantic split's hook: conv1 writes the block's middle channels, conv2 the stage's."""
+        projection = self.shortcut.conv_norm() if isinstance(self.shortcut, Shortcut) else None
+        return ResidualLayers(ConvNorm(self.conv1, self.bn1), ConvNorm(self.conv2, self.bn2), projection)
 
 
 BlockFactory = Callable[..., nn.Module]
@@ -109,6 +135,14 @@ class CifarResNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.stages(self.stem(x)))
 
+    def semantic_stages(self) -> tuple[nn.Sequential, ...]:
+        """The semantic split's hook: its stages, each a sequence of blocks (and a fusion if block-split)."""
+        return tuple(self.stages)
+
+    def get_classifier(self) -> nn.Linear:
+        """The semantic split's hook: the linear layer it makes G heads."""
+        return self.classifier.linear
+
 
 def stage_widths(base: int, args: BuildArgs, multipliers: tuple[int, ...] = (1, 2, 4),
                  num_blocks: int = 3) -> list[int]:
@@ -119,10 +153,6 @@ def stage_widths(base: int, args: BuildArgs, multipliers: tuple[int, ...] = (1, 
             for m, k, g in zip(multipliers, factors, groups)]
 
 
-@register_family(r"resnet(?P<depth>\d+)", examples=("resnet20", "resnet32", "resnet56"), num_blocks=3,
-                 supports_semantic_split=True,
-                 width_unit="base width 16/12/8 (S=1/2/4) x width_mult; stages w, 2w, 4w rounded to whole channels "
-                            "(multiples of the split factor and semantic groups)")
 def cifar_resnet_basic(args: BuildArgs, depth: int) -> nn.Module:
     """``resnet{6n+2}``: CIFAR ResNet with n basic blocks per stage."""
     if (depth - 2) % 6 != 0 or depth < 8:

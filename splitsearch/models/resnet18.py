@@ -22,11 +22,12 @@ from dataclasses import replace
 import torch
 from torch import nn
 
+from splitsearch.blocks.divide import resnet_imagenet_base_width
+from splitsearch.blocks.factors import check_block_factors
+from splitsearch.blocks.fusion import Fusion
 from splitsearch.models.layers import Classifier, conv3x3, init_weights, scale_channels
-from splitsearch.models.registry import BuildArgs, register_family
+from splitsearch.models.registry import BuildArgs
 from splitsearch.models.resnet import BasicBlock, make_stage, stage_widths
-from splitsearch.split.blocks import Fusion, check_block_factors
-from splitsearch.split.divide import resnet_imagenet_base_width
 
 STAGE_MULTIPLIERS = (1, 2, 4, 8)
 STAGE_STRIDES = (1, 2, 2, 2)
@@ -61,9 +62,6 @@ class ResNet18(nn.Module):
         return self.classifier(self.stages(self.stem(x)))
 
 
-@register_family(r"resnet18", examples=("resnet18",), num_blocks=5, priority=1,
-                 width_unit="base width 64/44/32 (S=1/2/4) x width_mult; stem w, stages w, 2w, 4w, 8w "
-                            "rounded to whole channels")
 def resnet18(args: BuildArgs) -> nn.Module:
     """``resnet18``: CIFAR ResNet18 (3x3 stem, no max-pool), five split blocks (stem + four stages)."""
     factors = check_block_factors(args.block_factors, 1 + len(STAGE_MULTIPLIERS), "resnet18")

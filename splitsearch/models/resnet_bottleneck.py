@@ -20,10 +20,10 @@ import math
 import torch
 from torch import nn
 
+from splitsearch.blocks.divide import resnet_cifar_base_width
 from splitsearch.models.layers import conv1x1, conv3x3, scale_channels
-from splitsearch.models.registry import BuildArgs, register_family
-from splitsearch.models.resnet import CifarResNet, Shortcut, stage_widths
-from splitsearch.split.divide import resnet_cifar_base_width
+from splitsearch.models.registry import BuildArgs
+from splitsearch.models.resnet import CifarResNet, ResidualBlock, Shortcut, stage_widths
 
 # Squeeze-and-excitation reduction of the authors' CIFAR SE-ResNets.
 CIFAR_SE_REDUCTION = 4
@@ -49,8 +49,12 @@ class SqueezeExcite(nn.Module):
         gate = self.fc2(self.relu(self.fc1(self.pool(x))))
         return x * torch.sigmoid(gate)
 
+    def input_passthroughs(self) -> tuple[nn.Module, ...]:
+        """The branch-by-branch hook: none; its grouped FCs gate each branch's channels by themselves."""
+        return ()
 
-class Bottleneck(nn.Module):
+
+class Bottleneck(ResidualBlock):
     """conv1x1-BN-ReLU, conv3x3(stride)-BN-ReLU, conv1x1-BN, [SE], plus the shortcut, then ReLU.
 
     ``mid_channels`` defaults to ``out_channels // 4`` (the ResNet expansion); ResNeXt passes its
@@ -98,20 +102,11 @@ def _bottleneck_resnet(args: BuildArgs, depth: int, se_reduction: int) -> nn.Mod
     return CifarResNet(Bottleneck, [n] * 3, stem, outputs, args, block_kwargs={"se_reduction": se_reduction})
 
 
-_WIDTH_UNIT = ("bottleneck base width 16/12/8 (S=1/2/4) x width_mult; bottleneck widths w, 2w, 4w rounded "
-               "to a multiple of the stage's split factor, outputs 4x that")
-
-
-# Only 110 and 164: other 9n+2 depths (20, 56, ...) are also 6n+2 and name basic-block ResNets.
-@register_family(r"resnet(?P<depth>110|164)", examples=("resnet110", "resnet164"), num_blocks=3,
-                 width_unit=_WIDTH_UNIT, priority=1)
 def cifar_resnet_bottleneck(args: BuildArgs, depth: int) -> nn.Module:
     """``resnet110`` / ``resnet164``: the authors' bottleneck CIFAR ResNets (12 / 18 blocks per stage)."""
     return _bottleneck_resnet(args, depth, se_reduction=0)
 
 
-@register_family(r"se_resnet(?P<depth>\d+)", examples=("se_resnet110", "se_resnet164"), num_blocks=3,
-                 width_unit=_WIDTH_UNIT)
 def cifar_se_resnet(args: BuildArgs, depth: int) -> nn.Module:
     """``se_resnet{9n+2}``: bottleneck CIFAR ResNet with squeeze-and-excitation (reduction 4)."""
     return _bottleneck_resnet(args, depth, se_reduction=CIFAR_SE_REDUCTION)

@@ -18,12 +18,12 @@ import math
 import torch
 from torch import nn
 
+from splitsearch.blocks.divide import resnext_cardinality
+from splitsearch.blocks.factors import check_block_factors
 from splitsearch.models.layers import Classifier, conv_bn_relu, init_weights, scale_channels
-from splitsearch.models.registry import BuildArgs, register_family
+from splitsearch.models.registry import BuildArgs
 from splitsearch.models.resnet import make_stage
 from splitsearch.models.resnet_bottleneck import Bottleneck
-from splitsearch.split.blocks import check_block_factors
-from splitsearch.split.divide import resnext_cardinality
 
 STEM_CHANNELS = 64
 BLOCKS_PER_STAGE = 3
@@ -65,13 +65,6 @@ def _group_width(width: int, cardinality: int, split_factor: int, width_mult: fl
     return scale_channels(width, width_mult, divisor=split_factor // math.gcd(cardinality, split_factor))
 
 
-@register_family(
-    r"resnext29_(?P<cardinality>\d+)x(?P<group_width>\d+)d",
-    examples=("resnext29_8x64d", "resnext29_16x64d"),
-    num_blocks=3,
-    width_unit="width per group (w, 2w, 4w per stage) x width_mult, finest step 1 channel per group; "
-    "stem 64 and stage outputs 256, 512, 1024 x width_mult",
-)
 def cifar_resnext29(args: BuildArgs, cardinality: int, group_width: int) -> nn.Module:
     """``resnext29_{d}x{w}d``: ResNeXt-29 with cardinality d divided by S and w channels per group."""
     if cardinality < 1 or group_width < 1:

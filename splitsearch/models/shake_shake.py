@@ -19,11 +19,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from splitsearch.blocks.divide import shake_shake_base_width
+from splitsearch.blocks.factors import check_block_factors
 from splitsearch.models.layers import Classifier, conv1x1, conv3x3, init_weights, scale_channels
-from splitsearch.models.registry import BuildArgs, register_family
+from splitsearch.models.registry import BuildArgs
 from splitsearch.models.resnet import make_stage, stage_widths
-from splitsearch.split.blocks import check_block_factors
-from splitsearch.split.divide import shake_shake_base_width
 
 _STEM_CHANNELS = 16
 _BLOCKS_PER_STAGE = (26 - 2) // 6
@@ -126,11 +126,6 @@ class ShakeResNet(nn.Module):
         return self.classifier(self.stages(self.stem(x)))
 
 
-@register_family(
-    r"shake_shake26_2x96d", examples=("shake_shake26_2x96d",), num_blocks=3, min_input_size=4,
-    width_unit="base width 96/64/48 (S=1/2/4) x width_mult; stages w, 2w, 4w and stem 16 rounded to "
-               "whole channels (multiples of the stage's split factor); finest step: 1 channel",
-)
 def shake_shake26_2x96d(args: BuildArgs) -> nn.Module:
     """Shake-Shake-26 2x96d: 4 two-branch blocks per stage, base width 96 undivided."""
     widths = stage_widths(shake_shake_base_width(args.S), args)

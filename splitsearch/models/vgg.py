@@ -8,7 +8,7 @@ linear layer classifies it, as in the common CIFAR VGG.  The head is the shared
 
 Block-wise split (seed 002): each conv group is one block, so ``block_factors`` has five entries.
 Block b split by K_b keeps its first convolution dense, groups the others by K_b, and replaces
-its max-pool by a :class:`~splitsearch.split.blocks.Fusion` that pools, then mixes the branches
+its max-pool by a :class:`~splitsearch.blocks.fusion.Fusion` that pools, then mixes the branches
 with a 1x1 convolution.  K_b = 1 leaves the block exactly as in the unsplit VGG.
 
 Division by S (divide-and-co-train) for VGG is in neither paper: here every width is scaled by
@@ -23,10 +23,11 @@ import math
 import torch
 from torch import nn
 
+from splitsearch.blocks.divide import check_S
+from splitsearch.blocks.factors import check_block_factors, layer_groups
+from splitsearch.blocks.fusion import Fusion
 from splitsearch.models.layers import Classifier, conv_bn_relu, init_weights, scale_channels
-from splitsearch.models.registry import BuildArgs, register_family
-from splitsearch.split.blocks import Fusion, check_block_factors, layer_groups
-from splitsearch.split.divide import check_S
+from splitsearch.models.registry import BuildArgs
 
 # Conv widths of VGG16, one tuple per block (a block ends at a max-pool).
 VGG16_BLOCKS: tuple[tuple[int, ...], ...] = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
@@ -61,8 +62,6 @@ class VGG(nn.Module):
         return self.classifier(self.blocks(x))
 
 
-@register_family(r"vgg16", examples=("vgg16",), num_blocks=5, min_input_size=32,
-                 width_unit="VGG16 widths 64..512 x width_mult / sqrt(S), each a multiple of its block's split factor")
 def vgg16(args: BuildArgs) -> nn.Module:
     """``vgg16``: CIFAR VGG16-BN; widths scaled by ``width_mult / sqrt(S)`` (not from the papers)."""
     factors = check_block_factors(args.block_factors, len(VGG16_BLOCKS), "vgg16")

@@ -7,17 +7,17 @@ parameter counts match their Table 2: the blocks are the *post*-activation basic
 changes shape is 2x2 average pooling + 1x1 conv + BN.
 
 Divided by S, the widening factor becomes k' = max(floor(k / sqrt(S) + 0.4), 1)
-(:func:`~splitsearch.split.divide.wrn_widen_factor`); the stem keeps 16 channels for every S.
+(:func:`~splitsearch.blocks.divide.wrn_widen_factor`); the stem keeps 16 channels for every S.
 """
 
 from __future__ import annotations
 
 from torch import nn
 
+from splitsearch.blocks.divide import drop_rate, wrn_widen_factor
 from splitsearch.models.layers import scale_channels
-from splitsearch.models.registry import BuildArgs, register_family
+from splitsearch.models.registry import BuildArgs
 from splitsearch.models.resnet import BasicBlock, CifarResNet, stage_widths
-from splitsearch.split.divide import drop_rate, wrn_widen_factor
 
 STEM_CHANNELS = 16
 
@@ -26,14 +26,6 @@ STEM_CHANNELS = 16
 _DROPOUT = {(40, 10): 0.1, (52, 8): 0.1}
 
 
-@register_family(
-    r"wrn(?P<depth>\d+)_(?P<k>\d+)",
-    examples=("wrn16_8", "wrn28_10", "wrn40_10"),
-    num_blocks=3,
-    supports_semantic_split=True,
-    width_unit="stage widths 16k', 32k', 64k' (k' = divided widening factor) x width_mult, "
-    "rounded to a multiple of the stage's split factor and semantic groups; stem 16 x width_mult",
-)
 def wide_resnet(args: BuildArgs, depth: int, k: int) -> nn.Module:
     """``wrn{d}_{k}``: WRN-d-k with (d - 4) / 6 post-activation basic blocks per stage."""
     if (depth - 4) % 6 != 0 or depth < 10 or k < 1:

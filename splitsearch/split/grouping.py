@@ -25,15 +25,13 @@ gradient on the simplex (seed 001 section 1), which the supplement reports conve
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Mapping
+from typing import Mapping
 
 import torch
 from torch import nn
 
+from splitsearch.blocks.semantic_groups import PARAMETRISATIONS, Parametrisation
 from splitsearch.split.semantic import SemanticPlan, balanced_assignment
-
-Parametrisation = Literal["softmax", "reduced_gradient"]
-PARAMETRISATIONS = ("softmax", "reduced_gradient")
 
 _INIT_STD = 0.01
 _SQRT_EPS = 1e-12  # keeps the gradient of sqrt finite where a connection is already zero

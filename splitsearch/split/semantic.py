@@ -2,12 +2,12 @@
 
 SplitNet learns which classes, and which channels of the top layers, belong together, then cuts
 the top of the network into G branches with no connection between them.  This module holds the
-structure of that cut for the CIFAR ResNets (``resnet{6n+2}``, ``wrn{d}_{k}``):
+structure of that cut for any network that implements the semantic hooks
+(:class:`~splitsearch.blocks.hooks.SemanticNetwork`; the CIFAR ResNets ``resnet{6n+2}`` and
+``wrn{d}_{k}`` do):
 
-* :func:`stage_groups` - how many groups each stage gets for a split depth (``fc``: classifier
-  only; ``shallow``: + last stage; ``deep``: + last two stages; ``hierarchical``: G/2
-  supergroups in the second-to-last stage, G subgroups above).  The stem and the first stage are
-  never split.
+* :func:`~splitsearch.blocks.semantic_groups.stage_groups` - how many groups each stage gets for a
+  split depth (the rule lives below the models, which round their widths by it).
 * :class:`SemanticPlan` (:func:`plan_for`) - the node sets that get an assignment (the classes,
   the classifier's input features, each split stage's channels, the middle channels of each
   split block) and which layer reads and writes which set.  A residual block's output shares
@@ -27,55 +27,15 @@ Learning the assignments (stage 1) is :mod:`splitsearch.split.grouping`.
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass
-from typing import Literal, Mapping
+from typing import Mapping
 
 import torch
 from torch import nn
 
-SplitDepth = Literal["fc", "shallow", "deep", "hierarchical"]
-SPLIT_DEPTHS: tuple[str, ...] = ("fc", "shallow", "deep", "hierarchical")
-DEFAULT_SPLIT_DEPTH = "shallow"
-
-# How many of the top stages each depth splits (the classifier is always split).
-_SPLIT_STAGES = {"fc": 0, "shallow": 1, "deep": 2, "hierarchical": 2}
-
-
-def stage_groups(num_stages: int, groups: int, depth: str) -> tuple[int, ...]:
-    """Groups per stage (1: not split); e.g. 3 stages, G=2, deep -> (1, 2, 2); G=4 hierarchical -> (1, 2, 4)."""
-    check_split(groups, depth, num_stages)
-    result = [1] * num_stages
-    for offset in range(_SPLIT_STAGES[depth]):
-        result[num_stages - 1 - offset] = groups
-    if depth == "hierarchical":
-        result[num_stages - 2] = groups // 2
-    return tuple(result)
-
-
-def channel_divisors(num_stages: int, groups: int, depth: str | None) -> tuple[int, ...]:
-    """What each stage's width must be a multiple of, so every group gets the same number of channels.
-
-    The last stage also feeds the classifier's G feature groups, so it is a multiple of G even
-    where only the classifier is split (``fc``).
-    """
-    if groups == 1 or depth is None:
-        return (1,) * num_stages
-    divisors = list(stage_groups(num_stages, groups, depth))
-    divisors[-1] = math.lcm(divisors[-1], groups)
-    return tuple(divisors)
-
-
-def check_split(groups: int, depth: str, num_stages: int) -> None:
-    """Raise ValueError, saying what to change, if ``groups`` and ``depth`` do not fit together."""
-    if depth not in _SPLIT_STAGES:
-        raise ValueError(f"split_depth must be one of {', '.join(SPLIT_DEPTHS)}, got {depth!r}")
-    if _SPLIT_STAGES[depth] >= num_stages:
-        raise ValueError(f"split_depth {depth} would split the first stage, which stays shared; use a "
-                         "shallower depth")
-    if depth == "hierarchical" and (groups < 4 or groups % 2):
-        raise ValueError(f"split_depth hierarchical needs an even number of groups >= 4 (G/2 supergroups, "
-                         f"then G subgroups), got groups={groups}")
+from splitsearch.blocks.hooks import SemanticBlock, SemanticNetwork
+from splitsearch.blocks.semantic_groups import stage_groups
+from splitsearch.models.registry import SEMANTIC_SPLIT_FAMILIES
 
 
 # -- the plan: node sets and the layers between them ----------------------------------------------
@@ -130,60 +90,51 @@ FEATURES = "features"
 
 
 def plan_for(network: nn.Module, groups: int, depth: str) -> SemanticPlan:
-    """The semantic split of a CIFAR ResNet (:class:`~splitsearch.models.resnet.CifarResNet`).
+    """The semantic split of ``network``, read through its hooks (:class:`~splitsearch.blocks.hooks.SemanticNetwork`).
 
     Raises:
-        ValueError: the network is not a CIFAR ResNet of basic blocks, or a stage to split is
-            already block-split (seed 002 fusion) - the two splits of one stage do not compose.
+        ValueError: the network has no semantic hooks, or a stage to split holds a module that is
+            not a block the cut knows (a block-split stage's fusion: seed 002's split and this one
+            do not compose on one stage).
     """
-    from splitsearch.models.resnet import BasicBlock, CifarResNet, Shortcut
-
-    if not isinstance(network, CifarResNet):
-        raise ValueError("the semantic split is implemented for the CIFAR ResNets (resnet{6n+2}, wrn{d}_{k}) "
-                         f"only, not for {type(network).__name__}")
-    linear_index, linear = _classifier_linear(network.classifier)
-    per_stage = stage_groups(len(network.stages), groups, depth)
+    if not isinstance(network, SemanticNetwork):
+        raise ValueError(f"{SEMANTIC_SPLIT_FAMILIES}, not for {type(network).__name__}")
+    path_of = {module: path for path, module in network.named_modules()}
+    linear = network.get_classifier()
+    stages = network.semantic_stages()
+    per_stage = stage_groups(len(stages), groups, depth)
     node_sets = {CLASSES: NodeSet(CLASSES, linear.out_features, groups)}
     layers: list[SplitLayer] = []
     batch_norms: list[tuple[str, str]] = []
     feeding: str | None = None  # the node set the next stage reads (None: the unsplit layers below)
-    for s, (stage, stage_g) in enumerate(zip(network.stages, per_stage)):
+    for s, (stage, stage_g) in enumerate(zip(stages, per_stage)):
         if stage_g == 1:
             feeding = None
             continue
-        if not all(isinstance(block, BasicBlock) for block in stage):
+        if not all(isinstance(block, SemanticBlock) for block in stage):
             raise ValueError(f"stage {s + 1} holds other modules than basic blocks (a block-split stage?): the "
                              "semantic split needs block factor 1 on the stages it splits")
+        blocks = [block.semantic_layers() for block in stage]
         stage_set = f"stage{s + 1}"
-        node_sets[stage_set] = NodeSet(stage_set, stage[0].conv2.out_channels, stage_g)
-        for b, block in enumerate(stage):
-            prefix = f"stages.{s}.{b}"
+        node_sets[stage_set] = NodeSet(stage_set, blocks[0].output.conv.out_channels, stage_g)
+        for b, block in enumerate(blocks):
             middle = f"{stage_set}.block{b + 1}"
-            node_sets[middle] = NodeSet(middle, block.conv1.out_channels, stage_g)
+            node_sets[middle] = NodeSet(middle, block.middle.conv.out_channels, stage_g)
             block_input = feeding if b == 0 else stage_set
-            layers += [SplitLayer(f"{prefix}.conv1", block_input, middle),
-                       SplitLayer(f"{prefix}.conv2", middle, stage_set)]
-            batch_norms += [(f"{prefix}.bn1", middle), (f"{prefix}.bn2", stage_set)]
-            if isinstance(block.shortcut, Shortcut):
-                conv_index = len(block.shortcut) - 2
-                layers.append(SplitLayer(f"{prefix}.shortcut.{conv_index}", block_input, stage_set))
-                batch_norms.append((f"{prefix}.shortcut.{conv_index + 1}", stage_set))
+            cut = [(block.middle, block_input, middle), (block.output, middle, stage_set)]
+            if block.projection is not None:
+                cut.append((block.projection, block_input, stage_set))
             elif block_input != stage_set:
                 raise ValueError(f"block {b + 1} of stage {s + 1} adds its input unchanged to a regrouped output")
+            layers += [SplitLayer(path_of[part.conv], inputs, outputs) for part, inputs, outputs in cut]
+            batch_norms += [(path_of[part.norm], outputs) for part, _, outputs in cut]
         feeding = stage_set
     if feeding is None:
         node_sets[FEATURES] = NodeSet(FEATURES, linear.in_features, groups)
         feeding = FEATURES
-    classifier = f"classifier.{linear_index}"
+    classifier = path_of[linear]
     layers.append(SplitLayer(classifier, feeding, CLASSES))
     return SemanticPlan(node_sets, tuple(layers), tuple(batch_norms), classifier)
-
-
-def _classifier_linear(classifier: nn.Module) -> tuple[int, nn.Linear]:
-    for index, module in enumerate(classifier):
-        if isinstance(module, nn.Linear):
-            return index, module
-    raise ValueError("the network's classifier has no linear layer to split")
 
 
 # -- hard assignment ------------------------------------------------------------------------------

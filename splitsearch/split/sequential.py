@@ -1,6 +1,6 @@
 """Run split blocks branch by branch, as seed 002 deploys them, so their memory can be counted.
 
-:mod:`splitsearch.split.blocks` writes a block split by K as grouped convolutions: the K slim
+:mod:`splitsearch.blocks.fusion` writes a block split by K as grouped convolutions: the K slim
 branches run at once, side by side on the channel axis, so the feature maps alive inside the
 block are as wide as in the unsplit block.  Seed 002's memory saving comes from running the
 branches one after another: only one branch's maps (1/K of the width) are alive at a time.
@@ -11,7 +11,9 @@ passed through the fusion's 1x1 convolution restricted to those input channels, 
 are summed into one output tensor (the convolution is linear, so the sum over branches equals the
 convolution of their concatenation); the fusion's BN and ReLU follow.  In evaluation mode the
 copy computes the same function as the grouped network, and :mod:`splitsearch.cost` counts its
-peak activation memory.
+peak activation memory.  Which modules keep the branches apart, the models say through the
+branch-by-branch hook (:class:`~splitsearch.blocks.hooks.BranchwiseModule`); this module names
+no model class.
 """
 
 from __future__ import annotations
@@ -23,15 +25,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from splitsearch.models.resnet import BasicBlock
-from splitsearch.models.resnet_bottleneck import Bottleneck, SqueezeExcite
-from splitsearch.split.blocks import Fusion
+from splitsearch.blocks.fusion import Fusion
+from splitsearch.blocks.hooks import BranchwiseModule
 
-# Residual units whose forward adds ``self.shortcut(x)`` to paths that treat channels
-# independently once their convolutions are restricted to a branch.
-_RESIDUAL_UNITS: tuple[type[nn.Module], ...] = (BasicBlock, Bottleneck)
-# Modules with a forward of their own that keeps each branch's channels apart (SE with grouped FCs).
-_CHANNELWISE_MODULES: tuple[type[nn.Module], ...] = (*_RESIDUAL_UNITS, SqueezeExcite)
 # Parameter-free modules that act on every channel separately: kept as they are in a branch.
 _CHANNELWISE_LEAVES: tuple[type[nn.Module], ...] = (
     nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Dropout, nn.Identity,
@@ -140,7 +136,7 @@ def _restricted(module: nn.Module, branch: _Branch, path: str) -> nn.Module | No
     if type(module) is nn.BatchNorm2d:
         return _restrict_batch_norm(module, branch, path)
     runs_children_in_order = isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward
-    if runs_children_in_order or isinstance(module, (*_CHANNELWISE_LEAVES, *_CHANNELWISE_MODULES)):
+    if runs_children_in_order or isinstance(module, (*_CHANNELWISE_LEAVES, BranchwiseModule)):
         return None
     raise BranchSplitError(
         f"{path} ({type(module).__name__}) cannot run branch by branch: it is not known to keep the "
@@ -161,14 +157,18 @@ def _branch_body(body: nn.Sequential, branch: _Branch, path: str) -> nn.Sequenti
     # Entered in deepcopy's memo, the sliced modules take the originals' places in the copy (a
     # module registered under two names, like ``last_bn``, stays one), and nothing is copied twice.
     replacements: dict[int, nn.Module] = {}
+    names: dict[nn.Module, str] = {}
     for name, module in body.named_modules(prefix=path):
+        names[module] = name
         restricted = _restricted(module, branch, name)
         if restricted is not None:
             replacements[id(module)] = restricted
     first = body[0]
-    if isinstance(first, _RESIDUAL_UNITS) and isinstance(first.shortcut, nn.Identity):
-        # The first unit's identity shortcut reads the whole block input, not the branch's maps.
-        replacements[id(first.shortcut)] = _ChannelSlice(branch.channels(branch.input_channels, f"{path}.0.shortcut"))
+    if isinstance(first, BranchwiseModule):
+        # What the first module hands on unchanged (an identity shortcut) is the whole block input,
+        # not the branch's maps.
+        for passthrough in first.input_passthroughs():
+            replacements[id(passthrough)] = _ChannelSlice(branch.channels(branch.input_channels, names[passthrough]))
     return copy.deepcopy(body, replacements)
 
 

@@ -4,9 +4,10 @@ A block split by K becomes K slim parallel branches, written here as grouped con
 (``groups=K``): branch k owns channels ``[k*C/K, (k+1)*C/K)`` of every layer in the block.
 The first convolution of a split block (and a projection shortcut, which reads the same input)
 stays dense: every branch sees the block's whole input, as seed 002's Eq. 2 counts it
-(``L0 x L1/K1`` weights per branch).  After the block a :class:`Fusion` mixes the branches:
-the block's pooling (if it down-samples there), the concatenation (free: the branches already
-sit side by side on the channel axis) and a 1x1 convolution.
+(``L0 x L1/K1`` weights per branch; :mod:`splitsearch.blocks.factors` holds these rules).  After
+the block a :class:`Fusion` mixes the branches: the block's pooling (if it down-samples there),
+the concatenation (free: the branches already sit side by side on the channel axis) and a 1x1
+convolution.
 
 So a 3x3 layer inside a split block costs ``C_in * C_out * 9 / K`` weights, plus one fusion
 ``C * C_out`` per split block.  A block with K = 1 is left exactly as the unsplit network.
@@ -14,34 +15,7 @@ So a 3x3 layer inside a split block costs ``C_in * C_out * 9 / K`` weights, plus
 
 from __future__ import annotations
 
-from typing import Sequence
-
 from torch import nn
-
-
-def check_block_factors(block_factors: Sequence[int], num_blocks: int, arch: str) -> tuple[int, ...]:
-    """Return ``block_factors`` as a tuple, defaulting to all ones; raise a clear error if invalid."""
-    if not block_factors:
-        return (1,) * num_blocks
-    factors = tuple(block_factors)
-    if len(factors) != num_blocks:
-        raise ValueError(
-            f"{arch} has {num_blocks} blocks, so block_factors needs {num_blocks} entries, got {list(factors)}"
-        )
-    for factor in factors:
-        if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
-            raise ValueError(
-                f"block_factors of {arch} must be {num_blocks} positive integers, got {list(factors)}"
-            )
-    return factors
-
-
-def layer_groups(split_factor: int, first_in_block: bool) -> int:
-    """``groups`` of a convolution inside a block split by ``split_factor``.
-
-    The first convolution of the block reads the whole block input, so it stays dense.
-    """
-    return 1 if first_in_block else split_factor
 
 
 class Fusion(nn.Sequential):
