@@ -492,39 +492,44 @@ def run(study_file: str | None, study_name: str | None, storage: str, n_trials: 
 
 
 def _print_greedy_summary(study: Any) -> None:
-    result = study.user_attrs["greedy_result"]
+    from splitsearch.search.record import StudyRecord
 
-    def change(name: str, unit: Callable[[int], str] = format_count) -> str:
-        before, after = result[f"{name}_baseline"], result[name]
+    result = StudyRecord.from_study(study).greedy_result
+
+    def change(before: int | None, after: int | None, unit: Callable[[int], str] = format_count) -> str:
         if before is None or after is None:
             return "not measurable for this family"
         return f"{unit(before)} -> {unit(after)} ({after / before - 1:+.1%})"
 
-    click.echo(f"chosen factors {','.join(map(str, result['factors']))} (trial {result['trial']}): validation "
-               f"accuracy {result['accuracy']:.2%} vs baseline {result['baseline_accuracy']:.2%} "
-               f"(drop {result['drop_points']:+.2f} points, threshold {result['threshold_points']}), "
-               f"{result['evaluated']} networks trained")
-    click.echo(f"params {change('params')}; MACs {change('macs')}; activation memory with the split blocks run "
-               f"branch by branch {change('sequential_activation_bytes', format_bytes)}")
-    click.echo(f"next: splitsearch export --study {study.study_name} -o best.yaml (picks trial {result['trial']}); "
+    click.echo(f"chosen factors {','.join(map(str, result.factors))} (trial {result.trial}): validation "
+               f"accuracy {result.accuracy:.2%} vs baseline {result.baseline_accuracy:.2%} "
+               f"(drop {result.drop_points:+.2f} points, threshold {result.threshold_points}), "
+               f"{result.evaluated} networks trained")
+    activation = change(result.sequential_activation_bytes_baseline, result.sequential_activation_bytes, format_bytes)
+    click.echo(f"params {change(result.params_baseline, result.params)}; MACs "
+               f"{change(result.macs_baseline, result.macs)}; activation memory with the split blocks run "
+               f"branch by branch {activation}")
+    click.echo(f"next: splitsearch export --study {study.study_name} -o best.yaml (picks trial {result.trial}); "
                f"splitsearch report --study {study.study_name} -o report.html")
 
 
 def _print_study_summary(study: Any) -> None:
     import optuna
 
+    from splitsearch.search.record import TrialRecord
+
     counts = {state.name.lower(): len(study.get_trials(deepcopy=False, states=(state,)))
               for state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
                             optuna.trial.TrialState.FAIL)}
     click.echo(", ".join(f"{count} {state}" for state, count in counts.items()) + " trials")
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)):
-        if trial.user_attrs.get("failure"):
-            click.echo(f"trial {trial.number} failed: {trial.user_attrs['failure']}")
+        if failure := TrialRecord.from_trial(trial).failure:
+            click.echo(f"trial {trial.number} failed: {failure}")
     if counts["complete"] and len(study.directions) == 1:
         best = study.best_trial
+        record = TrialRecord.from_trial(best)
         click.echo(f"best: trial {best.number}, validation accuracy {best.value:.2%}, "
-                   f"{format_count(best.user_attrs.get('params', 0))} params, "
-                   f"{format_count(best.user_attrs.get('macs', 0))} MACs, {best.params}")
+                   f"{format_count(record.params or 0)} params, {format_count(record.macs or 0)} MACs, {best.params}")
     elif counts["complete"]:
         click.echo(f"Pareto front: {len(study.best_trials)} trials")
     click.echo(f"next: splitsearch confirm --study {study.study_name}; splitsearch export --study "
@@ -561,6 +566,7 @@ def confirm(study_name: str | None, storage: str, top: int, seeds: int, device: 
     """
     from splitsearch.data import DEFAULT_DATA_DIR, DataCache
     from splitsearch.search.confirm import confirm_study
+    from splitsearch.search.record import TrialRecord
     from splitsearch.search.run import load_existing_study
     from splitsearch.store import Store, upgrade
     from splitsearch.train.loop import resolve_device
@@ -570,7 +576,7 @@ def confirm(study_name: str | None, storage: str, top: int, seeds: int, device: 
     target = resolve_device(device)
 
     def line(trial: Any, seed: int, outcome: Any) -> None:
-        label = trial.user_attrs.get("baseline") or f"trial {trial.number}"
+        label = TrialRecord.from_trial(trial).baseline or f"trial {trial.number}"
         if isinstance(outcome, Exception):
             tqdm.write(f"{label} (trial {trial.number}), seed {seed}: FAILED: {_one_line(outcome)}")
         else:

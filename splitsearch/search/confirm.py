@@ -28,6 +28,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from splitsearch.config import SplitConfig
 from splitsearch.data import DataCache
+from splitsearch.search.record import TrialRecord
 from splitsearch.stats import mean_and_sd
 from splitsearch.store import ConfirmationRecord, Store
 from splitsearch.train.loop import Trainer, TrainResult
@@ -75,11 +76,11 @@ def confirmation_targets(study: optuna.Study, top: int) -> list[FrozenTrial]:
     for trial in ranked:
         if len(targets) == top:
             break
-        targets.setdefault(trial.user_attrs["config_hash"], trial)
+        targets.setdefault(TrialRecord.from_trial(trial).config_hash, trial)
     for trial in study.get_trials(deepcopy=False):
-        attrs = trial.user_attrs
-        if attrs.get("baseline") and "config" in attrs and not attrs.get("over_budget"):
-            targets.setdefault(attrs["config_hash"], trial)
+        record = TrialRecord.from_trial(trial)
+        if record.is_baseline and record.config is not None and not record.over_budget:
+            targets.setdefault(record.config_hash, trial)
     return list(targets.values())
 
 
@@ -115,7 +116,7 @@ def confirm_study(study: optuna.Study, store: Store, top: int = 3, seeds: int = 
     data = data or DataCache(device)
     done = {(row.trial_number, row.seed) for row in store.confirmations(study.study_name) if row.state == "complete"}
     for trial in confirmation_targets(study, top):
-        config = SplitConfig.from_dict(trial.user_attrs["config"])
+        config = TrialRecord.from_trial(trial).config
         for seed in confirmation_seeds(config, seeds):
             if (trial.number, seed) in done:
                 continue
@@ -129,7 +130,7 @@ def confirm_study(study: optuna.Study, store: Store, top: int = 3, seeds: int = 
 def _confirm_one(study_name: str, trial: FrozenTrial, config: SplitConfig, seed: int, store: Store, runs_dir: Path,
                  device: torch.device | str, mode: str, data: DataCache, progress: bool) -> TrainResult | Exception:
     config = config.replace(train=dataclasses.replace(config.train, seed=seed))
-    baseline = trial.user_attrs.get("baseline")
+    baseline = TrialRecord.from_trial(trial).baseline
     row = store.start_confirmation(study_name, trial.number, config, baseline)
     out_dir = runs_dir / study_name / f"confirm-{trial.number}-seed{seed}"
     try:

@@ -30,6 +30,7 @@ from splitsearch.search.objective import (
     enqueue_tuned_baselines,
     tuned_baseline_trials,
 )
+from splitsearch.search.record import TrialRecord
 from splitsearch.search.study import StudyError, StudySpec, make_sampler, open_storage, open_study, publish_settings
 from splitsearch.search.worker import (
     HEARTBEAT_SECONDS,
@@ -87,7 +88,8 @@ def trial_counts(study: optuna.Study) -> tuple[int, int, int]:
     trials = study.get_trials(deepcopy=False)
     finished = sum(trial.state in FINISHED for trial in trials)
     running = sum(trial.state == TrialState.RUNNING for trial in trials)
-    failed = sum(trial.state == TrialState.FAIL and "failure" in trial.user_attrs for trial in trials)
+    failed = sum(trial.state == TrialState.FAIL and TrialRecord.from_trial(trial).failure is not None
+                 for trial in trials)
     return finished, running, failed
 
 
@@ -144,7 +146,7 @@ def _work(study: optuna.Study, objective: SearchObjective, spec: StudySpec, prog
                 # The search is done; the baselines get the best trial's training settings too.
                 enqueue_tuned_baselines(study, spec)
                 tuned = tuned_baseline_trials(study)
-                bar.total = spec.n_trials + len({trial.user_attrs["baseline"] for trial in tuned})
+                bar.total = spec.n_trials + len({TrialRecord.from_trial(trial).baseline for trial in tuned})
                 if not any(trial.state == TrialState.WAITING for trial in tuned):
                     return
                 study.optimize(objective, n_trials=1, catch=(Exception,))
