@@ -16,7 +16,6 @@ from __future__ import annotations
 import functools
 import html
 import warnings
-from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -27,20 +26,13 @@ from optuna.trial import FrozenTrial, TrialState
 from plotly.offline import get_plotlyjs
 
 from splitsearch.search.confirm import ConfirmedCandidate
-from splitsearch.search.record import StudyRecord, TrialRecord
+from splitsearch.search.record import StudyRecord, TrialRecord, count_trials
 from splitsearch.units import format_bytes, format_count
 
 ACCURACY = "validation accuracy"
 _COST_LABELS = {"params": "parameters", "macs": "MACs", "activation": "activation bytes per image"}
 # The costs a trial's hover text and the best-trial line show (TrialRecord fields).
 _TRIAL_COSTS = {"params": "parameters", "macs": "MACs"}
-_STATE_LABELS = {
-    TrialState.COMPLETE: "complete",
-    TrialState.PRUNED: "pruned",
-    TrialState.FAIL: "failed",
-    TrialState.RUNNING: "running",
-    TrialState.WAITING: "waiting",
-}
 _HOVER = "%{hovertext}<br>" + ACCURACY + " %{y:.4f}<extra></extra>"
 
 Section = tuple[str, go.Figure | str]
@@ -327,16 +319,13 @@ def _summary_html(study: optuna.Study, confirmed: Sequence[ConfirmedCandidate]) 
 
 def _trial_counts(study: optuna.Study) -> str:
     """``12: 7 complete, 4 pruned (2 over budget), 1 failed``: where the search's time went."""
-    trials = study.get_trials(deepcopy=False)
-    if not trials:
+    counts = count_trials(study)
+    if not counts.total:
         return "none yet"
-    counts = Counter(trial.state for trial in trials)
-    over_budget = sum(1 for trial in trials if TrialRecord.from_trial(trial).over_budget)
-    labels = dict(_STATE_LABELS)
-    if over_budget:
-        labels[TrialState.PRUNED] += f" ({over_budget} over budget)"
-    parts = [f"{counts[state]} {label}" for state, label in labels.items() if counts[state]]
-    return f"{len(trials)}: {', '.join(parts)}"
+    pruned = "pruned" + (f" ({counts.over_budget} over budget)" if counts.over_budget else "")
+    parts = [(counts.complete, "complete"), (counts.pruned, pruned), (counts.failed + counts.interrupted, "failed"),
+             (counts.running, "running"), (counts.waiting, "waiting")]
+    return f"{counts.total}: {', '.join(f'{count} {label}' for count, label in parts if count)}"
 
 
 def _best_line(study: optuna.Study) -> str:

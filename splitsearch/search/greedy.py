@@ -20,17 +20,15 @@ import math
 import shutil
 import time
 import warnings
-from pathlib import Path
 from typing import Callable, Sequence
 
 import optuna
-import torch
 from optuna.storages import fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
 
 from splitsearch.cost import count_config, fit_width
-from splitsearch.data import DEFAULT_DATA_DIR, DataCache
 from splitsearch.models import resolve_arch
+from splitsearch.search.execution import ExecutionOptions
 from splitsearch.search.objective import SearchObjective
 from splitsearch.search.record import GreedySummary, StudyRecord, TrialRecord
 from splitsearch.search.run import check_budget, open_search
@@ -44,7 +42,6 @@ from splitsearch.search.strategies import (
 )
 from splitsearch.search.study import StudyError, StudySpec
 from splitsearch.search.worker import (
-    HEARTBEAT_SECONDS,
     checkpoint_root,
     original_trial_number,
     requeue_interrupted,
@@ -92,32 +89,31 @@ def greedy_spec(spec: StudySpec, factors: Sequence[int], finetune_epochs: int) -
     return dataclasses.replace(spec, space=space, baselines=False, pruner="none", n_trials=None)
 
 
-def run_greedy_blocks(spec: StudySpec, storage_url: str, runs_dir: str | Path = "runs",
-                      device: torch.device | str = "cpu", threshold: float = DEFAULT_THRESHOLD,
-                      factors: Sequence[int] = DEFAULT_FACTORS, finetune_epochs: int | None = None,
-                      force: bool = False, on_step: Callable[[str], None] | None = None,
-                      on_epoch: Callable[[int, EpochMetrics], None] | None = None,
-                      data_dir: str | Path = DEFAULT_DATA_DIR, download: bool = False,
-                      keep_checkpoints: bool = False, heartbeat_seconds: int = HEARTBEAT_SECONDS
+def run_greedy_blocks(spec: StudySpec, storage_url: str, execution: ExecutionOptions = ExecutionOptions(),
+                      threshold: float = DEFAULT_THRESHOLD, factors: Sequence[int] = DEFAULT_FACTORS,
+                      finetune_epochs: int | None = None, force: bool = False,
+                      on_step: Callable[[str], None] | None = None,
+                      on_epoch: Callable[[int, EpochMetrics], None] | None = None
                       ) -> tuple[optuna.Study, GreedyResult]:
     """Run (or resume) the greedy block-wise split of ``spec.base`` and record its result in the study.
 
     ``on_step`` receives one line per evaluated network, ``on_epoch`` every epoch's metrics.  The
-    result is also stored as the study user attribute ``greedy_result``.  Networks run in the
-    sequential mode (S is 1: nothing to fuse).
+    result is also stored as the study's ``greedy_result`` (:class:`~splitsearch.search.record.StudyRecord`).
+    Networks run in the sequential mode (S is 1: nothing to fuse).  Optuna's experimental-feature
+    warnings are silenced while it runs, as in :func:`~splitsearch.search.run.run_study`.
     """
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # as run_study does
     if finetune_epochs is None:
         finetune_epochs = default_finetune_epochs(spec.base.train.epochs)
     spec = greedy_spec(spec, factors, finetune_epochs)
     check_budget(spec)
-    data = DataCache(device, data_dir, download)
+    execution = dataclasses.replace(execution, mode="sequential")
+    data = execution.data_cache()
     data.get(spec.base.dataset, spec.base.train)  # a missing dataset fails here, before the storage is touched
     num_blocks = resolve_arch(spec.base.arch)[0].num_blocks
-    with sigterm_interrupts():
-        study, store = open_search(spec, storage_url, force, heartbeat_seconds)
-        objective = SearchObjective(spec, store, Path(runs_dir), torch.device(device), "sequential", on_epoch, data,
-                                    keep_checkpoints)
+    with sigterm_interrupts(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        study, store = open_search(spec, storage_url, force, execution.heartbeat_seconds)
+        objective = SearchObjective(spec, store, execution, data, on_epoch)
         evaluate = _TrialEvaluator(study, objective, spec.base.train.epochs, finetune_epochs, on_step)
         try:
             result = greedy_block_split(num_blocks, evaluate, threshold, factors,
@@ -206,9 +202,9 @@ class _TrialEvaluator:
 
     def drop_weights(self, keep: tuple[int, ...] | None) -> None:
         """Remove the kept weights of every network but ``keep`` (unless the user keeps checkpoints)."""
-        if self.objective.keep_checkpoints:
+        if self.objective.execution.keep_checkpoints:
             return
-        root = checkpoint_root(self.study, self.objective.runs_dir)
+        root = checkpoint_root(self.study, self.objective.execution.runs_dir)
         for factors, trial in self.trials.items():
             if factors != keep:
                 shutil.rmtree(root / f"trial-{original_trial_number(trial)}", ignore_errors=True)

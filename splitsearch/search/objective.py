@@ -20,6 +20,7 @@ import torch
 from splitsearch.config import SplitConfig
 from splitsearch.cost import CandidateCost, count_config, fit_width
 from splitsearch.data import DataCache
+from splitsearch.search.execution import ExecutionOptions
 from splitsearch.search.record import TrialRecord
 from splitsearch.search.space import KEY_TYPES, config_value, parameter_names, suggest_config
 from splitsearch.search.study import StudySpec
@@ -47,26 +48,22 @@ class SearchObjective:
     Args:
         spec: the study definition.
         store: where candidates and per-epoch metrics are recorded.
-        runs_dir: per-trial checkpoints go to ``runs_dir/<study>-<key>/trial-<n>``
+        execution: device, mode and folders; per-trial checkpoints go to
+            ``execution.runs_dir/<study>-<key>/trial-<n>``
             (:func:`~splitsearch.search.worker.checkpoint_root`; a retry continues from the
             checkpoint of the trial it retries) and are removed when the trial ends, unless
-            ``keep_checkpoints``.
-        device: training device.
-        mode: ensemble execution mode (``auto``, ``fused``, ``sequential``).
+            ``execution.keep_checkpoints``.
+        data: the worker's dataset cache (one is made from ``execution`` if not given).
         on_epoch: optional per-epoch hook (the CLI prints a line per epoch with ``-v``).
     """
 
-    def __init__(self, spec: StudySpec, store: Store, runs_dir: Path, device: torch.device, mode: str = "auto",
-                 on_epoch: Callable[[int, EpochMetrics], None] | None = None,
-                 data: DataCache | None = None, keep_checkpoints: bool = False) -> None:
+    def __init__(self, spec: StudySpec, store: Store, execution: ExecutionOptions, data: DataCache | None = None,
+                 on_epoch: Callable[[int, EpochMetrics], None] | None = None) -> None:
         self.spec = spec
         self.store = store
-        self.runs_dir = Path(runs_dir)
-        self.device = device
-        self.mode = mode
+        self.execution = execution
         self.on_epoch = on_epoch
-        self.data = data or DataCache(device)
-        self.keep_checkpoints = keep_checkpoints
+        self.data = data or execution.data_cache()
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
         try:
@@ -112,7 +109,7 @@ class SearchObjective:
         candidate = self.store.start_candidate(spec.name, trial.number, config, cost, width_step, record.baseline,
                                                retry_of=retried_trial(frozen), warm_started_from=record.warm_start_from)
         TrialRecord(interrupted=False).write_to(trial)  # a retried trial inherits its original's attributes
-        out_dir = checkpoint_root(trial.study, self.runs_dir) / f"trial-{original_trial_number(frozen)}"
+        out_dir = checkpoint_root(trial.study, self.execution.runs_dir) / f"trial-{original_trial_number(frozen)}"
         try:
             result = self._train(trial, record, config, candidate, out_dir)
         except optuna.TrialPruned:
@@ -187,8 +184,8 @@ class SearchObjective:
             trial.report(metrics.val_accuracy, metrics.epoch)
             return can_prune and trial.should_prune()
 
-        trainer = Trainer(config, self.data.get(config.dataset, config.train), self.device, out_dir, self.mode,
-                          callbacks=[after_epoch], progress=False)
+        trainer = Trainer(config, self.data.get(config.dataset, config.train), self.execution.device, out_dir,
+                          self.execution.mode, callbacks=[after_epoch], progress=False)
         if record.warm_start_from is not None:
             taken = trainer.warm_start(self._trained_members(trial, record.warm_start_from))
             TrialRecord(warm_started_tensors=len(taken)).write_to(trial)
@@ -206,14 +203,15 @@ class SearchObjective:
     def _trained_members(self, trial: optuna.Trial, number: int) -> list[dict[str, torch.Tensor]]:
         """The trained members of trial ``number`` of this study, kept by its ``keep_weights`` attribute."""
         source = trial.study.get_trials(deepcopy=False)[number]
-        path = checkpoint_root(trial.study, self.runs_dir) / f"trial-{original_trial_number(source)}" / MODEL_NAME
+        path = (checkpoint_root(trial.study, self.execution.runs_dir) / f"trial-{original_trial_number(source)}"
+                / MODEL_NAME)
         if not path.is_file():
             raise FileNotFoundError(f"the weights of trial {number} to fine-tune from are gone ({path})")
-        return torch.load(path, map_location=self.device, weights_only=True)["members"]
+        return torch.load(path, map_location=self.execution.device, weights_only=True)["members"]
 
     def _remove(self, out_dir: Path) -> None:
         """A finished trial's checkpoint is never needed again (unless the user keeps it)."""
-        if not self.keep_checkpoints:
+        if not self.execution.keep_checkpoints:
             shutil.rmtree(out_dir, ignore_errors=True)
 
     def _values(self, accuracy: float, cost: CandidateCost) -> float | tuple[float, float]:

@@ -217,3 +217,47 @@ def _recorded(record: Any) -> dict[str, Any]:
             value = dict(value)
         attrs[field.name] = value
     return attrs
+
+
+@dataclass(frozen=True)
+class TrialCounts:
+    """Where a study's trials stand.
+
+    ``failed`` counts the candidates that raised (a failure with its reason, never retried);
+    ``interrupted`` the trials stopped by Ctrl-C, SIGTERM or a dead worker (also Optuna's FAIL
+    state, but retried); ``over_budget`` the pruned trials ``reject`` mode never trained.
+    """
+
+    complete: int = 0
+    pruned: int = 0
+    failed: int = 0
+    interrupted: int = 0
+    running: int = 0
+    waiting: int = 0
+    over_budget: int = 0
+
+    @property
+    def finished(self) -> int:
+        """Complete or pruned: what ``n_trials`` counts."""
+        return self.complete + self.pruned
+
+    @property
+    def total(self) -> int:
+        return self.finished + self.failed + self.interrupted + self.running + self.waiting
+
+
+def count_trials(study: Any) -> TrialCounts:
+    """The :class:`TrialCounts` of ``study`` (an ``optuna.Study``), read from the storage now."""
+    from optuna.trial import TrialState
+
+    counts = dict.fromkeys(("complete", "pruned", "failed", "interrupted", "running", "waiting", "over_budget"), 0)
+    by_state = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.RUNNING: "running",
+                TrialState.WAITING: "waiting"}
+    for trial in study.get_trials(deepcopy=False):
+        record = TrialRecord.from_trial(trial)
+        if trial.state == TrialState.FAIL:
+            counts["failed" if record.failure is not None else "interrupted"] += 1
+        elif trial.state in by_state:
+            counts[by_state[trial.state]] += 1
+        counts["over_budget"] += bool(record.over_budget)
+    return TrialCounts(**counts)
