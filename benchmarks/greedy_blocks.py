@@ -34,7 +34,9 @@ import torch
 
 from splitsearch.config import SplitConfig
 from splitsearch.cost import count_config
+from splitsearch.search.execution import ExecutionOptions
 from splitsearch.search.greedy import run_greedy_blocks
+from splitsearch.search.record import StudyRecord, TrialRecord
 from splitsearch.search.run import run_study
 from splitsearch.search.study import load_study_spec
 from splitsearch.units import format_bytes, format_count
@@ -77,7 +79,8 @@ def main() -> None:
 
     started = time.perf_counter()
     greedy_spec = load_study_spec(None, study_settings("greedy", options))
-    greedy, result = run_greedy_blocks(greedy_spec, storage, workdir / "runs", "cpu", options.threshold,
+    execution = ExecutionOptions(runs_dir=workdir / "runs")
+    greedy, result = run_greedy_blocks(greedy_spec, storage, execution, options.threshold,
                                        finetune_epochs=options.finetune_epochs,
                                        on_step=lambda line: print("  " + line, flush=True))
     greedy_minutes = (time.perf_counter() - started) / 60
@@ -88,22 +91,22 @@ def main() -> None:
     started = time.perf_counter()
     tpe_spec = load_study_spec(None, {**study_settings("tpe", options), "space": "blocks", "n_trials": n_trials,
                                       "pruner": "none", "baselines": False})
-    tpe = run_study(tpe_spec, storage, workdir / "runs", "cpu", progress=False)
+    tpe = run_study(tpe_spec, storage, execution, progress=False)
     tpe_minutes = (time.perf_counter() - started) / 60
     print(f"TPE over the blocks space: {n_trials} trials x {options.epochs} epochs in {tpe_minutes:.1f} min\n")
 
-    summary = greedy.user_attrs["greedy_result"]
+    summary = StudyRecord.from_study(greedy).greedy_result
     trials = greedy.get_trials(deepcopy=False)
-    baseline = SplitConfig.from_dict(trials[summary["baseline_trial"]].user_attrs["config"])
-    chosen = SplitConfig.from_dict(trials[summary["trial"]].user_attrs["config"])
+    baseline = TrialRecord.from_trial(trials[summary.baseline_trial]).config
+    chosen = TrialRecord.from_trial(trials[summary.trial]).config
     best = tpe.best_trial
     print(f"{'':<10}{'factors':<12}{'val acc':>8}{'drop':>8}{'params':>9}{'':>8}{'MACs':>9}{'':>8}"
           f"{'act/img':>11}{'':>8}")
     print(row("baseline", [1] * len(result.factors), result.baseline_accuracy, result.baseline_accuracy,
               baseline, baseline))
     print(row("greedy", list(result.factors), result.accuracy, result.baseline_accuracy, chosen, baseline))
-    print(row("TPE", list(SplitConfig.from_dict(best.user_attrs["config"]).block_factors), best.value,
-              result.baseline_accuracy, SplitConfig.from_dict(best.user_attrs["config"]), baseline))
+    best_config = TrialRecord.from_trial(best).config
+    print(row("TPE", list(best_config.block_factors), best.value, result.baseline_accuracy, best_config, baseline))
     print(f"\n(drop: points of validation accuracy below the greedy baseline; act/img: activation memory per "
           f"image, split blocks branch by branch; wall time {greedy_minutes + tpe_minutes:.1f} min)")
 

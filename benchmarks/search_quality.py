@@ -70,8 +70,10 @@ def main() -> None:
 
     import optuna
 
-    from splitsearch.data import DataCache, dataset_info
+    from splitsearch.data import dataset_info
     from splitsearch.search.confirm import confirm_study
+    from splitsearch.search.execution import ExecutionOptions
+    from splitsearch.search.record import TrialRecord
     from splitsearch.search.run import run_study
     from splitsearch.search.study import load_study_spec
     from splitsearch.store import Store
@@ -93,15 +95,15 @@ def main() -> None:
           flush=True)
 
     started = time.perf_counter()
-    study = run_study(spec, storage, workdir / "runs", "cpu", progress=False)
+    execution = ExecutionOptions(runs_dir=workdir / "runs")
+    study = run_study(spec, storage, execution, progress=False)
     search_minutes = (time.perf_counter() - started) / 60
     states = [trial.state.name.lower() for trial in study.trials]
     print(f"search: {states.count('complete')} complete, {states.count('pruned')} pruned "
           f"in {search_minutes:.1f} min", flush=True)
 
     started = time.perf_counter()
-    confirmed = confirm_study(study, Store(storage), options.top, options.confirm_seeds, workdir / "runs", "cpu",
-                              data=DataCache("cpu"), progress=False)
+    confirmed = confirm_study(study, Store(storage), options.top, options.confirm_seeds, execution, progress=False)
     confirm_minutes = (time.perf_counter() - started) / 60
     print(f"confirmation: {sum(len(summary.accuracies) for summary in confirmed)} runs in {confirm_minutes:.1f} min")
     trials = study.get_trials(deepcopy=False)
@@ -114,10 +116,10 @@ def main() -> None:
     best = confirmed[0]
     finalists = {"confirmed best": trials[best.trial_number]}
     for label in BASELINE_LABELS:
-        finalists[label] = next(trial for trial in trials if trial.user_attrs.get("baseline") == label)
+        finalists[label] = next(trial for trial in trials if TrialRecord.from_trial(trial).baseline == label)
     started = time.perf_counter()
     # Keyed by trial: where the confirmed best is a baseline, its final runs serve both rows.
-    jobs = {(trial.number, seed): (trial.user_attrs["config"], seed, options.final_epochs)
+    jobs = {(trial.number, seed): (TrialRecord.from_trial(trial).config.to_dict(), seed, options.final_epochs)
             for trial in finalists.values() for seed in range(options.final_seeds)}
     with ProcessPoolExecutor(2, mp_context=get_context("spawn"), initializer=_one_thread) as pool:
         futures = {key: pool.submit(final_training, *arguments) for key, arguments in jobs.items()}
@@ -132,7 +134,7 @@ def main() -> None:
         runs = [accuracies[(trial.number, seed)] for seed in range(options.final_seeds)]
         means[label] = statistics.mean(runs)
         sd = statistics.stdev(runs) if len(runs) > 1 else 0.0
-        print(f"{label:<16}{_describe(trial):<40}{format_count(trial.user_attrs['params']):>8}"
+        print(f"{label:<16}{_describe(trial):<40}{format_count(TrialRecord.from_trial(trial).params):>8}"
               f"{means[label]:>11.2%}{100 * sd:>6.2f}   {', '.join(f'{run:.2%}' for run in runs)}")
     gain = 100 * (means["confirmed best"] - means["undivided"])
     versus_s2 = 100 * (means["confirmed best"] - means["paper S=2"])
@@ -144,10 +146,12 @@ def main() -> None:
 
 
 def _describe(trial) -> str:  # noqa: ANN001
-    config = trial.user_attrs["config"]
-    text = f"S={config['S']} w={config['width_mult']:.3g}"
-    if config["S"] > 1:
-        text += f" wd={config['wd_rule']} lam={config['lambda_cot']:.2f}"
+    from splitsearch.search.record import TrialRecord
+
+    config = TrialRecord.from_trial(trial).config
+    text = f"S={config.S} w={config.width_mult:.3g}"
+    if config.S > 1:
+        text += f" wd={config.wd_rule} lam={config.lambda_cot:.2f}"
     return text
 
 

@@ -7,7 +7,6 @@ traceback: :func:`main` turns them into that.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -169,10 +168,7 @@ def fit(config_file: Path | None, arch: str | None, S: int | None, block_factors
     """
     from splitsearch.cost import fit_width
 
-    if budget_flops is not None:
-        if budget_macs is not None:
-            raise click.UsageError("give --budget-macs or --budget-flops, not both")
-        budget_macs = budget_flops // 2
+    budget_macs = _macs_budget(budget_macs, budget_flops)
     if budget_params is None and budget_macs is None:
         raise click.UsageError("give --budget-params, --budget-macs or --budget-flops")
     config = _load_config(config_file, arch=arch, S=S, block_factors=block_factors, groups=groups,
@@ -192,6 +188,26 @@ def fit(config_file: Path | None, arch: str | None, S: int | None, block_factors
     click.echo(f"\nuses {result.usage:.2%} of the budget; the next wider network costs {step} more")
     if output is not None:
         click.echo(f"written to {output}")
+
+
+def _macs_budget(budget_macs: int | None, budget_flops: int | None) -> int | None:
+    """The MACs budget of ``--budget-macs`` or ``--budget-flops`` (FLOPs = 2 x MACs)."""
+    if budget_flops is None:
+        return budget_macs
+    if budget_macs is not None:
+        raise click.UsageError("give --budget-macs or --budget-flops, not both")
+    return budget_flops // 2
+
+
+def _execution(device: str, mode: str, runs_dir: Path, data_dir: Path | None, download: bool,
+               **worker: Any) -> Any:
+    """The :class:`~splitsearch.search.execution.ExecutionOptions` of the command's options."""
+    from splitsearch.data import DEFAULT_DATA_DIR
+    from splitsearch.search.execution import ExecutionOptions
+    from splitsearch.train.loop import resolve_device
+
+    return ExecutionOptions(device=str(resolve_device(device)), mode=mode, runs_dir=runs_dir,
+                            data_dir=data_dir or DEFAULT_DATA_DIR, download=download, **worker)
 
 
 def _execution_options(command: Any) -> Any:
@@ -243,22 +259,16 @@ def train(config_file: Path, dataset: str | None, epochs: int | None, seed: int 
       splitsearch train cfg.yaml --dataset npz:../shared/data/cifar10-subset.npz --device cpu
     """
     from splitsearch.cost import count_config
-    from splitsearch.data import DEFAULT_DATA_DIR, prepare_data
+    from splitsearch.data import DEFAULT_DATA_DIR
     from splitsearch.train.loop import Trainer, resolve_device
+    from splitsearch.train.plan import plan_training
     from splitsearch.train.semantic_stage import CLASS_GROUPS_NAME, class_group_text
 
-    config = SplitConfig.from_yaml(config_file)
-    if dataset is not None:
-        config = config.replace(dataset=dataset)
-    settings = {"epochs": epochs, "seed": seed, "val_fraction": 0.0 if final else None}
-    settings = {key: value for key, value in settings.items() if value is not None}
-    if settings:
-        config = config.replace(train=dataclasses.replace(config.train, **settings))
-    out_dir = out_dir or Path("runs") / f"{config.arch}-S{config.S}-{config.config_hash()[:8]}"
     target = resolve_device(device)
-    data = prepare_data(config.dataset, config.train, target, data_dir or DEFAULT_DATA_DIR, download)
+    plan = plan_training(SplitConfig.from_yaml(config_file), target, dataset=dataset, epochs=epochs, seed=seed,
+                         final=final, out_dir=out_dir, data_dir=data_dir or DEFAULT_DATA_DIR, download=download)
+    config, data, out_dir, final = plan.config, plan.data, plan.out_dir, plan.final
     _echo_data_plan(config, data)
-    final = final or data.val.num_samples == 0  # nothing to select on: this run is a final one
 
     def report(metrics: Any) -> None:
         if not quiet:
@@ -437,24 +447,20 @@ def run(study_file: str | None, study_name: str | None, storage: str, n_trials: 
     """
     import optuna
 
-    from splitsearch.data import DEFAULT_DATA_DIR
     from splitsearch.search.run import run_study
     from splitsearch.search.study import load_study_spec, resolve_study_file
     from splitsearch.search.worker import Terminated
-    from splitsearch.train.loop import resolve_device
     from splitsearch.urls import mask_url
 
-    if budget_flops is not None:
-        if budget_macs is not None:
-            raise click.UsageError("give --budget-macs or --budget-flops, not both")
-        budget_macs = budget_flops // 2
     overrides = {"name": study_name, "n_trials": n_trials, "timeout": timeout, "budget_params": budget_params,
-                 "budget_macs": budget_macs, "budget_activation": budget_activation, "budget_mode": budget_mode,
+                 "budget_macs": _macs_budget(budget_macs, budget_flops), "budget_activation": budget_activation,
+                 "budget_mode": budget_mode,
                  "space": space, "arch": arch,
                  "dataset": dataset, "epochs": epochs, "objectives": objectives, "sampler": sampler,
                  "pruner": pruner, "seed": seed}
     spec = load_study_spec(resolve_study_file(study_file or "quickstart"), overrides)
-    target = resolve_device(device)
+    execution = _execution(device, mode, runs_dir, data_dir, download, keep_checkpoints=keep_checkpoints,
+                           heartbeat_seconds=heartbeat_seconds)
     # Optuna logs a failed trial with its traceback; the search prints one line per failure instead.
     optuna.logging.set_verbosity(optuna.logging.INFO if verbose >= 2 else optuna.logging.ERROR)
 
@@ -462,8 +468,7 @@ def run(study_file: str | None, study_name: str | None, storage: str, n_trials: 
         tqdm.write(f"trial {trial_number} epoch {metrics.epoch}: loss {metrics.train_loss:.3f}  "
                    f"val {metrics.val_accuracy:.2%}  {metrics.seconds:.1f}s")
 
-    execution = {"data_dir": data_dir or DEFAULT_DATA_DIR, "download": download, "keep_checkpoints": keep_checkpoints,
-                 "heartbeat_seconds": heartbeat_seconds, "on_epoch": epoch_line if verbose else None}
+    on_epoch = epoch_line if verbose else None
     try:
         if strategy == "greedy-blocks":
             from splitsearch.search.greedy import run_greedy_blocks
@@ -471,14 +476,14 @@ def run(study_file: str | None, study_name: str | None, storage: str, n_trials: 
             click.echo(f"study {spec.name!r} in {mask_url(storage)}: {spec.base.arch} on {spec.base.dataset}, "
                        f"greedy block-wise split, factors {','.join(map(str, factors))}, threshold {threshold} points")
             _echo_training_plan(spec)
-            study, _ = run_greedy_blocks(spec, storage, runs_dir, target, threshold, factors, finetune_epochs, force,
-                                         on_step=tqdm.write, **execution)
+            study, _ = run_greedy_blocks(spec, storage, execution, threshold, factors, finetune_epochs, force,
+                                         on_step=tqdm.write, on_epoch=on_epoch)
             _print_greedy_summary(study)
             return
         click.echo(f"study {spec.name!r} in {mask_url(storage)}: {spec.base.arch} on {spec.base.dataset}, space "
                    f"{spec.space.name}, {','.join(spec.objectives)}, {spec.n_trials} trials")
         _echo_training_plan(spec)
-        study = run_study(spec, storage, runs_dir, target, mode, force, **execution)
+        study = run_study(spec, storage, execution, force, on_epoch=on_epoch)
     except Terminated:
         click.echo(f"terminated; the trial in progress is queued again and continues from its checkpoint "
                    f"(study {spec.name!r} in {mask_url(storage)})", err=True)
@@ -492,40 +497,43 @@ def run(study_file: str | None, study_name: str | None, storage: str, n_trials: 
 
 
 def _print_greedy_summary(study: Any) -> None:
-    result = study.user_attrs["greedy_result"]
+    from splitsearch.search.record import StudyRecord
 
-    def change(name: str, unit: Callable[[int], str] = format_count) -> str:
-        before, after = result[f"{name}_baseline"], result[name]
+    result = StudyRecord.from_study(study).greedy_result
+
+    def change(before: int | None, after: int | None, unit: Callable[[int], str] = format_count) -> str:
         if before is None or after is None:
             return "not measurable for this family"
         return f"{unit(before)} -> {unit(after)} ({after / before - 1:+.1%})"
 
-    click.echo(f"chosen factors {','.join(map(str, result['factors']))} (trial {result['trial']}): validation "
-               f"accuracy {result['accuracy']:.2%} vs baseline {result['baseline_accuracy']:.2%} "
-               f"(drop {result['drop_points']:+.2f} points, threshold {result['threshold_points']}), "
-               f"{result['evaluated']} networks trained")
-    click.echo(f"params {change('params')}; MACs {change('macs')}; activation memory with the split blocks run "
-               f"branch by branch {change('sequential_activation_bytes', format_bytes)}")
-    click.echo(f"next: splitsearch export --study {study.study_name} -o best.yaml (picks trial {result['trial']}); "
+    click.echo(f"chosen factors {','.join(map(str, result.factors))} (trial {result.trial}): validation "
+               f"accuracy {result.accuracy:.2%} vs baseline {result.baseline_accuracy:.2%} "
+               f"(drop {result.drop_points:+.2f} points, threshold {result.threshold_points}), "
+               f"{result.evaluated} networks trained")
+    activation = change(result.sequential_activation_bytes_baseline, result.sequential_activation_bytes, format_bytes)
+    click.echo(f"params {change(result.params_baseline, result.params)}; MACs "
+               f"{change(result.macs_baseline, result.macs)}; activation memory with the split blocks run "
+               f"branch by branch {activation}")
+    click.echo(f"next: splitsearch export --study {study.study_name} -o best.yaml (picks trial {result.trial}); "
                f"splitsearch report --study {study.study_name} -o report.html")
 
 
 def _print_study_summary(study: Any) -> None:
     import optuna
 
-    counts = {state.name.lower(): len(study.get_trials(deepcopy=False, states=(state,)))
-              for state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
-                            optuna.trial.TrialState.FAIL)}
-    click.echo(", ".join(f"{count} {state}" for state, count in counts.items()) + " trials")
+    from splitsearch.search.record import TrialRecord, count_trials
+
+    counts = count_trials(study)
+    click.echo(f"{counts.complete} complete, {counts.pruned} pruned, {counts.failed + counts.interrupted} fail trials")
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)):
-        if trial.user_attrs.get("failure"):
-            click.echo(f"trial {trial.number} failed: {trial.user_attrs['failure']}")
-    if counts["complete"] and len(study.directions) == 1:
+        if failure := TrialRecord.from_trial(trial).failure:
+            click.echo(f"trial {trial.number} failed: {failure}")
+    if counts.complete and len(study.directions) == 1:
         best = study.best_trial
+        record = TrialRecord.from_trial(best)
         click.echo(f"best: trial {best.number}, validation accuracy {best.value:.2%}, "
-                   f"{format_count(best.user_attrs.get('params', 0))} params, "
-                   f"{format_count(best.user_attrs.get('macs', 0))} MACs, {best.params}")
-    elif counts["complete"]:
+                   f"{format_count(record.params or 0)} params, {format_count(record.macs or 0)} MACs, {best.params}")
+    elif counts.complete:
         click.echo(f"Pareto front: {len(study.best_trials)} trials")
     click.echo(f"next: splitsearch confirm --study {study.study_name}; splitsearch export --study "
                f"{study.study_name} -o best.yaml; splitsearch report --study {study.study_name} -o report.html")
@@ -559,28 +567,23 @@ def confirm(study_name: str | None, storage: str, top: int, seeds: int, device: 
       splitsearch confirm --study quickstart
       splitsearch confirm --study cifar100-wrn28-10-36M --top 2 --seeds 5 --device cuda
     """
-    from splitsearch.data import DEFAULT_DATA_DIR, DataCache
     from splitsearch.search.confirm import confirm_study
-    from splitsearch.search.run import load_existing_study
-    from splitsearch.store import Store, upgrade
-    from splitsearch.train.loop import resolve_device
+    from splitsearch.search.record import TrialRecord
+    from splitsearch.search.run import open_for_reading
 
-    study = load_existing_study(study_name, storage)
-    upgrade(storage)
-    target = resolve_device(device)
+    study, store = open_for_reading(study_name, storage)
+    execution = _execution(device, mode, runs_dir, data_dir, download)
 
     def line(trial: Any, seed: int, outcome: Any) -> None:
-        label = trial.user_attrs.get("baseline") or f"trial {trial.number}"
+        label = TrialRecord.from_trial(trial).baseline or f"trial {trial.number}"
         if isinstance(outcome, Exception):
             tqdm.write(f"{label} (trial {trial.number}), seed {seed}: FAILED: {_one_line(outcome)}")
         else:
             tqdm.write(f"{label} (trial {trial.number}), seed {seed}: validation accuracy {outcome.val_accuracy:.2%} "
                        f"+-{100 * outcome.val_standard_error:.1f}  ({outcome.wall_seconds:.0f}s)")
 
-    data = DataCache(target, data_dir or DEFAULT_DATA_DIR, download)
     try:
-        summaries = confirm_study(study, Store(storage), top, seeds, runs_dir, target, mode, data,
-                                  progress=not quiet, on_run=line)
+        summaries = confirm_study(study, store, top, seeds, execution, progress=not quiet, on_run=line)
     except KeyboardInterrupt:
         raise click.ClickException("interrupted; finished runs are stored: run the same command to continue") from None
     click.echo(_confirmation_table(summaries))
@@ -618,12 +621,10 @@ def export(study_name: str | None, storage: str, output: Path, pick: str) -> Non
     """
     from splitsearch.search.confirm import summarize
     from splitsearch.search.export import export_best
-    from splitsearch.search.run import load_existing_study
-    from splitsearch.store import Store, upgrade
+    from splitsearch.search.run import open_for_reading
 
-    study = load_existing_study(study_name, storage)
-    upgrade(storage)
-    confirmed = summarize(study, Store(storage).confirmations(study.study_name))
+    study, store = open_for_reading(study_name, storage)
+    confirmed = summarize(study, store.confirmations(study.study_name))
     trial = export_best(study, output, pick, confirmed)
     summary = next((summary for summary in confirmed if summary.trial_number == trial.number), None)
     if summary is not None and len(study.directions) == 1:
@@ -644,12 +645,10 @@ def report(study_name: str | None, storage: str, output: Path) -> None:
     """Write a self-contained HTML report of a study (plotly figures)."""
     from splitsearch.report import write_report
     from splitsearch.search.confirm import summarize
-    from splitsearch.search.run import load_existing_study
-    from splitsearch.store import Store, upgrade
+    from splitsearch.search.run import open_for_reading
 
-    study = load_existing_study(study_name, storage)
-    upgrade(storage)
-    confirmed = summarize(study, Store(storage).confirmations(study.study_name))
+    study, store = open_for_reading(study_name, storage)
+    confirmed = summarize(study, store.confirmations(study.study_name))
     click.echo(f"report of {study.study_name} written to {write_report(study, output, confirmed)}")
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import functools
 import html
 import warnings
-from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -27,17 +26,13 @@ from optuna.trial import FrozenTrial, TrialState
 from plotly.offline import get_plotlyjs
 
 from splitsearch.search.confirm import ConfirmedCandidate
+from splitsearch.search.record import StudyRecord, TrialRecord, count_trials
 from splitsearch.units import format_bytes, format_count
 
 ACCURACY = "validation accuracy"
 _COST_LABELS = {"params": "parameters", "macs": "MACs", "activation": "activation bytes per image"}
-_STATE_LABELS = {
-    TrialState.COMPLETE: "complete",
-    TrialState.PRUNED: "pruned",
-    TrialState.FAIL: "failed",
-    TrialState.RUNNING: "running",
-    TrialState.WAITING: "waiting",
-}
+# The costs a trial's hover text and the best-trial line show (TrialRecord fields).
+_TRIAL_COSTS = {"params": "parameters", "macs": "MACs"}
 _HOVER = "%{hovertext}<br>" + ACCURACY + " %{y:.4f}<extra></extra>"
 
 Section = tuple[str, go.Figure | str]
@@ -111,7 +106,7 @@ def _figure_functions(study: optuna.Study, confirmed: Sequence[ConfirmedCandidat
         ("Validation accuracy by S", functools.partial(_accuracy_by, param="S")),
         ("Validation accuracy by wd_rule", functools.partial(_accuracy_by, param="wd_rule")),
     ]
-    if any(trial.user_attrs.get("class_groups") for trial in study.get_trials(deepcopy=False)):
+    if any(TrialRecord.from_trial(trial).class_groups for trial in study.get_trials(deepcopy=False)):
         functions += [
             ("Validation accuracy by semantic groups G", functools.partial(_accuracy_by, param="groups")),
             ("Learned class groups (semantic split)", _class_groups),
@@ -139,7 +134,7 @@ def _accuracy_vs_params(study: optuna.Study) -> go.Figure:
     if not trials:
         raise _Skipped("No completed trial recorded its parameter count (user attr 'params').")
     pareto = {trial.number for trial in study.best_trials} if _is_multi_objective(study) else set()
-    searched = [trial for trial in trials if not trial.user_attrs.get("baseline")]
+    searched = [trial for trial in trials if not TrialRecord.from_trial(trial).is_baseline]
     groups = [
         ("searched trials", [t for t in searched if t.number not in pareto], {"symbol": "circle", "size": 8}),
         ("Pareto front", [t for t in searched if t.number in pareto], {"symbol": "star", "size": 13}),
@@ -148,13 +143,14 @@ def _accuracy_vs_params(study: optuna.Study) -> go.Figure:
     for name, group, marker in groups:
         if group:
             figure.add_trace(_scatter(group, name, marker))
-    baselines = [trial for trial in trials if trial.user_attrs.get("baseline")]
+    baselines = [trial for trial in trials if TrialRecord.from_trial(trial).is_baseline]
     if baselines:
         trace = _scatter(baselines, "baselines", {"symbol": "diamond", "size": 13, "color": "black"})
         figure.add_trace(trace.update(
-            mode="markers+text", text=[t.user_attrs["baseline"] for t in baselines], textposition="top center"
+            mode="markers+text", text=[TrialRecord.from_trial(t).baseline for t in baselines],
+            textposition="top center"
         ))
-    budget = study.user_attrs.get("budget_params")
+    budget = StudyRecord.from_study(study).budget_params
     if budget:
         figure.add_vline(
             x=budget, line_dash="dash", line_color="red", name=f"params budget ({format_count(budget)})",
@@ -173,7 +169,7 @@ def _scatter(trials: list[FrozenTrial], name: str, marker: dict[str, object]) ->
     return go.Scatter(
         x=[_count(trial, "params") for trial in trials],
         y=[_accuracy(trial) for trial in trials],
-        error_y={"type": "data", "array": [trial.user_attrs.get("val_standard_error") or 0.0 for trial in trials],
+        error_y={"type": "data", "array": [_standard_error(trial) for trial in trials],
                  "visible": True, "thickness": 1},
         mode="markers",
         name=name,
@@ -210,8 +206,7 @@ def _confirmed(study: optuna.Study, confirmed: Sequence[ConfirmedCandidate]) -> 
         y=[summary.search_accuracy for _, summary in searched], mode="markers", name="in the search",
         marker={"symbol": "circle-open", "size": 10},
         error_y={"type": "data", "visible": True, "thickness": 1,
-                 "array": [trials[summary.trial_number].user_attrs.get("val_standard_error") or 0.0
-                           for _, summary in searched]},
+                 "array": [_standard_error(trials[summary.trial_number]) for _, summary in searched]},
     ))
     figure.update_xaxes(type="category", title_text="candidate (best confirmed mean first)")
     return figure.update_yaxes(title_text=ACCURACY)
@@ -278,12 +273,12 @@ def _accuracy_by(study: optuna.Study, param: str) -> go.Figure:
 
 def _class_groups(study: optuna.Study) -> go.Figure:
     """Which classes each branch of a semantic split learned to take, best trials first."""
-    trials = sorted((trial for trial in _completed(study) if trial.user_attrs.get("class_groups")),
+    trials = sorted((trial for trial in _completed(study) if TrialRecord.from_trial(trial).class_groups),
                     key=_accuracy, reverse=True)
     if not trials:
         raise _Skipped("No completed trial with a semantic split (groups > 1) yet.")
     rows = [(trial, member, groups) for trial in trials
-            for member, groups in enumerate(trial.user_attrs["class_groups"], start=1)]
+            for member, groups in enumerate(TrialRecord.from_trial(trial).class_groups, start=1)]
     columns = [
         [f"#{trial.number}" for trial, _, _ in rows],
         [f"{_accuracy(trial):.4f}" for trial, _, _ in rows],
@@ -324,16 +319,13 @@ def _summary_html(study: optuna.Study, confirmed: Sequence[ConfirmedCandidate]) 
 
 def _trial_counts(study: optuna.Study) -> str:
     """``12: 7 complete, 4 pruned (2 over budget), 1 failed``: where the search's time went."""
-    trials = study.get_trials(deepcopy=False)
-    if not trials:
+    counts = count_trials(study)
+    if not counts.total:
         return "none yet"
-    counts = Counter(trial.state for trial in trials)
-    over_budget = sum(1 for trial in trials if trial.user_attrs.get("over_budget"))
-    labels = dict(_STATE_LABELS)
-    if over_budget:
-        labels[TrialState.PRUNED] += f" ({over_budget} over budget)"
-    parts = [f"{counts[state]} {label}" for state, label in labels.items() if counts[state]]
-    return f"{len(trials)}: {', '.join(parts)}"
+    pruned = "pruned" + (f" ({counts.over_budget} over budget)" if counts.over_budget else "")
+    parts = [(counts.complete, "complete"), (counts.pruned, pruned), (counts.failed + counts.interrupted, "failed"),
+             (counts.running, "running"), (counts.waiting, "waiting")]
+    return f"{counts.total}: {', '.join(f'{count} {label}' for count, label in parts if count)}"
 
 
 def _best_line(study: optuna.Study) -> str:
@@ -345,7 +337,7 @@ def _best_line(study: optuna.Study) -> str:
         best = study.best_trial
     except ValueError:
         return "Best trial: none completed yet"
-    costs = [f"{format_count(value)} {label}" for key, label in _COST_LABELS.items()
+    costs = [f"{format_count(value)} {label}" for key, label in _TRIAL_COSTS.items()
              if (value := _count(best, key)) is not None]
     return ", ".join([f"Best trial #{best.number}: {ACCURACY} {_accuracy(best):.4f}", *costs, _split(best)])
 
@@ -360,15 +352,15 @@ def _confirmed_line(best: ConfirmedCandidate) -> str:
 
 def _budget(study: optuna.Study) -> str:
     """The search's budget as the study recorded it, or ``none``."""
-    attrs = study.user_attrs
-    parts = [f"{format_count(attrs[key])} {label}" for key, label in
-             (("budget_params", "parameters"), ("budget_macs", "MACs")) if attrs.get(key)]
-    if attrs.get("budget_activation"):
-        parts.append(f"{format_bytes(attrs['budget_activation'])} of activations per image")
+    record = StudyRecord.from_study(study)
+    parts = [f"{format_count(budget)} {label}" for budget, label in
+             ((record.budget_params, "parameters"), (record.budget_macs, "MACs")) if budget]
+    if record.budget_activation:
+        parts.append(f"{format_bytes(record.budget_activation)} of activations per image")
     if not parts:
         return "none"
     modes = {"fit": "widths fitted to the budget", "reject": "over-budget candidates pruned before training"}
-    mode = attrs.get("budget_mode")
+    mode = record.budget_mode
     return ", ".join(parts) + (f" ({modes.get(mode, mode)})" if mode else "")
 
 
@@ -382,17 +374,18 @@ def _section_html(title: str, content: go.Figure | str) -> str:
 
 def _describe(trial: FrozenTrial) -> str:
     """A trial's hover text: its number, baseline name, split, cost and members' accuracies."""
+    record = TrialRecord.from_trial(trial)
     lines = [f"trial #{trial.number}"]
-    if trial.user_attrs.get("baseline"):
-        lines.append(f"baseline: {trial.user_attrs['baseline']}")
+    if record.baseline:
+        lines.append(f"baseline: {record.baseline}")
     lines.append(_split(trial))
-    lines += [f"{format_count(value)} {label}" for key, label in _COST_LABELS.items()
+    lines += [f"{format_count(value)} {label}" for key, label in _TRIAL_COSTS.items()
               if (value := _count(trial, key)) is not None]
-    if trial.user_attrs.get("width_step") is not None:
-        lines.append(f"width step {trial.user_attrs['width_step']:g}")
-    if trial.user_attrs.get("member_val_accuracies"):
-        lines.append("members: " + ", ".join(f"{value:.3f}" for value in trial.user_attrs["member_val_accuracies"]))
-    lines += [f"class groups: {groups}" for groups in trial.user_attrs.get("class_groups", [])]
+    if record.width_step is not None:
+        lines.append(f"width step {record.width_step:g}")
+    if record.member_val_accuracies:
+        lines.append("members: " + ", ".join(f"{value:.3f}" for value in record.member_val_accuracies))
+    lines += [f"class groups: {groups}" for groups in record.class_groups or ()]
     return "<br>".join(html.escape(line) for line in lines)
 
 
@@ -429,16 +422,21 @@ def _accuracy(trial: FrozenTrial) -> float:
 
 
 def _count(trial: FrozenTrial, key: str) -> int | None:
-    """A positive count user attr (``params``, ``macs``), or None when the trial did not record it."""
-    value = trial.user_attrs.get(key)
+    """A positive cost the trial recorded (``params`` or ``macs``), or None where it did not."""
+    value = getattr(TrialRecord.from_trial(trial), key)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
         return None
     return int(value)
 
 
+def _standard_error(trial: FrozenTrial) -> float:
+    """The trial's validation standard error for an error bar, 0 where it was not recorded."""
+    return TrialRecord.from_trial(trial).val_standard_error or 0.0
+
+
 def _cost_label(study: optuna.Study) -> str:
     """The second objective's name for axes and notes: ``parameters`` or ``MACs``."""
-    objectives = study.user_attrs.get("objectives") or []
+    objectives = StudyRecord.from_study(study).objectives or ()
     return _COST_LABELS.get(objectives[1], objectives[1]) if len(objectives) > 1 else "cost"
 
 

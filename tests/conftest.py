@@ -28,6 +28,13 @@ def run_cli(capsys: pytest.CaptureFixture, *argv: object) -> tuple[int, str, str
     return code, captured.out, captured.err
 
 
+def runs_in(path) -> "ExecutionOptions":
+    """Execution options of a test's worker: the CPU, checkpoints under ``path / "runs"``."""
+    from splitsearch.search.execution import ExecutionOptions
+
+    return ExecutionOptions(runs_dir=path / "runs")
+
+
 @pytest.fixture(autouse=True, scope="session")
 def one_torch_thread():
     """Run PyTorch on one thread: the tests' networks are tiny, and on a busy 2-core machine two

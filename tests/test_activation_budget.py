@@ -10,7 +10,7 @@ from splitsearch.cost import count_config, fit_width
 from splitsearch.search.run import run_study
 from splitsearch.search.study import load_study_spec
 
-from conftest import run_cli
+from conftest import run_cli, runs_in
 
 COMPLETE = (optuna.trial.TrialState.COMPLETE,)
 
@@ -33,7 +33,7 @@ def test_fit_width_holds_the_branchwise_activation_budget():
 
 def test_activation_objective_is_the_branchwise_peak(tmp_path):
     spec = blocks_spec(objectives="accuracy,activation")
-    study = run_study(spec, f"sqlite:///{tmp_path / 'study.db'}", tmp_path / "runs", progress=False)
+    study = run_study(spec, f"sqlite:///{tmp_path / 'study.db'}", runs_in(tmp_path), progress=False)
     complete = study.get_trials(states=COMPLETE)
     assert len(complete) == 4
     for trial in complete:
@@ -45,7 +45,7 @@ def test_reject_mode_prunes_candidates_over_the_activation_budget(tmp_path):
     unsplit = count_config(SplitConfig(arch="resnet20", width_mult=0.5, dataset="synthetic:96"))
     budget = unsplit.deployed_activation_bytes - 1  # only a split network can fit
     spec = blocks_spec(budget_activation=budget, budget_mode="reject", n_trials=6, baselines=True)
-    study = run_study(spec, f"sqlite:///{tmp_path / 'study.db'}", tmp_path / "runs", progress=False)
+    study = run_study(spec, f"sqlite:///{tmp_path / 'study.db'}", runs_in(tmp_path), progress=False)
     over = [trial for trial in study.trials if trial.user_attrs.get("over_budget")]
     assert study.trials[0].user_attrs["baseline"] == "undivided" and study.trials[0] in over
     assert all(trial.user_attrs["sequential_activation_bytes"] > budget for trial in over)

@@ -11,7 +11,7 @@ from splitsearch.search.greedy import run_greedy_blocks
 from splitsearch.search.study import load_study_spec
 from splitsearch.store import Store
 
-from conftest import run_cli
+from conftest import run_cli, runs_in
 
 
 def greedy_study(name: str = "greedy"):
@@ -30,7 +30,7 @@ def storage(tmp_path):
 def test_every_network_is_a_trial_fine_tuned_from_the_one_before(storage, tmp_path):
     lines: list[str] = []
     # A threshold of 100 points keeps every factor: the walk visits each block once.
-    study, result = run_greedy_blocks(greedy_study(), storage, tmp_path / "runs", threshold=100.0, factors=(2,),
+    study, result = run_greedy_blocks(greedy_study(), storage, runs_in(tmp_path), threshold=100.0, factors=(2,),
                                       finetune_epochs=1, on_step=lines.append)
     assert result.factors == (2, 2, 2)
     trials = study.get_trials(deepcopy=False)
@@ -61,12 +61,12 @@ def test_a_crash_resumes_where_it_stopped_and_nothing_is_trained_twice(storage, 
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run_greedy_blocks(greedy_study(), storage, tmp_path / "runs", threshold=100.0, factors=(2,),
+        run_greedy_blocks(greedy_study(), storage, runs_in(tmp_path), threshold=100.0, factors=(2,),
                           finetune_epochs=1, on_step=crash_after_second_network)
     # The next candidate starts from trial 1's weights: they survived the crash.
     assert list((tmp_path / "runs").rglob("trial-1/model.pt"))
 
-    study, result = run_greedy_blocks(greedy_study(), storage, tmp_path / "runs", threshold=100.0, factors=(2,),
+    study, result = run_greedy_blocks(greedy_study(), storage, runs_in(tmp_path), threshold=100.0, factors=(2,),
                                       finetune_epochs=1)
     assert result.factors == (2, 2, 2)
     assert len(study.trials) == 4 and all(t.state == TrialState.COMPLETE for t in study.trials)

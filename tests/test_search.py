@@ -15,6 +15,8 @@ from splitsearch.store import Store
 from splitsearch.data import prepare_data
 from splitsearch.train.loop import Trainer
 
+from conftest import runs_in
+
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
 
@@ -39,7 +41,7 @@ def finished(study):
 
 def test_fit_mode_runs_baselines_first_and_uses_the_budget(storage, tmp_path):
     spec = tiny_spec()
-    study = run_study(spec, storage, tmp_path / "runs", progress=False)
+    study = run_study(spec, storage, runs_in(tmp_path), progress=False)
     trials = study.trials
     assert len(finished(study)) == 4
     assert [t.user_attrs.get("baseline") for t in trials[:3]] == ["undivided", "paper S=2", "paper S=4"]
@@ -59,7 +61,7 @@ def test_reject_mode_prunes_over_budget_candidates_untrained(storage, tmp_path):
     # At width 0.5 the S=2 division has 77.9K parameters, S=1 68.8K and S=4 70.1K.
     spec = tiny_spec("reject", budget_mode="reject", budget_params="75K", n_trials=5,
                      base={"width_mult": 0.5, "train": {"batch_size": 32, "val_fraction": 0.25}})
-    study = run_study(spec, storage, tmp_path / "runs", progress=False)
+    study = run_study(spec, storage, runs_in(tmp_path), progress=False)
     over = [t for t in study.trials if t.user_attrs.get("over_budget")]
     assert over and all(t.state == optuna.trial.TrialState.PRUNED for t in over)
     complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
@@ -72,8 +74,8 @@ def test_reject_mode_prunes_over_budget_candidates_untrained(storage, tmp_path):
 
 
 def test_same_name_resumes_without_losing_or_repeating_trials(storage, tmp_path):
-    run_study(tiny_spec(n_trials=2), storage, tmp_path / "runs", progress=False)
-    study = run_study(tiny_spec(n_trials=5), storage, tmp_path / "runs", progress=False)
+    run_study(tiny_spec(n_trials=2), storage, runs_in(tmp_path), progress=False)
+    study = run_study(tiny_spec(n_trials=5), storage, runs_in(tmp_path), progress=False)
     numbers = [t.number for t in study.trials]
     assert len(finished(study)) == 5 and numbers == sorted(set(numbers))
     assert [t.user_attrs.get("baseline") for t in study.trials].count("undivided") == 1
@@ -81,10 +83,10 @@ def test_same_name_resumes_without_losing_or_repeating_trials(storage, tmp_path)
 
 
 def test_changed_settings_are_refused_unless_forced(storage, tmp_path):
-    run_study(tiny_spec(n_trials=1), storage, tmp_path / "runs", progress=False)
+    run_study(tiny_spec(n_trials=1), storage, runs_in(tmp_path), progress=False)
     with pytest.raises(StudyError, match="exists with other settings"):
-        run_study(tiny_spec(n_trials=2, budget_params="40K"), storage, tmp_path / "runs", progress=False)
-    study = run_study(tiny_spec(n_trials=2, budget_params="40K"), storage, tmp_path / "runs", progress=False,
+        run_study(tiny_spec(n_trials=2, budget_params="40K"), storage, runs_in(tmp_path), progress=False)
+    study = run_study(tiny_spec(n_trials=2, budget_params="40K"), storage, runs_in(tmp_path), progress=False,
                       force=True)
     assert len(finished(study)) == 2
 
@@ -102,7 +104,7 @@ def test_ctrl_c_then_rerun_continues_the_interrupted_trial(storage, tmp_path, mo
 
     monkeypatch.setattr(Trainer, "_train_step", interrupt_in_second_trial)
     with pytest.raises(KeyboardInterrupt):
-        run_study(spec, storage, tmp_path / "runs", progress=False)
+        run_study(spec, storage, runs_in(tmp_path), progress=False)
     monkeypatch.setattr(Trainer, "_train_step", original)
     interrupted = optuna.load_study(study_name="tiny", storage=storage).trials
     # Trial 1 is interrupted and queued again at once (trial 3), behind the waiting baseline.
@@ -111,7 +113,7 @@ def test_ctrl_c_then_rerun_continues_the_interrupted_trial(storage, tmp_path, mo
     assert interrupted[3].system_attrs["failed_trial"] == 1
     assert Store(storage).candidates("tiny")[1].state == "interrupted"
 
-    study = run_study(spec, storage, tmp_path / "runs", progress=False)
+    study = run_study(spec, storage, runs_in(tmp_path), progress=False)
     assert len(finished(study)) == 3
     retry = next(t for t in study.trials if t.system_attrs.get("failed_trial") == 1)
     assert retry.state == optuna.trial.TrialState.COMPLETE and retry.params == interrupted[1].params
@@ -127,9 +129,9 @@ def test_ctrl_c_then_rerun_continues_the_interrupted_trial(storage, tmp_path, mo
 
 def test_identical_candidates_are_reused_not_retrained(storage, tmp_path):
     spec = tiny_spec(n_trials=2, baselines=False)
-    study = run_study(spec, storage, tmp_path / "runs", progress=False)
+    study = run_study(spec, storage, runs_in(tmp_path), progress=False)
     first = study.trials[0]
-    other = run_study(tiny_spec("other", n_trials=1, baselines=False), storage, tmp_path / "runs", progress=False)
+    other = run_study(tiny_spec("other", n_trials=1, baselines=False), storage, runs_in(tmp_path), progress=False)
     # Same seed and sampler: the other study's first candidate is the same config.
     reused = other.trials[0]
     assert reused.user_attrs["config_hash"] == first.user_attrs["config_hash"]
@@ -139,7 +141,7 @@ def test_identical_candidates_are_reused_not_retrained(storage, tmp_path):
 
 
 def test_export_retrains_to_the_same_validation_accuracy(storage, tmp_path):
-    study = run_study(tiny_spec(n_trials=3), storage, tmp_path / "runs", progress=False)
+    study = run_study(tiny_spec(n_trials=3), storage, runs_in(tmp_path), progress=False)
     trial = export_best(study, tmp_path / "best.yaml")
     config = SplitConfig.from_yaml(tmp_path / "best.yaml")
     assert config.config_hash() == trial.user_attrs["config_hash"]
@@ -151,7 +153,7 @@ def test_multi_objective_study_has_a_pareto_front_and_no_pruning(storage, tmp_pa
     spec = tiny_spec("pareto", objectives="accuracy,params", n_trials=4, budget_params=None, budget_mode="reject",
                      base={"width_mult": 0.25, "train": {"batch_size": 32, "val_fraction": 0.25}})
     assert spec.sampler == "nsga2" and spec.pruner == "none"
-    study = run_study(spec, storage, tmp_path / "runs", progress=False)
+    study = run_study(spec, storage, runs_in(tmp_path), progress=False)
     assert len(study.directions) == 2 and study.best_trials
     complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     assert all(t.values[1] == t.user_attrs["params"] for t in complete)
@@ -161,7 +163,7 @@ def test_multi_objective_study_has_a_pareto_front_and_no_pruning(storage, tmp_pa
 
 def test_budget_smaller_than_the_smallest_network_touches_nothing(storage, tmp_path):
     with pytest.raises(ValueError, match="budget too small"):
-        run_study(tiny_spec(budget_params="50"), storage, tmp_path / "runs", progress=False)
+        run_study(tiny_spec(budget_params="50"), storage, runs_in(tmp_path), progress=False)
     assert not (tmp_path / "study.db").exists()
 
 
@@ -225,7 +227,7 @@ def exploding_arch(monkeypatch):
 def test_a_candidate_that_raises_fails_with_its_reason_and_the_search_goes_on(storage, tmp_path, exploding_arch):
     spec = tiny_spec(arch=exploding_arch, n_trials=3, epochs=2, budget_params=None, budget_mode="reject",
                      base={"width_mult": 0.25, "train": {"batch_size": 32, "val_fraction": 0.25}})
-    study = run_study(spec, storage, tmp_path / "runs", progress=False)
+    study = run_study(spec, storage, runs_in(tmp_path), progress=False)
     failed = study.get_trials(states=(optuna.trial.TrialState.FAIL,))
     assert failed and all(t.params["S"] == 4 for t in failed)
     assert failed[0].user_attrs["failure"] == "RuntimeError: CUDA out of memory (simulated, epoch 2)"
@@ -241,7 +243,7 @@ def test_a_diverging_candidate_fails_instead_of_training_on_nan(storage, tmp_pat
     spec = tiny_spec(n_trials=1, epochs=2, baselines=False,
                      base={"train": {"batch_size": 32, "val_fraction": 0.25, "lr": 1e30}})
     with pytest.raises(StudyError, match="1 trials failed"):
-        run_study(spec, storage, tmp_path / "runs", progress=False)
+        run_study(spec, storage, runs_in(tmp_path), progress=False)
     study = optuna.load_study(study_name="tiny", storage=storage)
     assert len(study.trials) == 1  # every candidate diverges: the worker stops instead of failing forever
     assert study.trials[0].user_attrs["failure"].startswith("NonFiniteLossError: training diverged in epoch")
@@ -255,7 +257,7 @@ def test_baselines_are_never_pruned_and_take_the_base_value_of_searched_settings
                      base={"train": {"batch_size": 32, "val_fraction": 0.25, "lr": 0.05}})
     assert spec.max_epochs == 3  # Hyperband's resource: the epochs the space fixes, not the base's 9
     monkeypatch.setattr(optuna.trial.Trial, "should_prune", lambda self: True)  # a pruner that stops everyone
-    study = run_study(spec, storage, tmp_path / "runs", progress=False)
+    study = run_study(spec, storage, runs_in(tmp_path), progress=False)
     baselines = [t for t in study.trials if t.user_attrs.get("baseline")]
     searched = [t for t in study.trials if not t.user_attrs.get("baseline")]
     assert len(baselines) == 3 and all(t.state == optuna.trial.TrialState.COMPLETE for t in baselines)
@@ -279,7 +281,7 @@ def test_baselines_are_trained_again_with_the_best_searched_training_settings(st
     space.write_text(LR_SPACE)
     spec = tiny_spec("tuned", space=str(space), n_trials=4, epochs=1,
                      base={"lambda_cot": 0.5, "train": {"lr": 0.05, "batch_size": 32, "val_fraction": 0.25}})
-    study = run_study(spec, storage, tmp_path / "runs", progress=False)
+    study = run_study(spec, storage, runs_in(tmp_path), progress=False)
     trials = study.get_trials(deepcopy=False)
     labels = [trial.user_attrs.get("baseline") for trial in trials]
     assert labels[:2] == ["undivided", "paper S=2"]  # S=4 is outside this space
@@ -294,12 +296,12 @@ def test_baselines_are_trained_again_with_the_best_searched_training_settings(st
         assert trial.state == optuna.trial.TrialState.COMPLETE and trial.user_attrs["tuned_from"] == best.number
         assert SplitConfig.from_dict(trial.user_attrs["config"]).train.lr == best.params["train.lr"]
 
-    again = run_study(spec, storage, tmp_path / "runs", progress=False)  # resuming queues nothing new
+    again = run_study(spec, storage, runs_in(tmp_path), progress=False)  # resuming queues nothing new
     assert len(again.trials) == len(trials)
 
 
 def test_a_space_without_training_settings_gets_no_tuned_baselines(storage, tmp_path):
-    study = run_study(tiny_spec("plain", n_trials=3, epochs=1), storage, tmp_path / "runs", progress=False)
+    study = run_study(tiny_spec("plain", n_trials=3, epochs=1), storage, runs_in(tmp_path), progress=False)
     assert len(study.trials) == 3
     assert not any(trial.user_attrs.get("baseline", "").endswith("(tuned)") for trial in study.trials)
 

@@ -13,6 +13,8 @@ from splitsearch.split.semantic import GroupedLinear
 from splitsearch.train.loop import METRICS_NAME, MODEL_NAME, Trainer
 from splitsearch.train.semantic_stage import CLASS_GROUPS_NAME
 
+from conftest import runs_in
+
 
 def semantic_config(**train) -> SplitConfig:
     settings = {"epochs": 4, "batch_size": 32, "lr": 0.05, "val_fraction": 0.2, "grouping_fraction": 0.5, **train}
@@ -100,7 +102,7 @@ def test_a_semantic_study_starts_from_the_unsplit_network_and_reports_class_grou
         "n_trials": 3, "budget_params": "30K", "budget_mode": "fit", "pruner": "none",
         "base": {"train": {"batch_size": 32, "val_fraction": 0.25}},
     })
-    study = run_study(spec, f"sqlite:///{tmp_path / 'study.db'}", tmp_path / "runs", progress=False)
+    study = run_study(spec, f"sqlite:///{tmp_path / 'study.db'}", runs_in(tmp_path), progress=False)
     trials = study.trials
     assert trials[0].user_attrs.get("baseline") == "undivided" and trials[0].params == {"groups": 1}
     split = [trial for trial in trials if trial.params["groups"] > 1 and trial.state.name == "COMPLETE"]

@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import Callable
 
 import optuna
-import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from splitsearch.config import SplitConfig
 from splitsearch.data import DataCache
+from splitsearch.search.execution import ExecutionOptions
+from splitsearch.search.record import TrialRecord
 from splitsearch.stats import mean_and_sd
 from splitsearch.store import ConfirmationRecord, Store
 from splitsearch.train.loop import Trainer, TrainResult
@@ -75,11 +76,11 @@ def confirmation_targets(study: optuna.Study, top: int) -> list[FrozenTrial]:
     for trial in ranked:
         if len(targets) == top:
             break
-        targets.setdefault(trial.user_attrs["config_hash"], trial)
+        targets.setdefault(TrialRecord.from_trial(trial).config_hash, trial)
     for trial in study.get_trials(deepcopy=False):
-        attrs = trial.user_attrs
-        if attrs.get("baseline") and "config" in attrs and not attrs.get("over_budget"):
-            targets.setdefault(attrs["config_hash"], trial)
+        record = TrialRecord.from_trial(trial)
+        if record.is_baseline and record.config is not None and not record.over_budget:
+            targets.setdefault(record.config_hash, trial)
     return list(targets.values())
 
 
@@ -90,8 +91,8 @@ def confirmation_seeds(config: SplitConfig, count: int) -> list[int]:
     return [config.train.seed + offset for offset in range(1, count + 1)]
 
 
-def confirm_study(study: optuna.Study, store: Store, top: int = 3, seeds: int = 3, runs_dir: str | Path = "runs",
-                  device: torch.device | str = "cpu", mode: str = "auto", data: DataCache | None = None,
+def confirm_study(study: optuna.Study, store: Store, top: int = 3, seeds: int = 3,
+                  execution: ExecutionOptions = ExecutionOptions(), data: DataCache | None = None,
                   progress: bool = True,
                   on_run: Callable[[FrozenTrial, int, TrainResult | Exception], None] | None = None
                   ) -> list[ConfirmedCandidate]:
@@ -100,8 +101,9 @@ def confirm_study(study: optuna.Study, store: Store, top: int = 3, seeds: int = 
     Args:
         study: a finished (or running) study; its trials hold their configs as user attrs.
         store: where each run is recorded (the study's own database).
-        runs_dir: checkpoints of unfinished runs, ``runs_dir/<study>/confirm-<trial>-seed<seed>``;
-            deleted when a run completes.
+        execution: device and mode of the runs; checkpoints of unfinished runs go to
+            ``execution.runs_dir/<study>/confirm-<trial>-seed<seed>`` and are deleted when a run completes.
+        data: the dataset cache to share with other work (one is made from ``execution`` if not given).
         on_run: called after each run with the trial, the seed and the result, or the exception
             that made the run fail.
 
@@ -112,28 +114,28 @@ def confirm_study(study: optuna.Study, store: Store, top: int = 3, seeds: int = 
     non-finite loss) is recorded as failed and the others go on; Ctrl-C stops everything, and
     the same call continues later.
     """
-    data = data or DataCache(device)
+    data = data or execution.data_cache()
     done = {(row.trial_number, row.seed) for row in store.confirmations(study.study_name) if row.state == "complete"}
     for trial in confirmation_targets(study, top):
-        config = SplitConfig.from_dict(trial.user_attrs["config"])
+        config = TrialRecord.from_trial(trial).config
         for seed in confirmation_seeds(config, seeds):
             if (trial.number, seed) in done:
                 continue
-            outcome = _confirm_one(study.study_name, trial, config, seed, store, Path(runs_dir), device, mode, data,
-                                   progress)
+            outcome = _confirm_one(study.study_name, trial, config, seed, store, execution, data, progress)
             if on_run is not None:
                 on_run(trial, seed, outcome)
     return summarize(study, store.confirmations(study.study_name))
 
 
-def _confirm_one(study_name: str, trial: FrozenTrial, config: SplitConfig, seed: int, store: Store, runs_dir: Path,
-                 device: torch.device | str, mode: str, data: DataCache, progress: bool) -> TrainResult | Exception:
+def _confirm_one(study_name: str, trial: FrozenTrial, config: SplitConfig, seed: int, store: Store,
+                 execution: ExecutionOptions, data: DataCache, progress: bool) -> TrainResult | Exception:
     config = config.replace(train=dataclasses.replace(config.train, seed=seed))
-    baseline = trial.user_attrs.get("baseline")
+    baseline = TrialRecord.from_trial(trial).baseline
     row = store.start_confirmation(study_name, trial.number, config, baseline)
-    out_dir = runs_dir / study_name / f"confirm-{trial.number}-seed{seed}"
+    out_dir = Path(execution.runs_dir) / study_name / f"confirm-{trial.number}-seed{seed}"
     try:
-        trainer = Trainer(config, data.get(config.dataset, config.train), device, out_dir, mode, progress=progress)
+        trainer = Trainer(config, data.get(config.dataset, config.train), execution.device, out_dir, execution.mode,
+                          progress=progress)
         result = trainer.fit(resume=True, test=False)
     except Exception as error:  # noqa: BLE001 - a failed run is data; the next one goes on
         store.finish_confirmation(row, "failed")

@@ -9,8 +9,9 @@ from typing import Any, Sequence
 
 import optuna
 
-from splitsearch.config import SplitConfig, dump_yaml
+from splitsearch.config import dump_yaml
 from splitsearch.search.confirm import ConfirmedCandidate
+from splitsearch.search.record import StudyRecord, TrialRecord
 
 PICKS = ("max-accuracy", "min-cost", "knee")
 
@@ -40,8 +41,8 @@ def pick_trial(study: optuna.Study, pick: str = "max-accuracy",
         if confirmed:
             best = max(confirmed, key=lambda summary: (summary.mean, -summary.trial_number))
             return study.get_trials(deepcopy=False)[best.trial_number]
-        if "greedy_result" in study.user_attrs:
-            return study.get_trials(deepcopy=False)[study.user_attrs["greedy_result"]["trial"]]
+        if (greedy := StudyRecord.from_study(study).greedy_result) is not None:
+            return study.get_trials(deepcopy=False)[greedy.trial]
         return study.best_trial
     front = study.best_trials
     if pick == "max-accuracy":
@@ -65,23 +66,22 @@ def _distance_to_ideal(trial: optuna.trial.FrozenTrial, front: list[optuna.trial
 def exported_document(study: optuna.Study, trial: optuna.trial.FrozenTrial,
                       confirmed: ConfirmedCandidate | None = None) -> dict[str, Any]:
     """The config of ``trial`` plus where it came from (``provenance``) and what it costs."""
-    config = SplitConfig.from_dict(trial.user_attrs["config"])
-    attrs = trial.user_attrs
+    record = TrialRecord.from_trial(trial)
     provenance = {
         "study": study.study_name,
         "trial": trial.number,
         "val_accuracy": trial.values[0] if trial.values else None,
-        "val_standard_error": attrs.get("val_standard_error"),
-        "baseline": attrs.get("baseline"),
+        "val_standard_error": record.val_standard_error,
+        "baseline": record.baseline,
         "exported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     if confirmed is not None:
         provenance["confirmed"] = {"mean_val_accuracy": confirmed.mean, "sd": confirmed.sd,
                                    "seeds": list(confirmed.seeds), "val_accuracies": list(confirmed.accuracies)}
     return {
-        **config.to_dict(),
+        **record.config.to_dict(),
         "provenance": provenance,
-        "cost": {key: attrs.get(key) for key in ("params", "macs", "flops", "activation_bytes", "width_step")},
+        "cost": {key: getattr(record, key) for key in ("params", "macs", "flops", "activation_bytes", "width_step")},
     }
 
 

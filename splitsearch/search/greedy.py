@@ -20,19 +20,17 @@ import math
 import shutil
 import time
 import warnings
-from pathlib import Path
 from typing import Callable, Sequence
 
 import optuna
-import torch
 from optuna.storages import fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
 
-from splitsearch.config import SplitConfig
 from splitsearch.cost import count_config, fit_width
-from splitsearch.data import DEFAULT_DATA_DIR, DataCache
 from splitsearch.models import resolve_arch
+from splitsearch.search.execution import ExecutionOptions
 from splitsearch.search.objective import SearchObjective
+from splitsearch.search.record import GreedySummary, StudyRecord, TrialRecord
 from splitsearch.search.run import check_budget, open_search
 from splitsearch.search.space import Param, SearchSpace
 from splitsearch.search.strategies import (
@@ -44,7 +42,6 @@ from splitsearch.search.strategies import (
 )
 from splitsearch.search.study import StudyError, StudySpec
 from splitsearch.search.worker import (
-    HEARTBEAT_SECONDS,
     checkpoint_root,
     original_trial_number,
     requeue_interrupted,
@@ -92,32 +89,31 @@ def greedy_spec(spec: StudySpec, factors: Sequence[int], finetune_epochs: int) -
     return dataclasses.replace(spec, space=space, baselines=False, pruner="none", n_trials=None)
 
 
-def run_greedy_blocks(spec: StudySpec, storage_url: str, runs_dir: str | Path = "runs",
-                      device: torch.device | str = "cpu", threshold: float = DEFAULT_THRESHOLD,
-                      factors: Sequence[int] = DEFAULT_FACTORS, finetune_epochs: int | None = None,
-                      force: bool = False, on_step: Callable[[str], None] | None = None,
-                      on_epoch: Callable[[int, EpochMetrics], None] | None = None,
-                      data_dir: str | Path = DEFAULT_DATA_DIR, download: bool = False,
-                      keep_checkpoints: bool = False, heartbeat_seconds: int = HEARTBEAT_SECONDS
+def run_greedy_blocks(spec: StudySpec, storage_url: str, execution: ExecutionOptions = ExecutionOptions(),
+                      threshold: float = DEFAULT_THRESHOLD, factors: Sequence[int] = DEFAULT_FACTORS,
+                      finetune_epochs: int | None = None, force: bool = False,
+                      on_step: Callable[[str], None] | None = None,
+                      on_epoch: Callable[[int, EpochMetrics], None] | None = None
                       ) -> tuple[optuna.Study, GreedyResult]:
     """Run (or resume) the greedy block-wise split of ``spec.base`` and record its result in the study.
 
     ``on_step`` receives one line per evaluated network, ``on_epoch`` every epoch's metrics.  The
-    result is also stored as the study user attribute ``greedy_result``.  Networks run in the
-    sequential mode (S is 1: nothing to fuse).
+    result is also stored as the study's ``greedy_result`` (:class:`~splitsearch.search.record.StudyRecord`).
+    Networks run in the sequential mode (S is 1: nothing to fuse).  Optuna's experimental-feature
+    warnings are silenced while it runs, as in :func:`~splitsearch.search.run.run_study`.
     """
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # as run_study does
     if finetune_epochs is None:
         finetune_epochs = default_finetune_epochs(spec.base.train.epochs)
     spec = greedy_spec(spec, factors, finetune_epochs)
     check_budget(spec)
-    data = DataCache(device, data_dir, download)
+    execution = dataclasses.replace(execution, mode="sequential")
+    data = execution.data_cache()
     data.get(spec.base.dataset, spec.base.train)  # a missing dataset fails here, before the storage is touched
     num_blocks = resolve_arch(spec.base.arch)[0].num_blocks
-    with sigterm_interrupts():
-        study, store = open_search(spec, storage_url, force, heartbeat_seconds)
-        objective = SearchObjective(spec, store, Path(runs_dir), torch.device(device), "sequential", on_epoch, data,
-                                    keep_checkpoints)
+    with sigterm_interrupts(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        study, store = open_search(spec, storage_url, force, execution.heartbeat_seconds)
+        objective = SearchObjective(spec, store, execution, data, on_epoch)
         evaluate = _TrialEvaluator(study, objective, spec.base.train.epochs, finetune_epochs, on_step)
         try:
             result = greedy_block_split(num_blocks, evaluate, threshold, factors,
@@ -128,7 +124,7 @@ def run_greedy_blocks(spec: StudySpec, storage_url: str, runs_dir: str | Path = 
         finally:
             settle_store(study, store)
         evaluate.drop_weights(keep=None)
-    study.set_user_attr("greedy_result", greedy_summary(study, result, evaluate.trial_numbers, threshold))
+    StudyRecord(greedy_result=greedy_summary(study, result, evaluate.trial_numbers, threshold)).write_to(study)
     return study, result
 
 
@@ -155,12 +151,11 @@ class _TrialEvaluator:
     def __call__(self, factors: tuple[int, ...], start_from: tuple[int, ...] | None) -> float | None:
         params: dict[str, int] = {f"block_factors.{block}": factor for block, factor in enumerate(factors)}
         params["train.epochs"] = self.epochs if start_from is None else self.finetune_epochs
-        attrs: dict[str, object] = {"keep_weights": True}
         if start_from is None:
-            attrs["baseline"] = "undivided"
+            record = TrialRecord(keep_weights=True, baseline="undivided")
         else:
-            attrs["warm_start_from"] = self.trials[start_from].number
-        trial = self.trials[factors] = self._finished(params, attrs, start_from)
+            record = TrialRecord(keep_weights=True, warm_start_from=self.trials[start_from].number)
+        trial = self.trials[factors] = self._finished(params, record, start_from)
         accuracy = trial.value if trial.state == TrialState.COMPLETE else None
         if start_from is None and self.on_step is not None and accuracy is not None:
             self.on_step(f"trial {trial.number}: baseline (factors {_names(factors)}) {accuracy:.2%}")
@@ -170,22 +165,22 @@ class _TrialEvaluator:
         """One line for a decided candidate (``greedy_block_split``'s ``on_step``)."""
         trial = self.trials[step.factors]
         if step.accuracy is None:
-            reason = trial.user_attrs.get("failure") or ("over budget" if trial.user_attrs.get("over_budget")
-                                                         else trial.state.name.lower())
+            record = TrialRecord.from_trial(trial)
+            reason = record.failure or ("over budget" if record.over_budget else trial.state.name.lower())
             line = f"factors {_names(step.factors)} could not be trained ({reason}): block ends"
         else:
             verdict = "kept" if step.accepted else "over the threshold: block ends"
             line = f"factors {_names(step.factors)} {step.accuracy:.2%}, drop {step.drop_points:+.2f} points, {verdict}"
         self.on_step(f"trial {trial.number}: {line}")
 
-    def _finished(self, params: dict[str, int], attrs: dict[str, object],
+    def _finished(self, params: dict[str, int], record: TrialRecord,
                   start_from: tuple[int, ...] | None) -> FrozenTrial:
         """The study's finished trial of ``params``: found (a replay), or enqueued and trained now."""
         trained_here = False
         while True:
             trial = self._latest(params)
             if trial is None:
-                self.study.enqueue_trial(params, user_attrs=attrs)
+                self.study.enqueue_trial(params, user_attrs=record.to_attrs())
             elif trial.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL):
                 return trial  # a FAIL failed with its reason, or was interrupted more often than retried
             elif trial.state == TrialState.WAITING:
@@ -207,9 +202,9 @@ class _TrialEvaluator:
 
     def drop_weights(self, keep: tuple[int, ...] | None) -> None:
         """Remove the kept weights of every network but ``keep`` (unless the user keeps checkpoints)."""
-        if self.objective.keep_checkpoints:
+        if self.objective.execution.keep_checkpoints:
             return
-        root = checkpoint_root(self.study, self.objective.runs_dir)
+        root = checkpoint_root(self.study, self.objective.execution.runs_dir)
         for factors, trial in self.trials.items():
             if factors != keep:
                 shutil.rmtree(root / f"trial-{original_trial_number(trial)}", ignore_errors=True)
@@ -220,24 +215,19 @@ def _names(factors: tuple[int, ...]) -> str:
 
 
 def greedy_summary(study: optuna.Study, result: GreedyResult, trial_numbers: dict[tuple[int, ...], int],
-                   threshold: float) -> dict[str, object]:
+                   threshold: float) -> GreedySummary:
     """What the procedure chose and what it saves against the baseline (the study's ``greedy_result``)."""
     trials = study.get_trials(deepcopy=False)
     baseline_trial, chosen_trial = trial_numbers[(1,) * len(result.factors)], trial_numbers[result.factors]
-    before = count_config(SplitConfig.from_dict(trials[baseline_trial].user_attrs["config"]))
-    after = count_config(SplitConfig.from_dict(trials[chosen_trial].user_attrs["config"]))
-    return {
-        "factors": list(result.factors),
-        "threshold_points": threshold,
-        "baseline_accuracy": result.baseline_accuracy,
-        "accuracy": result.accuracy,
-        "drop_points": result.drop_points,
-        "trial": chosen_trial,
-        "baseline_trial": baseline_trial,
-        "evaluated": len(result.steps) + 1,
+    before = count_config(TrialRecord.from_trial(trials[baseline_trial]).config)
+    after = count_config(TrialRecord.from_trial(trials[chosen_trial]).config)
+    return GreedySummary(
+        factors=result.factors, threshold_points=threshold, baseline_accuracy=result.baseline_accuracy,
+        accuracy=result.accuracy, drop_points=result.drop_points, trial=chosen_trial, baseline_trial=baseline_trial,
+        evaluated=len(result.steps) + 1,
         **{f"{name}_baseline": getattr(before, name) for name in _COSTS},
         **{name: getattr(after, name) for name in _COSTS},
-    }
+    )
 
 
 _COSTS = ("params", "macs", "activation_bytes", "sequential_activation_bytes")

@@ -20,6 +20,8 @@ import torch
 from splitsearch.config import SplitConfig
 from splitsearch.cost import CandidateCost, count_config, fit_width
 from splitsearch.data import DataCache
+from splitsearch.search.execution import ExecutionOptions
+from splitsearch.search.record import TrialRecord
 from splitsearch.search.space import KEY_TYPES, config_value, parameter_names, suggest_config
 from splitsearch.search.study import StudySpec
 from splitsearch.search.worker import checkpoint_root, original_trial_number, retried_trial, settle_store, this_worker
@@ -46,100 +48,94 @@ class SearchObjective:
     Args:
         spec: the study definition.
         store: where candidates and per-epoch metrics are recorded.
-        runs_dir: per-trial checkpoints go to ``runs_dir/<study>-<key>/trial-<n>``
+        execution: device, mode and folders; per-trial checkpoints go to
+            ``execution.runs_dir/<study>-<key>/trial-<n>``
             (:func:`~splitsearch.search.worker.checkpoint_root`; a retry continues from the
             checkpoint of the trial it retries) and are removed when the trial ends, unless
-            ``keep_checkpoints``.
-        device: training device.
-        mode: ensemble execution mode (``auto``, ``fused``, ``sequential``).
+            ``execution.keep_checkpoints``.
+        data: the worker's dataset cache (one is made from ``execution`` if not given).
         on_epoch: optional per-epoch hook (the CLI prints a line per epoch with ``-v``).
     """
 
-    def __init__(self, spec: StudySpec, store: Store, runs_dir: Path, device: torch.device, mode: str = "auto",
-                 on_epoch: Callable[[int, EpochMetrics], None] | None = None,
-                 data: DataCache | None = None, keep_checkpoints: bool = False) -> None:
+    def __init__(self, spec: StudySpec, store: Store, execution: ExecutionOptions, data: DataCache | None = None,
+                 on_epoch: Callable[[int, EpochMetrics], None] | None = None) -> None:
         self.spec = spec
         self.store = store
-        self.runs_dir = Path(runs_dir)
-        self.device = device
-        self.mode = mode
+        self.execution = execution
         self.on_epoch = on_epoch
-        self.data = data or DataCache(device)
-        self.keep_checkpoints = keep_checkpoints
+        self.data = data or execution.data_cache()
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
         try:
             return self._evaluate(trial)
         except Exception as error:
             # Also a candidate that fails before it trains (an invalid sampled combination).
-            if not isinstance(error, optuna.TrialPruned) and "failure" not in trial.user_attrs:
-                trial.set_user_attr("failure", failure_reason(error))
+            if not isinstance(error, optuna.TrialPruned) and TrialRecord.from_trial(trial).failure is None:
+                TrialRecord(failure=failure_reason(error)).write_to(trial)
             raise
 
     def _evaluate(self, trial: optuna.Trial) -> float | tuple[float, float]:
         spec = self.spec
-        trial.set_user_attr("worker", this_worker())
+        TrialRecord(worker=this_worker()).write_to(trial)
         settle_store(trial.study, self.store)  # rows a dead worker left running end as interrupted
+        record = TrialRecord.from_trial(trial)  # what the trial was enqueued with, or inherited as a retry
         config = suggest_config(spec.space, trial, spec.base)
         config, width_step = self._apply_budget(config)
         cost = count_config(config)
-        baseline = trial.user_attrs.get("baseline")
         self._describe(trial, config, cost, width_step)
 
         if spec.budget_mode == "reject" and spec.has_budget:
             excess = self._budget_excess(cost)
-            trial.set_user_attr("budget_excess", excess)
             trial.set_constraint("budget", excess)  # <= 0 is feasible: the sampler learns the feasible region
+            TrialRecord(budget_excess=excess, over_budget=True if excess > 0 else None).write_to(trial)
             if excess > 0:
-                trial.set_user_attr("over_budget", True)
-                self.store.record_over_budget(spec.name, trial.number, config, cost, baseline=baseline)
+                self.store.record_over_budget(spec.name, trial.number, config, cost, baseline=record.baseline)
                 raise optuna.TrialPruned(f"over budget by {excess:.1%}")
 
-        warm_from = trial.user_attrs.get("warm_start_from")
         # A fine-tuned candidate's result depends on the weights it started from, and a candidate
         # whose weights the next one starts from must train them: neither is reused.
-        trains_anyway = warm_from is not None or trial.user_attrs.get("keep_weights")
+        trains_anyway = record.warm_start_from is not None or record.keep_weights
         reusable = None if trains_anyway else self.store.find_reusable(
             config.config_hash(), config.dataset, config.train.epochs)
         if reusable is not None and reusable.val_accuracy is not None:
-            self.store.record_reused(spec.name, trial.number, reusable, baseline=baseline)
-            trial.set_user_attr("reused_from", f"{reusable.study_name}#{reusable.trial_number}")
-            trial.set_user_attr("member_val_accuracies", reusable.member_val_accuracies)
-            trial.set_user_attr("val_standard_error", reusable.val_standard_error)
-            trial.set_user_attr("val_samples", reusable.val_samples)
+            self.store.record_reused(spec.name, trial.number, reusable, baseline=record.baseline)
+            TrialRecord(reused_from=f"{reusable.study_name}#{reusable.trial_number}",
+                        member_val_accuracies=_as_tuple(reusable.member_val_accuracies),
+                        val_standard_error=reusable.val_standard_error,
+                        val_samples=reusable.val_samples).write_to(trial)
             return self._values(reusable.val_accuracy, cost)
 
         frozen = trial.study.get_trials(deepcopy=False)[trial.number]
-        candidate = self.store.start_candidate(spec.name, trial.number, config, cost, width_step, baseline,
-                                               retry_of=retried_trial(frozen), warm_started_from=warm_from)
-        trial.set_user_attr("interrupted", False)  # a retried trial inherits its original's attributes
-        out_dir = checkpoint_root(trial.study, self.runs_dir) / f"trial-{original_trial_number(frozen)}"
+        candidate = self.store.start_candidate(spec.name, trial.number, config, cost, width_step, record.baseline,
+                                               retry_of=retried_trial(frozen), warm_started_from=record.warm_start_from)
+        TrialRecord(interrupted=False).write_to(trial)  # a retried trial inherits its original's attributes
+        out_dir = checkpoint_root(trial.study, self.execution.runs_dir) / f"trial-{original_trial_number(frozen)}"
         try:
-            result = self._train(trial, config, candidate, out_dir)
+            result = self._train(trial, record, config, candidate, out_dir)
         except optuna.TrialPruned:
             self._remove(out_dir)
             raise
         except KeyboardInterrupt:
             # Ctrl-C or SIGTERM: the checkpoint stays, and a retry continues from it.
             self.store.finish_candidate(candidate, "interrupted")
-            trial.set_user_attr("interrupted", True)
+            TrialRecord(interrupted=True).write_to(trial)
             raise
         except Exception as error:
             # The candidate itself failed (out of memory, a diverged loss, a bug): never retried.
             reason = failure_reason(error)
             self.store.finish_candidate(candidate, "failed", error=reason)
-            trial.set_user_attr("failure", reason)
+            TrialRecord(failure=reason).write_to(trial)
             self._remove(out_dir)
             raise
-        if not trial.user_attrs.get("keep_weights"):  # the greedy search fine-tunes the next candidate from it
+        if not record.keep_weights:  # the greedy search fine-tunes the next candidate from it
             self._remove(out_dir)
-        trial.set_user_attr("member_val_accuracies", result.history[-1].val_member_accuracies)
-        trial.set_user_attr("wall_seconds", result.wall_seconds)
-        # The noise of the objective: a difference within a couple of these is not a finding.
-        trial.set_user_attr("val_standard_error", result.val_standard_error)
-        trial.set_user_attr("val_samples", result.val_samples)
-        if result.semantic is not None:  # which classes each branch got: shown by the report
-            trial.set_user_attr("class_groups", class_group_text(result.semantic))
+        # The standard error is the noise of the objective: a difference within a couple of them
+        # is not a finding.  The class groups say which classes each semantic branch got.
+        TrialRecord(member_val_accuracies=tuple(result.history[-1].val_member_accuracies),
+                    wall_seconds=result.wall_seconds, val_standard_error=result.val_standard_error,
+                    val_samples=result.val_samples,
+                    class_groups=None if result.semantic is None else tuple(class_group_text(result.semantic)),
+                    ).write_to(trial)
         self.store.finish_candidate(candidate, "complete", val_accuracy=result.val_accuracy,
                                     member_val_accuracies=result.history[-1].val_member_accuracies,
                                     wall_seconds=result.wall_seconds, val_standard_error=result.val_standard_error,
@@ -170,18 +166,14 @@ class SearchObjective:
     def _describe(self, trial: optuna.Trial, config: SplitConfig, cost: CandidateCost,
                   width_step: float | None) -> None:
         """User attributes shown by optuna-dashboard and read by the report and ``export``."""
-        attrs = {
-            "params": cost.params, "macs": cost.macs, "flops": cost.flops,
-            "activation_bytes": cost.activation_bytes,
-            "sequential_activation_bytes": cost.sequential_activation_bytes, "config_hash": config.config_hash(),
-            "width_mult": config.width_mult, "width_step": width_step, "config": config.to_dict(),
-        }
-        for key, value in attrs.items():
-            trial.set_user_attr(key, value)
+        TrialRecord(params=cost.params, macs=cost.macs, flops=cost.flops, activation_bytes=cost.activation_bytes,
+                    sequential_activation_bytes=cost.sequential_activation_bytes, config_hash=config.config_hash(),
+                    width_mult=config.width_mult, width_step=width_step, config=config).write_to(trial)
 
-    def _train(self, trial: optuna.Trial, config: SplitConfig, candidate: int, out_dir: Path) -> TrainResult:
+    def _train(self, trial: optuna.Trial, record: TrialRecord, config: SplitConfig, candidate: int,
+               out_dir: Path) -> TrainResult:
         # Baselines are the yardstick the search exists to beat: they report but are never pruned.
-        can_prune = not self.spec.multi_objective and not trial.user_attrs.get("baseline")
+        can_prune = not self.spec.multi_objective and not record.is_baseline
 
         def after_epoch(metrics: EpochMetrics) -> bool:
             self.store.record_epoch(candidate, metrics)
@@ -192,12 +184,11 @@ class SearchObjective:
             trial.report(metrics.val_accuracy, metrics.epoch)
             return can_prune and trial.should_prune()
 
-        trainer = Trainer(config, self.data.get(config.dataset, config.train), self.device, out_dir, self.mode,
-                          callbacks=[after_epoch], progress=False)
-        warm_from = trial.user_attrs.get("warm_start_from")
-        if warm_from is not None:
-            taken = trainer.warm_start(self._trained_members(trial, warm_from))
-            trial.set_user_attr("warm_started_tensors", len(taken))
+        trainer = Trainer(config, self.data.get(config.dataset, config.train), self.execution.device, out_dir,
+                          self.execution.mode, callbacks=[after_epoch], progress=False)
+        if record.warm_start_from is not None:
+            taken = trainer.warm_start(self._trained_members(trial, record.warm_start_from))
+            TrialRecord(warm_started_tensors=len(taken)).write_to(trial)
         result = trainer.fit(resume=True, test=False)
         if result.resumed_from_epoch:
             # The retried attempt's row holds the epochs before this one; this row, those after.
@@ -212,14 +203,15 @@ class SearchObjective:
     def _trained_members(self, trial: optuna.Trial, number: int) -> list[dict[str, torch.Tensor]]:
         """The trained members of trial ``number`` of this study, kept by its ``keep_weights`` attribute."""
         source = trial.study.get_trials(deepcopy=False)[number]
-        path = checkpoint_root(trial.study, self.runs_dir) / f"trial-{original_trial_number(source)}" / MODEL_NAME
+        path = (checkpoint_root(trial.study, self.execution.runs_dir) / f"trial-{original_trial_number(source)}"
+                / MODEL_NAME)
         if not path.is_file():
             raise FileNotFoundError(f"the weights of trial {number} to fine-tune from are gone ({path})")
-        return torch.load(path, map_location=self.device, weights_only=True)["members"]
+        return torch.load(path, map_location=self.execution.device, weights_only=True)["members"]
 
     def _remove(self, out_dir: Path) -> None:
         """A finished trial's checkpoint is never needed again (unless the user keeps it)."""
-        if not self.keep_checkpoints:
+        if not self.execution.keep_checkpoints:
             shutil.rmtree(out_dir, ignore_errors=True)
 
     def _values(self, accuracy: float, cost: CandidateCost) -> float | tuple[float, float]:
@@ -259,7 +251,7 @@ def enqueue_baselines(study: optuna.Study, spec: StudySpec) -> list[str]:
                 params[name] = value  # None (split_depth without groups): left to the space's condition
         if any(name in choices and value not in choices[name] for name, value in params.items()):
             continue
-        study.enqueue_trial(params, user_attrs={"baseline": label}, skip_if_exists=True)
+        study.enqueue_trial(params, user_attrs=TrialRecord(baseline=label).to_attrs(), skip_if_exists=True)
         enqueued.append(label)
     return enqueued
 
@@ -280,24 +272,26 @@ def enqueue_tuned_baselines(study: optuna.Study, spec: StudySpec) -> list[str]:
     if not keys or not spec.baselines or spec.multi_objective:
         return []
     trials = study.get_trials(deepcopy=False)
+    records = {trial.number: TrialRecord.from_trial(trial) for trial in trials}
     searched = [trial for trial in trials
-                if trial.state == optuna.trial.TrialState.COMPLETE and not trial.user_attrs.get("baseline")]
+                if trial.state == optuna.trial.TrialState.COMPLETE and not records[trial.number].is_baseline]
     if not searched:
         return []
     best = max(searched, key=lambda trial: (trial.values[0], -trial.number))
     training = {key: best.params[key] for key in keys if key in best.params}
-    labels_seen = {trial.user_attrs.get("baseline") for trial in trials}
+    labels_seen = {record.baseline for record in records.values()}
     queued = []
     for trial in trials:
-        label = trial.user_attrs.get("baseline")
+        label = records[trial.number].baseline
         if not label or label.endswith(TUNED_SUFFIX) or label + TUNED_SUFFIX in labels_seen \
-                or trial.user_attrs.get("over_budget") or not trial.params:
+                or records[trial.number].over_budget or not trial.params:
             continue
         params = {**trial.params, **training}
         if params == trial.params:
             continue
         # Not skipped when a searched trial has these params: the store answers it without training.
-        study.enqueue_trial(params, user_attrs={"baseline": label + TUNED_SUFFIX, "tuned_from": best.number})
+        study.enqueue_trial(params, user_attrs=TrialRecord(baseline=label + TUNED_SUFFIX,
+                                                           tuned_from=best.number).to_attrs())
         labels_seen.add(label + TUNED_SUFFIX)
         queued.append(label + TUNED_SUFFIX)
     return queued
@@ -307,4 +301,8 @@ def tuned_baseline_trials(study: optuna.Study,
                           states: tuple[optuna.trial.TrialState, ...] | None = None) -> list[optuna.trial.FrozenTrial]:
     """The study's tuned baselines (:func:`enqueue_tuned_baselines`), in ``states`` if given."""
     return [trial for trial in study.get_trials(deepcopy=False, states=states)
-            if trial.user_attrs.get("baseline", "").endswith(TUNED_SUFFIX)]
+            if (TrialRecord.from_trial(trial).baseline or "").endswith(TUNED_SUFFIX)]
+
+
+def _as_tuple(values: list[float] | None) -> tuple[float, ...] | None:
+    return None if values is None else tuple(values)

@@ -17,19 +17,19 @@ from pathlib import Path
 from typing import Callable
 
 import optuna
-import torch
 from optuna.storages import fail_stale_trials
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
 from splitsearch.cost import fit_width
-from splitsearch.data import DEFAULT_DATA_DIR, DataCache
 from splitsearch.search.objective import (
     SearchObjective,
     enqueue_baselines,
     enqueue_tuned_baselines,
     tuned_baseline_trials,
 )
+from splitsearch.search.execution import ExecutionOptions
+from splitsearch.search.record import TrialRecord, count_trials
 from splitsearch.search.study import StudyError, StudySpec, make_sampler, open_storage, open_study, publish_settings
 from splitsearch.search.worker import (
     HEARTBEAT_SECONDS,
@@ -81,21 +81,9 @@ def open_search(spec: StudySpec, storage_url: str, force: bool = False,
     return study, store
 
 
-def trial_counts(study: optuna.Study) -> tuple[int, int, int]:
-    """(finished, running, failed) trials of the whole study: complete or pruned, running now, and
-    failed with a reason of their own (interrupted trials are retried, so they do not count)."""
-    trials = study.get_trials(deepcopy=False)
-    finished = sum(trial.state in FINISHED for trial in trials)
-    running = sum(trial.state == TrialState.RUNNING for trial in trials)
-    failed = sum(trial.state == TrialState.FAIL and "failure" in trial.user_attrs for trial in trials)
-    return finished, running, failed
-
-
-def run_study(spec: StudySpec, storage_url: str, runs_dir: str | Path = "runs", device: torch.device | str = "cpu",
-              mode: str = "auto", force: bool = False, progress: bool = True,
-              on_epoch: Callable[[int, EpochMetrics], None] | None = None,
-              data_dir: str | Path = DEFAULT_DATA_DIR, download: bool = False, keep_checkpoints: bool = False,
-              heartbeat_seconds: int = HEARTBEAT_SECONDS) -> optuna.Study:
+def run_study(spec: StudySpec, storage_url: str, execution: ExecutionOptions = ExecutionOptions(),
+              force: bool = False, progress: bool = True,
+              on_epoch: Callable[[int, EpochMetrics], None] | None = None) -> optuna.Study:
     """Work on ``spec`` until the study has ``spec.n_trials`` finished trials or ``spec.timeout`` seconds pass.
 
     Any number of workers may run the same spec against one storage (PostgreSQL for more than
@@ -109,16 +97,15 @@ def run_study(spec: StudySpec, storage_url: str, runs_dir: str | Path = "runs", 
     settings where the space searches any (:func:`~splitsearch.search.objective.enqueue_tuned_baselines`),
     so a pick and its baselines can be compared at the same training settings.  Optuna's
     experimental-feature warnings (heartbeats, trial retries, grouped TPE, constant liar) are
-    silenced: we use them on purpose.
+    silenced while it runs: we use them on purpose.
     """
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     check_budget(spec)
-    data = DataCache(device, data_dir, download)
+    data = execution.data_cache()
     data.get(spec.base.dataset, spec.base.train)  # a missing dataset fails here, before the storage is touched
-    with sigterm_interrupts():
-        study, store = open_search(spec, storage_url, force, heartbeat_seconds)
-        objective = SearchObjective(spec, store, Path(runs_dir), torch.device(device), mode, on_epoch, data,
-                                    keep_checkpoints)
+    with sigterm_interrupts(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        study, store = open_search(spec, storage_url, force, execution.heartbeat_seconds)
+        objective = SearchObjective(spec, store, execution, data, on_epoch)
         try:
             _work(study, objective, spec, progress)
         except KeyboardInterrupt:
@@ -132,19 +119,20 @@ def run_study(spec: StudySpec, storage_url: str, runs_dir: str | Path = "runs", 
 def _work(study: optuna.Study, objective: SearchObjective, spec: StudySpec, progress: bool) -> None:
     """Start trials one at a time while the study needs more (see :func:`run_study`)."""
     deadline = None if spec.timeout is None else time.monotonic() + spec.timeout
-    finished, _, _ = trial_counts(study)
-    bar = tqdm(total=spec.n_trials, initial=finished, desc=f"study {spec.name}", unit="trial", disable=not progress)
+    bar = tqdm(total=spec.n_trials, initial=count_trials(study).finished, desc=f"study {spec.name}", unit="trial",
+               disable=not progress)
     try:
         while deadline is None or time.monotonic() < deadline:
             fail_stale_trials(study)
-            finished, running, failed = trial_counts(study)
+            counts = count_trials(study)
+            finished, running, failed = counts.finished, counts.running, counts.failed
             bar.n = finished
             bar.refresh()
             if spec.n_trials is not None and finished >= spec.n_trials:
                 # The search is done; the baselines get the best trial's training settings too.
                 enqueue_tuned_baselines(study, spec)
                 tuned = tuned_baseline_trials(study)
-                bar.total = spec.n_trials + len({trial.user_attrs["baseline"] for trial in tuned})
+                bar.total = spec.n_trials + len({TrialRecord.from_trial(trial).baseline for trial in tuned})
                 if not any(trial.state == TrialState.WAITING for trial in tuned):
                     return
                 study.optimize(objective, n_trials=1, catch=(Exception,))
@@ -183,3 +171,10 @@ def load_existing_study(study_name: str | None, storage_url: str) -> optuna.Stud
     if study_name not in names:
         raise StudyError(f"no study {study_name!r} in {mask_url(storage_url)} (studies: {', '.join(names) or 'none'})")
     return optuna.load_study(study_name=study_name, storage=storage)
+
+
+def open_for_reading(study_name: str | None, storage_url: str) -> tuple[optuna.Study, Store]:
+    """An existing study (see :func:`load_existing_study`) and the store beside it, its tables up to date."""
+    study = load_existing_study(study_name, storage_url)
+    upgrade(storage_url)
+    return study, Store(storage_url)

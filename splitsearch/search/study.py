@@ -27,6 +27,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from splitsearch.config import ConfigError, SplitConfig, read_yaml
 from splitsearch.data.specs import DEFAULT_DATASET
+from splitsearch.search.record import StudyRecord
 from splitsearch.search.space import SearchSpace, config_value, load_space, space_fingerprint
 from splitsearch.search.worker import HEARTBEAT_SECONDS, MAX_RETRIES, retry_callback
 from splitsearch.units import parse_bytes, parse_count
@@ -337,20 +338,20 @@ def open_study(spec: StudySpec, storage: optuna.storages.BaseStorage, force: boo
         study = optuna.load_study(study_name=spec.name, storage=storage, sampler=make_sampler(spec),
                                   pruner=make_pruner(spec))
     else:
-        study.set_user_attr("checkpoint_key", uuid.uuid4().hex[:12])
+        StudyRecord(checkpoint_key=uuid.uuid4().hex[:12]).write_to(study)
         _describe_study(study, spec)
         return study, True
     stored = _wait_for_fingerprint(study, force)
     if stored != spec.fingerprint() and not force:
-        changed = _changed_settings(study.user_attrs.get("settings", {}), spec.settings())
+        changed = _changed_settings(StudyRecord.from_study(study).settings or {}, spec.settings())
         raise StudyError(
             f"study {spec.name!r} exists with other settings ({changed}); use another --study name, "
             "or --force to continue it anyway"
         )
     if [d.name.lower() for d in study.directions] != directions:
         raise StudyError(f"study {spec.name!r} exists with other objectives; use another --study name")
-    if "checkpoint_key" not in study.user_attrs:  # made by splitsearch 0.1: key it by its settings
-        study.set_user_attr("checkpoint_key", f"v1-{stored or spec.fingerprint()}"[:12])
+    if StudyRecord.from_study(study).checkpoint_key is None:  # made by splitsearch 0.1: key it by its settings
+        StudyRecord(checkpoint_key=f"v1-{stored or spec.fingerprint()}"[:12]).write_to(study)
     if force:
         _describe_study(study, spec)
         publish_settings(study, spec)
@@ -359,25 +360,21 @@ def open_study(spec: StudySpec, storage: optuna.storages.BaseStorage, force: boo
 
 def publish_settings(study: optuna.Study, spec: StudySpec) -> None:
     """Write the settings fingerprint: the study is set up, and other workers may join it."""
-    study.set_user_attr("settings_fingerprint", spec.fingerprint())
+    StudyRecord(settings_fingerprint=spec.fingerprint()).write_to(study)
 
 
 def _describe_study(study: optuna.Study, spec: StudySpec) -> None:
     """The user attributes the report and the dashboard read."""
-    study.set_user_attr("settings", spec.settings())
-    study.set_user_attr("objectives", list(spec.objectives))
-    study.set_user_attr("space_name", spec.space.name)
-    for key in ("budget_params", "budget_macs", "budget_activation"):
-        if getattr(spec, key) is not None:
-            study.set_user_attr(key, getattr(spec, key))
-    study.set_user_attr("budget_mode", spec.budget_mode)
+    StudyRecord(settings=spec.settings(), objectives=spec.objectives, space_name=spec.space.name,
+                budget_params=spec.budget_params, budget_macs=spec.budget_macs,
+                budget_activation=spec.budget_activation, budget_mode=spec.budget_mode).write_to(study)
 
 
 def _wait_for_fingerprint(study: optuna.Study, force: bool) -> str | None:
     """The study's fingerprint, waiting a while if another worker is still setting the study up."""
     deadline = time.monotonic() + (0 if force else _SETUP_WAIT_SECONDS)
     while True:
-        stored = study.user_attrs.get("settings_fingerprint")
+        stored = StudyRecord.from_study(study).settings_fingerprint
         if stored is not None or time.monotonic() >= deadline:
             break
         time.sleep(0.5)  # study.user_attrs reads the storage anew each time

@@ -27,6 +27,7 @@ import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
+from splitsearch.search.record import StudyRecord, TrialRecord
 from splitsearch.store import Store
 
 # How often an interrupted trial is queued again before it is left failed.
@@ -93,7 +94,7 @@ def checkpoint_root(study: optuna.Study, runs_dir: str | Path) -> Path:
     The key is drawn when the study is created (:func:`splitsearch.search.study.open_study`), so
     a new database holding a study of the same name never resumes an old study's files.
     """
-    return Path(runs_dir) / f"{study.study_name}-{study.user_attrs['checkpoint_key']}"
+    return Path(runs_dir) / f"{study.study_name}-{StudyRecord.from_study(study).checkpoint_key}"
 
 
 def requeue_interrupted(study: optuna.Study) -> int:
@@ -102,7 +103,7 @@ def requeue_interrupted(study: optuna.Study) -> int:
                for number in retry_history(trial)}
     count = 0
     for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
-        if trial.user_attrs.get("interrupted") and trial.number not in retried:
+        if TrialRecord.from_trial(trial).interrupted and trial.number not in retried:
             retry_callback()(study, trial)
             count += 1
     return count
@@ -117,7 +118,7 @@ def recover_dead_local_trials(study: optuna.Study, store: Store) -> list[int]:
     host = socket.gethostname()
     recovered = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        worker = trial.user_attrs.get("worker") or {}
+        worker = TrialRecord.from_trial(trial).worker or {}
         if worker.get("host") != host or _alive(int(worker.get("pid", -1))):
             continue
         try:

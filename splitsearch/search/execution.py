@@ -1,0 +1,45 @@
+"""How a worker runs its trainings: device, execution mode, folders and the worker's heartbeat.
+
+None of these settings changes what a study searches or what its results mean, so they are not
+part of a study's definition (:class:`~splitsearch.search.study.StudySpec`) and may differ from
+worker to worker: one worker on a GPU, another on a CPU, each with its own data folder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from splitsearch.data import DEFAULT_DATA_DIR, DataCache
+from splitsearch.search.worker import HEARTBEAT_SECONDS
+
+
+@dataclass(frozen=True)
+class ExecutionOptions:
+    """Where and how a worker trains candidates.
+
+    Attributes:
+        device: ``cpu``, ``cuda``, ``cuda:N`` (resolve ``auto`` before, with
+            :func:`splitsearch.train.loop.resolve_device`).
+        mode: how the S members run together: ``auto``, ``fused`` or ``sequential``.
+        runs_dir: per-trial checkpoints, ``runs_dir/<study>-<key>/trial-<n>``; a retried trial
+            continues from its checkpoint, so a cluster puts it on a shared file system.
+        data_dir, download: where torchvision datasets are found, and whether to download one
+            that is not there.
+        keep_checkpoints: keep a trial's checkpoint after it ends (by default only an
+            interrupted trial's stays).
+        heartbeat_seconds: seconds between a running trial's heartbeats; a trial silent for
+            three beats belongs to a dead worker and is queued again.
+    """
+
+    device: str = "cpu"
+    mode: str = "auto"
+    runs_dir: Path = Path("runs")
+    data_dir: Path = DEFAULT_DATA_DIR
+    download: bool = False
+    keep_checkpoints: bool = False
+    heartbeat_seconds: int = HEARTBEAT_SECONDS
+
+    def data_cache(self) -> DataCache:
+        """A dataset cache for this worker: each dataset loaded once, on ``device``."""
+        return DataCache(self.device, self.data_dir, self.download)

@@ -1,0 +1,263 @@
+"""The trial record and the study record: splitsearch's facts in Optuna's user attributes, typed.
+
+Optuna keeps a trial's params, values, intermediate values and state; splitsearch adds its own
+facts as user attributes, which optuna-dashboard shows beside every trial.  This module is the
+only place that names those attributes: every writer and reader goes through :class:`TrialRecord`
+(one trial) and :class:`StudyRecord` (the study), whose fields are typed and whose keys are the
+field names, so a misspelt key is an ``AttributeError`` here, not a silent ``None`` somewhere
+else.  Optuna's own code keeps its attribute keys the same way, as constants behind accessors
+(``optuna/study/_constrained_optimization.py``).
+
+Which copy is authoritative for what:
+
+* **Optuna's trial** (state, values, params and these attributes) is the record of the *search*:
+  what was sampled and what it cost, how it ended (a failure and its reason, an interruption, a
+  result reused from the store, over budget), its labels (baseline, tuned from), and the
+  summary figures the report, ``confirm`` and ``export`` read (the validation accuracy is the
+  trial's value; its standard error, the members' accuracies and the class groups are here).
+* **The store's rows** (:mod:`splitsearch.store`) are the record of *training*: every attempt of a
+  candidate with its state, per-epoch metrics, retry links and timings, shared by all studies
+  of a database so that a trained candidate is reused.  A figure held by both (a trial's final
+  accuracy and its row's) is written from the same training result; for the search, Optuna's
+  trial decides; for a candidate's training history and reuse, the row does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Mapping, Protocol
+
+from splitsearch.config import SplitConfig
+
+
+class _HasUserAttrs(Protocol):
+    """An ``optuna.Trial``, an ``optuna.trial.FrozenTrial`` or an ``optuna.Study``."""
+
+    @property
+    def user_attrs(self) -> dict[str, Any]: ...
+
+    def set_user_attr(self, key: str, value: Any) -> None: ...
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """What splitsearch knows of one trial beyond Optuna's own fields; ``None`` is "not recorded".
+
+    Attributes:
+        config: the candidate as trained (after fitting the width to a budget).
+        config_hash: :meth:`SplitConfig.config_hash` of ``config`` (how the store finds a reusable result).
+        params, macs, flops, activation_bytes, sequential_activation_bytes: the candidate's cost
+            (all S members; activation memory per image, at once and branch by branch).
+        width_mult, width_step: the fitted width and the relative step to the next wider one.
+        baseline: the baseline label (``undivided``, ``paper S=2``, ``undivided (tuned)`` ...).
+        tuned_from: for a tuned baseline, the searched trial whose training settings it took.
+        worker: ``{"host", "pid"}`` of the worker process that ran the trial.
+        failure: why the candidate failed (an exception's one-line text); never retried.
+        over_budget, budget_excess: ``reject`` mode: over the budget (untrained), and by how much.
+        interrupted: stopped by Ctrl-C, SIGTERM or a dead worker (retried from its checkpoint).
+        reused_from: ``study#trial`` of the stored result this trial reused instead of training.
+        member_val_accuracies, val_standard_error, val_samples, wall_seconds: the result's details.
+        class_groups: the semantic split's learned class groups, one line per member.
+        warm_start_from, keep_weights, warm_started_tensors: the greedy block-wise search's
+            fine-tuning: the trial whose weights this one starts from, whether this one's weights
+            must be kept for the next, and how many tensors the warm start took.
+    """
+
+    config: SplitConfig | None = None
+    config_hash: str | None = None
+    params: int | None = None
+    macs: int | None = None
+    flops: int | None = None
+    activation_bytes: int | None = None
+    sequential_activation_bytes: int | None = None
+    width_mult: float | None = None
+    width_step: float | None = None
+    baseline: str | None = None
+    tuned_from: int | None = None
+    worker: Mapping[str, Any] | None = None
+    failure: str | None = None
+    over_budget: bool | None = None
+    budget_excess: float | None = None
+    interrupted: bool | None = None
+    reused_from: str | None = None
+    member_val_accuracies: tuple[float, ...] | None = None
+    val_standard_error: float | None = None
+    val_samples: int | None = None
+    wall_seconds: float | None = None
+    class_groups: tuple[str, ...] | None = None
+    warm_start_from: int | None = None
+    keep_weights: bool | None = None
+    warm_started_tensors: int | None = None
+
+    @classmethod
+    def from_trial(cls, trial: _HasUserAttrs) -> TrialRecord:
+        """The record held by ``trial``'s user attributes (attributes it does not know are ignored)."""
+        return cls.from_attrs(trial.user_attrs)
+
+    @classmethod
+    def from_attrs(cls, attrs: Mapping[str, Any]) -> TrialRecord:
+        """The record of an attribute mapping (a trial's ``user_attrs``, or what ``enqueue_trial`` takes)."""
+        values = _known(cls, attrs)
+        if values.get("config") is not None:
+            values["config"] = SplitConfig.from_dict(values["config"])
+        for name in ("member_val_accuracies", "class_groups"):
+            if values.get(name) is not None:
+                values[name] = tuple(values[name])
+        return cls(**values)
+
+    def to_attrs(self) -> dict[str, Any]:
+        """The recorded fields as JSON-ready user attributes (unrecorded ones left out)."""
+        return _recorded(self)
+
+    def write_to(self, trial: _HasUserAttrs) -> None:
+        """Set every recorded field on ``trial`` (a live ``optuna.Trial``); others stay as they are."""
+        for key, value in self.to_attrs().items():
+            trial.set_user_attr(key, value)
+
+    @property
+    def is_baseline(self) -> bool:
+        return bool(self.baseline)
+
+
+@dataclass(frozen=True)
+class GreedySummary:
+    """What seed 002's greedy block-wise split chose and what it saves (the study's ``greedy_result``).
+
+    ``*_baseline`` are the unsplit network's costs, the others the chosen network's; an
+    activation figure is None where the family cannot measure it.
+    """
+
+    factors: tuple[int, ...]
+    threshold_points: float
+    baseline_accuracy: float
+    accuracy: float
+    drop_points: float
+    trial: int
+    baseline_trial: int
+    evaluated: int
+    params: int
+    macs: int
+    activation_bytes: int | None
+    sequential_activation_bytes: int | None
+    params_baseline: int
+    macs_baseline: int
+    activation_bytes_baseline: int | None
+    sequential_activation_bytes_baseline: int | None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> GreedySummary:
+        return cls(**{**data, "factors": tuple(data["factors"])})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "factors": list(self.factors)}
+
+
+@dataclass(frozen=True)
+class StudyRecord:
+    """What splitsearch keeps in a study's user attributes; ``None`` is "not recorded".
+
+    Attributes:
+        settings: what defines the search (:meth:`StudySpec.settings`), compared on resume.
+        settings_fingerprint: their hash, written last by the worker that created the study:
+            other workers wait for it before joining.
+        checkpoint_key: drawn when the study is created; names its checkpoint folder, so a new
+            database never resumes an old study's files.
+        objectives, space_name, budget_params, budget_macs, budget_activation, budget_mode: what
+            the report and the dashboard show.
+        greedy_result: the greedy block-wise split's choice, once it has finished.
+    """
+
+    settings: Mapping[str, Any] | None = None
+    settings_fingerprint: str | None = None
+    checkpoint_key: str | None = None
+    objectives: tuple[str, ...] | None = None
+    space_name: str | None = None
+    budget_params: int | None = None
+    budget_macs: int | None = None
+    budget_activation: int | None = None
+    budget_mode: str | None = None
+    greedy_result: GreedySummary | None = None
+
+    @classmethod
+    def from_study(cls, study: _HasUserAttrs) -> StudyRecord:
+        """The record held by ``study``'s user attributes (read from the storage anew each call)."""
+        values = _known(cls, study.user_attrs)
+        if values.get("objectives") is not None:
+            values["objectives"] = tuple(values["objectives"])
+        if values.get("greedy_result") is not None:
+            values["greedy_result"] = GreedySummary.from_dict(values["greedy_result"])
+        return cls(**values)
+
+    def write_to(self, study: _HasUserAttrs) -> None:
+        """Set every recorded field on ``study``; others stay as they are."""
+        for key, value in _recorded(self).items():
+            study.set_user_attr(key, value)
+
+
+def _known(cls: type, attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """The attributes that are fields of the record class ``cls``."""
+    return {field.name: attrs[field.name] for field in dataclasses.fields(cls) if field.name in attrs}
+
+
+def _recorded(record: Any) -> dict[str, Any]:
+    """A record's fields that are not None, as JSON-ready values."""
+    attrs = {}
+    for field in dataclasses.fields(record):
+        value = getattr(record, field.name)
+        if value is None:
+            continue
+        if isinstance(value, SplitConfig):
+            value = value.to_dict()
+        elif isinstance(value, GreedySummary):
+            value = value.to_dict()
+        elif isinstance(value, tuple):
+            value = list(value)
+        elif isinstance(value, Mapping):
+            value = dict(value)
+        attrs[field.name] = value
+    return attrs
+
+
+@dataclass(frozen=True)
+class TrialCounts:
+    """Where a study's trials stand.
+
+    ``failed`` counts the candidates that raised (a failure with its reason, never retried);
+    ``interrupted`` the trials stopped by Ctrl-C, SIGTERM or a dead worker (also Optuna's FAIL
+    state, but retried); ``over_budget`` the pruned trials ``reject`` mode never trained.
+    """
+
+    complete: int = 0
+    pruned: int = 0
+    failed: int = 0
+    interrupted: int = 0
+    running: int = 0
+    waiting: int = 0
+    over_budget: int = 0
+
+    @property
+    def finished(self) -> int:
+        """Complete or pruned: what ``n_trials`` counts."""
+        return self.complete + self.pruned
+
+    @property
+    def total(self) -> int:
+        return self.finished + self.failed + self.interrupted + self.running + self.waiting
+
+
+def count_trials(study: Any) -> TrialCounts:
+    """The :class:`TrialCounts` of ``study`` (an ``optuna.Study``), read from the storage now."""
+    from optuna.trial import TrialState
+
+    counts = dict.fromkeys(("complete", "pruned", "failed", "interrupted", "running", "waiting", "over_budget"), 0)
+    by_state = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.RUNNING: "running",
+                TrialState.WAITING: "waiting"}
+    for trial in study.get_trials(deepcopy=False):
+        record = TrialRecord.from_trial(trial)
+        if trial.state == TrialState.FAIL:
+            counts["failed" if record.failure is not None else "interrupted"] += 1
+        elif trial.state in by_state:
+            counts[by_state[trial.state]] += 1
+        counts["over_budget"] += bool(record.over_budget)
+    return TrialCounts(**counts)
