@@ -59,8 +59,10 @@ class SemanticStage:
         self.confidence: list[float] = []
 
     def build_ensemble(self, mode: EnsembleMode) -> Ensemble:
-        """The unsplit members, run one after another: the groupings and the cut work on each member's own
-        layers, which packing would copy."""
+        """The unsplit members, run one after another.
+
+        The groupings and the cut work on each member's own layers, of which packing makes copies.
+        """
         if mode == "fused":
             raise ValueError("the semantic split (groups > 1) trains its members one after another; "
                              "use --mode sequential or auto")
@@ -130,6 +132,7 @@ class SemanticStage:
         }
 
     def checkpoint_entries(self) -> dict[str, Any]:
+        """The stage, the groupings and what the cut learned, under ``"semantic"`` as checkpoints always had them."""
         return {CHECKPOINT_KEY: {
             "stage": GROUPING if self.grouping else SPLIT, "groupings": self.groupings.state_dict(),
             "class_groups": self.class_groups, "argmax_agreement": self.argmax_agreement,
