@@ -69,15 +69,15 @@ def test_resume_continues_bit_for_bit_on_either_side_of_the_cut(tmp_path, stop_e
     for name, value in straight.ensemble.state_dict().items():
         assert torch.equal(value, second.ensemble.state_dict()[name]), name
     assert result.history[-1].val_accuracy == straight.history[-1].val_accuracy
-    assert result.semantic["class_groups"] == straight.semantic.class_groups
+    assert result.semantic["class_groups"] == straight.stage.class_groups
 
 
 def test_the_assignments_learn_only_in_the_first_stage(tmp_path):
     config = semantic_config(epochs=2)
     run = trainer(config, None)
-    before = {name: value.detach().clone() for name, value in run.semantic.groupings.state_dict().items()}
+    before = {name: value.detach().clone() for name, value in run.stage.groupings.state_dict().items()}
     run.fit(test=False)
-    moved = [name for name, value in run.semantic.groupings.state_dict().items()
+    moved = [name for name, value in run.stage.groupings.state_dict().items()
              if name.startswith("0.values") and not torch.equal(value, before[name])]
     assert moved, "the assignments did not change during the grouping stage"
 

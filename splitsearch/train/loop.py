@@ -23,13 +23,14 @@ from tqdm.auto import tqdm
 
 from splitsearch.config import SplitConfig
 from splitsearch.data.specs import class_names
-from splitsearch.ensemble import Ensemble, SequentialEnsemble, make_ensemble
+from splitsearch.ensemble import Ensemble, SequentialEnsemble
 from splitsearch.stats import accuracy_standard_error
 from splitsearch.data import DeviceData, TensorLoader
 from splitsearch.train.augment import augment, mixup
 from splitsearch.train.losses import combine_logits, cot_weight, cotraining_loss
 from splitsearch.train.optim import make_optimizer, make_scheduler
-from splitsearch.train.semantic_stage import CLASS_GROUPS_NAME, SemanticStage
+from splitsearch.train.semantic_stage import SemanticStage
+from splitsearch.train.stage import MemberChange, PlainStage, TrainingStage
 
 CHECKPOINT_NAME = "checkpoint.pt"
 METRICS_NAME = "metrics.json"
@@ -117,6 +118,10 @@ def resolve_device(device: str) -> torch.device:
 class Trainer:
     """Trains the S networks of ``config`` on ``data``.
 
+    What a kind of run adds to co-training comes through the hooks of ``stage``
+    (:mod:`splitsearch.train.stage`): nothing for plain co-training, the groups, the cut and
+    their state for the semantic split.
+
     Args:
         config: the candidate (architecture, S, co-training and training settings).
         data: the dataset on the training device (:func:`splitsearch.data.prepare_data`).
@@ -143,14 +148,11 @@ class Trainer:
         self.settings, self.dataset_defaults = config.train.with_dataset_defaults(data.info)
         torch.manual_seed(config.train.seed)
         # The semantic split (groups > 1) trains the unsplit members first, then cuts them.
-        self.semantic = SemanticStage(config, self.device) if config.groups > 1 else None
-        if self.semantic is not None:
-            if mode == "fused":
-                raise ValueError("the semantic split (groups > 1) trains its members one after another; "
-                                 "use --mode sequential or auto")
-            self.ensemble: Ensemble = SequentialEnsemble(self.semantic.networks)
-        else:
-            self.ensemble = make_ensemble(config, mode=mode, device=self.device)
+        self.stage: TrainingStage = (
+            SemanticStage(config, self.device, class_names(data.info), self.out_dir) if config.groups > 1
+            else PlainStage(config, self.device)
+        )
+        self.ensemble: Ensemble = self.stage.build_ensemble(mode)
         self.steps_per_epoch = len(data.train)
         self.total_steps = config.train.epochs * self.steps_per_epoch
         self._start_optimization(first_step=0)
@@ -181,9 +183,7 @@ class Trainer:
         result = TrainResult(self.history, stopped_early, wall_seconds=time.perf_counter() - start,
                              val_samples=self.data.val.num_samples,
                              test_samples=self.data.test.num_samples if test and not stopped_early else 0,
-                             resumed_from_epoch=resumed_from_epoch)
-        if self.semantic is not None and not self.semantic.grouping:
-            result.semantic = self.semantic.summary(class_names(self.data.info))
+                             resumed_from_epoch=resumed_from_epoch, semantic=self.stage.summary())
         if not stopped_early:
             if test:
                 result.test_accuracy, result.test_member_accuracies = self.evaluate(self.data.test)
@@ -197,18 +197,14 @@ class Trainer:
             # channels_last on CUDA only: on CPU it crashed convolution backward here (DESIGN.md).
             self.ensemble = self.ensemble.to(memory_format=torch.channels_last)
         self.optimizer = make_optimizer(self.ensemble, self.config.train, self.config.wd_rule, self.config.S)
-        if self.semantic is not None and (assignments := self.semantic.optimizer_group(self.config.train.lr)):
-            self.optimizer.add_param_group(assignments)
+        for group in self.stage.optimizer_groups(self.config.train.lr):
+            self.optimizer.add_param_group(group)
         self.scheduler = make_scheduler(self.optimizer, self.total_steps, self.config.train, first_step=first_step)
 
-    def _cut(self, epoch: int) -> None:
-        """End the semantic split's first stage: cut every member along its groups, fine-tune from here."""
-        self.ensemble = SequentialEnsemble(self.semantic.cut(self.ensemble.members))
-        self._start_optimization(first_step=epoch * self.steps_per_epoch)
-        if self.out_dir is not None:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            summary = self.semantic.summary(class_names(self.data.info))
-            (self.out_dir / CLASS_GROUPS_NAME).write_text(json.dumps(summary, indent=2))
+    def _change_members(self, change: MemberChange) -> None:
+        """Train the stage's new members from here (the semantic split's cut, also when resuming after it)."""
+        self.ensemble = SequentialEnsemble(change.members)
+        self._start_optimization(first_step=change.after_epoch * self.steps_per_epoch)
 
     def _train_epoch(self, epoch: int) -> EpochMetrics:
         train = self.config.train
@@ -227,8 +223,8 @@ class Trainer:
         if not math.isfinite(totals[0]):
             raise NonFiniteLossError(
                 f"training diverged in epoch {epoch}: the mean loss is {totals[0]}; lower train.lr or check the data")
-        if self.semantic is not None and self.semantic.should_cut(epoch):
-            self._cut(epoch)  # validated right away: the drop the cut causes shows in this epoch
+        if (change := self.stage.end_of_epoch(epoch, self.ensemble)) is not None:
+            self._change_members(change)  # validated right away: the drop a cut causes shows in this epoch
         val_accuracy, val_members = self.evaluate(self.data.val)
         return EpochMetrics(
             epoch=epoch, train_loss=totals[0], train_cross_entropy=totals[1], train_cotraining=totals[2],
@@ -246,14 +242,12 @@ class Trainer:
         with self._autocast():
             logits = self.ensemble(views)
         loss = cotraining_loss(logits, labels, lambda_cot, mixed_targets, mix_weight)
-        regularisation = (loss.total.new_zeros(()) if self.semantic is None
-                          else self.semantic.regularisation(self.ensemble.members))
+        regularisation = self.stage.regularisation(self.ensemble)
         total = loss.total + regularisation
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         self.optimizer.step()
-        if self.semantic is not None:
-            self.semantic.after_optimizer_step(self.scheduler.get_last_lr()[0])
+        self.stage.after_optimizer_step(self.scheduler.get_last_lr()[0])
         self.scheduler.step()
         return torch.stack([total, loss.cross_entropy, loss.cotraining, regularisation]).detach()
 
@@ -291,9 +285,8 @@ class Trainer:
             "history": [asdict(metrics) for metrics in self.history],
             "torch_rng": torch.get_rng_state(),
             "generator": self.generator.get_state(),
+            **self.stage.checkpoint_entries(),
         }
-        if self.semantic is not None:
-            state["semantic"] = self.semantic.state_dict()
         if self.device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         return state
@@ -340,11 +333,8 @@ class Trainer:
             raise ValueError(
                 f"the checkpoint in {self.out_dir} holds a {state['ensemble_kind']}; resume in the same mode"
             )
-        if self.semantic is not None:
-            if state["semantic"]["stage"] != self.semantic.stage:
-                self.ensemble = SequentialEnsemble(self.semantic.fresh_split_members())
-                self._start_optimization(first_step=self.semantic.grouping_epochs * self.steps_per_epoch)
-            self.semantic.load_state_dict(state["semantic"])
+        if (change := self.stage.resume(state)) is not None:
+            self._change_members(change)
         self.ensemble.load_state_dict(state["ensemble"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

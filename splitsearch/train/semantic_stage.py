@@ -1,38 +1,54 @@
 """The semantic split inside a training run: learn the groups, cut, then fine-tune (METHODS.md section 3).
 
-:class:`SemanticStage` is what the :class:`~splitsearch.train.loop.Trainer` holds for a
-``groups`` > 1 candidate.  During the first ``train.grouping_epochs()`` epochs the S members are
-the unsplit networks, each with its own :class:`~splitsearch.split.grouping.SemanticGrouping`,
-and the loss gains the regularisers.  After the last of those epochs :meth:`cut` replaces every
-member by its split network (:func:`~splitsearch.split.semantic.split_network` with the balanced
-hard assignment); the rest of the epochs fine-tune it without regularisers, and the deployed
-model is the split one, the architecture ``count`` measured.
+:class:`SemanticStage` is the :class:`~splitsearch.train.stage.TrainingStage` with which the
+:class:`~splitsearch.train.loop.Trainer` runs a ``groups`` > 1 candidate.  During the first
+``train.grouping_epochs()`` epochs the S members are the unsplit networks, each with its own
+:class:`~splitsearch.split.grouping.SemanticGrouping`, and the loss gains the regularisers.
+After the last of those epochs :meth:`~SemanticStage.end_of_epoch` replaces every member by its
+split network (:func:`~splitsearch.split.semantic.split_network` with the balanced hard
+assignment); the rest of the epochs fine-tune it without regularisers, and the deployed model is
+the split one, the architecture ``count`` measured.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import json
+from pathlib import Path
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
 
 from splitsearch.build import build_networks, semantic_plan
 from splitsearch.config import SplitConfig
+from splitsearch.ensemble import Ensemble, EnsembleMode, SequentialEnsemble
 from splitsearch.split.grouping import SemanticGrouping
 from splitsearch.split.semantic import CLASSES, node_groups, split_network
+from splitsearch.train.stage import MemberChange
 
 GROUPING, SPLIT = "grouping", "split"
 CLASS_GROUPS_NAME = "class_groups.json"
+CHECKPOINT_KEY = "semantic"
 
 
 class SemanticStage:
-    """Which stage a semantic-split run is in, the members' groupings, and the cut between the stages."""
+    """The :class:`~splitsearch.train.stage.TrainingStage` of a semantic split: its two stages and the cut.
 
-    def __init__(self, config: SplitConfig, device: torch.device) -> None:
+    Args:
+        config: a candidate with ``groups`` > 1.
+        device: where the members train.
+        class_names: the dataset's class names, for the summary (None: class indices).
+        out_dir: where the class groups are written at the cut (None: nowhere).
+    """
+
+    def __init__(self, config: SplitConfig, device: torch.device, class_names: Sequence[str] | None = None,
+                 out_dir: Path | None = None) -> None:
         self.config = config
         self.device = device
+        self.class_names = class_names
+        self.out_dir = out_dir
         self.grouping_epochs = config.train.grouping_epochs()
-        self.stage = GROUPING
+        self.grouping = True  # in the first stage; False from the cut on
         self.networks = build_networks(config, device=device, grouping=True)
         self.groupings = nn.ModuleList(
             SemanticGrouping(network, semantic_plan(config, network), config.train.assignment)
@@ -42,25 +58,31 @@ class SemanticStage:
         self.argmax_agreement: list[float] = []
         self.confidence: list[float] = []
 
-    @property
-    def grouping(self) -> bool:
-        return self.stage == GROUPING
+    def build_ensemble(self, mode: EnsembleMode) -> Ensemble:
+        """The unsplit members, run one after another.
 
-    def optimizer_group(self, base_lr: float) -> dict[str, Any] | None:
-        """The optimiser's parameter group of the assignments (softmax logits; None for the reduced gradient)."""
+        The groupings and the cut work on each member's own layers, of which packing makes copies.
+        """
+        if mode == "fused":
+            raise ValueError("the semantic split (groups > 1) trains its members one after another; "
+                             "use --mode sequential or auto")
+        return SequentialEnsemble(self.networks)
+
+    def optimizer_groups(self, base_lr: float) -> list[dict[str, Any]]:
+        """The assignments' group in the first stage (softmax logits; the reduced gradient steps them itself)."""
         if not self.grouping or self.config.train.assignment != "softmax":
-            return None
-        return {"params": list(self.groupings.parameters()), "weight_decay": 0.0,
-                "lr": base_lr * self.config.train.assignment_lr_mult}
+            return []
+        return [{"params": list(self.groupings.parameters()), "weight_decay": 0.0,
+                 "lr": base_lr * self.config.train.assignment_lr_mult}]
 
-    def regularisation(self, members: Sequence[nn.Module]) -> torch.Tensor:
+    def regularisation(self, ensemble: Ensemble) -> torch.Tensor:
         """gamma-weighted ``R_D + R_W + R_E``, averaged over the members (zero once cut)."""
         train = self.config.train
         if not self.grouping:
             return torch.zeros((), device=self.device)
         totals = [grouping.regularisers(member).total(train.gamma_disjoint, train.gamma_group_weight,
                                                         train.gamma_balance)
-                  for grouping, member in zip(self.groupings, members)]
+                  for grouping, member in zip(self.groupings, ensemble.members)]
         return torch.stack(totals).mean()
 
     def after_optimizer_step(self, lr: float) -> None:
@@ -69,11 +91,18 @@ class SemanticStage:
             for grouping in self.groupings:
                 grouping.reduced_gradient_step(lr * self.config.train.assignment_lr_mult)
 
-    def should_cut(self, epoch: int) -> bool:
-        return self.grouping and epoch >= self.grouping_epochs
+    def end_of_epoch(self, epoch: int, ensemble: Ensemble) -> MemberChange | None:
+        """After the last grouping epoch: the members cut along their groups, which go to ``class_groups.json``."""
+        if not self.grouping or epoch < self.grouping_epochs:
+            return None
+        change = MemberChange(self._cut(ensemble.members), after_epoch=epoch)
+        if self.out_dir is not None:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            (self.out_dir / CLASS_GROUPS_NAME).write_text(json.dumps(self.summary(), indent=2))
+        return change
 
     @torch.no_grad()
-    def cut(self, members: Sequence[nn.Module]) -> list[nn.Module]:
+    def _cut(self, members: Sequence[nn.Module]) -> list[nn.Module]:
         """The split networks of the trained ``members``, by each one's learned (balanced) grouping."""
         split_members = []
         for grouping, member in zip(self.groupings, members):
@@ -82,19 +111,16 @@ class SemanticStage:
             self.class_groups.append(node_groups(hard[CLASSES], self.config.groups))
             self.argmax_agreement.append(grouping.argmax_agreement(hard))
             self.confidence.append(grouping.confidence())
-        self.stage = SPLIT
+        self.grouping = False
         return split_members
 
-    def fresh_split_members(self) -> list[nn.Module]:
-        """Split networks to load a checkpoint written after the cut into (weights and grouping come from it)."""
-        self.stage = SPLIT
-        return build_networks(self.config, device=self.device)
-
-    def summary(self, class_names: Sequence[str] | None = None) -> dict[str, Any]:
-        """What the run learned, for metrics.json, the store and the report."""
+    def summary(self) -> dict[str, Any] | None:
+        """What the run learned, for metrics.json, the store and the report; None before the cut."""
+        if self.grouping:
+            return None
         named = None
-        if class_names is not None:
-            named = [[[class_names[c] for c in group] for group in member] for member in self.class_groups]
+        if self.class_names is not None:
+            named = [[[self.class_names[c] for c in group] for group in member] for member in self.class_groups]
         return {
             "groups": self.config.groups,
             "split_depth": self.config.split_depth,
@@ -105,15 +131,26 @@ class SemanticStage:
             "assignment_confidence": self.confidence,
         }
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"stage": self.stage, "groupings": self.groupings.state_dict(), "class_groups": self.class_groups,
-                "argmax_agreement": self.argmax_agreement, "assignment_confidence": self.confidence}
+    def checkpoint_entries(self) -> dict[str, Any]:
+        """The stage, the groupings and what the cut learned, under ``"semantic"`` as checkpoints always had them."""
+        return {CHECKPOINT_KEY: {
+            "stage": GROUPING if self.grouping else SPLIT, "groupings": self.groupings.state_dict(),
+            "class_groups": self.class_groups, "argmax_agreement": self.argmax_agreement,
+            "assignment_confidence": self.confidence,
+        }}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def resume(self, checkpoint: Mapping[str, Any]) -> MemberChange | None:
+        """Restore the groupings and what the cut learned; after the cut, fresh split networks for its weights."""
+        state = checkpoint[CHECKPOINT_KEY]
+        change = None
+        if self.grouping and state["stage"] == SPLIT:
+            self.grouping = False
+            change = MemberChange(build_networks(self.config, device=self.device), after_epoch=self.grouping_epochs)
         self.groupings.load_state_dict(state["groupings"])
         self.class_groups = state["class_groups"]
         self.argmax_agreement = state["argmax_agreement"]
         self.confidence = state["assignment_confidence"]
+        return change
 
 
 def class_group_text(summary: dict[str, Any]) -> list[str]:
