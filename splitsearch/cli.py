@@ -350,7 +350,7 @@ def _dataset_defaults_line(config: SplitConfig) -> str:
 
 
 def _storage_option(command: Any) -> Any:
-    from splitsearch.search.study import DEFAULT_STORAGE, STORAGE_ENV
+    from splitsearch.urls import DEFAULT_STORAGE, STORAGE_ENV
 
     return click.option("--storage", envvar=STORAGE_ENV, default=DEFAULT_STORAGE, show_default=True,
                         help=f"Database URL shared by Optuna and the store (env {STORAGE_ENV}); "

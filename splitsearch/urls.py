@@ -5,6 +5,10 @@ from __future__ import annotations
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+# Optuna's storage and the store share this database unless --storage or the variable names another.
+DEFAULT_STORAGE = "sqlite:///splitsearch.db"
+STORAGE_ENV = "SPLITSEARCH_STORAGE"
+
 
 def mask_url(url: str) -> str:
     """``postgresql+psycopg://user:secret@host/db`` -> ``postgresql+psycopg://user:***@host/db``.

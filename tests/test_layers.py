@@ -118,9 +118,17 @@ def test_every_layer_names_modules_of_the_package():
     assert all(layer(module) == layer("splitsearch.models") + 1 for module in transformations)
 
 
-def test_the_config_loads_and_checks_a_candidate_without_torch():
-    check = ("import sys; from splitsearch.config import SplitConfig; "
-             "SplitConfig(arch='wrn16_8', groups=2, split_depth='deep', dataset='cifar100'); "
-             "assert 'torch' not in sys.modules, 'torch was imported'")
+def _without_torch(statements: str) -> None:
+    check = f"import sys; {statements}; assert 'torch' not in sys.modules, 'torch was imported'"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PACKAGE.parent), os.environ.get("PYTHONPATH", "")])}
     subprocess.run([sys.executable, "-c", check], env=env, check=True)
+
+
+def test_the_config_loads_and_checks_a_candidate_without_torch():
+    _without_torch("from splitsearch.config import SplitConfig; "
+                   "SplitConfig(arch='wrn16_8', groups=2, split_depth='deep', dataset='cifar100')")
+
+
+def test_the_command_line_and_its_help_load_without_torch():
+    """``splitsearch --help`` answers at once: commands import torch only when they run."""
+    _without_torch("from splitsearch.cli import main; main(['--help']); main(['run', '--help'])")

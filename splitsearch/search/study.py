@@ -33,8 +33,6 @@ from splitsearch.search.worker import HEARTBEAT_SECONDS, MAX_RETRIES, retry_call
 from splitsearch.units import parse_bytes, parse_count
 from splitsearch.urls import mask_password, mask_url
 
-DEFAULT_STORAGE = "sqlite:///splitsearch.db"
-STORAGE_ENV = "SPLITSEARCH_STORAGE"
 OBJECTIVES = (("accuracy",), ("accuracy", "params"), ("accuracy", "macs"), ("accuracy", "activation"))
 SAMPLERS = ("tpe", "random", "nsga2")
 PRUNERS = ("hyperband", "median", "none")
