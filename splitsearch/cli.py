@@ -1,8 +1,10 @@
 """The ``splitsearch`` command: thin click wrappers around the library.
 
 Every command parses its options, calls one library function and prints.  Errors a user can fix
-(bad names, budgets, files) come out as one line, ``Error: ...``, with exit status 2, never as a
-traceback: :func:`main` turns them into that.
+(bad names, budgets, files: :class:`~splitsearch.errors.SplitsearchError`) and failing files or
+disks (``OSError``) come out as one line, ``Error: ...``, with exit status 2, never as a
+traceback: :func:`main` turns them into that.  Any other exception is a bug and shows as one.
+Commands import torch and the rest of the library only when they run, so ``--help`` is quick.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from splitsearch import __version__
 from splitsearch.blocks.semantic_groups import SPLIT_DEPTHS
 from splitsearch.config import SplitConfig
 from splitsearch.data.specs import DEFAULT_DATASET, known_specs
-from splitsearch.units import format_bytes, format_count, parse_bytes, parse_count
+from splitsearch.errors import SplitsearchError
+from splitsearch.units import UnitError, format_bytes, format_count, parse_bytes, parse_count
 
 
 class CountParam(click.ParamType):
@@ -30,7 +33,7 @@ class CountParam(click.ParamType):
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
         try:
             return parse_count(value)
-        except ValueError as error:
+        except UnitError as error:
             self.fail(str(error), param, ctx)
 
 
@@ -42,7 +45,7 @@ class BytesParam(click.ParamType):
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
         try:
             return parse_bytes(value)
-        except ValueError as error:
+        except UnitError as error:
             self.fail(str(error), param, ctx)
 
 
@@ -740,7 +743,8 @@ def main(argv: list[str] | None = None) -> int:
     except click.ClickException as error:
         click.echo(f"Error: {error.format_message()}", err=True)
         return 2
-    except (ValueError, OSError) as error:
+    except (SplitsearchError, OSError) as error:
+        # What the user can fix, and files or disks that fail; anything else is a bug and shows as one.
         click.echo(f"Error: {_one_line(error)}", err=True)
         return 2
     return code if isinstance(code, int) else 0

@@ -36,6 +36,7 @@ from splitsearch.blocks.factors import check_block_factors
 from splitsearch.blocks.semantic_groups import DEFAULT_SPLIT_DEPTH, Parametrisation, SplitDepth, stage_groups
 from splitsearch.data.specs import DEFAULT_DATASET, DatasetInfo, dataset_info
 from splitsearch.models.registry import SEMANTIC_SPLIT_FAMILIES, ArchFamily, resolve_arch
+from splitsearch.errors import SplitsearchError
 
 WdRule = Literal["none", "linear", "exp"]
 Combine = Literal["mean_logits", "max_logits", "mean_softmax"]
@@ -46,7 +47,7 @@ CropFill = Literal["zero", "mean"]
 MOMENTUM_CYCLE = 0.05
 
 
-class ConfigError(ValueError):
+class ConfigError(SplitsearchError, ValueError):
     """A configuration value or file is invalid; the message says which and why."""
 
 

@@ -38,6 +38,7 @@ from splitsearch.config import SplitConfig
 from splitsearch.data.specs import dataset_info
 from splitsearch.paper_macs import PaperMacs
 from splitsearch.split.sequential import BranchSplitError, branch_sequential, is_split_block
+from splitsearch.errors import SplitsearchError
 
 
 @dataclass(frozen=True)
@@ -317,7 +318,7 @@ class FitResult:
         return max(fractions)
 
 
-class BudgetError(ValueError):
+class BudgetError(SplitsearchError, ValueError):
     """No width of the config fits the budget (or the budget is malformed)."""
 
 

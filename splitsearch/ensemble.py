@@ -37,8 +37,13 @@ from torch import nn
 
 from splitsearch.build import build_networks
 from splitsearch.config import SplitConfig
+from splitsearch.errors import SplitsearchError
 
 EnsembleMode = Literal["auto", "fused", "sequential"]
+
+
+class FusionError(SplitsearchError, ValueError):
+    """The members cannot be packed into one network (``--mode fused``); the message says what is in the way."""
 StateDict = Mapping[str, torch.Tensor]
 
 # Families of the zoo that do not fuse.  Checked by forcing the pack past check_packable and
@@ -310,11 +315,11 @@ def check_packable(network: nn.Module) -> None:
             continue
         where = f"{name or name_of} ({type(module).__name__})"
         if [*module.parameters(recurse=False), *module.buffers(recurse=False)]:
-            raise ValueError(f"cannot pack {where}: only Conv2d, BatchNorm2d and Linear layers "
-                             f"hold parameters or buffers that pack converts")
+            raise FusionError(f"cannot pack {where}: only Conv2d, BatchNorm2d and Linear layers "
+                              f"hold parameters or buffers that pack converts")
         torch_layer = module.__module__.startswith("torch.") and not isinstance(module, _CONTAINERS)
         if torch_layer and not _per_channel_layer(module):
-            raise ValueError(f"cannot pack {where}: it is not known to act on each member's channels alone")
+            raise FusionError(f"cannot pack {where}: it is not known to act on each member's channels alone")
     modes = {module: module.training for module in network.modules()}
     try:
         for training in (True, False):
@@ -335,14 +340,14 @@ def _check_traced_forward(network: nn.Module) -> None:
     try:
         graph = torch.fx.Tracer().trace(network)
     except Exception as error:  # any tracing failure means: cannot prove the members stay apart
-        raise ValueError(f"cannot pack {type(network).__name__}: its forward cannot be traced with torch.fx "
-                         f"to check that members stay apart ({type(error).__name__}: {error})") from None
+        raise FusionError(f"cannot pack {type(network).__name__}: its forward cannot be traced with torch.fx "
+                          f"to check that members stay apart ({type(error).__name__}: {error})") from None
     for node in graph.nodes:
         if node.op in ("call_function", "call_method") and not _per_channel_call(node):
             name = node.target if node.op == "call_method" else getattr(node.target, "__name__", str(node.target))
             path, owner = next(reversed(node.meta.get("nn_module_stack", {}).values()), ("", network.__class__))
             mode = "training" if network.training else "evaluation"
-            raise ValueError(
+            raise FusionError(
                 f"cannot pack {type(network).__name__}: {path or 'forward'} ({owner.__name__}) calls {name} in "
                 f"{mode}, which {_WHY_NOT.get(name, _UNKNOWN_OPERATION)}"
             )
@@ -485,7 +490,7 @@ def make_ensemble(config: SplitConfig, mode: EnsembleMode = "auto",
                 raise
             blocker = str(error)
     if mode == "fused":
-        raise ValueError(f"{config.arch} cannot be fused: {blocker}")
+        raise FusionError(f"{config.arch} cannot be fused: {blocker}")
     warnings.warn(f"{config.arch}: running the {config.S} networks one after another, not fused: {blocker}",
                   stacklevel=2)
     return SequentialEnsemble(networks)

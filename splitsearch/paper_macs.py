@@ -35,12 +35,13 @@ import torch
 from torch import Tensor, nn
 
 from splitsearch.models.pyramidnet import ShakeDrop
+from splitsearch.errors import SplitsearchError
 
 # A rule maps (module, its input, its output) to MACs by kind of work.
 Rule = Callable[[nn.Module, Tensor, Tensor], dict[str, int]]
 
 
-class UncountedModuleError(ValueError):
+class UncountedModuleError(SplitsearchError, ValueError):
     """A network holds a leaf module for which no paper-convention rule exists."""
 
 

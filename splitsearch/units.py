@@ -4,6 +4,13 @@ from __future__ import annotations
 
 import re
 
+from splitsearch.errors import SplitsearchError
+
+
+class UnitError(SplitsearchError, ValueError):
+    """A count or a memory size cannot be read; the message says which forms are accepted."""
+
+
 _SUFFIXES = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
 _COUNT = re.compile(r"(?P<number>[0-9][0-9_]*(?:\.[0-9_]*)?(?:[eE][+-]?[0-9]+)?)(?P<suffix>[kKmMgGtT]?)")
 
@@ -14,22 +21,22 @@ def parse_count(text: str | int | float) -> int:
     Suffixes are decimal (K = 1e3, M = 1e6, G = 1e9, T = 1e12), case-insensitive.
 
     Raises:
-        ValueError: the text is not such a count, or it is not positive.
+        UnitError: the text is not such a count, or it is not positive.
     """
     if isinstance(text, bool):
-        raise ValueError(f"not a count: {text!r}")
+        raise UnitError(f"not a count: {text!r}")
     if isinstance(text, (int, float)):
         value = float(text)
     else:
         found = _COUNT.fullmatch(text.strip())
         if found is None or found["number"].endswith("_"):
-            raise ValueError(
+            raise UnitError(
                 f"cannot read {text!r} as a count: use a number with an optional K/M/G/T suffix, "
                 "e.g. 36M, 5.3G, 1.2e6 or 36_500_000"
             )
         value = float(found["number"].replace("_", "")) * _SUFFIXES[found["suffix"].upper()]
     if not value > 0 or value != value or value == float("inf"):
-        raise ValueError(f"a count must be a positive finite number, got {text!r}")
+        raise UnitError(f"a count must be a positive finite number, got {text!r}")
     return int(round(value))
 
 
@@ -43,13 +50,13 @@ def parse_bytes(text: str | int | float) -> int:
     KB/MB/GB are decimal (1e3, 1e6, 1e9), KiB/MiB/GiB binary (2^10, 2^20, 2^30), case-insensitive.
 
     Raises:
-        ValueError: the text is not such a size, or it is not positive.
+        UnitError: the text is not such a size, or it is not positive.
     """
     if isinstance(text, str):
         found = _BYTES.fullmatch(text.strip())
         if found is None or found["unit"].upper() not in _BYTE_UNITS or found["number"].endswith("_"):
-            raise ValueError(f"cannot read {text!r} as a memory size: use a number with B, KB, MB, GB, KiB, "
-                             "MiB or GiB, e.g. 2MB or 1.5MiB")
+            raise UnitError(f"cannot read {text!r} as a memory size: use a number with B, KB, MB, GB, KiB, "
+                            "MiB or GiB, e.g. 2MB or 1.5MiB")
         text = float(found["number"].replace("_", "")) * _BYTE_UNITS[found["unit"].upper()]
     return parse_count(text)
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from splitsearch.data.specs import DatasetInfo, dataset_info, held_out_train_size, split_spec
+from splitsearch.data.specs import DataError, DatasetInfo, dataset_info, held_out_train_size, split_spec
 
 DEFAULT_DATA_DIR = Path.home() / ".cache" / "splitsearch" / "data"
 
@@ -96,7 +96,7 @@ def load_dataset(spec: str, data_dir: str | Path = DEFAULT_DATA_DIR, download: b
     elif kind in ("cifar10", "cifar100", "svhn"):
         train, test = _load_torchvision(kind, Path(data_dir).expanduser(), download)
     else:
-        raise ValueError(f"dataset {spec!r} can be counted but not loaded; use imagefolder:PATH for image files")
+        raise DataError(f"dataset {spec!r} can be counted but not loaded; use imagefolder:PATH for image files")
     return ImageDataset(info, train, test)
 
 
@@ -134,13 +134,13 @@ def _load_npz(path: Path, info: DatasetInfo) -> tuple[ImageSplit, ImageSplit]:
 def _npz_split(path: Path, x: np.ndarray, y: np.ndarray, info: DatasetInfo) -> ImageSplit:
     channels, height, width = info.input_shape
     if x.dtype != np.uint8:
-        raise ValueError(f"{path}: images must be uint8 (0..255), got {x.dtype}")
+        raise DataError(f"{path}: images must be uint8 (0..255), got {x.dtype}")
     if x.shape[1:] == (height, width, channels):
         x = x.transpose(0, 3, 1, 2)
     elif x.shape[1:] != info.input_shape:
-        raise ValueError(f"{path}: x_train and x_test differ in image shape: {x.shape[1:]} vs {info.input_shape}")
+        raise DataError(f"{path}: x_train and x_test differ in image shape: {x.shape[1:]} vs {info.input_shape}")
     if y.ndim != 1 or len(y) != len(x):
-        raise ValueError(f"{path}: labels must be a vector, one per image; got shape {y.shape} for {len(x)} images")
+        raise DataError(f"{path}: labels must be a vector, one per image; got shape {y.shape} for {len(x)} images")
     return ImageSplit(torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y.astype(np.int64)))
 
 
@@ -152,7 +152,7 @@ def _load_imagefolder(root: Path, size: int) -> tuple[ImageSplit, ImageSplit]:
     try:
         folder = ImageFolder(root, transform=v2.Compose([v2.Resize((size, size)), v2.PILToTensor()]))
     except FileNotFoundError as error:
-        raise ValueError(f"cannot read image folder {root}: {error}") from None
+        raise DataError(f"cannot read image folder {root}: {error}") from None
     images = torch.stack([image for image, _ in folder])
     return _hold_out(images, torch.tensor(folder.targets, dtype=torch.int64))
 
@@ -177,4 +177,4 @@ def _load_torchvision(kind: str, root: Path, download: bool) -> tuple[ImageSplit
             problem = f"could not download {kind} into {root} ({error}); check the internet connection"
         else:
             problem = f"{kind} was not found in {root}; pass --download to fetch it there (needs internet)"
-        raise ValueError(f"{problem}, or --data-dir DIR to use a directory that already holds it") from None
+        raise DataError(f"{problem}, or --data-dir DIR to use a directory that already holds it") from None

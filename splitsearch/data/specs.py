@@ -26,7 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
+from splitsearch.errors import SplitsearchError
+
 DEFAULT_DATASET = "digits"
+
+
+class DataError(SplitsearchError, ValueError):
+    """A dataset cannot be named, found or read as given; the message names it and says why."""
 
 
 # Datasets without a test split of their own hold out this fraction as test images.
@@ -121,7 +127,7 @@ def split_spec(spec: str) -> tuple[str, str]:
         return kind, ""
     if kind in _WITH_ARGUMENT and argument:
         return kind, argument
-    raise ValueError(f"unknown dataset {spec!r}; use one of: {known_specs()}")
+    raise DataError(f"unknown dataset {spec!r}; use one of: {known_specs()}")
 
 
 def dataset_info(spec: str) -> DatasetInfo:
@@ -135,7 +141,7 @@ def dataset_info(spec: str) -> DatasetInfo:
         return DatasetInfo(spec, *_BUILTIN[kind])
     if kind == "synthetic":
         if not argument.isdigit() or int(argument) < 1:
-            raise ValueError(f"synthetic:N needs a positive sample count N, got {spec!r}")
+            raise DataError(f"synthetic:N needs a positive sample count N, got {spec!r}")
         return DatasetInfo(spec, 3, 32, 10, held_out_train_size(int(argument)))
     if kind == "npz":
         return _npz_info(spec, Path(argument))
@@ -144,32 +150,32 @@ def dataset_info(spec: str) -> DatasetInfo:
 
 def _npz_info(spec: str, path: Path) -> DatasetInfo:
     if not path.is_file():
-        raise ValueError(f"dataset file not found: {path}")
+        raise DataError(f"dataset file not found: {path}")
     try:
         with np.load(path) as arrays:
             missing = {"x_train", "y_train", "x_test", "y_test"} - set(arrays.files)
             if missing:
-                raise ValueError(f"{path} lacks the arrays {sorted(missing)} (needs x_train, y_train, x_test, y_test)")
+                raise DataError(f"{path} lacks the arrays {sorted(missing)} (needs x_train, y_train, x_test, y_test)")
             x_shape = arrays["x_test"].shape
             train_images = len(arrays["y_train"])
             num_classes = int(max(arrays["y_train"].max(), arrays["y_test"].max())) + 1
     except (OSError, zipfile.BadZipFile) as error:
-        raise ValueError(f"{path} is not a readable .npz file: {error}") from None
+        raise DataError(f"{path} is not a readable .npz file: {error}") from None
     if len(x_shape) != 4:
-        raise ValueError(f"{path}: x_test must be 4-d (NCHW or NHWC), got shape {x_shape}")
+        raise DataError(f"{path}: x_test must be 4-d (NCHW or NHWC), got shape {x_shape}")
     # NCHW when the channel axis is small; NHWC otherwise (e.g. 32x32x3).
     channels, height, width = x_shape[1:] if x_shape[1] <= 4 else (x_shape[3], x_shape[1], x_shape[2])
     if height != width:
-        raise ValueError(f"{path}: images must be square, got {height}x{width}")
+        raise DataError(f"{path}: images must be square, got {height}x{width}")
     return DatasetInfo(spec, int(channels), int(height), num_classes, train_images)
 
 
 def _imagefolder_info(spec: str, root: Path) -> DatasetInfo:
     if not root.is_dir():
-        raise ValueError(f"image folder not found: {root}")
+        raise DataError(f"image folder not found: {root}")
     classes = [entry for entry in root.iterdir() if entry.is_dir()]
     if not classes:
-        raise ValueError(f"{root} has no class sub-folders")
+        raise DataError(f"{root} has no class sub-folders")
     files = sum(1 for folder in classes for entry in folder.iterdir() if entry.is_file())
     # Images are resized to 224x224 (the ImageNet convention) when loaded.
     return DatasetInfo(spec, 3, 224, len(classes), held_out_train_size(files))

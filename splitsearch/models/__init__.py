@@ -14,6 +14,7 @@ from splitsearch.blocks.factors import check_block_factors
 from splitsearch.models.registry import (
     SEMANTIC_SPLIT_FAMILIES,
     ArchFamily,
+    ArchitectureError,
     BuildArgs,
     available_archs,
     resolve_arch,
@@ -22,7 +23,7 @@ from splitsearch.models.registry import (
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["ArchFamily", "BuildArgs", "available_archs", "build_network", "resolve_arch"]
+__all__ = ["ArchFamily", "ArchitectureError", "BuildArgs", "available_archs", "build_network", "resolve_arch"]
 
 
 def build_network(arch: str, args: BuildArgs) -> nn.Module:
@@ -34,10 +35,10 @@ def build_network(arch: str, args: BuildArgs) -> nn.Module:
     family, name_args = resolve_arch(arch)
     factors = check_block_factors(args.block_factors, family.num_blocks, arch)
     if not family.supports_block_split and any(k > 1 for k in factors):
-        raise ValueError(f"{arch} does not support block-wise splitting yet; use block_factors of all 1")
+        raise ArchitectureError(f"{arch} does not support block-wise splitting yet; use block_factors of all 1")
     if args.width_mult <= 0:
         raise ValueError(f"width_mult must be positive, got {args.width_mult}")
     if args.groups > 1 and not family.supports_semantic_split:
-        raise ValueError(f"{arch}: {SEMANTIC_SPLIT_FAMILIES}")
+        raise ArchitectureError(f"{arch}: {SEMANTIC_SPLIT_FAMILIES}")
     args = dataclasses.replace(args, block_factors=factors)
     return family.load_builder()(args, **name_args)

@@ -22,7 +22,7 @@ from torch import nn
 
 from splitsearch.blocks.divide import drop_rate, pyramidnet_alpha
 from splitsearch.models.layers import Classifier, conv1x1, conv3x3, init_weights, scale_channels
-from splitsearch.models.registry import BuildArgs
+from splitsearch.models.registry import ArchitectureError, BuildArgs
 
 _STEM_CHANNELS = 16
 _EXPANSION = 4
@@ -128,7 +128,7 @@ def pyramidnet(args: BuildArgs, depth: int) -> nn.Module:
     and ShakeDrop probability p * (i + 1) / blocks (linear in depth, as Yamada et al.).
     """
     if depth not in _ALPHA:
-        raise ValueError(f"pyramidnet{depth}: only depths {sorted(_ALPHA)} are defined (the authors' models)")
+        raise ArchitectureError(f"pyramidnet{depth}: only depths {sorted(_ALPHA)} are defined (the authors' models)")
     num_blocks = 3 * ((depth - 2) // 9)
     step = pyramidnet_alpha(_ALPHA[depth], args.S) / num_blocks
     final_p = drop_rate(_FINAL_SHAKEDROP, args.S)

@@ -20,11 +20,17 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+from splitsearch.errors import SplitsearchError
+
 if TYPE_CHECKING:
     from torch import nn
 
 SEMANTIC_SPLIT_FAMILIES = ("the semantic split (groups > 1) is implemented for the CIFAR ResNets with basic "
                            "blocks (resnet20, resnet32, ..., wrn16_8, wrn28_10, ...) only")
+
+
+class ArchitectureError(SplitsearchError, ValueError):
+    """An architecture name that no family knows, or a depth or width its family cannot build."""
 
 
 @dataclass(frozen=True)
@@ -167,12 +173,12 @@ def resolve_arch(name: str) -> tuple[ArchFamily, dict[str, int]]:
     """Return the family that builds ``name`` and the integers parsed out of the name.
 
     Raises:
-        ValueError: the name matches no family; the message lists the known names.
+        ArchitectureError: the name matches no family; the message lists the known names.
     """
     matches = [(family, args) for family in _FAMILIES if (args := family.match(name)) is not None]
     if matches:
         return max(matches, key=lambda match: match[0].priority)
-    raise ValueError(f"unknown architecture {name!r}; known: {', '.join(available_archs())}")
+    raise ArchitectureError(f"unknown architecture {name!r}; known: {', '.join(available_archs())}")
 
 
 def available_families() -> list[ArchFamily]:

@@ -21,7 +21,7 @@ from splitsearch.blocks.fusion import Fusion
 from splitsearch.blocks.hooks import ConvNorm, ResidualLayers
 from splitsearch.blocks.semantic_groups import channel_divisors
 from splitsearch.models.layers import Classifier, conv1x1, conv3x3, init_weights, scale_channels
-from splitsearch.models.registry import BuildArgs
+from splitsearch.models.registry import ArchitectureError, BuildArgs
 
 
 class Shortcut(nn.Sequential):
@@ -156,7 +156,7 @@ def stage_widths(base: int, args: BuildArgs, multipliers: tuple[int, ...] = (1, 
 def cifar_resnet_basic(args: BuildArgs, depth: int) -> nn.Module:
     """``resnet{6n+2}``: CIFAR ResNet with n basic blocks per stage."""
     if (depth - 2) % 6 != 0 or depth < 8:
-        raise ValueError(f"resnet{depth}: a CIFAR basic-block ResNet needs depth 6n+2 (20, 32, 44, 56, ...)")
+        raise ArchitectureError(f"resnet{depth}: a CIFAR basic-block ResNet needs depth 6n+2 (20, 32, 44, 56, ...)")
     n = (depth - 2) // 6
     widths = stage_widths(resnet_cifar_base_width(args.S), args)
     stem = scale_channels(resnet_cifar_base_width(args.S), args.width_mult)

@@ -22,7 +22,7 @@ from torch import nn
 
 from splitsearch.blocks.divide import resnet_cifar_base_width
 from splitsearch.models.layers import conv1x1, conv3x3, scale_channels
-from splitsearch.models.registry import BuildArgs
+from splitsearch.models.registry import ArchitectureError, BuildArgs
 from splitsearch.models.resnet import CifarResNet, ResidualBlock, Shortcut, stage_widths
 
 # Squeeze-and-excitation reduction of the authors' CIFAR SE-ResNets.
@@ -93,7 +93,7 @@ class Bottleneck(ResidualBlock):
 def _bottleneck_resnet(args: BuildArgs, depth: int, se_reduction: int) -> nn.Module:
     """CIFAR bottleneck ResNet of depth 9n + 2, with SE when ``se_reduction`` > 0."""
     if (depth - 2) % 9 != 0 or depth < 11:
-        raise ValueError(f"depth {depth}: a CIFAR bottleneck ResNet needs depth 9n+2 (110, 164, ...)")
+        raise ArchitectureError(f"depth {depth}: a CIFAR bottleneck ResNet needs depth 9n+2 (110, 164, ...)")
     n = (depth - 2) // 9
     base = resnet_cifar_base_width(args.S)
     # Bottleneck widths are multiples of the split factor, so outputs (4x) are too.

@@ -21,7 +21,7 @@ from torch import nn
 from splitsearch.blocks.divide import resnext_cardinality
 from splitsearch.blocks.factors import check_block_factors
 from splitsearch.models.layers import Classifier, conv_bn_relu, init_weights, scale_channels
-from splitsearch.models.registry import BuildArgs
+from splitsearch.models.registry import ArchitectureError, BuildArgs
 from splitsearch.models.resnet import make_stage
 from splitsearch.models.resnet_bottleneck import Bottleneck
 
@@ -68,7 +68,7 @@ def _group_width(width: int, cardinality: int, split_factor: int, width_mult: fl
 def cifar_resnext29(args: BuildArgs, cardinality: int, group_width: int) -> nn.Module:
     """``resnext29_{d}x{w}d``: ResNeXt-29 with cardinality d divided by S and w channels per group."""
     if cardinality < 1 or group_width < 1:
-        raise ValueError(f"resnext29_{cardinality}x{group_width}d: cardinality and width must be >= 1")
+        raise ArchitectureError(f"resnext29_{cardinality}x{group_width}d: cardinality and width must be >= 1")
     factors = check_block_factors(args.block_factors, 3, f"resnext29_{cardinality}x{group_width}d")
     card = resnext_cardinality(cardinality, args.S)
     stage_channels, mid_channels = [], []

@@ -16,7 +16,7 @@ from torch import nn
 
 from splitsearch.blocks.divide import drop_rate, wrn_widen_factor
 from splitsearch.models.layers import scale_channels
-from splitsearch.models.registry import BuildArgs
+from splitsearch.models.registry import ArchitectureError, BuildArgs
 from splitsearch.models.resnet import BasicBlock, CifarResNet, stage_widths
 
 STEM_CHANNELS = 16
@@ -29,7 +29,7 @@ _DROPOUT = {(40, 10): 0.1, (52, 8): 0.1}
 def wide_resnet(args: BuildArgs, depth: int, k: int) -> nn.Module:
     """``wrn{d}_{k}``: WRN-d-k with (d - 4) / 6 post-activation basic blocks per stage."""
     if (depth - 4) % 6 != 0 or depth < 10 or k < 1:
-        raise ValueError(f"wrn{depth}_{k}: a WRN needs depth 6n+4 (10, 16, 22, 28, 40, ...) and k >= 1")
+        raise ArchitectureError(f"wrn{depth}_{k}: a WRN needs depth 6n+4 (10, 16, 22, 28, 40, ...) and k >= 1")
     n = (depth - 4) // 6
     widths = stage_widths(STEM_CHANNELS * wrn_widen_factor(k, args.S), args)
     stem = scale_channels(STEM_CHANNELS, args.width_mult)

@@ -12,11 +12,12 @@ import optuna
 from splitsearch.config import dump_yaml
 from splitsearch.search.confirm import ConfirmedCandidate
 from splitsearch.search.record import StudyRecord, TrialRecord
+from splitsearch.errors import SplitsearchError
 
 PICKS = ("max-accuracy", "min-cost", "knee")
 
 
-class ExportError(ValueError):
+class ExportError(SplitsearchError, ValueError):
     """Nothing can be exported (no finished trial, unknown pick)."""
 
 

@@ -44,11 +44,12 @@ import yaml
 import splitsearch
 from splitsearch.config import SplitConfig, TrainConfig, as_float, is_int, read_yaml
 from splitsearch.models import resolve_arch
+from splitsearch.errors import SplitsearchError
 
 SHIPPED_DIR = Path(splitsearch.__file__).resolve().parents[1] / "search_spaces"
 
 
-class SpaceError(ValueError):
+class SpaceError(SplitsearchError, ValueError):
     """A search space is invalid (or does not fit the base network); the message says where and why."""
 
 

@@ -18,6 +18,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+from splitsearch.errors import SplitsearchError
+
+
+class GreedyError(SplitsearchError, ValueError):
+    """The greedy procedure cannot run as asked (its factors or threshold), or has no baseline to compare with."""
+
 DEFAULT_FACTORS = (2, 4, 6, 8)
 DEFAULT_THRESHOLD = 0.5  # points of accuracy, as in seed 002
 
@@ -80,13 +86,13 @@ def greedy_block_split(num_blocks: int, evaluate: Evaluate,
     """
     factors = tuple(factors)
     if not factors or any(k <= 1 for k in factors) or list(factors) != sorted(set(factors)):
-        raise ValueError(f"split factors must be increasing integers above 1, got {list(factors)}")
+        raise GreedyError(f"split factors must be increasing integers above 1, got {list(factors)}")
     if threshold < 0:
-        raise ValueError(f"the accuracy-drop threshold must be >= 0 points, got {threshold}")
+        raise GreedyError(f"the accuracy-drop threshold must be >= 0 points, got {threshold}")
     chosen = [1] * num_blocks
     baseline = evaluate(tuple(chosen), None)
     if baseline is None:
-        raise ValueError("the unsplit baseline could not be trained, so there is nothing to compare with")
+        raise GreedyError("the unsplit baseline could not be trained, so there is nothing to compare with")
     steps = []
     for block in range(num_blocks):
         for factor in factors:

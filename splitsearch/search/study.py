@@ -32,6 +32,7 @@ from splitsearch.search.space import SearchSpace, config_value, load_space, spac
 from splitsearch.search.worker import HEARTBEAT_SECONDS, MAX_RETRIES, retry_callback
 from splitsearch.units import parse_bytes, parse_count
 from splitsearch.urls import mask_password, mask_url
+from splitsearch.errors import SplitsearchError
 
 OBJECTIVES = (("accuracy",), ("accuracy", "params"), ("accuracy", "macs"), ("accuracy", "activation"))
 SAMPLERS = ("tpe", "random", "nsga2")
@@ -39,7 +40,7 @@ PRUNERS = ("hyperband", "median", "none")
 BUDGET_MODES = ("fit", "reject")
 
 
-class StudyError(ValueError):
+class StudyError(SplitsearchError, ValueError):
     """A study definition, override or storage is invalid; the message says which and why."""
 
 

@@ -22,6 +22,7 @@ from sqlalchemy.orm import sessionmaker
 
 from splitsearch.config import SplitConfig
 from splitsearch.cost import CandidateCost
+from splitsearch.errors import SplitsearchError
 from splitsearch.store.models import Candidate, Confirmation, EpochMetric, Worker
 from splitsearch.train.loop import EpochMetrics
 
@@ -137,6 +138,10 @@ class WorkerRecord:
     started_at: datetime
 
 
+class StoreError(SplitsearchError, ValueError):
+    """The store cannot use the database as given (another kind than SQLite or PostgreSQL)."""
+
+
 class Store:
     """The store of one database (SQLite or PostgreSQL), whose tables :func:`upgrade` created."""
 
@@ -144,12 +149,12 @@ class Store:
         """Connect lazily to ``url``, e.g. ``sqlite:///splitsearch.db`` or ``postgresql+psycopg://...``.
 
         Raises:
-            ValueError: another database than SQLite or PostgreSQL (the upserts are written for
+            StoreError: another database than SQLite or PostgreSQL (the upserts are written for
                 those two, the backends Optuna's storage is used with here).
         """
         backend = make_url(url).get_backend_name()
         if backend not in _INSERTS:
-            raise ValueError(f"the splitsearch store supports SQLite and PostgreSQL URLs, not {backend}")
+            raise StoreError(f"the splitsearch store supports SQLite and PostgreSQL URLs, not {backend}")
         self._insert = _INSERTS[backend]
         # pool_pre_ping: a long training epoch outlives idle connections that servers and
         # firewalls drop.  The SQLite timeout lets a worker wait for another's write.

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from splitsearch.config import SplitConfig
 from splitsearch.data.specs import class_names
 from splitsearch.ensemble import Ensemble, SequentialEnsemble
+from splitsearch.errors import TrainingError
 from splitsearch.stats import accuracy_standard_error
 from splitsearch.data import DeviceData, TensorLoader
 from splitsearch.train.augment import augment, mixup
@@ -111,7 +112,7 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for, but CUDA is not available here; use --device cpu")
+        raise TrainingError(f"device {device!r} asked for, but CUDA is not available here; use --device cpu")
     return torch.device(device)
 
 
@@ -325,12 +326,12 @@ class Trainer:
             return False
         state = torch.load(self.out_dir / CHECKPOINT_NAME, map_location=self.device, weights_only=True)
         if state["config"] != self.config.to_dict():
-            raise ValueError(
+            raise TrainingError(
                 f"the checkpoint in {self.out_dir} was written for a different config; "
                 "use another --out directory or the same config"
             )
         if state["ensemble_kind"] != type(self.ensemble).__name__:
-            raise ValueError(
+            raise TrainingError(
                 f"the checkpoint in {self.out_dir} holds a {state['ensemble_kind']}; resume in the same mode"
             )
         if (change := self.stage.resume(state)) is not None:

@@ -22,6 +22,7 @@ from torch import nn
 from splitsearch.build import build_networks, semantic_plan
 from splitsearch.config import SplitConfig
 from splitsearch.ensemble import Ensemble, EnsembleMode, SequentialEnsemble
+from splitsearch.errors import TrainingError
 from splitsearch.split.grouping import SemanticGrouping
 from splitsearch.split.semantic import CLASSES, node_groups, split_network
 from splitsearch.train.stage import MemberChange
@@ -64,8 +65,8 @@ class SemanticStage:
         The groupings and the cut work on each member's own layers, of which packing makes copies.
         """
         if mode == "fused":
-            raise ValueError("the semantic split (groups > 1) trains its members one after another; "
-                             "use --mode sequential or auto")
+            raise TrainingError("the semantic split (groups > 1) trains its members one after another; "
+                                "use --mode sequential or auto")
         return SequentialEnsemble(self.networks)
 
     def optimizer_groups(self, base_lr: float) -> list[dict[str, Any]]:
