@@ -137,7 +137,8 @@ def main() -> None:
     seeds = [int(value) for value in options.seeds.split(",")]
     sides = _parse_sides(options.sides, options.ablation)
 
-    hardware = torch.cuda.get_device_name() if options.device.startswith("cuda") else f"{options.threads} thread(s) a run"
+    cuda = options.device.startswith("cuda")
+    hardware = torch.cuda.get_device_name() if cuda else f"{options.threads} thread(s) a run"
     print(f"torch {torch.__version__}; {options.arch} x{options.width_mult:g}, {options.epochs} epochs, batch 128, "
           f"whole training split of "
           f"{options.data.name}; test accuracy; device {options.device} ({hardware}), {options.jobs} at once; "
@@ -178,7 +179,8 @@ def print_summary(results: dict[tuple[str, int], list[float]], S_values: list[in
                 verdict = "ok" if gap >= -ACCEPTED_GAP else "BEHIND"
                 difference = f"{gap * 100:+.2f}p" + (f"  {verdict}" if side == "splitsearch" else "")
             print(f"{S:>2}  {side:<20}  {_mean_sd(values):>22}  {difference:>12}")
-    print(f"(mean +- sd over seeds {seeds}; ok = splitsearch at least the reference minus {ACCEPTED_GAP * 100:g} point)")
+    print(f"(mean +- sd over seeds {seeds}; ok = splitsearch at least the reference minus "
+          f"{ACCEPTED_GAP * 100:g} point)")
     for side in sides:
         one, two = results.get((side, 1)), results.get((side, 2))
         if one and two:

@@ -121,7 +121,8 @@ class TrainConfig:
         _require(not self.cycle_momentum or self.lr_schedule == "onecycle", "train.cycle_momentum",
                  "needs train.lr_schedule: onecycle (momentum cycles against the one-cycle learning rate)")
         _require(not self.cycle_momentum or MOMENTUM_CYCLE <= self.momentum < 1 - MOMENTUM_CYCLE,
-                 "train.momentum", f"must be in [{MOMENTUM_CYCLE}, {1 - MOMENTUM_CYCLE}) to cycle by +-{MOMENTUM_CYCLE}")
+                 "train.momentum",
+                 f"must be in [{MOMENTUM_CYCLE}, {1 - MOMENTUM_CYCLE}) to cycle by +-{MOMENTUM_CYCLE}")
         _require(self.assignment_lr_mult > 0, "train.assignment_lr_mult", "must be positive")
         for name in ("gamma_disjoint", "gamma_group_weight", "gamma_balance"):
             _require(getattr(self, name) >= 0, f"train.{name}", "must be >= 0")

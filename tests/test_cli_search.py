@@ -164,7 +164,8 @@ def test_a_dataset_override_drops_the_study_files_dataset_settings(tmp_path, cap
 
     storage = f"sqlite:///{tmp_path / 'override.db'}"
     code, out, err = run(capsys, "run", "quickstart", "--dataset", "synthetic:96", "--n-trials", "1", "--epochs", "1",
-                         "--budget-params", "30K", "--storage", storage, "--device", "cpu", "--runs-dir", tmp_path / "r")
+                         "--budget-params", "30K", "--storage", storage, "--device", "cpu",
+                         "--runs-dir", tmp_path / "r")
     assert code == 0, err
     assert "not used:" in out and "lr=0.05" in out
     assert "training: 1 epoch, batch 16, lr 0.1" in out  # synthetic:96's batch, TrainConfig's lr
@@ -173,4 +174,5 @@ def test_a_dataset_override_drops_the_study_files_dataset_settings(tmp_path, cap
     assert trained.lr == TrainConfig().lr
     _, applied = trained.with_dataset_defaults(dataset_info("synthetic:96"))
     defaults = dataset_info("synthetic:96").training_defaults
-    assert applied == {"batch_size": defaults.batch_size, "crop_padding": defaults.crop_padding, "hflip": defaults.hflip}
+    assert applied == {"batch_size": defaults.batch_size, "crop_padding": defaults.crop_padding,
+                       "hflip": defaults.hflip}

@@ -285,7 +285,8 @@ def test_baselines_are_trained_again_with_the_best_searched_training_settings(st
     trials = study.get_trials(deepcopy=False)
     labels = [trial.user_attrs.get("baseline") for trial in trials]
     assert labels[:2] == ["undivided", "paper S=2"]  # S=4 is outside this space
-    searched = [t for t in trials[:4] if not t.user_attrs.get("baseline") and t.state == optuna.trial.TrialState.COMPLETE]
+    searched = [t for t in trials[:4]
+                if not t.user_attrs.get("baseline") and t.state == optuna.trial.TrialState.COMPLETE]
     best = max(searched, key=lambda trial: (trial.values[0], -trial.number))
     tuned = {trial.user_attrs["baseline"]: trial for trial in trials[4:]}
     assert set(tuned) == {"undivided (tuned)", "paper S=2 (tuned)"}

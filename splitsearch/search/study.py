@@ -196,7 +196,8 @@ def _spec_from_mapping(data: dict[str, Any], source: str, written_for: str) -> S
     train_fields = dict(base_fields.get("train") or {})
     dataset_train = data.get("dataset_train") or {}
     if not isinstance(dataset_train, Mapping):
-        raise StudyError(f"{source}: dataset_train must be a mapping of train settings, e.g. dataset_train: {{lr: 0.05}}")
+        raise StudyError(f"{source}: dataset_train must be a mapping of train settings, "
+                         "e.g. dataset_train: {lr: 0.05}")
     if twice := sorted(set(dataset_train) & set(train_fields)):
         raise StudyError(f"{source}: train.{twice[0]} is set in both base.train and dataset_train; keep one")
     same_dataset = str(base_fields.get("dataset", DEFAULT_DATASET)) == written_for
