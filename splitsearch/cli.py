@@ -243,10 +243,15 @@ def _data_dir_options(command: Any) -> Any:
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Output folder for checkpoint.pt, metrics.json and model.pt [default: runs/ARCH-S<S>-HASH].")
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint in --out.")
+@click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Member-parallel: train the S members in this many processes (a torch.distributed group, "
+                   "gloo on the CPU, one GPU each on CUDA), S/nproc members each; the same result as one "
+                   "process. Under torchrun the group is torchrun's and --nproc is not needed.")
 @_data_dir_options
 @click.option("--quiet", is_flag=True, help="No progress bar or per-epoch lines.")
 def train(config_file: Path, dataset: str | None, epochs: int | None, seed: int | None, final: bool, device: str,
-          mode: str, out_dir: Path | None, resume: bool, data_dir: Path | None, download: bool, quiet: bool) -> None:
+          mode: str, out_dir: Path | None, resume: bool, nproc: int, data_dir: Path | None, download: bool,
+          quiet: bool) -> None:
     """Train the S networks of a config with co-training.
 
     By default a validation split (train.val_fraction of the training images) is carved out and
@@ -260,47 +265,46 @@ def train(config_file: Path, dataset: str | None, epochs: int | None, seed: int 
       splitsearch train best.yaml --epochs 30 --out runs/best
       splitsearch train best.yaml --final
       splitsearch train cfg.yaml --dataset npz:../shared/data/cifar10-subset.npz --device cpu
+      splitsearch train cfg.yaml --nproc 2            # S=2: one member per process
+      torchrun --nproc-per-node 4 -m splitsearch.cli train cfg.yaml --device cuda   # one GPU per rank
     """
     from splitsearch.cost import count_config
     from splitsearch.data import DEFAULT_DATA_DIR
-    from splitsearch.train.loop import Trainer, resolve_device
-    from splitsearch.train.plan import plan_training
+    from splitsearch.train.launch import launch, launched_by_torchrun, run_as_rank
+    from splitsearch.train.loop import resolve_device
+    from splitsearch.train.parallel import MemberGroup
+    from splitsearch.train.plan import TrainingInterrupted, TrainRequest, run_training, run_training_rank
     from splitsearch.train.semantic_stage import CLASS_GROUPS_NAME, class_group_text
 
-    target = resolve_device(device)
-    plan = plan_training(SplitConfig.from_yaml(config_file), target, dataset=dataset, epochs=epochs, seed=seed,
-                         final=final, out_dir=out_dir, data_dir=data_dir or DEFAULT_DATA_DIR, download=download)
-    config, data, out_dir, final = plan.config, plan.data, plan.out_dir, plan.final
-    _echo_data_plan(config, data)
-
-    def report(metrics: Any) -> None:
-        if not quiet:
-            line = f"epoch {metrics.epoch}/{config.train.epochs}  loss {metrics.train_loss:.3f}  "
-            if metrics.train_regularisers:
-                line += f"(group regularisers {metrics.train_regularisers:.3f})  "
-            if not final:
-                members = ", ".join(f"{accuracy:.1%}" for accuracy in metrics.val_member_accuracies)
-                line += f"val {metrics.val_accuracy:.2%} (members {members})  "
-            tqdm.write(line + f"lr {metrics.lr:.4f}  {metrics.seconds:.1f}s")
-
-    trainer = Trainer(config, data, target, out_dir, mode, callbacks=[report], progress=not quiet)
+    request = TrainRequest(SplitConfig.from_yaml(config_file), str(resolve_device(device)), mode, dataset, epochs,
+                           seed, final, out_dir, data_dir or DEFAULT_DATA_DIR, download, resume)
+    MemberGroup(rank=0, world=nproc, members=request.config.S)  # S must divide among the processes: say so now
+    reporter = _TrainLines(quiet)
     try:
-        result = trainer.fit(resume=resume, test=final)
-    except KeyboardInterrupt:
-        done = len(trainer.history)
+        if launched_by_torchrun():
+            outcome = run_as_rank(run_training_rank, request.device, request, reporter)
+        elif nproc > 1:
+            outcome = launch(nproc, run_training_rank, request.device, request, reporter)
+        else:
+            outcome = run_training(request, reporter)
+    except TrainingInterrupted as stop:
         raise click.ClickException(
-            f"interrupted; {done} finished epoch(s) are checkpointed in {out_dir}: "
-            f"continue with the same command and --resume --out {out_dir}"
+            f"interrupted; {stop.epochs} finished epoch(s) are checkpointed in {stop.out_dir}: "
+            f"continue with the same command and --resume --out {stop.out_dir}"
         ) from None
+    if outcome is None:  # a rank other than 0 under torchrun: rank 0 reports
+        return
+    config, result, out_dir, final = outcome.plan_config, outcome.result, outcome.out_dir, outcome.final
     cost = count_config(config)
-    click.echo(f"\n{config.arch} S={config.S} on {config.dataset}, {type(trainer.ensemble).__name__}, "
+    processes = f", {nproc} processes" if nproc > 1 else ""
+    click.echo(f"\n{config.arch} S={config.S} on {config.dataset}, {outcome.ensemble_kind}{processes}, "
                f"{result.wall_seconds:.1f}s")
     if final:
-        click.echo(f"{'':<12}{'test acc':>10}   (the final report: {data.test.num_samples:,} test images, "
+        click.echo(f"{'':<12}{'test acc':>10}   (the final report: {outcome.test_samples:,} test images, "
                    f"+-{100 * result.test_standard_error:.1f} points standard error)")
         rows = [result.test_accuracy, *result.test_member_accuracies]
     else:
-        click.echo(f"{'':<12}{'val acc':>10}   ({data.val.num_samples:,} validation images, "
+        click.echo(f"{'':<12}{'val acc':>10}   ({outcome.val_samples:,} validation images, "
                    f"+-{100 * result.val_standard_error:.1f} points standard error; test not evaluated: "
                    "use --final for the chosen config)")
         rows = [result.val_accuracy, *result.history[-1].val_member_accuracies]
@@ -312,6 +316,31 @@ def train(config_file: Path, dataset: str | None, epochs: int | None, seed: int 
         for member, groups in enumerate(class_group_text(result.semantic), start=1):
             click.echo(f"  member {member}: {groups}")
     click.echo(f"params {format_count(cost.params)}  MACs {format_count(cost.macs)}  output {out_dir}")
+
+
+class _TrainLines:
+    """What ``train`` prints while it trains: the data plan, then a line per epoch unless ``quiet``.
+
+    A plain class at module level, so that a member-parallel rank can receive it (rank 0 prints).
+    """
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.progress = not quiet
+
+    def data_plan(self, plan: Any) -> None:
+        _echo_data_plan(plan.config, plan.data)
+
+    def epoch(self, plan: Any, metrics: Any) -> None:
+        if self.quiet:
+            return
+        line = f"epoch {metrics.epoch}/{plan.config.train.epochs}  loss {metrics.train_loss:.3f}  "
+        if metrics.train_regularisers:
+            line += f"(group regularisers {metrics.train_regularisers:.3f})  "
+        if not plan.final:
+            members = ", ".join(f"{accuracy:.1%}" for accuracy in metrics.val_member_accuracies)
+            line += f"val {metrics.val_accuracy:.2%} (members {members})  "
+        tqdm.write(line + f"lr {metrics.lr:.4f}  {metrics.seconds:.1f}s")
 
 
 def _echo_data_plan(config: SplitConfig, data: Any) -> None:

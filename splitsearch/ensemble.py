@@ -467,19 +467,21 @@ def _owner(key: str, owners: dict[str, type]) -> tuple[type, str]:
 
 
 def make_ensemble(config: SplitConfig, mode: EnsembleMode = "auto",
-                  device: torch.device | str | None = None) -> Ensemble:
-    """The S networks of ``config`` (fresh initialisations) as one :class:`Ensemble`.
+                  device: torch.device | str | None = None, members: slice = slice(None)) -> Ensemble:
+    """The S networks of ``config`` (fresh initialisations), or a slice of them, as one :class:`Ensemble`.
 
     ``mode="auto"`` packs on an accelerator where :func:`can_fuse` allows it and :func:`pack`
     agrees, and otherwise warns and runs the members one after another; on the CPU it runs them
     one after another, which measured faster there (``benchmarks/cotrain_step.py``).
-    ``"fused"`` packs or raises; ``"sequential"`` never packs.  With S = 1 there is nothing to pack.
+    ``"fused"`` packs or raises; ``"sequential"`` never packs.  With one member there is nothing
+    to pack.  All S are built, in order, whatever ``members`` keeps, so a member's initial
+    weights do not depend on which process builds it (member-parallel training).
     """
     if mode not in ("auto", "fused", "sequential"):
         raise ValueError(f"mode must be auto, fused or sequential, got {mode!r}")
-    networks = build_networks(config, device=device)
+    networks = build_networks(config, device=device)[members]
     on_cpu = device is None or torch.device(device).type == "cpu"
-    if mode == "sequential" or (mode == "auto" and (config.S == 1 or on_cpu)):
+    if mode == "sequential" or (mode == "auto" and (len(networks) == 1 or on_cpu)):
         return SequentialEnsemble(networks)
     blocker = fusion_blocker(config.arch)
     if blocker is None:

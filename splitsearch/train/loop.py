@@ -30,6 +30,7 @@ from splitsearch.data import DeviceData, TensorLoader
 from splitsearch.train.augment import augment, mixup
 from splitsearch.train.losses import combine_logits, cot_weight, cotraining_loss
 from splitsearch.train.optim import make_optimizer, make_scheduler
+from splitsearch.train.parallel import MemberGroup
 from splitsearch.train.semantic_stage import SemanticStage
 from splitsearch.train.stage import MemberChange, PlainStage, TrainingStage
 
@@ -129,20 +130,31 @@ class Trainer:
         device: where to train; mixed precision (bf16) and channels_last are used on CUDA only.
         out_dir: where checkpoints, metrics and the final model go (None: nothing is written).
         mode: ``fused`` (one packed module), ``sequential`` (the authors' loop) or ``auto``.
-        callbacks: called after every epoch with its metrics.
-        progress: show a progress bar per epoch.
+        callbacks: called after every epoch with its metrics; in member-parallel training rank
+            0's decide whether to stop (give the others none).
+        progress: show a progress bar per epoch (rank 0 only).
+        group: the members this process trains, in member-parallel training
+            (:mod:`splitsearch.train.parallel`); all S by default.  Every rank writes nothing but
+            rank 0, which writes checkpoints and the model in the one-process format.
     """
 
     def __init__(self, config: SplitConfig, data: DeviceData, device: torch.device | str = "cpu",
                  out_dir: str | Path | None = None, mode: str = "auto",
-                 callbacks: Iterable[EpochCallback] = (), progress: bool = True) -> None:
+                 callbacks: Iterable[EpochCallback] = (), progress: bool = True,
+                 group: MemberGroup | None = None) -> None:
         self.config = config
         self.data = data
         self.device = torch.device(device)
         self.out_dir = None if out_dir is None else Path(out_dir)
         self.callbacks = list(callbacks)
-        self.progress = progress
+        self.group = group or MemberGroup.single(config.S)
+        self.progress = progress and self.group.is_main
         self.mixed_precision = self.device.type == "cuda"
+        if self.group.world > 1:
+            if config.groups > 1:
+                raise TrainingError("the semantic split (groups > 1) trains in one process for now; "
+                                    "leave out --nproc")
+            mode = "sequential"  # a rank's members in the one-process checkpoint format
 
         # Augmentation settings the config leaves unset come from the dataset (digits: 1-pixel
         # padding, no flips); ``dataset_defaults`` says which, so callers can tell the user.
@@ -151,7 +163,7 @@ class Trainer:
         # The semantic split (groups > 1) trains the unsplit members first, then cuts them.
         self.stage: TrainingStage = (
             SemanticStage(config, self.device, class_names(data.info), self.out_dir) if config.groups > 1
-            else PlainStage(config, self.device)
+            else PlainStage(config, self.device, self.group.own)
         )
         self.ensemble: Ensemble = self.stage.build_ensemble(mode)
         self.steps_per_epoch = len(data.train)
@@ -178,7 +190,7 @@ class Trainer:
             metrics = self._train_epoch(epoch)
             self.history.append(metrics)
             self.save_checkpoint()
-            if any(callback(metrics) for callback in self.callbacks):
+            if self.group.agree(any(callback(metrics) for callback in self.callbacks)):
                 stopped_early = True
                 break
         result = TrainResult(self.history, stopped_early, wall_seconds=time.perf_counter() - start,
@@ -241,7 +253,8 @@ class Trainer:
             mixed = mixup(views, labels, train.mixup_alpha, self.generator)
             views, mixed_targets, mix_weight = mixed.views, mixed.y_b, mixed.lam
         with self._autocast():
-            logits = self.ensemble(views)
+            # This process's members see their views; the others' logits arrive as constants.
+            logits = self.group.gather(self.ensemble(views[self.group.own]))
         loss = cotraining_loss(logits, labels, lambda_cot, mixed_targets, mix_weight)
         regularisation = self.stage.regularisation(self.ensemble)
         total = loss.total + regularisation
@@ -261,9 +274,9 @@ class Trainer:
         correct_ensemble = torch.zeros((), device=self.device)
         correct_members = torch.zeros(self.config.S, device=self.device)
         for images, labels in loader:
-            views = self.data.normalization(images).unsqueeze(0).expand(self.config.S, *images.shape)
+            views = self.data.normalization(images).unsqueeze(0).expand(self.group.per_rank, *images.shape)
             with self._autocast():
-                logits = self.ensemble(views.contiguous()).float()
+                logits = self.group.gather(self.ensemble(views.contiguous()).float())
             combined = combine_logits(logits, self.config.train.combine)
             correct_ensemble += (combined.argmax(-1) == labels).sum()
             correct_members += (logits.argmax(-1) == labels).sum(-1)
@@ -275,13 +288,20 @@ class Trainer:
 
     # -- checkpoints -------------------------------------------------------------------------------
 
-    def state(self) -> dict[str, Any]:
-        """Everything needed to continue exactly: weights, optimiser, schedule, RNG, history."""
+    def state(self) -> dict[str, Any] | None:
+        """Everything needed to continue exactly: weights, optimiser, schedule, RNG, history.
+
+        In member-parallel training every rank must call it (it gathers the members); rank 0 gets
+        the state of all S members in the one-process format, the other ranks None.
+        """
+        ensemble, optimizer = self._all_members(self.ensemble.state_dict(), self.optimizer.state_dict())
+        if ensemble is None:
+            return None
         state = {
             "config": self.config.to_dict(),
             "ensemble_kind": type(self.ensemble).__name__,
-            "ensemble": self.ensemble.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "ensemble": ensemble,
+            "optimizer": optimizer,
             "scheduler": self.scheduler.state_dict(),
             "history": [asdict(metrics) for metrics in self.history],
             "torch_rng": torch.get_rng_state(),
@@ -315,10 +335,21 @@ class Trainer:
             taken += fitting
         return taken
 
+    def _all_members(self, ensemble: dict[str, Any], optimizer: dict[str, Any]
+                     ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """This process's ensemble and optimiser states, over all S members on rank 0 (None elsewhere)."""
+        if self.group.world == 1:
+            return ensemble, optimizer
+        parts = self.group.gather_to_main((_to_cpu(ensemble), _to_cpu(optimizer)))
+        if parts is None:
+            return None, None
+        return (self.group.full_ensemble_state([part[0] for part in parts]),
+                self.group.full_optimizer_state([part[1] for part in parts]))
+
     def save_checkpoint(self) -> None:
         """Write the checkpoint atomically (temporary file, then rename): a crash never leaves half of one."""
-        if self.out_dir is not None:
-            _atomic_save(self.state(), self.out_dir / CHECKPOINT_NAME)
+        if self.out_dir is not None and (state := self.state()) is not None:
+            _atomic_save(state, self.out_dir / CHECKPOINT_NAME)
 
     def load_checkpoint(self) -> bool:
         """Restore the last checkpoint in ``out_dir``; False if there is none yet."""
@@ -336,8 +367,11 @@ class Trainer:
             )
         if (change := self.stage.resume(state)) is not None:
             self._change_members(change)
-        self.ensemble.load_state_dict(state["ensemble"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        ensemble, optimizer = state["ensemble"], state["optimizer"]
+        if self.group.world > 1:  # written for all S members, by any number of processes
+            ensemble, optimizer = self.group.own_ensemble_state(ensemble), self.group.own_optimizer_state(optimizer)
+        self.ensemble.load_state_dict(ensemble)
+        self.optimizer.load_state_dict(optimizer)
         self.scheduler.load_state_dict(state["scheduler"])
         self.history = [EpochMetrics(**metrics) for metrics in state["history"]]
         torch.set_rng_state(state["torch_rng"].cpu())
@@ -348,17 +382,31 @@ class Trainer:
 
     def save_model(self) -> None:
         """The S trained members as deployable state dicts, with the config that rebuilds them."""
-        if self.out_dir is not None:
-            members = [member.state_dict() for member in self.ensemble.members]
+        if self.out_dir is None:
+            return
+        parts = self.group.gather_to_main([_to_cpu(member.state_dict()) for member in self.ensemble.members])
+        if parts is not None:
+            members = [member for part in parts for member in part]
             _atomic_save({"config": self.config.to_dict(), "members": members}, self.out_dir / MODEL_NAME)
 
     def _write_metrics(self, result: TrainResult) -> None:
-        if self.out_dir is not None:
+        if self.out_dir is not None and self.group.is_main:
             path = self.out_dir / METRICS_NAME
             temporary = path.with_suffix(".tmp")
             document = {"config": self.config.to_dict(), "dataset_defaults": self.dataset_defaults, **result.to_dict()}
             temporary.write_text(json.dumps(document, indent=2))
             os.replace(temporary, path)
+
+
+def _to_cpu(state: Any) -> Any:
+    """A state (nested dicts, lists and tensors) with every tensor on the CPU, to send to another process."""
+    if isinstance(state, torch.Tensor):
+        return state.cpu()
+    if isinstance(state, dict):
+        return {key: _to_cpu(value) for key, value in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(_to_cpu(value) for value in state)
+    return state
 
 
 def _atomic_save(obj: Any, path: Path) -> None:

@@ -1,9 +1,12 @@
-"""What ``splitsearch train`` trains: a config file's candidate with the command's overrides.
+"""What ``splitsearch train`` trains, and the training itself, in one process or as one rank of many.
 
 A user retrains an exported configuration on another dataset, for more epochs, with another
 seed, or as the final run of a chosen candidate (every training image, test accuracy once).
-:func:`plan_training` applies those overrides, loads the data, and names the output folder, so
-the command line only parses and prints.
+A :class:`TrainRequest` holds what was asked; :func:`plan_training` applies those overrides,
+loads the data and names the output folder; :func:`run_training` trains.  The request is plain
+picklable data, so that each rank of a member-parallel process group
+(:mod:`splitsearch.train.launch`) acts on the same request; rank 0 alone reports and returns the
+outcome.
 """
 
 from __future__ import annotations
@@ -11,11 +14,30 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from typing import Protocol
 
 from splitsearch.config import SplitConfig
 from splitsearch.data import DEFAULT_DATA_DIR, DeviceData, prepare_data
+from splitsearch.train.launch import rank_device
+from splitsearch.train.loop import EpochMetrics, Trainer, TrainResult
+from splitsearch.train.parallel import MemberGroup
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    """A training as asked: the config and the overrides (None: keep the config's) and where it runs."""
+
+    config: SplitConfig
+    device: str = "cpu"
+    mode: str = "auto"
+    dataset: str | None = None
+    epochs: int | None = None
+    seed: int | None = None
+    final: bool = False
+    out_dir: Path | None = None
+    data_dir: Path = DEFAULT_DATA_DIR
+    download: bool = False
+    resume: bool = False
 
 
 @dataclass(frozen=True)
@@ -35,22 +57,87 @@ class TrainingPlan:
     final: bool
 
 
-def plan_training(config: SplitConfig, device: torch.device | str = "cpu", *, dataset: str | None = None,
-                  epochs: int | None = None, seed: int | None = None, final: bool = False,
-                  out_dir: Path | None = None, data_dir: str | Path = DEFAULT_DATA_DIR,
-                  download: bool = False) -> TrainingPlan:
-    """``config`` with the overrides given (None: keep the config's), its data, output folder and mode.
+@dataclass(frozen=True)
+class TrainOutcome:
+    """A finished training, as rank 0 saw it: what the command prints."""
+
+    plan_config: SplitConfig
+    out_dir: Path
+    final: bool
+    result: TrainResult
+    ensemble_kind: str
+    val_samples: int
+    test_samples: int
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM) during a training: ``epochs`` finished epochs are checkpointed in ``out_dir``."""
+
+    def __init__(self, out_dir: Path, epochs: int) -> None:
+        super().__init__(f"{epochs} finished epoch(s) are checkpointed in {out_dir}")
+        self.out_dir = out_dir
+        self.epochs = epochs
+
+
+class TrainReporter(Protocol):
+    """Where a training tells its progress (rank 0 only): the data plan, then every epoch; ``progress``
+    asks for a progress bar per epoch."""
+
+    progress: bool
+
+    def data_plan(self, plan: TrainingPlan) -> None: ...
+
+    def epoch(self, plan: TrainingPlan, metrics: EpochMetrics) -> None: ...
+
+
+def plan_training(request: TrainRequest, device: str | None = None) -> TrainingPlan:
+    """The request's config with its overrides, its data on ``device`` (default the request's), folder and mode.
 
     ``final`` trains on every training image (``train.val_fraction`` 0); a run whose dataset
     leaves no validation image is final too, as there is nothing to select on.  The output
     folder defaults to ``runs/<arch>-S<S>-<config hash>``, so the same config resumes there.
     """
-    if dataset is not None:
-        config = config.replace(dataset=dataset)
-    settings = {"epochs": epochs, "seed": seed, "val_fraction": 0.0 if final else None}
+    config = request.config
+    if request.dataset is not None:
+        config = config.replace(dataset=request.dataset)
+    settings = {"epochs": request.epochs, "seed": request.seed, "val_fraction": 0.0 if request.final else None}
     settings = {key: value for key, value in settings.items() if value is not None}
     if settings:
         config = config.replace(train=dataclasses.replace(config.train, **settings))
-    data = prepare_data(config.dataset, config.train, device, data_dir, download)
-    out_dir = out_dir or Path("runs") / f"{config.arch}-S{config.S}-{config.config_hash()[:8]}"
-    return TrainingPlan(config, data, out_dir, final or data.val.num_samples == 0)
+    data = prepare_data(config.dataset, config.train, device or request.device, request.data_dir, request.download)
+    out_dir = request.out_dir or Path("runs") / f"{config.arch}-S{config.S}-{config.config_hash()[:8]}"
+    return TrainingPlan(config, data, out_dir, request.final or data.val.num_samples == 0)
+
+
+def run_training(request: TrainRequest, reporter: TrainReporter | None = None, device: str | None = None,
+                 members_parallel: bool = False) -> TrainOutcome | None:
+    """Train as ``request`` asks; in a process group (``members_parallel``) this rank's share of the members.
+
+    Returns the outcome on rank 0 (in one process: always) and None on the other ranks.
+
+    Raises:
+        TrainingInterrupted: Ctrl-C; the last finished epoch's checkpoint stays, and ``resume``
+            continues from it.
+    """
+    plan = plan_training(request, device)
+    group = MemberGroup.from_process_group(plan.config.S) if members_parallel else MemberGroup.single(plan.config.S)
+    report = reporter if reporter is not None and group.is_main else None
+    if report is not None:
+        report.data_plan(plan)
+    callbacks = [] if report is None else [lambda metrics: report.epoch(plan, metrics)]
+    trainer = Trainer(plan.config, plan.data, device or request.device, plan.out_dir, request.mode,
+                      callbacks=callbacks, progress=report is not None and report.progress, group=group)
+    try:
+        result = trainer.fit(resume=request.resume, test=plan.final)
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(plan.out_dir, len(trainer.history)) from None
+    if not group.is_main:
+        return None
+    return TrainOutcome(plan.config, plan.out_dir, plan.final, result, type(trainer.ensemble).__name__,
+                        plan.data.val.num_samples, plan.data.test.num_samples)
+
+
+def run_training_rank(request: TrainRequest, reporter: TrainReporter | None = None) -> TrainOutcome | None:
+    """This process's rank of a member-parallel training (started by :func:`~splitsearch.train.launch.launch`
+    or by torchrun): its share of the members, on its own GPU where the request asks for CUDA."""
+    return run_training(request, reporter, rank_device(request.device), members_parallel=True)

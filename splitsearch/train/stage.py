@@ -69,14 +69,18 @@ class TrainingStage(Protocol):
 
 
 class PlainStage:
-    """Ordinary co-training: fresh members (fused where possible), and every other hook does nothing."""
+    """Ordinary co-training: fresh members (fused where possible), and every other hook does nothing.
 
-    def __init__(self, config: SplitConfig, device: torch.device) -> None:
+    ``members`` is the slice of the S this process trains (all of them unless member-parallel).
+    """
+
+    def __init__(self, config: SplitConfig, device: torch.device, members: slice = slice(None)) -> None:
         self.config = config
         self.device = device
+        self.members = members
 
     def build_ensemble(self, mode: EnsembleMode) -> Ensemble:
-        return make_ensemble(self.config, mode=mode, device=self.device)
+        return make_ensemble(self.config, mode=mode, device=self.device, members=self.members)
 
     def optimizer_groups(self, base_lr: float) -> list[dict[str, Any]]:
         return []

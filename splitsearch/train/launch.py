@@ -1,0 +1,128 @@
+"""Run a function on every rank of a torch.distributed process group: started here, or by torchrun.
+
+``splitsearch train CONFIG --nproc N`` needs no extra tool: :func:`launch` starts N processes on
+this machine with torch's own elastic launcher (the machinery behind ``torchrun``) and returns
+rank 0's result.  On a cluster node the same command runs under ``torchrun --nproc-per-node N``:
+each process finds torchrun's environment (:func:`launched_by_torchrun`) and joins the group as
+its rank.  Either way a rank that raises or dies ends the others: the launcher stops every
+process of the group when one fails, every collective has a timeout, and each rank started here
+dies with the process that started it, so none is left running or hanging.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import os
+import signal
+import sys
+import tempfile
+import traceback
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.distributed as dist
+from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+from splitsearch.errors import SplitsearchError, TrainingError
+
+# The longest one rank waits for the others at a collective before the group gives up.
+COLLECTIVE_TIMEOUT = timedelta(minutes=10)
+# How often the launcher looks at its processes: a failed rank ends the others within about this.
+_MONITOR_SECONDS = 0.5
+_PR_SET_PDEATHSIG = 1
+# The loggers of torch's launcher, which log a failed rank's traceback and the stopping of the others.
+_LAUNCHER_LOGS = ("torch.distributed.elastic", "torch.multiprocessing")
+
+
+def launched_by_torchrun() -> bool:
+    """Whether this process is one rank of a group torchrun (or another launcher) started."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ
+
+
+def rank_device(device: str) -> str:
+    """The device of this rank: its own GPU (``cuda:LOCAL_RANK``) where ``device`` is CUDA."""
+    if device.startswith("cuda") and launched_by_torchrun():
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    return device
+
+
+def launch(nproc: int, function: Callable[..., Any], device: str, *args: Any) -> Any:
+    """``function(*args)`` on ``nproc`` new processes forming one group; returns rank 0's result.
+
+    Raises:
+        TrainingError: a rank failed with an error a user can fix (its message, in one line).
+        RankFailedError: a rank failed otherwise (a bug, a crash); its traceback is in the message.
+    """
+    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=f"splitsearch-{uuid.uuid4().hex}",
+                          rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0,
+                          monitor_interval=_MONITOR_SECONDS, start_method="spawn")
+    logs = [logging.getLogger(name) for name in _LAUNCHER_LOGS]
+    levels = [log.level for log in logs]
+    with tempfile.TemporaryDirectory(prefix="splitsearch-ranks-") as reports:
+        # Each rank reports its own failure (below); the launcher's log would repeat it as a traceback.
+        for log in logs:
+            log.setLevel(logging.CRITICAL)
+        try:
+            results = elastic_launch(config, _rank_main)(function, device, reports, os.getpid(), *args)
+        except ChildFailedError as error:
+            raise _failure(Path(reports), error) from None
+        finally:
+            for log, level in zip(logs, levels):
+                log.setLevel(level)
+    return results[0]
+
+
+class RankFailedError(RuntimeError):
+    """A rank of a process group raised something other than an error a user can fix: a bug."""
+
+
+def run_as_rank(function: Callable[..., Any], device: str, *args: Any) -> Any:
+    """``function(*args)`` as this process's rank of the group its environment describes (torchrun's)."""
+    backend = "nccl" if device.startswith("cuda") else "gloo"
+    if device.startswith("cuda"):
+        torch.cuda.set_device(torch.device(rank_device(device)))
+    dist.init_process_group(backend, timeout=COLLECTIVE_TIMEOUT)
+    if "OMP_NUM_THREADS" not in os.environ:  # as torchrun does: the ranks share the cores, not fight over them
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // dist.get_world_size()))
+    try:
+        return function(*args)
+    finally:
+        dist.destroy_process_group()
+
+
+def _rank_main(function: Callable[..., Any], device: str, reports: str, parent: int, *args: Any) -> Any:
+    """One rank started by :func:`launch`: it dies with its parent, runs as its rank, reports a failure."""
+    _die_with(parent)
+    try:
+        return run_as_rank(function, device, *args)
+    except BaseException as error:
+        report = {"user": isinstance(error, SplitsearchError), "message": f"{type(error).__name__}: {error}",
+                  "traceback": traceback.format_exc()}
+        (Path(reports) / f"rank-{int(os.environ.get('RANK', '0')):05d}.json").write_text(json.dumps(report))
+        raise
+
+
+def _die_with(parent: int) -> None:
+    """Have the kernel kill this process when its parent dies (Linux), so no rank outlives a SIGKILL."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _failure(reports: Path, error: ChildFailedError) -> Exception:
+    """The first failed rank's own report: one line for an error a user can fix, its traceback otherwise."""
+    for path in sorted(reports.glob("rank-*.json")):
+        report = json.loads(path.read_text())
+        rank = int(path.stem.removeprefix("rank-"))
+        if report["user"]:
+            return TrainingError(f"rank {rank}: {report['message'].partition(': ')[2]}")
+        return RankFailedError(f"rank {rank} failed:\n{report['traceback']}")
+    ranks = ", ".join(f"rank {rank} (exit code {failure.exitcode})" for rank, failure in sorted(error.failures.items()))
+    return RankFailedError(f"{ranks} of the process group died without a report (killed?)")

@@ -1,0 +1,143 @@
+"""Member-parallel co-training with real processes (a torch.distributed group, gloo on the CPU).
+
+Each rank trains its share of the S members; the joint loss is computed on all-gathered logits,
+so the training must be the one-process training: same weights, same checkpoints, resumable on
+any number of processes.  The longer cases (S=4, killed and resumed runs) are marked slow:
+``python -m pytest -m slow tests/test_parallel.py``.
+"""
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from splitsearch.config import SplitConfig, TrainConfig
+from splitsearch.train.loop import CHECKPOINT_NAME, MODEL_NAME
+
+from conftest import run_cli
+
+
+@pytest.fixture(autouse=True)
+def one_thread_per_process(monkeypatch):
+    """Every process trains on one thread, as the tests' own process does: the thread count changes the
+    order of floating-point sums, and these tests compare weights bit for bit across processes."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+
+def write_config(tmp_path: Path, S: int, epochs: int) -> Path:
+    """A tiny co-training run with everything that ties the members: lambda_cot from the first step, mixup."""
+    config = SplitConfig(arch="resnet20", S=S, width_mult=0.25, lambda_cot=0.5, dataset="synthetic:96",
+                         train=TrainConfig(epochs=epochs, batch_size=16, val_fraction=0.25, mixup_alpha=0.2,
+                                           cot_warmup_fraction=0.0, random_erasing=0.5))
+    path = tmp_path / f"S{S}-{epochs}.yaml"
+    path.write_text(config.to_yaml())
+    return path
+
+
+def members(out_dir: Path) -> list[dict[str, torch.Tensor]]:
+    return torch.load(out_dir / MODEL_NAME, weights_only=True)["members"]
+
+
+def assert_same_members(one: Path, other: Path) -> None:
+    for first, second in zip(members(one), members(other), strict=True):
+        for name, value in first.items():
+            torch.testing.assert_close(second[name], value, rtol=0, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("S", [2, pytest.param(4, marks=pytest.mark.slow)])
+def test_two_processes_train_the_members_exactly_as_one_process(tmp_path, capsys, S):
+    config = write_config(tmp_path, S, epochs=2)
+    assert run_cli(capsys, "train", config, "--device", "cpu", "--quiet", "--out", tmp_path / "one")[0] == 0
+    code, out, err = run_cli(capsys, "train", config, "--device", "cpu", "--quiet", "--nproc", "2",
+                             "--out", tmp_path / "two")
+    assert code == 0, err
+    assert "2 processes" in out and f"member {S}" in out
+    assert_same_members(tmp_path / "one", tmp_path / "two")
+    initial = torch.load(tmp_path / "two" / CHECKPOINT_NAME, weights_only=True)
+    assert len(initial["history"]) == 2 and initial["ensemble_kind"] == "SequentialEnsemble"
+
+
+def test_processes_that_cannot_share_the_members_are_refused_in_one_line(tmp_path, capsys):
+    code, out, err = run_cli(capsys, "train", write_config(tmp_path, 2, epochs=1), "--nproc", "4", "--device", "cpu")
+    assert code == 2 and out == ""
+    assert err.strip() == "Error: 4 processes cannot share 2 members equally: use a number of processes that divides S=2"
+
+
+def test_an_error_in_the_ranks_is_one_line_and_stops_them_all(tmp_path, capsys):
+    """Resuming another config's checkpoint fails in every rank; the user sees rank 0's reason once."""
+    out_dir = tmp_path / "run"
+    assert run_cli(capsys, "train", write_config(tmp_path, 2, epochs=1), "--quiet", "--device", "cpu",
+                   "--out", out_dir)[0] == 0
+    code, _, err = run_cli(capsys, "train", write_config(tmp_path, 2, epochs=2), "--resume", "--quiet", "--nproc", "2",
+                           "--device", "cpu", "--out", out_dir)
+    assert code == 2
+    assert err.startswith("Error: rank 0: the checkpoint in") and "different config" in err
+    assert err.count("\n") == 1
+
+
+def _children(pid: int) -> set[int]:
+    """The processes whose parent is ``pid``, from /proc."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rpartition(")")[2].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.add(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _kill_after_first_checkpoint(command: list[str], out_dir: Path) -> set[int]:
+    """Start ``command``, SIGKILL it once a checkpoint holds a finished epoch; its child processes."""
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    children: set[int] = set()
+    while time.monotonic() < deadline and process.poll() is None:
+        children |= _children(process.pid)
+        if (out_dir / CHECKPOINT_NAME).exists():
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, f"finished or failed before the kill: {process.stderr.read()}"
+    children |= _children(process.pid)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    return children
+
+
+@pytest.mark.slow  # about a minute: three trainings, two of them process groups
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to find the ranks")
+@pytest.mark.parametrize(("first", "then"), [("2", "1"), ("1", "2")])
+def test_a_killed_run_resumes_on_another_number_of_processes_and_leaves_no_process_behind(tmp_path, capsys,
+                                                                                         first, then):
+    config = write_config(tmp_path, 2, epochs=20)
+    assert run_cli(capsys, "train", config, "--quiet", "--device", "cpu", "--out", tmp_path / "straight")[0] == 0
+
+    out_dir = tmp_path / "killed"
+    command = [sys.executable, "-m", "splitsearch.cli", "train", str(config), "--quiet", "--device", "cpu",
+               "--nproc", first, "--out", str(out_dir)]
+    ranks = _kill_after_first_checkpoint(command, out_dir)
+    deadline = time.monotonic() + 15
+    while any(_alive(pid) for pid in ranks) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in ranks), "a process of the group outlived the SIGKILL"
+    finished = len(torch.load(out_dir / CHECKPOINT_NAME, weights_only=True)["history"])
+    assert 1 <= finished < 20
+
+    code, _, err = run_cli(capsys, "train", config, "--quiet", "--device", "cpu", "--nproc", then, "--resume",
+                           "--out", out_dir)
+    assert code == 0, err
+    assert_same_members(tmp_path / "straight", out_dir)
