@@ -397,7 +397,9 @@ def _study_option(command: Any) -> Any:
 @click.argument("study_file", required=False)
 @click.option("--study", "study_name", help="Study name (default: the definition's name); the same name resumes.")
 @_storage_option
-@click.option("--n-trials", type=click.IntRange(min=1), help="Finished trials the study should reach in total.")
+@click.option("--n-trials", type=click.IntRange(min=1),
+              help="Distinct candidates the study should reach in total (trained, or reused from another study); "
+                   "a repeat of a candidate the study has finished is answered from its result and not counted.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Stop starting trials after SECONDS.")
 @click.option("--budget-params", type=CountParam(), help="Parameter budget of a candidate (all S networks), e.g. 36M.")
 @click.option("--budget-macs", type=CountParam(), help="MACs budget, e.g. 5.3G.")
@@ -414,10 +416,13 @@ def _study_option(command: Any) -> Any:
 @click.option("--objectives",
               type=click.Choice(["accuracy", "accuracy,params", "accuracy,macs", "accuracy,activation"]),
               help="accuracy: TPE + Hyperband pruning. accuracy,params / accuracy,macs / accuracy,activation "
-                   "(memory per image, split blocks run branch by branch): NSGA-II Pareto search; Optuna cannot "
-                   "prune multi-objective studies, so every candidate trains to the end.")
+                   "(memory per image, split blocks run branch by branch): Pareto search, multi-objective TPE "
+                   "unless --sampler nsga2; Optuna cannot prune multi-objective studies, so every candidate "
+                   "trains to the end.")
 @click.option("--sampler", type=click.Choice(["tpe", "random", "nsga2"]),
-              help="Optuna sampler [default: tpe; nsga2 for two objectives].")
+              help="Optuna sampler [default: tpe, multi-objective TPE for two objectives]. nsga2: NSGA-II with a "
+                   "population of a quarter of --n-trials, between 4 and 50 (50 without --n-trials), so a study "
+                   "lives about four generations.")
 @click.option("--pruner", type=click.Choice(["hyperband", "median", "none"]),
               help="Optuna pruner of single-objective studies, on per-epoch validation accuracy "
                    "[default: hyperband].")
@@ -465,6 +470,10 @@ def run(study_file: str | None, study_name: str | None, storage: str, n_trials: 
     finished + running trials than --n-trials, so workers starting at the same instant can
     overshoot it by at most (workers - 1) trials; a worker with nothing to start waits for the
     last trials and takes over any whose worker dies.
+
+    Repeats: a proposal of a candidate the study has finished (same config, dataset and epochs)
+    is answered from that trial's result without training and does not count toward
+    --n-trials.  After 20 repeats in a row the study stops: the space has no new candidates.
 
     --strategy greedy-blocks runs seed 002's greedy block-wise split instead of sampling: every
     network it trains is an ordinary trial of the study (store, dashboard, report), and running
@@ -553,10 +562,16 @@ def _print_greedy_summary(study: Any) -> None:
 def _print_study_summary(study: Any) -> None:
     import optuna
 
-    from splitsearch.search.record import TrialRecord, count_trials
+    from splitsearch.search.record import TrialRecord, count_trials, pareto_front
+    from splitsearch.search.run import no_new_candidates
 
     counts = count_trials(study)
-    click.echo(f"{counts.complete} complete, {counts.pruned} pruned, {counts.failed + counts.interrupted} fail trials")
+    if no_new_candidates(counts):
+        click.echo(f"stopped: the space has no new candidates (the sampler's last {counts.repeats_in_a_row} "
+                   "proposals repeated finished ones)")
+    click.echo(f"{counts.complete} complete, {counts.pruned} pruned, {counts.failed + counts.interrupted} fail trials; "
+               f"{counts.repeats} repeat proposal{'' if counts.repeats == 1 else 's'} (answered from the study's "
+               "results, not counted)")
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)):
         if failure := TrialRecord.from_trial(trial).failure:
             click.echo(f"trial {trial.number} failed: {failure}")
@@ -566,7 +581,7 @@ def _print_study_summary(study: Any) -> None:
         click.echo(f"best: trial {best.number}, validation accuracy {best.value:.2%}, "
                    f"{format_count(record.params or 0)} params, {format_count(record.macs or 0)} MACs, {best.params}")
     elif counts.complete:
-        click.echo(f"Pareto front: {len(study.best_trials)} trials")
+        click.echo(f"Pareto front: {len(pareto_front(study))} trials")
     click.echo(f"next: splitsearch confirm --study {study.study_name}; splitsearch export --study "
                f"{study.study_name} -o best.yaml; splitsearch report --study {study.study_name} -o report.html")
 

@@ -3,12 +3,13 @@
 A search over split configurations answers a few questions, one figure each: did the search
 settle (optimisation history); what accuracy a parameter count buys and how the paper's
 baselines compare (accuracy vs parameters, with each trial's standard-error bar, and the Pareto
-front of a multi-objective study); whether the winner stays ahead when retrained with other
-seeds (confirmed accuracy); which choices matter (parameter importances, accuracy by S and by
-weight-decay rule); and what the pruner stopped (intermediate values).  Optuna's own plots draw
-a figure wherever they cover it.  A figure that cannot be drawn for a study (no completed trial yet, nothing reported)
-becomes a one-line note in the page instead of an error, so a report can be written at any
-moment of a search, from any worker.
+front of a multi-objective study with the baselines on it and its hypervolume); whether the
+winner stays ahead when retrained with other seeds (confirmed accuracy); which choices matter
+(parameter importances, accuracy by S and by weight-decay rule); and what the pruner stopped
+(intermediate values).  Optuna's own plots draw a figure wherever they cover it.  A figure that
+cannot be drawn for a study (no completed trial yet, nothing reported) becomes a one-line note in
+the page instead of an error, so a report can be written at any moment of a search, from any
+worker.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from optuna.trial import FrozenTrial, TrialState
 from plotly.offline import get_plotlyjs
 
 from splitsearch.search.confirm import ConfirmedCandidate
-from splitsearch.search.record import StudyRecord, TrialRecord, count_trials
+from splitsearch.search.record import StudyRecord, TrialRecord, count_trials, pareto_front
 from splitsearch.units import format_bytes, format_count
 
 ACCURACY = "validation accuracy"
@@ -34,6 +35,9 @@ _COST_LABELS = {"params": "parameters", "macs": "MACs", "activation": "activatio
 # The costs a trial's hover text and the best-trial line show (TrialRecord fields).
 _TRIAL_COSTS = {"params": "parameters", "macs": "MACs"}
 _HOVER = "%{hovertext}<br>" + ACCURACY + " %{y:.4f}<extra></extra>"
+# The hypervolume's reference point: accuracy 0 and this many times the largest cost of a completed
+# trial, so the costliest point of the front still dominates a strip of the box.
+_REFERENCE_COST_FACTOR = 1.1
 
 Section = tuple[str, go.Figure | str]
 """A report section: its title and either its figure or the note that says why it is missing."""
@@ -133,23 +137,20 @@ def _accuracy_vs_params(study: optuna.Study) -> go.Figure:
     trials = [trial for trial in _completed(study) if _count(trial, "params") is not None]
     if not trials:
         raise _Skipped("No completed trial recorded its parameter count (user attr 'params').")
-    pareto = {trial.number for trial in study.best_trials} if _is_multi_objective(study) else set()
+    pareto = {trial.number for trial in pareto_front(study)} if _is_multi_objective(study) else set()
     searched = [trial for trial in trials if not TrialRecord.from_trial(trial).is_baseline]
     groups = [
         ("searched trials", [t for t in searched if t.number not in pareto], {"symbol": "circle", "size": 8}),
         ("Pareto front", [t for t in searched if t.number in pareto], {"symbol": "star", "size": 13}),
     ]
+    params = functools.partial(_count, key="params")
     figure = go.Figure()
     for name, group, marker in groups:
         if group:
-            figure.add_trace(_scatter(group, name, marker))
+            figure.add_trace(_scatter(group, name, marker, params))
     baselines = [trial for trial in trials if TrialRecord.from_trial(trial).is_baseline]
     if baselines:
-        trace = _scatter(baselines, "baselines", {"symbol": "diamond", "size": 13, "color": "black"})
-        figure.add_trace(trace.update(
-            mode="markers+text", text=[TrialRecord.from_trial(t).baseline for t in baselines],
-            textposition="top center"
-        ))
+        figure.add_trace(_baselines_scatter(baselines, params))
     budget = StudyRecord.from_study(study).budget_params
     if budget:
         figure.add_vline(
@@ -160,14 +161,15 @@ def _accuracy_vs_params(study: optuna.Study) -> go.Figure:
     return figure.update_yaxes(title_text=ACCURACY)
 
 
-def _scatter(trials: list[FrozenTrial], name: str, marker: dict[str, object]) -> go.Scatter:
-    """Completed trials at (parameters, accuracy), each point's hover naming its trial and split.
+def _scatter(trials: list[FrozenTrial], name: str, marker: dict[str, object],
+             cost: Callable[[FrozenTrial], float | None]) -> go.Scatter:
+    """Completed trials at (``cost``, accuracy), each point's hover naming its trial and split.
 
     The vertical bar is the accuracy's binomial standard error on the validation split: two
     points whose bars overlap are not told apart by this search.
     """
     return go.Scatter(
-        x=[_count(trial, "params") for trial in trials],
+        x=[cost(trial) for trial in trials],
         y=[_accuracy(trial) for trial in trials],
         error_y={"type": "data", "array": [_standard_error(trial) for trial in trials],
                  "visible": True, "thickness": 1},
@@ -177,6 +179,13 @@ def _scatter(trials: list[FrozenTrial], name: str, marker: dict[str, object]) ->
         hovertext=[_describe(trial) for trial in trials],
         hovertemplate=_HOVER,
     )
+
+
+def _baselines_scatter(baselines: list[FrozenTrial], cost: Callable[[FrozenTrial], float | None]) -> go.Scatter:
+    """The baselines at (``cost``, accuracy) as black diamonds labelled with their names: the yardstick."""
+    trace = _scatter(baselines, "baselines", {"symbol": "diamond", "size": 13, "color": "black"}, cost)
+    return trace.update(mode="markers+text", text=[TrialRecord.from_trial(t).baseline for t in baselines],
+                        textposition="top center")
 
 
 def _confirmed(study: optuna.Study, confirmed: Sequence[ConfirmedCandidate]) -> go.Figure:
@@ -213,15 +222,45 @@ def _confirmed(study: optuna.Study, confirmed: Sequence[ConfirmedCandidate]) -> 
 
 
 def _pareto_front(study: optuna.Study) -> go.Figure:
-    """The best accuracy for each cost (parameters or MACs, the study's second objective).
+    """The best accuracy for each cost (parameters or MACs, the study's second objective), with the baselines.
 
-    Drawn with the cost on a log x axis, as in the accuracy-vs-parameters figure, so the two read alike.
+    The baselines are labelled on it, as in the accuracy-vs-parameters figure, so it shows which
+    splits beat the undivided network and the paper's defaults at their cost; the front's
+    hypervolume (:func:`_hypervolume_text`) sums it up in one figure.  Drawn with the cost on a
+    log x axis, so the two figures read alike.
     """
-    _completed(study)
+    baselines = [trial for trial in _completed(study) if TrialRecord.from_trial(trial).is_baseline]
     figure = optuna.visualization.plot_pareto_front(
         study, target_names=[_cost_label(study), ACCURACY], targets=lambda trial: (trial.values[1], trial.values[0])
     )
+    if baselines:
+        figure.add_trace(_baselines_scatter(baselines, lambda trial: trial.values[1]))
+    figure.add_annotation(text=_hypervolume_text(study), xref="paper", yref="paper", x=0, y=1.06,
+                          showarrow=False, xanchor="left")
     return figure.update_xaxes(type="log")
+
+
+def _hypervolume_text(study: optuna.Study) -> str:
+    """``hypervolume 0.814 (reference point: accuracy 0, 4.4M parameters, 1.1 x the largest)``: the front in one figure.
+
+    Two objectives, so computed here in a few lines (Optuna's hypervolume module is private):
+    the area the front dominates up to the reference point, accuracy 0 and
+    :data:`_REFERENCE_COST_FACTOR` x the largest cost of a completed trial, divided by the area of
+    the box from cost 0 and accuracy 0 to cost ``reference`` and accuracy 1.  That is the mean,
+    over every cost budget from 0 to the reference, of the best accuracy the front offers
+    within it (1 would be perfect accuracy at no cost).  The reference follows the costliest
+    trial, so two studies' hypervolumes compare only where that is the same.
+    """
+    reference = _REFERENCE_COST_FACTOR * max(trial.values[1] for trial in _completed(study))
+    points = sorted((trial.values[1], _accuracy(trial)) for trial in pareto_front(study))
+    area, best = 0.0, 0.0
+    for (cost, accuracy), next_cost in zip(points, [cost for cost, _ in points[1:]] + [reference]):
+        best = max(best, accuracy)
+        area += (next_cost - cost) * best
+    objectives = StudyRecord.from_study(study).objectives or ()
+    cost_text = format_bytes(int(reference)) if objectives[1:] == ("activation",) else format_count(int(reference))
+    return (f"hypervolume {area / reference:.3f} (reference point: accuracy 0, {cost_text} {_cost_label(study)}, "
+            f"{_REFERENCE_COST_FACTOR:g} x the largest)")
 
 
 def _param_importances(study: optuna.Study) -> go.Figure:
@@ -318,21 +357,28 @@ def _summary_html(study: optuna.Study, confirmed: Sequence[ConfirmedCandidate]) 
 
 
 def _trial_counts(study: optuna.Study) -> str:
-    """``12: 7 complete, 4 pruned (2 over budget), 1 failed``: where the search's time went."""
+    """``12: 7 complete, 4 pruned (2 over budget), 1 failed; 2 repeats (...)``: where the search's time went.
+
+    The repeats are always named, none included: proposals the search spent on known candidates.
+    """
     counts = count_trials(study)
     if not counts.total:
         return "none yet"
     pruned = "pruned" + (f" ({counts.over_budget} over budget)" if counts.over_budget else "")
     parts = [(counts.complete, "complete"), (counts.pruned, pruned), (counts.failed + counts.interrupted, "failed"),
              (counts.running, "running"), (counts.waiting, "waiting")]
-    return f"{counts.total}: {', '.join(f'{count} {label}' for count, label in parts if count)}"
+    repeats = (f"{counts.repeats} repeat{'' if counts.repeats == 1 else 's'} (proposals of a candidate the study "
+               "had finished: answered from its result, not trained, not counted toward n_trials)")
+    return f"{counts.total}: {', '.join(f'{count} {label}' for count, label in parts if count)}; {repeats}"
 
 
 def _best_line(study: optuna.Study) -> str:
     """The best trial of a single-objective study, or the size of a multi-objective study's front."""
     if _is_multi_objective(study):
-        front = sorted(trial.number for trial in study.best_trials)
-        return f"Pareto front: {len(front)} trials" + (f" (#{', #'.join(map(str, front))})" if front else "")
+        front = sorted(trial.number for trial in pareto_front(study))
+        if not front:
+            return "Pareto front: 0 trials"
+        return f"Pareto front: {len(front)} trials (#{', #'.join(map(str, front))}); {_hypervolume_text(study)}"
     try:
         best = study.best_trial
     except ValueError:
@@ -409,11 +455,21 @@ def _split(trial: FrozenTrial) -> str:
 
 
 def _completed(study: optuna.Study) -> list[FrozenTrial]:
-    """The completed trials: every figure of results needs at least one."""
-    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    """The completed trials, a searched candidate once: every figure of results needs at least one.
+
+    A searched repeat (:attr:`TrialRecord.repeat_of`) is the same result drawn again and adds no
+    point; a baseline that repeats a searched trial stays, as the baseline it is.  Optuna's own
+    plots (history, importances, Pareto front) see every trial.
+    """
+    trials = [trial for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+              if not _is_searched_repeat(TrialRecord.from_trial(trial))]
     if not trials:
         raise _Skipped("No completed trial yet.")
     return trials
+
+
+def _is_searched_repeat(record: TrialRecord) -> bool:
+    return record.is_repeat and not record.is_baseline
 
 
 def _accuracy(trial: FrozenTrial) -> float:

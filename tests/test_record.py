@@ -4,7 +4,7 @@ import optuna
 import pytest
 
 from splitsearch.config import SplitConfig
-from splitsearch.search.record import GreedySummary, StudyRecord, TrialRecord
+from splitsearch.search.record import GreedySummary, StudyRecord, TrialRecord, count_trials
 
 
 @pytest.fixture
@@ -49,3 +49,25 @@ def test_a_study_record_with_a_greedy_summary_round_trips(study):
     assert StudyRecord.from_study(study) == StudyRecord(checkpoint_key="abc", objectives=("accuracy", "params"),
                                                         greedy_result=summary)
     assert study.user_attrs["greedy_result"]["factors"] == [1, 2]
+
+
+def test_repeats_are_counted_apart_and_only_the_samplers_repeats_make_a_run(study):
+    """A repeat completes but is not a candidate; baselines neither add to a run of repeats nor break it."""
+    def told(value, state=optuna.trial.TrialState.COMPLETE, **record):
+        trial = study.ask()
+        TrialRecord(**record).write_to(trial)
+        study.tell(trial, value if state == optuna.trial.TrialState.COMPLETE else None, state=state)
+
+    told(0.5, baseline="undivided")
+    told(0.6)
+    told(0.5, repeat_of=0)
+    told(None, state=optuna.trial.TrialState.PRUNED)
+    told(0.6, repeat_of=1)
+    told(0.5, baseline="undivided (tuned)", repeat_of=0)
+    told(0.6, repeat_of=1)
+    study.ask()  # running: not an ended proposal
+    counts = count_trials(study)
+    assert (counts.complete, counts.pruned, counts.repeats, counts.running) == (2, 1, 4, 1)
+    assert (counts.finished, counts.total, counts.repeats_in_a_row) == (3, 8, 2)
+    told(0.7)
+    assert count_trials(study).repeats_in_a_row == 0

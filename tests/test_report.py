@@ -141,6 +141,7 @@ def test_multi_objective_report(tmp_path: Path) -> None:
     _trial(study, _split(1, (1, 1, 1), "none", 0.0), values=[0.88, 500_000], baseline="undivided",
            **_costs(500_000))
     _trial(study, _split(2, (1, 1, 1), "none", 0.0), state=TrialState.FAIL)
+    _trial(study, _split(2, (1, 2, 2), "none", 0.1), values=[0.93, 2_000_000], repeat_of=1, **_costs(2_000_000))
 
     (tmp_path / "out").mkdir()
     page = _html(study, tmp_path / "out")
@@ -155,6 +156,21 @@ def test_multi_objective_report(tmp_path: Path) -> None:
     assert page.count("Plotly.newPlot(") == len(figures)
     front = next(trace for trace in figures[RESULT_TITLES[1]].data if trace.name == "Pareto front")
     assert sorted(front.x) == [1_000_000, 2_000_000, 4_000_000]
+    # The repeat of trial 1 (#6) is left out of the front; the hypervolume is the mean best accuracy over
+    # budgets up to 4.4M: (0.5 x 0.88 + 1 x 0.90 + 2 x 0.93 + 0.4 x 0.95) / 4.4 = 0.8136.
+    hypervolume = "hypervolume 0.814 (reference point: accuracy 0, 4.4M parameters, 1.1 x the largest)"
+    assert f"Pareto front: 4 trials (#0, #1, #3, #4); {hypervolume}" in page
+    assert "Trials: 7: 5 complete, 1 failed; 1 repeat (proposals of a candidate the study had finished" in page
+    pareto = figures["Pareto front: validation accuracy vs parameters"]
+    baselines = next(trace for trace in pareto.data if trace.name == "baselines")
+    assert (list(baselines.text), list(baselines.x), list(baselines.y)) == (["undivided"], [500_000], [0.88])
+    assert [annotation.text for annotation in pareto.layout.annotations] == [hypervolume]
+
+
+def test_trial_counts_name_the_repeats_even_when_there_are_none(single_objective_study: optuna.Study,
+                                                                tmp_path: Path) -> None:
+    page = _html(single_objective_study, tmp_path)
+    assert "Trials: 10: 7 complete, 2 pruned (1 over budget), 1 failed; 0 repeats (proposals of a candidate" in page
 
 
 def test_empty_study_gives_a_report_of_notes(tmp_path: Path) -> None:

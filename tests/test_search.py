@@ -1,6 +1,8 @@
 """The search service end to end on a real SQLite storage (and PostgreSQL where configured)."""
 
+import dataclasses
 import os
+import re
 import subprocess
 import sys
 
@@ -9,15 +11,18 @@ import pytest
 
 from splitsearch.config import SplitConfig
 from splitsearch.search.export import export_best
-from splitsearch.search.run import run_study
-from splitsearch.search.study import StudyError, load_study_spec
+from splitsearch.report import build_figures, write_report
+from splitsearch.search.record import count_trials
+from splitsearch.search.run import MAX_REPEATS_IN_A_ROW, no_new_candidates, run_study
+from splitsearch.search.study import StudyError, load_study_spec, make_sampler, nsga2_population_size
 from splitsearch.store import Store
 from splitsearch.data import prepare_data
 from splitsearch.train.loop import Trainer
 
-from conftest import runs_in
+from conftest import run_cli, runs_in
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+COMPLETE = optuna.trial.TrialState.COMPLETE
 
 
 def tiny_spec(name="tiny", **overrides):
@@ -36,7 +41,8 @@ def storage(tmp_path):
 
 
 def finished(study):
-    return study.get_trials(deepcopy=False, states=FINISHED)
+    """The trials n_trials counts: complete or pruned, repeats of a finished candidate left out."""
+    return [trial for trial in study.get_trials(deepcopy=False, states=FINISHED) if "repeat_of" not in trial.user_attrs]
 
 
 def test_fit_mode_runs_baselines_first_and_uses_the_budget(storage, tmp_path):
@@ -152,13 +158,112 @@ def test_export_retrains_to_the_same_validation_accuracy(storage, tmp_path):
 def test_multi_objective_study_has_a_pareto_front_and_no_pruning(storage, tmp_path):
     spec = tiny_spec("pareto", objectives="accuracy,params", n_trials=4, budget_params=None, budget_mode="reject",
                      base={"width_mult": 0.25, "train": {"batch_size": 32, "val_fraction": 0.25}})
-    assert spec.sampler == "nsga2" and spec.pruner == "none"
+    assert spec.sampler == "tpe" and spec.pruner == "none"  # multi-objective TPE; Optuna cannot prune
     study = run_study(spec, storage, runs_in(tmp_path), progress=False)
     assert len(study.directions) == 2 and study.best_trials
     complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     assert all(t.values[1] == t.user_attrs["params"] for t in complete)
     export_best(study, tmp_path / "knee.yaml", pick="knee")
     assert SplitConfig.from_yaml(tmp_path / "knee.yaml").arch == "resnet20"
+
+
+def test_a_multi_objective_study_uses_tpe_and_its_report_shows_the_front_with_the_baselines(storage, tmp_path):
+    spec = tiny_spec("pareto12", objectives="accuracy,params", n_trials=12, epochs=1, budget_params=None,
+                     budget_mode="reject", base={"width_mult": 0.25, "train": {"batch_size": 32, "val_fraction": 0.25}})
+    assert (spec.sampler, spec.pruner) == ("tpe", "none")
+    study = run_study(spec, storage, runs_in(tmp_path), progress=False)
+    assert isinstance(study.sampler, optuna.samplers.TPESampler) and len(study.directions) == 2
+    assert len(finished(study)) == 12
+
+    page = write_report(study, tmp_path / "report.html").read_text(encoding="utf-8")
+    title = "Pareto front: validation accuracy vs parameters"
+    baselines = next(trace for trace in dict(build_figures(study))[title].data if trace.name == "baselines")
+    assert list(baselines.text) == ["undivided", "paper S=2", "paper S=4"]
+    assert f"<h2>{title}</h2>" in page and '"name":"baselines"' in page
+    assert '"text":["undivided","paper S=2","paper S=4"]' in page
+    summary = re.search(r"Pareto front: \d+ trials \(#[^)]*\); hypervolume (0\.\d{3}) \(reference point: accuracy 0, "
+                        r"[\d.]+K parameters, 1\.1 x the largest\)", page)
+    assert summary and page.count(f"hypervolume {summary.group(1)}") == 2  # the summary and the figure
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")  # TPE's group, used on purpose
+def test_nsga2_only_when_asked_with_a_population_sized_to_the_trial_budget():
+    assert isinstance(make_sampler(tiny_spec(objectives="accuracy,macs")), optuna.samplers.TPESampler)
+    assert isinstance(make_sampler(tiny_spec(objectives="accuracy,macs", sampler="nsga2")),
+                      optuna.samplers.NSGAIISampler)
+    # A quarter of n_trials (four generations), at least 4, at most Optuna's default of 50.
+    assert [nsga2_population_size(n) for n in (1, 12, 40, 199, 200, 1000, None)] == [4, 4, 10, 49, 50, 50, 50]
+
+
+def test_a_repeat_of_a_finished_candidate_is_not_trained_and_not_counted(storage, tmp_path):
+    """The divide space's S=1 is one configuration: proposing it again repeats the undivided baseline."""
+    run_study(tiny_spec("repeats", n_trials=3, epochs=1), storage, runs_in(tmp_path), progress=False)  # baselines
+    optuna.load_study(study_name="repeats", storage=storage).enqueue_trial({"S": 1})  # as a sampler would propose
+    study = run_study(tiny_spec("repeats", n_trials=4, epochs=1), storage, runs_in(tmp_path), progress=False)
+    trials = study.trials
+    repeat = trials[3]
+    assert (repeat.state, repeat.user_attrs["repeat_of"], repeat.value) == (COMPLETE, 0, trials[0].value)
+    assert repeat.user_attrs["config_hash"] == trials[0].user_attrs["config_hash"]
+    counts = count_trials(study)
+    assert (counts.finished, counts.repeats) == (4, len(trials) - 4) and len(finished(study)) == 4
+    assert len({trial.user_attrs["config_hash"] for trial in finished(study)}) == 4  # distinct candidates
+    store = Store(storage)
+    rows = {row.trial_number: row for row in store.candidates("repeats")}
+    for trial in trials:
+        if "repeat_of" in trial.user_attrs:  # answered from the first trial's row: nothing trained
+            row, original = rows[trial.number], rows[trial.user_attrs["repeat_of"]]
+            assert (row.state, row.reused_from_id, row.wall_seconds) == ("reused", original.id, 0.0)
+            assert not store.epochs(row.id) and store.epochs(original.id)
+
+
+TWO_CANDIDATES = """\
+name: two
+params:
+  S: {type: categorical, choices: [1, 2]}
+"""
+
+
+def test_a_space_without_new_candidates_stops_and_never_trains_or_counts_a_repeat(tmp_path, capsys):
+    """S in {1, 2} and nothing else: two candidates, both baselines, so every proposal after them is a repeat."""
+    (tmp_path / "two.yaml").write_text(TWO_CANDIDATES)
+    study_file = tmp_path / "two-study.yaml"
+    study_file.write_text(f"name: two\narch: resnet20\ndataset: synthetic:96\nspace: {tmp_path / 'two.yaml'}\n"
+                          "epochs: 1\nn_trials: 4\npruner: none\n"
+                          "base: {width_mult: 0.25, train: {batch_size: 32, val_fraction: 0.25}}\n")
+    storage = f"sqlite:///{tmp_path / 'two.db'}"
+    argv = ("run", study_file, "--storage", storage, "--device", "cpu", "--runs-dir", tmp_path / "runs")
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 0, err
+    assert "stopped: the space has no new candidates" in out
+    assert f"2 complete, 0 pruned, 0 fail trials; {MAX_REPEATS_IN_A_ROW} repeat proposals" in out
+
+    study = optuna.load_study(study_name="two", storage=storage)
+    trials = study.trials
+    assert [trial.user_attrs.get("baseline") for trial in trials[:2]] == ["undivided", "paper S=2"]
+    assert len(trials) == 2 + MAX_REPEATS_IN_A_ROW
+    for trial in trials[2:]:
+        original = trials[{1: 0, 2: 1}[trial.params["S"]]]
+        assert trial.state == COMPLETE and trial.user_attrs["repeat_of"] == original.number
+        assert trial.value == original.value
+    counts = count_trials(study)
+    assert (counts.finished, counts.repeats, counts.repeats_in_a_row) == (2, MAX_REPEATS_IN_A_ROW, MAX_REPEATS_IN_A_ROW)
+    store = Store(storage)
+    rows = store.candidates("two")
+    assert [(row.trial_number, row.state) for row in rows[:2]] == [(0, "complete"), (1, "complete")]
+    assert all(row.state == "reused" and row.wall_seconds == 0 and not store.epochs(row.id) for row in rows[2:])
+
+    code, out, _ = run_cli(capsys, *argv)  # run again: still nothing new, nothing started
+    assert code == 0 and "stopped: the space has no new candidates" in out
+    assert len(optuna.load_study(study_name="two", storage=storage).trials) == len(trials)
+
+
+def test_a_study_without_n_trials_also_ends_when_the_space_has_no_new_candidates(storage, tmp_path):
+    (tmp_path / "two.yaml").write_text(TWO_CANDIDATES)
+    spec = tiny_spec("two", space=str(tmp_path / "two.yaml"), epochs=1, budget_params=None, budget_mode="reject",
+                     base={"width_mult": 0.25, "train": {"batch_size": 32, "val_fraction": 0.25}})
+    study = run_study(dataclasses.replace(spec, n_trials=None, timeout=600), storage, runs_in(tmp_path), progress=False)
+    counts = count_trials(study)
+    assert no_new_candidates(counts) and (counts.finished, counts.repeats) == (2, MAX_REPEATS_IN_A_ROW)
 
 
 def test_budget_smaller_than_the_smallest_network_touches_nothing(storage, tmp_path):

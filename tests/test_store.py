@@ -326,6 +326,28 @@ def test_record_reused_copies_the_result(store: Store, cost: CandidateCost) -> N
         store.record_reused("later", 5, record)
 
 
+def test_find_finished_in_study_gives_the_first_trial_of_that_study_and_its_complete_result(
+        store: Store, cost: CandidateCost) -> None:
+    """A repeat is answered as the study's first trial of the candidate was: trained there, or reused."""
+    key = (CONFIG.config_hash(), "digits", 3)
+    trained = store.start_candidate("other", 0, CONFIG, cost)
+    store.finish_candidate(trained, "complete", val_accuracy=0.6)
+    pruned = store.start_candidate("mine", 0, CONFIG, cost)
+    store.finish_candidate(pruned, "pruned", val_accuracy=0.2)
+    assert store.find_finished_in_study("mine", *key) is None  # only another study (or a pruned row) has it
+
+    store.record_reused("mine", 1, store.find_reusable(*key))
+    store.record_reused("mine", 2, store.find_reusable(*key))
+    found, trial_number = store.find_finished_in_study("mine", *key)
+    assert (trial_number, found.id, found.state, found.val_accuracy) == (1, trained, "complete", 0.6)
+
+    own = store.start_candidate("self-trained", 3, CONFIG, cost)
+    store.finish_candidate(own, "complete", val_accuracy=0.7)
+    found, trial_number = store.find_finished_in_study("self-trained", *key)
+    assert (trial_number, found.id) == (3, own)
+    assert store.find_finished_in_study("self-trained", CONFIG.config_hash(), "digits", 30) is None
+
+
 def test_over_budget_is_recorded_finished(store: Store, cost: CandidateCost) -> None:
     candidate_id = store.record_over_budget("study", 1, CONFIG, cost, baseline="undivided")
 

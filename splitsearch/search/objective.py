@@ -2,7 +2,9 @@
 
 The objective is the validation accuracy of the ensemble (the test split is never looked at
 during a search), or (accuracy, params) / (accuracy, MACs) for a Pareto search.  Every trial
-leaves a row in the store and user attributes that optuna-dashboard and the report show.  How a
+leaves a row in the store and user attributes that optuna-dashboard and the report show.  A
+candidate the store holds a result for is answered without training: a *repeat* when this study
+finished it already (not counted toward ``n_trials``), *reused* when another study did.  How a
 trial ends when something goes wrong (failed or interrupted) is described in
 :mod:`splitsearch.search.worker`.
 """
@@ -25,7 +27,7 @@ from splitsearch.search.record import TrialRecord
 from splitsearch.search.space import KEY_TYPES, config_value, parameter_names, suggest_config
 from splitsearch.search.study import StudySpec
 from splitsearch.search.worker import checkpoint_root, original_trial_number, retried_trial, settle_store, this_worker
-from splitsearch.store import Store
+from splitsearch.store import CandidateRecord, Store
 from splitsearch.train.loop import MODEL_NAME, EpochMetrics, Trainer, TrainResult
 from splitsearch.train.semantic_stage import class_group_text
 
@@ -94,16 +96,15 @@ class SearchObjective:
 
         # A fine-tuned candidate's result depends on the weights it started from, and a candidate
         # whose weights the next one starts from must train them: neither is reused.
-        trains_anyway = record.warm_start_from is not None or record.keep_weights
-        reusable = None if trains_anyway else self.store.find_reusable(
-            config.config_hash(), config.dataset, config.train.epochs)
-        if reusable is not None and reusable.val_accuracy is not None:
-            self.store.record_reused(spec.name, trial.number, reusable, baseline=record.baseline)
-            TrialRecord(reused_from=f"{reusable.study_name}#{reusable.trial_number}",
-                        member_val_accuracies=_as_tuple(reusable.member_val_accuracies),
-                        val_standard_error=reusable.val_standard_error,
-                        val_samples=reusable.val_samples).write_to(trial)
-            return self._values(reusable.val_accuracy, cost)
+        if record.warm_start_from is None and not record.keep_weights:
+            stored, repeat_of = self._stored_result(config)
+            if stored is not None:
+                self.store.record_reused(spec.name, trial.number, stored, baseline=record.baseline)
+                TrialRecord(reused_from=f"{stored.study_name}#{stored.trial_number}", repeat_of=repeat_of,
+                            member_val_accuracies=_as_tuple(stored.member_val_accuracies),
+                            val_standard_error=stored.val_standard_error,
+                            val_samples=stored.val_samples).write_to(trial)
+                return self._values(stored.val_accuracy, cost)
 
         frozen = trial.study.get_trials(deepcopy=False)[trial.number]
         candidate = self.store.start_candidate(spec.name, trial.number, config, cost, width_step, record.baseline,
@@ -152,6 +153,23 @@ class SearchObjective:
         fitted = fit_width(config, budget_params=spec.budget_params, budget_macs=spec.budget_macs,
                            budget_activation=spec.budget_activation)
         return fitted.config, fitted.step
+
+    def _stored_result(self, config: SplitConfig) -> tuple[CandidateRecord | None, int | None]:
+        """The stored result that answers ``config`` without training, and the trial of this study it repeats.
+
+        A candidate this study has already finished (same config, dataset and epochs) is a
+        *repeat*: the sampler proposed a known point, so it gets the first such trial's result
+        and that trial's number, and does not count toward ``n_trials``.  One that only another
+        study of the store finished is *reused*: answered the same way, but it is a new
+        candidate for this study and counts.  ``(None, None)``: it must be trained.
+        """
+        key = (config.config_hash(), config.dataset, config.train.epochs)
+        if (repeated := self.store.find_finished_in_study(self.spec.name, *key)) is not None:
+            return repeated
+        reusable = self.store.find_reusable(*key)
+        if reusable is None or reusable.val_accuracy is None:
+            return None, None
+        return reusable, None
 
     def _budget_excess(self, cost: CandidateCost) -> float:
         excess = []
@@ -289,7 +307,8 @@ def enqueue_tuned_baselines(study: optuna.Study, spec: StudySpec) -> list[str]:
         params = {**trial.params, **training}
         if params == trial.params:
             continue
-        # Not skipped when a searched trial has these params: the store answers it without training.
+        # Not skipped when a searched trial has these params: it is then a repeat of that trial,
+        # answered from its result without training and not counted toward n_trials.
         study.enqueue_trial(params, user_attrs=TrialRecord(baseline=label + TUNED_SUFFIX,
                                                            tuned_from=best.number).to_attrs())
         labels_seen.add(label + TUNED_SUFFIX)

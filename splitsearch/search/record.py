@@ -12,9 +12,10 @@ Which copy is authoritative for what:
 
 * **Optuna's trial** (state, values, params and these attributes) is the record of the *search*:
   what was sampled and what it cost, how it ended (a failure and its reason, an interruption, a
-  result reused from the store, over budget), its labels (baseline, tuned from), and the
-  summary figures the report, ``confirm`` and ``export`` read (the validation accuracy is the
-  trial's value; its standard error, the members' accuracies and the class groups are here).
+  result reused from the store, a repeat of a finished trial, over budget), its labels
+  (baseline, tuned from), and the summary figures the report, ``confirm`` and ``export`` read
+  (the validation accuracy is the trial's value; its standard error, the members' accuracies
+  and the class groups are here).
 * **The store's rows** (:mod:`splitsearch.store`) are the record of *training*: every attempt of a
   candidate with its state, per-epoch metrics, retry links and timings, shared by all studies
   of a database so that a trained candidate is reused.  A figure held by both (a trial's final
@@ -26,9 +27,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Mapping, Protocol
 
 from splitsearch.config import SplitConfig
+
+if TYPE_CHECKING:
+    from optuna.trial import FrozenTrial
 
 
 class _HasUserAttrs(Protocol):
@@ -57,6 +61,11 @@ class TrialRecord:
         over_budget, budget_excess: ``reject`` mode: over the budget (untrained), and by how much.
         interrupted: stopped by Ctrl-C, SIGTERM or a dead worker (retried from its checkpoint).
         reused_from: ``study#trial`` of the stored result this trial reused instead of training.
+        repeat_of: the trial of this study that had already finished this candidate (same config,
+            dataset and epochs): this trial is a *repeat*, answered with that trial's stored result
+            without training.  It completes with that value, so the sampler learns the point is
+            known, but it is not a new candidate: :func:`count_trials` leaves it out of what
+            ``n_trials`` counts.
         member_val_accuracies, val_standard_error, val_samples, wall_seconds: the result's details.
         class_groups: the semantic split's learned class groups, one line per member.
         warm_start_from, keep_weights, warm_started_tensors: the greedy block-wise search's
@@ -81,6 +90,7 @@ class TrialRecord:
     budget_excess: float | None = None
     interrupted: bool | None = None
     reused_from: str | None = None
+    repeat_of: int | None = None
     member_val_accuracies: tuple[float, ...] | None = None
     val_standard_error: float | None = None
     val_samples: int | None = None
@@ -118,6 +128,10 @@ class TrialRecord:
     @property
     def is_baseline(self) -> bool:
         return bool(self.baseline)
+
+    @property
+    def is_repeat(self) -> bool:
+        return self.repeat_of is not None
 
 
 @dataclass(frozen=True)
@@ -223,9 +237,13 @@ def _recorded(record: Any) -> dict[str, Any]:
 class TrialCounts:
     """Where a study's trials stand.
 
+    ``complete`` counts the completed candidates, ``repeats`` the completed trials that repeated
+    one of them (:attr:`TrialRecord.repeat_of`: answered from its result, nothing trained).
     ``failed`` counts the candidates that raised (a failure with its reason, never retried);
     ``interrupted`` the trials stopped by Ctrl-C, SIGTERM or a dead worker (also Optuna's FAIL
     state, but retried); ``over_budget`` the pruned trials ``reject`` mode never trained.
+    ``repeats_in_a_row`` is how many of the sampler's latest ended proposals (baselines left
+    out, in trial order) were repeats: how long the sampler has found nothing new.
     """
 
     complete: int = 0
@@ -235,29 +253,41 @@ class TrialCounts:
     running: int = 0
     waiting: int = 0
     over_budget: int = 0
+    repeats: int = 0
+    repeats_in_a_row: int = 0
 
     @property
     def finished(self) -> int:
-        """Complete or pruned: what ``n_trials`` counts."""
+        """Complete or pruned, repeats left out: what ``n_trials`` counts (distinct candidates)."""
         return self.complete + self.pruned
 
     @property
     def total(self) -> int:
-        return self.finished + self.failed + self.interrupted + self.running + self.waiting
+        return self.finished + self.repeats + self.failed + self.interrupted + self.running + self.waiting
 
 
 def count_trials(study: Any) -> TrialCounts:
     """The :class:`TrialCounts` of ``study`` (an ``optuna.Study``), read from the storage now."""
     from optuna.trial import TrialState
 
-    counts = dict.fromkeys(("complete", "pruned", "failed", "interrupted", "running", "waiting", "over_budget"), 0)
+    counts = dict.fromkeys(("complete", "pruned", "failed", "interrupted", "running", "waiting", "over_budget",
+                            "repeats", "repeats_in_a_row"), 0)
     by_state = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.RUNNING: "running",
                 TrialState.WAITING: "waiting"}
     for trial in study.get_trials(deepcopy=False):
         record = TrialRecord.from_trial(trial)
         if trial.state == TrialState.FAIL:
             counts["failed" if record.failure is not None else "interrupted"] += 1
+        elif record.is_repeat and trial.state == TrialState.COMPLETE:
+            counts["repeats"] += 1
         elif trial.state in by_state:
             counts[by_state[trial.state]] += 1
         counts["over_budget"] += bool(record.over_budget)
+        if trial.state.is_finished() and not record.is_baseline:
+            counts["repeats_in_a_row"] = counts["repeats_in_a_row"] + 1 if record.is_repeat else 0
     return TrialCounts(**counts)
+
+
+def pareto_front(study: Any) -> list[FrozenTrial]:
+    """The Pareto-optimal trials of a multi-objective ``study``, each candidate once (repeats left out)."""
+    return [trial for trial in study.best_trials if not TrialRecord.from_trial(trial).is_repeat]

@@ -29,7 +29,7 @@ from splitsearch.search.objective import (
     tuned_baseline_trials,
 )
 from splitsearch.search.execution import ExecutionOptions
-from splitsearch.search.record import TrialRecord, count_trials
+from splitsearch.search.record import TrialCounts, TrialRecord, count_trials
 from splitsearch.search.study import StudyError, StudySpec, make_sampler, open_storage, open_study, publish_settings
 from splitsearch.search.worker import (
     HEARTBEAT_SECONDS,
@@ -47,6 +47,10 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 _POLL_SECONDS = 5.0
 # A study without n_trials stops after this many failed trials.
 MAX_FAILURES = 10
+# The sampler proposing this many repeats in a row (candidates the study has finished) ends the
+# search: in a small or collapsed space (the divide space's S=1 is one configuration) it would
+# otherwise draw known points for ever, since repeats do not count toward n_trials.
+MAX_REPEATS_IN_A_ROW = 20
 
 
 def check_budget(spec: StudySpec) -> None:
@@ -84,7 +88,13 @@ def open_search(spec: StudySpec, storage_url: str, force: bool = False,
 def run_study(spec: StudySpec, storage_url: str, execution: ExecutionOptions = ExecutionOptions(),
               force: bool = False, progress: bool = True,
               on_epoch: Callable[[int, EpochMetrics], None] | None = None) -> optuna.Study:
-    """Work on ``spec`` until the study has ``spec.n_trials`` finished trials or ``spec.timeout`` seconds pass.
+    """Work on ``spec`` until the study has ``n_trials`` candidates, the space has no new ones, or ``timeout`` passes.
+
+    ``n_trials`` counts the candidates trained (complete or pruned) or reused from another study;
+    a *repeat*, a proposal of a candidate this study has finished, is answered from that
+    trial's result without training and is not counted (:class:`~splitsearch.search.record.TrialCounts`).
+    When the sampler's last :data:`MAX_REPEATS_IN_A_ROW` proposals were all repeats, the search
+    ends early (:func:`no_new_candidates`); that is not an error.
 
     Any number of workers may run the same spec against one storage (PostgreSQL for more than
     one machine): a worker starts a trial only while finished + running trials of the whole
@@ -128,11 +138,12 @@ def _work(study: optuna.Study, objective: SearchObjective, spec: StudySpec, prog
             finished, running, failed = counts.finished, counts.running, counts.failed
             bar.n = finished
             bar.refresh()
-            if spec.n_trials is not None and finished >= spec.n_trials:
+            if (spec.n_trials is not None and finished >= spec.n_trials) or no_new_candidates(counts):
                 # The search is done; the baselines get the best trial's training settings too.
                 enqueue_tuned_baselines(study, spec)
                 tuned = tuned_baseline_trials(study)
-                bar.total = spec.n_trials + len({TrialRecord.from_trial(trial).baseline for trial in tuned})
+                searched = finished if spec.n_trials is None else min(finished, spec.n_trials)
+                bar.total = searched + len({TrialRecord.from_trial(trial).baseline for trial in tuned})
                 if not any(trial.state == TrialState.WAITING for trial in tuned):
                     return
                 study.optimize(objective, n_trials=1, catch=(Exception,))
@@ -149,6 +160,16 @@ def _work(study: optuna.Study, objective: SearchObjective, spec: StudySpec, prog
                 return
     finally:
         bar.close()
+
+
+def no_new_candidates(counts: TrialCounts) -> bool:
+    """Whether the sampler's last :data:`MAX_REPEATS_IN_A_ROW` proposals all repeated finished candidates.
+
+    Then the space has no new candidates for this sampler, and the search stops.  Baselines,
+    tuned ones included, are not proposals: a tuned baseline that repeats a searched trial
+    neither adds to the run nor breaks it.
+    """
+    return counts.repeats_in_a_row >= MAX_REPEATS_IN_A_ROW
 
 
 def load_existing_study(study_name: str | None, storage_url: str) -> optuna.Study:

@@ -38,6 +38,10 @@ OBJECTIVES = (("accuracy",), ("accuracy", "params"), ("accuracy", "macs"), ("acc
 SAMPLERS = ("tpe", "random", "nsga2")
 PRUNERS = ("hyperband", "median", "none")
 BUDGET_MODES = ("fit", "reject")
+# NSGA-II's population is sized to the trial budget (nsga2_population_size): Optuna's default of 50
+# keeps any study under about 50 trials in its random first generation.
+NSGA2_GENERATIONS = 4
+NSGA2_POPULATION_RANGE = (4, 50)
 
 
 class StudyError(SplitsearchError, ValueError):
@@ -87,10 +91,8 @@ class StudySpec:
             object.__setattr__(self, "budget_mode", "reject")  # nothing to fit to: plain search
         if self.n_trials is not None and self.n_trials < 1:
             raise StudyError(f"{where}: n_trials must be at least 1")
-        if self.multi_objective and self.sampler == "tpe" and self.pruner != "none":
-            # Optuna cannot prune multi-objective studies; NSGA-II is the sampler for them.
-            object.__setattr__(self, "sampler", "nsga2")
-            object.__setattr__(self, "pruner", "none")
+        if self.multi_objective and self.pruner != "none":
+            object.__setattr__(self, "pruner", "none")  # Optuna cannot prune multi-objective studies
 
     @property
     def multi_objective(self) -> bool:
@@ -225,8 +227,8 @@ def _spec_from_mapping(data: dict[str, Any], source: str, written_for: str) -> S
         space=space,
         budget_mode=data.get("budget_mode", "fit"),
         objectives=tuple(objectives),
-        sampler=data.get("sampler", "nsga2" if len(objectives) > 1 else "tpe"),
-        pruner=data.get("pruner", "none" if len(objectives) > 1 else "hyperband"),
+        sampler=data.get("sampler", "tpe"),
+        pruner=data.get("pruner", "hyperband"),
         n_trials=data.get("n_trials", 20),
         timeout=data.get("timeout"),
         seed=int(data.get("seed", 0)),
@@ -293,16 +295,31 @@ def _lost_creation_race(error: SQLAlchemyError) -> bool:
 def make_sampler(spec: StudySpec, seed: int | None = None) -> optuna.samplers.BaseSampler:
     """The study's sampler, seeded with ``seed`` (default: the study's seed).
 
-    TPE uses ``constant_liar``: a trial another worker is still training counts as a poor result,
-    so concurrent workers do not all draw next to the same promising point.  In ``reject`` mode
-    the objective sets each trial's ``budget`` constraint, which TPE and NSGA-II read from the trial.
+    TPE is the default for one objective and for two (Optuna's multi-objective TPE, which models
+    the good and bad trials by non-domination rank): on tens of trials it learns from the first
+    completed ones, where NSGA-II needs whole generations.  TPE uses ``constant_liar``: a trial
+    another worker is still training counts as a poor result, so concurrent workers do not all
+    draw next to the same promising point.  NSGA-II's population follows
+    :func:`nsga2_population_size`.  In ``reject`` mode the objective sets each trial's ``budget``
+    constraint, which TPE and NSGA-II read from the trial.
     """
     seed = spec.seed if seed is None else seed
     if spec.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if spec.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed)
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=nsga2_population_size(spec.n_trials))
     return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
+
+
+def nsga2_population_size(n_trials: int | None) -> int:
+    """NSGA-II's population for a budget of ``n_trials``: a quarter of it, between 4 and 50.
+
+    A quarter gives the study :data:`NSGA2_GENERATIONS` generations, so it leaves the random
+    first one; at least 4 so a generation can breed (two parents) and still vary, at most
+    Optuna's default of 50.  A study without ``n_trials`` (timeout only) gets 50.
+    """
+    low, high = NSGA2_POPULATION_RANGE
+    return high if n_trials is None else max(low, min(high, n_trials // NSGA2_GENERATIONS))
 
 
 def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:

@@ -15,10 +15,10 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Literal, Sequence, get_args
 
 import yaml
-from sqlalchemy import Engine, create_engine, delete, event, select, update
+from sqlalchemy import Engine, create_engine, delete, event, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import aliased, sessionmaker
 
 from splitsearch.config import SplitConfig
 from splitsearch.cost import CandidateCost
@@ -393,6 +393,29 @@ class Store:
         with self._sessions() as session:
             row = session.scalars(query).first()
             return None if row is None else CandidateRecord.from_row(row)
+
+    def find_finished_in_study(self, study_name: str, config_hash: str, dataset: str,
+                               epochs: int) -> tuple[CandidateRecord, int] | None:
+        """The complete candidate held by the first trial of ``study_name`` that finished this one, and that trial.
+
+        What :meth:`find_reusable` matches, restricted to one study: a row that trained the
+        candidate (``complete``; returned itself) or reused another study's result (``reused``;
+        the row it copied is returned), so a later trial of the study proposing the same
+        candidate is answered exactly as the first one was.  ``None`` when the study has none.
+        """
+        first = aliased(Candidate)
+        query = (
+            select(Candidate, first.trial_number)
+            .join(first, Candidate.id == func.coalesce(first.reused_from_id, first.id))
+            .where(first.study_name == study_name, first.config_hash == config_hash, first.dataset == dataset,
+                   first.epochs == epochs, first.state.in_(("complete", "reused")),
+                   first.warm_started_from.is_(None))
+            .order_by(first.trial_number)
+            .limit(1)
+        )
+        with self._sessions() as session:
+            found = session.execute(query).first()
+            return None if found is None else (CandidateRecord.from_row(found[0]), found[1])
 
     def candidates(self, study_name: str) -> list[CandidateRecord]:
         """Every candidate of a study, in trial order."""
