@@ -287,10 +287,11 @@ def train(config_file: Path, dataset: str | None, epochs: int | None, seed: int 
             outcome = launch(nproc, run_training_rank, request.device, request, reporter)
         else:
             outcome = run_training(request, reporter)
-    except TrainingInterrupted as stop:
+    except KeyboardInterrupt as stop:  # TrainingInterrupted in one process, the launcher's signal with --nproc
+        done = f"{stop.epochs} finished epoch(s) are" if isinstance(stop, TrainingInterrupted) else "the last epoch is"
         raise click.ClickException(
-            f"interrupted; {stop.epochs} finished epoch(s) are checkpointed in {stop.out_dir}: "
-            f"continue with the same command and --resume --out {stop.out_dir}"
+            f"interrupted; {done} checkpointed in {request.resolved_out_dir()}: "
+            f"continue with the same command and --resume --out {request.resolved_out_dir()}"
         ) from None
     if outcome is None:  # a rank other than 0 under torchrun: rank 0 reports
         return

@@ -6,6 +6,7 @@ any number of processes.  The longer cases (S=4, killed and resumed runs) are ma
 ``python -m pytest -m slow tests/test_parallel.py``.
 """
 
+import os
 import signal
 import subprocess
 import sys
@@ -141,3 +142,23 @@ def test_a_killed_run_resumes_on_another_number_of_processes_and_leaves_no_proce
                            "--out", out_dir)
     assert code == 0, err
     assert_same_members(tmp_path / "straight", out_dir)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to find the ranks")
+def test_ctrl_c_stops_every_rank_with_one_line_and_the_run_resumes(tmp_path):
+    config, out_dir = write_config(tmp_path, 2, epochs=200), tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "-m", "splitsearch.cli", "train", str(config), "--quiet", "--device",
+                                "cpu", "--nproc", "2", "--out", str(out_dir)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not (out_dir / CHECKPOINT_NAME).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    ranks = _children(process.pid)
+    os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground group
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 2
+    assert err.strip() == (f"Error: interrupted; the last epoch is checkpointed in {out_dir}: continue with the same "
+                           f"command and --resume --out {out_dir}")
+    assert not any(_alive(pid) for pid in ranks)
+    assert len(torch.load(out_dir / CHECKPOINT_NAME, weights_only=True)["history"]) >= 1

@@ -26,6 +26,7 @@ from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
+from torch.distributed.elastic.multiprocessing.api import SignalException
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -58,11 +59,13 @@ def launch(nproc: int, function: Callable[..., Any], device: str, *args: Any) ->
     Raises:
         TrainingError: a rank failed with an error a user can fix (its message, in one line).
         RankFailedError: a rank failed otherwise (a bug, a crash); its traceback is in the message.
+        KeyboardInterrupt: Ctrl-C or SIGTERM reached this process; the ranks were stopped.
     """
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=f"splitsearch-{uuid.uuid4().hex}",
                           rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0,
                           monitor_interval=_MONITOR_SECONDS, start_method="spawn")
-    logs = [logging.getLogger(name) for name in _LAUNCHER_LOGS]
+    logs = [logging.getLogger(name) for name in [*_LAUNCHER_LOGS, *logging.root.manager.loggerDict]
+            if name.startswith(_LAUNCHER_LOGS)]
     levels = [log.level for log in logs]
     with tempfile.TemporaryDirectory(prefix="splitsearch-ranks-") as reports:
         # Each rank reports its own failure (below); the launcher's log would repeat it as a traceback.
@@ -72,6 +75,8 @@ def launch(nproc: int, function: Callable[..., Any], device: str, *args: Any) ->
             results = elastic_launch(config, _rank_main)(function, device, reports, os.getpid(), *args)
         except ChildFailedError as error:
             raise _failure(Path(reports), error) from None
+        except SignalException as signalled:  # the launcher's way of saying Ctrl-C or SIGTERM
+            raise KeyboardInterrupt(str(signalled)) from None
         finally:
             for log, level in zip(logs, levels):
                 log.setLevel(level)
@@ -97,7 +102,12 @@ def run_as_rank(function: Callable[..., Any], device: str, *args: Any) -> Any:
 
 
 def _rank_main(function: Callable[..., Any], device: str, reports: str, parent: int, *args: Any) -> Any:
-    """One rank started by :func:`launch`: it dies with its parent, runs as its rank, reports a failure."""
+    """One rank started by :func:`launch`: it dies with its parent, runs as its rank, reports a failure.
+
+    Ctrl-C is the launcher's to report (it stops every rank with SIGINT, then says so in one line),
+    so a rank ends at once and quietly on it; its checkpoint is the last one written whole.
+    """
+    signal.signal(signal.SIGINT, _exit_quietly)
     _die_with(parent)
     try:
         return run_as_rank(function, device, *args)
@@ -106,6 +116,10 @@ def _rank_main(function: Callable[..., Any], device: str, reports: str, parent: 
                   "traceback": traceback.format_exc()}
         (Path(reports) / f"rank-{int(os.environ.get('RANK', '0')):05d}.json").write_text(json.dumps(report))
         raise
+
+
+def _exit_quietly(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)  # a process ends on SystemExit without printing a traceback
 
 
 def _die_with(parent: int) -> None:

@@ -39,6 +39,18 @@ class TrainRequest:
     download: bool = False
     resume: bool = False
 
+    def resolved_config(self) -> SplitConfig:
+        """The config with the request's overrides applied."""
+        config = self.config if self.dataset is None else self.config.replace(dataset=self.dataset)
+        settings = {"epochs": self.epochs, "seed": self.seed, "val_fraction": 0.0 if self.final else None}
+        settings = {key: value for key, value in settings.items() if value is not None}
+        return config.replace(train=dataclasses.replace(config.train, **settings)) if settings else config
+
+    def resolved_out_dir(self) -> Path:
+        """``out_dir``, else ``runs/<arch>-S<S>-<config hash>``: the same config resumes there."""
+        config = self.resolved_config()
+        return self.out_dir or Path("runs") / f"{config.arch}-S{config.S}-{config.config_hash()[:8]}"
+
 
 @dataclass(frozen=True)
 class TrainingPlan:
@@ -94,19 +106,11 @@ def plan_training(request: TrainRequest, device: str | None = None) -> TrainingP
     """The request's config with its overrides, its data on ``device`` (default the request's), folder and mode.
 
     ``final`` trains on every training image (``train.val_fraction`` 0); a run whose dataset
-    leaves no validation image is final too, as there is nothing to select on.  The output
-    folder defaults to ``runs/<arch>-S<S>-<config hash>``, so the same config resumes there.
+    leaves no validation image is final too, as there is nothing to select on.
     """
-    config = request.config
-    if request.dataset is not None:
-        config = config.replace(dataset=request.dataset)
-    settings = {"epochs": request.epochs, "seed": request.seed, "val_fraction": 0.0 if request.final else None}
-    settings = {key: value for key, value in settings.items() if value is not None}
-    if settings:
-        config = config.replace(train=dataclasses.replace(config.train, **settings))
+    config = request.resolved_config()
     data = prepare_data(config.dataset, config.train, device or request.device, request.data_dir, request.download)
-    out_dir = request.out_dir or Path("runs") / f"{config.arch}-S{config.S}-{config.config_hash()[:8]}"
-    return TrainingPlan(config, data, out_dir, request.final or data.val.num_samples == 0)
+    return TrainingPlan(config, data, request.resolved_out_dir(), request.final or data.val.num_samples == 0)
 
 
 def run_training(request: TrainRequest, reporter: TrainReporter | None = None, device: str | None = None,
