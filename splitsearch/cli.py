@@ -448,6 +448,11 @@ def _study_option(command: Any) -> Any:
 @click.option("--heartbeat", "heartbeat_seconds", type=click.IntRange(min=1), default=60, show_default=True,
               help="Seconds between a running trial's heartbeats; a trial silent for three beats belongs to a "
                    "dead worker and is queued again.")
+@click.option("--nproc-per-trial", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Member-parallel trials: train each candidate's S members in up to N processes (as train "
+                   "--nproc: gloo on the CPU, one GPU each on CUDA), the most that share S equally (N=4: S=4 in "
+                   "4, S=2 in 2, S=1 in 1); this worker reports to Optuna and prunes for them.  The semantic "
+                   "split and greedy-blocks fine-tuning train in one process.")
 @click.option("--force", is_flag=True, help="Continue a study even though its settings changed.")
 @click.option("-v", "--verbose", count=True, help="-v: a line per epoch; -vv: Optuna's own log too.")
 def run(study_file: str | None, study_name: str | None, storage: str, n_trials: int | None, timeout: float | None,
@@ -456,8 +461,8 @@ def run(study_file: str | None, study_name: str | None, storage: str, n_trials: 
         space: str | None, arch: str | None, dataset: str | None, epochs: int | None, objectives: str | None,
         sampler: str | None, pruner: str | None, seed: int | None, strategy: str, threshold: float,
         factors: tuple[int, ...], finetune_epochs: int | None, device: str, mode: str, runs_dir: Path,
-        keep_checkpoints: bool, data_dir: Path | None, download: bool, heartbeat_seconds: int, force: bool,
-        verbose: int) -> None:
+        keep_checkpoints: bool, data_dir: Path | None, download: bool, heartbeat_seconds: int, nproc_per_trial: int,
+        force: bool, verbose: int) -> None:
     """Search how to split a network: an Optuna study over split configurations under a budget.
 
     STUDY_FILE is a study YAML or a shipped study name (default: quickstart, which runs in a few
@@ -502,7 +507,7 @@ def run(study_file: str | None, study_name: str | None, storage: str, n_trials: 
                  "pruner": pruner, "seed": seed}
     spec = load_study_spec(resolve_study_file(study_file or "quickstart"), overrides)
     execution = _execution(device, mode, runs_dir, data_dir, download, keep_checkpoints=keep_checkpoints,
-                           heartbeat_seconds=heartbeat_seconds)
+                           heartbeat_seconds=heartbeat_seconds, nproc_per_trial=nproc_per_trial)
     # Optuna logs a failed trial with its traceback; the search prints one line per failure instead.
     optuna.logging.set_verbosity(optuna.logging.INFO if verbose >= 2 else optuna.logging.ERROR)
 

@@ -181,6 +181,17 @@ def resolve_arch(name: str) -> tuple[ArchFamily, dict[str, int]]:
     raise ArchitectureError(f"unknown architecture {name!r}; known: {', '.join(available_archs())}")
 
 
+def register_family(family: ArchFamily) -> None:
+    """Add a family, your own network say (its builder ``"module:function"`` is imported when first built).
+
+    The processes splitsearch starts for member-parallel training register the families of the
+    process that started them (:func:`splitsearch.train.launch.launch`), so a family added here
+    reaches them too.
+    """
+    if family not in _FAMILIES:
+        _FAMILIES.append(family)
+
+
 def available_families() -> list[ArchFamily]:
     """Every registered family, in registration order."""
     return list(_FAMILIES)

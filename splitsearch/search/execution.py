@@ -7,9 +7,11 @@ worker to worker: one worker on a GPU, another on a CPU, each with its own data 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from splitsearch.config import SplitConfig
 from splitsearch.data import DEFAULT_DATA_DIR, DataCache
 from splitsearch.search.worker import HEARTBEAT_SECONDS
 
@@ -30,6 +32,8 @@ class ExecutionOptions:
             interrupted trial's stays).
         heartbeat_seconds: seconds between a running trial's heartbeats; a trial silent for
             three beats belongs to a dead worker and is queued again.
+        nproc_per_trial: train each trial's members in up to this many processes (member-parallel,
+            :mod:`splitsearch.train.launch`); see :meth:`trial_processes`.
     """
 
     device: str = "cpu"
@@ -39,6 +43,16 @@ class ExecutionOptions:
     download: bool = False
     keep_checkpoints: bool = False
     heartbeat_seconds: int = HEARTBEAT_SECONDS
+    nproc_per_trial: int = 1
+
+    def trial_processes(self, config: SplitConfig) -> int:
+        """How many processes train ``config``: the most, up to ``nproc_per_trial``, that share its S members equally.
+
+        A study's candidates differ in S, so a worker asked for 4 processes trains S=4 in 4, S=2
+        in 2 and the undivided network in 1 (itself).  The semantic split trains in one process
+        for now (:class:`~splitsearch.train.loop.Trainer` refuses it in a group).
+        """
+        return 1 if config.groups > 1 else math.gcd(config.S, self.nproc_per_trial)
 
     def data_cache(self) -> DataCache:
         """A dataset cache for this worker: each dataset loaded once, on ``device``."""

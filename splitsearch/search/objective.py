@@ -28,7 +28,10 @@ from splitsearch.search.space import KEY_TYPES, config_value, parameter_names, s
 from splitsearch.search.study import StudySpec
 from splitsearch.search.worker import checkpoint_root, original_trial_number, retried_trial, settle_store, this_worker
 from splitsearch.store import CandidateRecord, Store
+from splitsearch.train.epoch_channel import EpochServer
+from splitsearch.train.launch import RankFailedError, launch
 from splitsearch.train.loop import MODEL_NAME, EpochMetrics, Trainer, TrainResult
+from splitsearch.train.plan import TrainRequest, run_training_rank
 from splitsearch.train.semantic_stage import class_group_text
 
 # The baselines every study starts with, so it shows whether the search beat them: the
@@ -202,12 +205,16 @@ class SearchObjective:
             trial.report(metrics.val_accuracy, metrics.epoch)
             return can_prune and trial.should_prune()
 
-        trainer = Trainer(config, self.data.get(config.dataset, config.train), self.execution.device, out_dir,
-                          self.execution.mode, callbacks=[after_epoch], progress=False)
-        if record.warm_start_from is not None:
-            taken = trainer.warm_start(self._trained_members(trial, record.warm_start_from))
-            TrialRecord(warm_started_tensors=len(taken)).write_to(trial)
-        result = trainer.fit(resume=True, test=False)
+        processes = self.execution.trial_processes(config)
+        if processes > 1 and record.warm_start_from is None:
+            result = self._train_in_group(processes, config, out_dir, after_epoch)
+        else:
+            trainer = Trainer(config, self.data.get(config.dataset, config.train), self.execution.device, out_dir,
+                              self.execution.mode, callbacks=[after_epoch], progress=False)
+            if record.warm_start_from is not None:
+                taken = trainer.warm_start(self._trained_members(trial, record.warm_start_from))
+                TrialRecord(warm_started_tensors=len(taken)).write_to(trial)
+            result = trainer.fit(resume=True, test=False)
         if result.resumed_from_epoch:
             # The retried attempt's row holds the epochs before this one; this row, those after.
             self.store.record_resumed(candidate, result.resumed_from_epoch)
@@ -217,6 +224,22 @@ class SearchObjective:
                                         wall_seconds=result.wall_seconds)
             raise optuna.TrialPruned(f"pruned after epoch {result.history[-1].epoch}")
         return result
+
+    def _train_in_group(self, processes: int, config: SplitConfig, out_dir: Path,
+                        after_epoch: Callable[[EpochMetrics], bool]) -> TrainResult:
+        """Train ``config`` member-parallel in ``processes`` new processes; this worker answers rank 0's epochs.
+
+        The ranks load the dataset themselves and continue the trial's checkpoint (written in the
+        one-process format, so a retry may run on any number of processes).  A rank's failure
+        comes back as :class:`~splitsearch.errors.TrainingError` or
+        :class:`~splitsearch.train.launch.RankFailedError`, Ctrl-C or SIGTERM as KeyboardInterrupt.
+        """
+        request = TrainRequest(config, device=self.execution.device, mode=self.execution.mode, out_dir=out_dir,
+                               data_dir=self.execution.data_dir, download=self.execution.download, resume=True)
+        with EpochServer(after_epoch) as server:
+            outcome = launch(processes, run_training_rank, self.execution.device, request, server.client())
+        server.raise_failure()
+        return outcome.result
 
     def _trained_members(self, trial: optuna.Trial, number: int) -> list[dict[str, torch.Tensor]]:
         """The trained members of trial ``number`` of this study, kept by its ``keep_weights`` attribute."""
@@ -241,8 +264,10 @@ class SearchObjective:
 
 
 def failure_reason(error: Exception) -> str:
-    """One line saying why a candidate failed: ``RuntimeError: CUDA out of memory ...``."""
-    return f"{type(error).__name__}: {' '.join(str(error).split())}"
+    """One line saying why a candidate failed: ``RuntimeError: CUDA out of memory ...``, or for a
+    member-parallel trial ``rank 1: RuntimeError: ...`` (the failed rank's error, not its traceback)."""
+    text = error.reason if isinstance(error, RankFailedError) else f"{type(error).__name__}: {error}"
+    return " ".join(text.split())
 
 
 def enqueue_baselines(study: optuna.Study, spec: StudySpec) -> list[str]:

@@ -18,6 +18,8 @@ import os
 import signal
 import sys
 import tempfile
+import threading
+import time
 import traceback
 import uuid
 from datetime import timedelta
@@ -31,12 +33,15 @@ from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
 from splitsearch.errors import SplitsearchError, TrainingError
+from splitsearch.models import registry
 
 # The longest one rank waits for the others at a collective before the group gives up.
 COLLECTIVE_TIMEOUT = timedelta(minutes=10)
 # How often the launcher looks at its processes: a failed rank ends the others within about this.
 _MONITOR_SECONDS = 0.5
 _PR_SET_PDEATHSIG = 1
+# The signals torch's launcher handles (its TORCHELASTIC_SIGNALS_TO_HANDLE default) in the process that launches.
+_LAUNCHER_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
 # The loggers of torch's launcher, which log a failed rank's traceback and the stopping of the others.
 _LAUNCHER_LOGS = ("torch.distributed.elastic", "torch.multiprocessing")
 
@@ -67,24 +72,46 @@ def launch(nproc: int, function: Callable[..., Any], device: str, *args: Any) ->
     logs = [logging.getLogger(name) for name in [*_LAUNCHER_LOGS, *logging.root.manager.loggerDict]
             if name.startswith(_LAUNCHER_LOGS)]
     levels = [log.level for log in logs]
+    handlers = _signal_handlers()
     with tempfile.TemporaryDirectory(prefix="splitsearch-ranks-") as reports:
         # Each rank reports its own failure (below); the launcher's log would repeat it as a traceback.
         for log in logs:
             log.setLevel(logging.CRITICAL)
         try:
-            results = elastic_launch(config, _rank_main)(function, device, reports, os.getpid(), *args)
+            results = elastic_launch(config, _rank_main)(function, device, reports, os.getpid(),
+                                                         registry.available_families(), *args)
         except ChildFailedError as error:
             raise _failure(Path(reports), error) from None
-        except SignalException as signalled:  # the launcher's way of saying Ctrl-C or SIGTERM
+        except SignalException as signalled:  # the launcher's way of saying Ctrl-C or SIGTERM; the ranks are stopped
+            handler = handlers.get(signalled.sigval)
+            if callable(handler):  # what this process does on the signal: a worker's SIGTERM queues its trial again
+                handler(signalled.sigval, None)
             raise KeyboardInterrupt(str(signalled)) from None
         finally:
             for log, level in zip(logs, levels):
                 log.setLevel(level)
+            for signum, handler in handlers.items():  # the launcher replaced them and leaves its own behind
+                signal.signal(signum, handler)
     return results[0]
 
 
+def _signal_handlers() -> dict[signal.Signals, Any]:
+    """This process's handlers of the signals torch's launcher takes over (none off the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {signum: signal.getsignal(signum) for signum in _LAUNCHER_SIGNALS}
+
+
 class RankFailedError(RuntimeError):
-    """A rank of a process group raised something other than an error a user can fix: a bug."""
+    """A rank of a process group raised something other than an error a user can fix: a bug, a crash.
+
+    ``str()`` holds the rank's traceback (what a developer needs); ``reason`` is one line,
+    ``rank <r>: <ExceptionType>: <message>``, for a search trial's failure record.
+    """
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def run_as_rank(function: Callable[..., Any], device: str, *args: Any) -> Any:
@@ -101,19 +128,23 @@ def run_as_rank(function: Callable[..., Any], device: str, *args: Any) -> Any:
         dist.destroy_process_group()
 
 
-def _rank_main(function: Callable[..., Any], device: str, reports: str, parent: int, *args: Any) -> Any:
-    """One rank started by :func:`launch`: it dies with its parent, runs as its rank, reports a failure.
+def _rank_main(function: Callable[..., Any], device: str, reports: str, parent: int,
+               families: list[registry.ArchFamily], *args: Any) -> Any:
+    """One rank started by :func:`launch`: it dies with its parent, knows the parent's architectures
+    (one registered in Python too), runs as its rank, and reports a failure.
 
     Ctrl-C is the launcher's to report (it stops every rank with SIGINT, then says so in one line),
     so a rank ends at once and quietly on it; its checkpoint is the last one written whole.
     """
     signal.signal(signal.SIGINT, _exit_quietly)
     _die_with(parent)
+    for family in families:
+        registry.register_family(family)
     try:
         return run_as_rank(function, device, *args)
     except BaseException as error:
         report = {"user": isinstance(error, SplitsearchError), "message": f"{type(error).__name__}: {error}",
-                  "traceback": traceback.format_exc()}
+                  "traceback": traceback.format_exc(), "time": time.time()}
         (Path(reports) / f"rank-{int(os.environ.get('RANK', '0')):05d}.json").write_text(json.dumps(report))
         raise
 
@@ -131,12 +162,19 @@ def _die_with(parent: int) -> None:
 
 
 def _failure(reports: Path, error: ChildFailedError) -> Exception:
-    """The first failed rank's own report: one line for an error a user can fix, its traceback otherwise."""
-    for path in sorted(reports.glob("rank-*.json")):
-        report = json.loads(path.read_text())
-        rank = int(path.stem.removeprefix("rank-"))
+    """The failed rank's own report: one line for an error a user can fix, its traceback otherwise.
+
+    An error a user can fix is never caused by another rank, so the lowest rank with one is
+    reported.  Otherwise the first rank to fail, in time: when one rank raises, the others fail
+    after it at their next collective ("connection closed by peer") and report that too.
+    """
+    found = [(json.loads(path.read_text()), int(path.stem.removeprefix("rank-")))
+             for path in reports.glob("rank-*.json")]
+    for report, rank in sorted(found, key=lambda pair: (not pair[0]["user"], 0 if pair[0]["user"] else pair[0]["time"],
+                                                        pair[1])):
         if report["user"]:
             return TrainingError(f"rank {rank}: {report['message'].partition(': ')[2]}")
-        return RankFailedError(f"rank {rank} failed:\n{report['traceback']}")
+        return RankFailedError(f"rank {rank} failed:\n{report['traceback']}", f"rank {rank}: {report['message']}")
     ranks = ", ".join(f"rank {rank} (exit code {failure.exitcode})" for rank, failure in sorted(error.failures.items()))
-    return RankFailedError(f"{ranks} of the process group died without a report (killed?)")
+    message = f"{ranks} of the process group died without a report (killed?)"
+    return RankFailedError(message, message)

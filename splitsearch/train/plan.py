@@ -93,13 +93,13 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 class TrainReporter(Protocol):
     """Where a training tells its progress (rank 0 only): the data plan, then every epoch; ``progress``
-    asks for a progress bar per epoch."""
+    asks for a progress bar per epoch.  ``epoch`` returning True stops the training (a pruned trial)."""
 
     progress: bool
 
     def data_plan(self, plan: TrainingPlan) -> None: ...
 
-    def epoch(self, plan: TrainingPlan, metrics: EpochMetrics) -> None: ...
+    def epoch(self, plan: TrainingPlan, metrics: EpochMetrics) -> bool | None: ...
 
 
 def plan_training(request: TrainRequest, device: str | None = None) -> TrainingPlan:
