@@ -1,0 +1,232 @@
+"""Does the sampler help?  Searches replayed on a table of real results, without training.
+
+Run (a few minutes on 2 CPU cores; the table comes from ``benchmarks/split_table.py``):
+    python benchmarks/sampler_efficiency.py
+    python benchmarks/sampler_efficiency.py --table benchmarks/tables/digits-divide.json --replays 100
+
+Each replay is a study as ``splitsearch run`` makes it: the product's own space (``divide``,
+``lambda_cot`` continuous, snapped to the nearest value in the table), the product's sampler
+and pruner objects (:func:`~splitsearch.search.study.make_sampler`, ``make_pruner``), the
+baselines queued first and never pruned, and a repeat (a candidate the replay has finished)
+answered from its result and not counted, 20 of them in a row ending the study.  A trained
+candidate draws one of the table's seeds at random and reports that run's per-epoch
+validation curve, so the pruner sees real curves and the sampler real noise.
+
+Single objective: the regret after 5, 10 and 20 counted trials is the best mean accuracy in
+the table minus the mean accuracy of the configuration the study would pick (its best
+observed trial), in points; and the training epochs the replay spent.  Multi-objective
+(accuracy and MACs): the hypervolume of the front the study found (its observed front, at
+the configurations' mean accuracies) as a fraction of the table's own front's, after 10, 20
+and 40 trials, reference point accuracy 0 and 1.1 x the largest MACs of the table.
+Printed: median [first quartile, third quartile] over ``--replays`` replays.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+DEFAULT_TABLE = REPOSITORY / "benchmarks" / "tables" / "digits-divide.json"
+SINGLE_BUDGETS = (5, 10, 20)
+MULTI_BUDGETS = (10, 20, 40)
+SINGLE_VARIANTS = (("tpe", "hyperband"), ("tpe", "none"), ("random", "hyperband"), ("random", "none"),
+                   ("gp", "hyperband"), ("gp", "none"))
+MULTI_SAMPLERS = ("tpe", "nsga2", "random")
+REFERENCE_COST_FACTOR = 1.1
+
+
+@dataclass(frozen=True)
+class Table:
+    """The table's configurations: per key ``(S,)`` or ``(S, wd_rule, lambda_cot)``, its runs and costs."""
+
+    rows: dict[tuple, dict]
+    lambdas: tuple[float, ...]
+    study: dict
+
+    @classmethod
+    def load(cls, path: Path) -> Table:
+        data = json.loads(path.read_text())
+        rows = {_key(row["S"], row.get("wd_rule"), row.get("lambda_cot")): row for row in data["rows"]}
+        return cls(rows, tuple(data["space"]["lambda_cot"]), data["study"])
+
+    def snap(self, S: int, wd_rule: str, lambda_cot: float) -> tuple:
+        """The table's configuration nearest to a proposal (``lambda_cot`` is continuous in the space)."""
+        return _key(S, wd_rule, min(self.lambdas, key=lambda value: abs(value - lambda_cot)))
+
+    @property
+    def best_mean(self) -> float:
+        return max(row["mean"] for row in self.rows.values())
+
+    @property
+    def reference_cost(self) -> float:
+        return REFERENCE_COST_FACTOR * max(row["macs"] for row in self.rows.values())
+
+
+def _key(S: int, wd_rule: str | None, lambda_cot: float | None) -> tuple:
+    return (S,) if S == 1 else (S, wd_rule, float(lambda_cot))
+
+
+def make_spec(table: Table, sampler: str, pruner: str, n_trials: int, objectives: list[str]):  # noqa: ANN201
+    """The StudySpec ``splitsearch run`` would build for the table's study with these settings."""
+    from splitsearch.search.study import load_study_spec
+
+    study = table.study
+    return load_study_spec(None, {
+        "name": "replay", "arch": study["arch"], "dataset": study["dataset"], "space": "divide",
+        "budget_params": study["budget_params"], "budget_mode": "fit", "epochs": study["epochs"],
+        "objectives": objectives, "sampler": "tpe" if sampler == "gp" else sampler, "pruner": pruner,
+        "n_trials": n_trials, "seed": 0,
+    })
+
+
+def make_sampler(spec, sampler: str, seed: int) -> optuna.samplers.BaseSampler:  # noqa: ANN001
+    from splitsearch.search import study
+
+    if sampler == "gp":  # not a product option: measured here to see whether it should be
+        return optuna.samplers.GPSampler(seed=seed)
+    return study.make_sampler(spec, seed)
+
+
+def replay(table: Table, sampler: str, pruner: str, seed: int, budgets: tuple[int, ...],
+           objectives: list[str]) -> dict[int, tuple[float, int]]:
+    """One study on the table; per budget (counted trials) the figure of merit and the epochs spent."""
+    from splitsearch.search.objective import enqueue_baselines
+    from splitsearch.search.study import make_pruner
+    from splitsearch.search.space import suggest_config
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    spec = make_spec(table, sampler, pruner or "none", max(budgets), objectives)
+    multi = len(objectives) > 1
+    study = optuna.create_study(directions=["maximize", "minimize"] if multi else ["maximize"],
+                                sampler=make_sampler(spec, sampler, seed), pruner=make_pruner(spec))
+    baselines = len(enqueue_baselines(study, spec))
+    draw = random.Random(seed)
+    finished: dict[tuple, list[float]] = {}
+    counted = epochs = repeats_in_a_row = 0
+    merit: dict[int, tuple[float, int]] = {}
+    while counted < max(budgets) and repeats_in_a_row < 20:
+        trial = study.ask()
+        config = suggest_config(spec.space, trial, spec.base)
+        key = table.snap(config.S, config.wd_rule, config.lambda_cot)
+        if key in finished:
+            study.tell(trial, finished[key])
+            repeats_in_a_row += 1
+            continue
+        repeats_in_a_row = 0
+        row = table.rows[key]
+        run = draw.choice(row["runs"])
+        values = [run["val_accuracy"], row["macs"]] if multi else [run["val_accuracy"]]
+        # Optuna takes no intermediate values from multi-objective trials; baselines report but are never pruned.
+        spent = len(run["curve"]) if multi else _train(trial, run["curve"], prunable=trial.number >= baselines)
+        epochs += spent
+        counted += 1
+        if spent == len(run["curve"]):
+            finished[key] = values
+            study.tell(trial, values)
+        else:
+            study.tell(trial, state=TrialState.PRUNED)
+        if counted in budgets:
+            merit[counted] = (_merit(table, finished, multi), epochs)
+    final = (_merit(table, finished, multi), epochs)
+    return {budget: merit.get(budget, final) for budget in budgets}
+
+
+def _train(trial: optuna.Trial, curve: list[float], prunable: bool) -> int:
+    """Report the run's curve epoch by epoch; the epochs trained before the pruner stopped it."""
+    for epoch, accuracy in enumerate(curve, start=1):
+        trial.report(accuracy, epoch)
+        if prunable and trial.should_prune():
+            return epoch
+    return len(curve)
+
+
+def _merit(table: Table, finished: dict[tuple, list[float]], multi: bool) -> float:
+    """Regret in points (single objective) or the found front's share of the table's hypervolume."""
+    if not multi:
+        pick = max(finished, key=lambda key: finished[key][0])
+        return 100 * (table.best_mean - table.rows[pick]["mean"])
+    observed = [key for key in finished
+                if not any(_dominates(finished[other], finished[key]) for other in finished)]
+    return _hypervolume(table, observed) / _hypervolume(table, list(table.rows))
+
+
+def _dominates(a: list[float], b: list[float]) -> bool:
+    return a[0] >= b[0] and a[1] <= b[1] and a != b
+
+
+def _hypervolume(table: Table, keys: list[tuple]) -> float:
+    """Area dominated by the keys' (MACs, mean accuracy) up to accuracy 0 and the reference cost."""
+    points = sorted((table.rows[key]["macs"], table.rows[key]["mean"]) for key in keys)
+    reference = table.reference_cost
+    area, best = 0.0, 0.0
+    for (cost, accuracy), next_cost in zip(points, [cost for cost, _ in points[1:]] + [reference]):
+        best = max(best, accuracy)
+        area += (next_cost - cost) * best
+    return area
+
+
+def _job(arguments: tuple) -> tuple[tuple, dict[int, tuple[float, int]]]:
+    table_path, variant, seed, budgets, objectives = arguments
+    return (variant, seed), replay(Table.load(table_path), *variant, seed, budgets, objectives)
+
+
+def _quartiles(values: list[float]) -> str:
+    first, median, third = statistics.quantiles(values, n=4, method="inclusive")
+    return f"{median:5.2f} [{first:5.2f}, {third:5.2f}]"
+
+
+def summarise(results: dict, variants: list[tuple], budgets: tuple[int, ...], replays: int, what: str) -> None:
+    print(f"{'':<20}" + "".join(f"{f'{what} @{budget} trials':>26}{'epochs':>8}" for budget in budgets))
+    for variant in variants:
+        line = f"{' + '.join(part for part in variant if part):<20}"
+        for budget in budgets:
+            merits = [results[(variant, seed)][budget][0] for seed in range(replays)]
+            spent = [results[(variant, seed)][budget][1] for seed in range(replays)]
+            line += f"{_quartiles(merits):>26}{statistics.median(spent):>8.0f}"
+        print(line)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--table", type=Path, default=DEFAULT_TABLE)
+    parser.add_argument("--replays", type=int, default=100)
+    parser.add_argument("--jobs", type=int, default=2, help="replays run in this many processes")
+    options = parser.parse_args()
+    if not options.table.is_file():
+        parser.error(f"{options.table} not found; make it with python benchmarks/split_table.py")
+    table = Table.load(options.table)
+    best = max(table.rows, key=lambda key: table.rows[key]["mean"])
+    undivided = table.rows[(1,)]["mean"]
+    print(f"table: {len(table.rows)} configurations, {table.study['epochs']} epochs, {options.table.name}; best "
+          f"{best} {table.rows[best]['mean']:.2%}; the undivided baseline alone has regret "
+          f"{100 * (table.best_mean - undivided):.2f} points", flush=True)
+
+    single = [(variant, seed, SINGLE_BUDGETS, ["accuracy"]) for variant in SINGLE_VARIANTS
+              for seed in range(options.replays)]
+    multi = [((sampler, ""), seed, MULTI_BUDGETS, ["accuracy", "macs"]) for sampler in MULTI_SAMPLERS
+             for seed in range(options.replays)]
+    with ProcessPoolExecutor(options.jobs) as pool:
+        single_results = dict(pool.map(_job, [(options.table, *job) for job in single]))
+        print(f"\nsingle objective: regret in points, median [quartiles] over {options.replays} replays; "
+              "median training epochs spent")
+        summarise(single_results, list(SINGLE_VARIANTS), SINGLE_BUDGETS, options.replays, "regret")
+        multi_results = dict(pool.map(_job, [(options.table, *job) for job in multi]))
+    print(f"\naccuracy and MACs: found front's hypervolume / the table's, median [quartiles] over {options.replays} "
+          "replays (no pruning in multi-objective studies)")
+    summarise(multi_results, [(sampler, "") for sampler in MULTI_SAMPLERS], MULTI_BUDGETS, options.replays,
+              "hypervolume")
+
+
+if __name__ == "__main__":
+    main()
