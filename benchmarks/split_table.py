@@ -1,6 +1,6 @@
 """A table of real results: every configuration of a small grid of the ``divide`` space, trained.
 
-Run (about 40 minutes on 2 CPU cores with the defaults; running it again resumes):
+Run (19 minutes on 2 CPU cores with the defaults, with other work on the machine; running it again resumes):
     python benchmarks/split_table.py
     python benchmarks/split_table.py --out benchmarks/tables/digits-divide.json --workdir /tmp/split-table
 
