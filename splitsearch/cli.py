@@ -441,7 +441,9 @@ def _study_option(command: Any) -> Any:
               help="greedy-blocks: epochs each split candidate is fine-tuned [default: a third of --epochs].")
 @_execution_options
 @click.option("--runs-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"), show_default=True,
-              help="Per-trial checkpoints (a retried trial continues from its checkpoint).")
+              help="Per-trial checkpoints (a retried trial continues from its checkpoint). A checkpoint that "
+                   "cannot be written (full disk, read-only) is told in one line and the trial trains on without "
+                   "it; one that cannot be read is told in one line and the retry trains from epoch 1.")
 @click.option("--keep-checkpoints", is_flag=True,
               help="Keep each trial's checkpoint after it ends (by default only interrupted trials keep theirs).")
 @_data_dir_options
@@ -519,13 +521,13 @@ def run(study_file: str | None, study_name: str | None, storage: str, n_trials: 
                        f"greedy block-wise split, factors {','.join(map(str, factors))}, threshold {threshold} points")
             _echo_training_plan(spec)
             study, _ = run_greedy_blocks(spec, storage, execution, threshold, factors, finetune_epochs, force,
-                                         on_step=tqdm.write, on_epoch=on_epoch)
+                                         on_step=tqdm.write, on_epoch=on_epoch, on_warning=_warning_line)
             _print_greedy_summary(study)
             return
         click.echo(f"study {spec.name!r} in {mask_url(storage)}: {spec.base.arch} on {spec.base.dataset}, space "
                    f"{spec.space.name}, {','.join(spec.objectives)}, {spec.n_trials} trials")
         _echo_training_plan(spec)
-        study = run_study(spec, storage, execution, force, on_epoch=on_epoch)
+        study = run_study(spec, storage, execution, force, on_epoch=on_epoch, on_warning=_warning_line)
     except Terminated:
         click.echo(f"terminated; the trial in progress is queued again and continues from its checkpoint "
                    f"(study {spec.name!r} in {mask_url(storage)})", err=True)
@@ -536,6 +538,11 @@ def run(study_file: str | None, study_name: str | None, storage: str, n_trials: 
             f"continue study {spec.name!r}"
         ) from None
     _print_study_summary(study)
+
+
+def _warning_line(line: str) -> None:
+    """A fault the worker rode out (a checkpoint it could not write or read), in one line on stderr."""
+    tqdm.write(f"Warning: {line}", file=sys.stderr)
 
 
 def _print_greedy_summary(study: Any) -> None:

@@ -27,6 +27,7 @@ from splitsearch.search.objective import (
     enqueue_baselines,
     enqueue_tuned_baselines,
     tuned_baseline_trials,
+    warn,
 )
 from splitsearch.search.execution import ExecutionOptions
 from splitsearch.search.record import TrialCounts, TrialRecord, count_trials
@@ -87,7 +88,8 @@ def open_search(spec: StudySpec, storage_url: str, force: bool = False,
 
 def run_study(spec: StudySpec, storage_url: str, execution: ExecutionOptions = ExecutionOptions(),
               force: bool = False, progress: bool = True,
-              on_epoch: Callable[[int, EpochMetrics], None] | None = None) -> optuna.Study:
+              on_epoch: Callable[[int, EpochMetrics], None] | None = None,
+              on_warning: Callable[[str], None] = warn) -> optuna.Study:
     """Work on ``spec`` until the study has ``n_trials`` candidates, the space has no new ones, or ``timeout`` passes.
 
     ``n_trials`` counts the candidates trained (complete or pruned) or reused from another study;
@@ -107,7 +109,8 @@ def run_study(spec: StudySpec, storage_url: str, execution: ExecutionOptions = E
     settings where the space searches any (:func:`~splitsearch.search.objective.enqueue_tuned_baselines`),
     so a pick and its baselines can be compared at the same training settings.  Optuna's
     experimental-feature warnings (heartbeats, trial retries, grouped TPE, constant liar) are
-    silenced while it runs: we use them on purpose.
+    silenced while it runs: we use them on purpose.  ``on_warning`` is told, in one line, each
+    disk fault the worker rides out (:class:`~splitsearch.search.objective.SearchObjective`).
     """
     check_budget(spec)
     data = execution.data_cache()
@@ -115,7 +118,7 @@ def run_study(spec: StudySpec, storage_url: str, execution: ExecutionOptions = E
     with sigterm_interrupts(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         study, store = open_search(spec, storage_url, force, execution.heartbeat_seconds)
-        objective = SearchObjective(spec, store, execution, data, on_epoch)
+        objective = SearchObjective(spec, store, execution, data, on_epoch, on_warning)
         try:
             _work(study, objective, spec, progress)
         except KeyboardInterrupt:

@@ -81,6 +81,8 @@ class CandidateRecord:
     resumed_from_epoch: int | None
     error: str | None
     warm_started_from: int | None
+    resume_refused: str | None
+    checkpoint_error: str | None
     baseline: str | None
     started_at: datetime
     finished_at: datetime | None
@@ -191,8 +193,25 @@ class Store:
 
     def record_resumed(self, candidate_id: int, epoch: int) -> None:
         """Record that the candidate continued a checkpoint holding ``epoch`` finished epochs."""
+        self._update_candidate(candidate_id, resumed_from_epoch=epoch)
+
+    def record_resume_refused(self, candidate_id: int, reason: str) -> None:
+        """Record that the attempt could not read the checkpoint it should resume (``reason`` names it).
+
+        It trains from epoch 1 instead, so its ``resumed_from_epoch`` stays empty.
+        """
+        self._update_candidate(candidate_id, resume_refused=reason[:_ERROR_LENGTH])
+
+    def record_checkpoint_error(self, candidate_id: int, reason: str) -> None:
+        """Record a file the attempt could not write; the first one is kept (the rest are the same fault)."""
+        statement = (update(Candidate).where(Candidate.id == candidate_id, Candidate.checkpoint_error.is_(None))
+                     .values(checkpoint_error=reason[:_ERROR_LENGTH]))
         with self._sessions.begin() as session:
-            session.execute(update(Candidate).where(Candidate.id == candidate_id).values(resumed_from_epoch=epoch))
+            session.execute(statement)
+
+    def _update_candidate(self, candidate_id: int, **values: Any) -> None:
+        with self._sessions.begin() as session:
+            session.execute(update(Candidate).where(Candidate.id == candidate_id).values(**values))
 
     def mark_interrupted(self, study_name: str, trial_number: int, retried_as: int | None = None) -> None:
         """End a trial's row that still says ``running`` as ``interrupted`` (and link its retry).
