@@ -175,17 +175,26 @@ def no_new_candidates(counts: TrialCounts) -> bool:
     return counts.repeats_in_a_row >= MAX_REPEATS_IN_A_ROW
 
 
+def open_existing_storage(storage_url: str) -> optuna.storages.RDBStorage:
+    """Optuna's storage of a database that exists: a SQLite file that does not is refused, not created empty.
+
+    Raises:
+        StudyError: no such SQLite file, or a database that cannot be reached.
+    """
+    if storage_url.startswith("sqlite:///") and not storage_url.endswith(":memory:"):
+        path = Path(storage_url.removeprefix("sqlite:///"))
+        if not path.is_file():
+            raise StudyError(f"no database at {path} (storage {mask_url(storage_url)})")
+    return open_storage(storage_url, heartbeat=False)
+
+
 def load_existing_study(study_name: str | None, storage_url: str) -> optuna.Study:
     """An existing study by name; with no name, the storage's only study.
 
     Raises:
         StudyError: unknown study, several studies and no name, or an unreachable storage.
     """
-    if storage_url.startswith("sqlite:///") and not storage_url.endswith(":memory:"):
-        path = Path(storage_url.removeprefix("sqlite:///"))
-        if not path.is_file():
-            raise StudyError(f"no database at {path} (storage {mask_url(storage_url)})")
-    storage = open_storage(storage_url, heartbeat=False)
+    storage = open_existing_storage(storage_url)
     names = sorted(s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False))
     if study_name is None:
         if len(names) != 1:
