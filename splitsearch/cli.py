@@ -270,6 +270,7 @@ def train(config_file: Path, dataset: str | None, epochs: int | None, seed: int 
     """
     from splitsearch.cost import count_config
     from splitsearch.data import DEFAULT_DATA_DIR
+    from splitsearch.errors import CheckpointReadError
     from splitsearch.train.launch import launch, launched_by_torchrun, run_as_rank
     from splitsearch.train.loop import resolve_device
     from splitsearch.train.parallel import MemberGroup
@@ -293,6 +294,8 @@ def train(config_file: Path, dataset: str | None, epochs: int | None, seed: int 
             f"interrupted; {done} checkpointed in {request.resolved_out_dir()}: "
             f"continue with the same command and --resume --out {request.resolved_out_dir()}"
         ) from None
+    except CheckpointReadError as error:
+        raise click.ClickException(f"{error}; train without --resume to start again from epoch 1") from None
     if outcome is None:  # a rank other than 0 under torchrun: rank 0 reports
         return
     config, result, out_dir, final = outcome.plan_config, outcome.result, outcome.out_dir, outcome.final

@@ -136,7 +136,8 @@ def test_a_damaged_checkpoint_is_refused_naming_the_file(tmp_path, capsys, damag
     code, _, err = run_cli(capsys, "train", tmp_path / "tiny.yaml", "--out", out_dir, "--resume", "--quiet")
     assert code == 2
     [line] = err.splitlines()
-    assert line.startswith(f"Error: the checkpoint {checkpoint} cannot be read (") and "truncated or corrupt" in line
+    assert line.startswith(f"Error: the checkpoint {checkpoint} cannot be read (")
+    assert line.endswith("it is truncated or corrupt; train without --resume to start again from epoch 1")
 
 
 # -- the search -----------------------------------------------------------------------------------
