@@ -17,6 +17,8 @@ from optuna.trial import TrialState
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
+from splitsearch.cost import count_config
+from splitsearch.search.record import TrialRecord
 from splitsearch.store import Store
 from splitsearch.train.loop import CHECKPOINT_NAME
 
@@ -124,3 +126,38 @@ def test_rows_links_and_checkpoints_that_disagree_are_found_and_mended(storage_u
         (lost.config_hash, study.trials[1].value, lost.baseline)
     assert Store(url).epochs(restored[1].id) == []
     assert not list(runs.rglob("trial-*"))
+
+
+def test_rows_nothing_can_mend_are_reported_and_left(study_file, tmp_path, capsys):
+    """A row of no trial, and rows of a study Optuna does not have: nothing says what they should be.
+
+    A plain Optuna study in the same database is not splitsearch's, and is left out.
+    """
+    url, runs = f"sqlite:///{tmp_path / 'study.db'}", tmp_path / "runs"
+    finish(start_worker(study_file(n_trials=1, epochs=1), url, runs))
+    optuna.create_study(study_name="plain", storage=url).optimize(lambda trial: trial.suggest_float("x", 0, 1),
+                                                                  n_trials=1)
+    config = TrialRecord.from_trial(optuna.load_study(study_name="cluster", storage=url).trials[0]).config
+    store = Store(url)
+    store.start_candidate("cluster", 99, config, count_config(config))
+    store.start_candidate("ghost", 0, config, count_config(config))
+
+    code, lines = db_check(capsys, url, runs)
+    assert code == 1 and lines == [
+        "cluster, trial 99: the store has a row (running), Optuna has no such trial",
+        "ghost: the store has 1 row(s) of this study, Optuna has no such study",
+        "2 disagreement(s); splitsearch db check --repair mends 0 of them",
+    ]
+    code, lines = db_check(capsys, url, runs, "--repair")
+    assert code == 1 and lines == [
+        "not repaired: cluster, trial 99: the store has a row (running), Optuna has no such trial: "
+        "nothing says what it should be",
+        "not repaired: ghost: the store has 1 row(s) of this study, Optuna has no such study: "
+        "nothing says what it should be",
+        "remains: cluster, trial 99: the store has a row (running), Optuna has no such trial",
+        "remains: ghost: the store has 1 row(s) of this study, Optuna has no such study",
+        "repaired 0 of 2 disagreement(s); 2 remain",
+    ]
+    assert len(store.candidates("cluster")) == 2 and len(store.candidates("ghost")) == 1
+    code, _, err = run_cli(capsys, "db", "check", "--storage", url, "--study", "plain")
+    assert code == 2 and err == "Error: study 'plain' was not made by splitsearch: it has no rows to check\n"

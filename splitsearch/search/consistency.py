@@ -39,6 +39,7 @@ from optuna.trial import FrozenTrial, TrialState
 from splitsearch.cost import count_config
 from splitsearch.search.record import StudyRecord, TrialRecord
 from splitsearch.search.run import load_existing_study, open_existing_storage
+from splitsearch.search.study import StudyError
 from splitsearch.search.worker import (
     MAX_RETRIES,
     checkpoint_root,
@@ -104,18 +105,24 @@ def check_storage(storage_url: str, study_name: str | None, runs_dir: Path) -> l
     ``runs_dir`` is the ``--runs-dir`` the workers used, where the studies' checkpoints are.
     All studies: also the store's rows of studies Optuna does not have.
 
+    Studies splitsearch did not make (plain Optuna studies sharing the database) have no rows to
+    agree with and are left out.
+
     Raises:
-        StudyError: the storage cannot be opened, or holds no study ``study_name``.
+        StudyError: the storage cannot be opened, or holds no study ``study_name`` of splitsearch's.
     """
     if study_name is not None:
         studies = [load_existing_study(study_name, storage_url)]
+        if not _made_by_splitsearch(studies[0]):
+            raise StudyError(f"study {study_name!r} was not made by splitsearch: it has no rows to check")
     else:
         storage = open_existing_storage(storage_url)
         studies = [optuna.load_study(study_name=name, storage=storage) for name in optuna.get_all_study_names(storage)]
     upgrade(storage_url)
     store = Store(storage_url)
     try:
-        findings = [finding for study in studies for finding in check_study(study, store, runs_dir)]
+        findings = [finding for study in studies if _made_by_splitsearch(study)
+                    for finding in check_study(study, store, runs_dir)]
         if study_name is None:
             findings += _rows_of_unknown_studies(store, {study.study_name for study in studies})
         return findings
@@ -279,9 +286,15 @@ def _still_needed(chain: list[FrozenTrial], greedy_done: bool) -> bool:
     return bool(record.keep_weights) and latest.state == TrialState.COMPLETE and not greedy_done
 
 
+def _made_by_splitsearch(study: optuna.Study) -> bool:
+    """Whether splitsearch made the study (it records its settings when it creates one)."""
+    return StudyRecord.from_study(study).settings is not None
+
+
 def _rows_of_unknown_studies(store: Store, known: set[str]) -> list[Finding]:
-    return [Finding(name, None, "unknown-study", f"the store has {len(store.candidates(name))} rows of this study, "
-                                                 "Optuna has no such study")
+    """Rows of studies Optuna does not have (deleted, or a store copied without Optuna's tables)."""
+    return [Finding(name, None, "unknown-study",
+                    f"the store has {len(store.candidates(name))} row(s) of this study, Optuna has no such study")
             for name in store.study_names() if name not in known]
 
 
