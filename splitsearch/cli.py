@@ -270,6 +270,7 @@ def train(config_file: Path, dataset: str | None, epochs: int | None, seed: int 
     """
     from splitsearch.cost import count_config
     from splitsearch.data import DEFAULT_DATA_DIR
+    from splitsearch.errors import CheckpointReadError
     from splitsearch.train.launch import launch, launched_by_torchrun, run_as_rank
     from splitsearch.train.loop import resolve_device
     from splitsearch.train.parallel import MemberGroup
@@ -293,6 +294,8 @@ def train(config_file: Path, dataset: str | None, epochs: int | None, seed: int 
             f"interrupted; {done} checkpointed in {request.resolved_out_dir()}: "
             f"continue with the same command and --resume --out {request.resolved_out_dir()}"
         ) from None
+    except CheckpointReadError as error:
+        raise click.ClickException(f"{error}; train without --resume to start again from epoch 1") from None
     if outcome is None:  # a rank other than 0 under torchrun: rank 0 reports
         return
     config, result, out_dir, final = outcome.plan_config, outcome.result, outcome.out_dir, outcome.final
@@ -342,6 +345,10 @@ class _TrainLines:
             members = ", ".join(f"{accuracy:.1%}" for accuracy in metrics.val_member_accuracies)
             line += f"val {metrics.val_accuracy:.2%} (members {members})  "
         tqdm.write(line + f"lr {metrics.lr:.4f}  {metrics.seconds:.1f}s")
+
+    def write_error(self, error: Exception) -> None:
+        """``train``'s output is its files: one that cannot be written stops it (one Error line)."""
+        raise error
 
 
 def _echo_data_plan(config: SplitConfig, data: Any) -> None:
@@ -441,7 +448,9 @@ def _study_option(command: Any) -> Any:
               help="greedy-blocks: epochs each split candidate is fine-tuned [default: a third of --epochs].")
 @_execution_options
 @click.option("--runs-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"), show_default=True,
-              help="Per-trial checkpoints (a retried trial continues from its checkpoint).")
+              help="Per-trial checkpoints (a retried trial continues from its checkpoint). A checkpoint that "
+                   "cannot be written (full disk, read-only) is told in one line and the trial trains on without "
+                   "it; one that cannot be read is told in one line and the retry trains from epoch 1.")
 @click.option("--keep-checkpoints", is_flag=True,
               help="Keep each trial's checkpoint after it ends (by default only interrupted trials keep theirs).")
 @_data_dir_options
@@ -524,13 +533,13 @@ def run(study_file: str | None, study_name: str | None, storage: str, n_trials: 
                        f"greedy block-wise split, factors {','.join(map(str, factors))}, threshold {threshold} points")
             _echo_training_plan(spec)
             study, _ = run_greedy_blocks(spec, storage, execution, threshold, factors, finetune_epochs, force,
-                                         on_step=tqdm.write, on_epoch=on_epoch)
+                                         on_step=tqdm.write, on_epoch=on_epoch, on_warning=_warning_line)
             _print_greedy_summary(study)
             return
         click.echo(f"study {spec.name!r} in {mask_url(storage)}: {spec.base.arch} on {spec.base.dataset}, space "
                    f"{spec.space.name}, {','.join(spec.objectives)}, {spec.n_trials} trials")
         _echo_training_plan(spec)
-        study = run_study(spec, storage, execution, force, on_epoch=on_epoch)
+        study = run_study(spec, storage, execution, force, on_epoch=on_epoch, on_warning=_warning_line)
     except Terminated:
         click.echo(f"terminated; the trial in progress is queued again and continues from its checkpoint "
                    f"(study {spec.name!r} in {mask_url(storage)})", err=True)
@@ -541,6 +550,11 @@ def run(study_file: str | None, study_name: str | None, storage: str, n_trials: 
             f"continue study {spec.name!r}"
         ) from None
     _print_study_summary(study)
+
+
+def _warning_line(line: str) -> None:
+    """A fault the worker rode out (a checkpoint it could not write or read), in one line on stderr."""
+    tqdm.write(f"Warning: {line}", file=sys.stderr)
 
 
 def _print_greedy_summary(study: Any) -> None:
@@ -723,7 +737,7 @@ def dashboard(study_name: str | None, storage: str, host: str, port: int) -> Non
 
 @cli.group()
 def db() -> None:
-    """The store's own tables (beside Optuna's, in the same database)."""
+    """The store's own tables (beside Optuna's, in the same database): upgrade them, check them against Optuna's."""
 
 
 @db.command("upgrade")
@@ -738,6 +752,60 @@ def db_upgrade(storage: str) -> None:
     open_storage(storage, heartbeat=False)  # checks the URL and creates Optuna's tables too
     upgrade(storage)
     click.echo(f"store tables of {mask_url(storage)} are up to date")
+
+
+@db.command("check")
+@click.option("--study", "study_name", help="Check this study only [default: every study of the storage].")
+@_storage_option
+@click.option("--runs-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"), show_default=True,
+              help="Where the workers keep checkpoints (run's --runs-dir): leftover ones are looked for there.")
+@click.option("--repair", is_flag=True,
+              help="Mend what can be mended (Optuna's trial decides how a trial ended), then check again.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: findings, repairs and what remains.")
+def db_check(study_name: str | None, storage: str, runs_dir: Path, repair: bool, as_json: bool) -> None:
+    """List every disagreement between Optuna's trials, the store's rows and the checkpoints on disk.
+
+    One line per finding: a row left running (or a RUNNING trial whose worker on this machine
+    is gone), a row whose state disagrees with its trial's, a COMPLETE or PRUNED trial without
+    a row, a row without a trial, a retry link (retry_of, retried_as) to no row, a checkpoint
+    folder no attempt will resume.  --repair marks rows as Optuna's trials ended, fails and
+    queues again a dead worker's trial, writes a lost row again from its trial, clears dangling
+    links and removes leftover checkpoints; it says what it did and what it could not mend.
+
+    Exit status, like a linter's: 0 when everything agrees (after --repair: when nothing is
+    left), 1 when disagreements remain, 2 when the storage or study cannot be opened.
+
+    \b
+    Examples:
+      splitsearch db check --storage sqlite:///splitsearch.db
+      splitsearch db check --study quickstart --runs-dir /shared/runs --repair
+    """
+    from splitsearch.search.consistency import check_storage
+    from splitsearch.search.consistency import repair as mend
+
+    findings = check_storage(storage, study_name, runs_dir)
+    repairs = mend(findings) if repair else []
+    remaining = check_storage(storage, study_name, runs_dir) if repair else findings
+    if as_json:
+        click.echo(json.dumps({"findings": [finding.to_dict() for finding in findings],
+                               "repairs": [done.to_dict() for done in repairs],
+                               "remaining": [finding.to_dict() for finding in remaining]}, indent=2))
+    else:
+        click.echo("\n".join(_check_lines(findings, repairs, remaining)))
+    raise click.exceptions.Exit(1 if remaining else 0)
+
+
+def _check_lines(findings: list[Any], repairs: list[Any], remaining: list[Any]) -> list[str]:
+    """One line per finding (or per repair, and per disagreement left after it), then a summary."""
+    if not findings:
+        return ["consistent: Optuna's trials, the store's rows and the checkpoints agree"]
+    if not repairs:
+        mendable = sum(finding.mend is not None for finding in findings)
+        return [*(finding.line() for finding in findings),
+                f"{len(findings)} disagreement(s); splitsearch db check --repair mends {mendable} of them"]
+    summary = f"repaired {sum(done.done is not None for done in repairs)} of {len(findings)} disagreement(s); "
+    return [*(done.line() for done in repairs), *(f"remains: {finding.line()}" for finding in remaining),
+            summary + (f"{len(remaining)} remain" if remaining else "now consistent")]
 
 
 @cli.command("archs")

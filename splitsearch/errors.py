@@ -9,6 +9,8 @@ with its traceback.  Each module raises its own subclass (``ConfigError``, ``Stu
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class SplitsearchError(Exception):
     """Something the user gave cannot work; the message says what and how to fix it."""
@@ -16,3 +18,35 @@ class SplitsearchError(Exception):
 
 class TrainingError(SplitsearchError, ValueError):
     """A training cannot run as asked (a device that is not there, a checkpoint of another run)."""
+
+
+class OutputWriteError(SplitsearchError):
+    """A file of a run (checkpoint, model, metrics) could not be written: a full disk, a read-only
+    or missing folder.  The file that was there before is left as it was (writes are atomic).
+
+    ``reason`` is the operating system's word for it without the file name (``[Errno 28] No space
+    left on device``), so that the same fault on many files can be told once.
+    """
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(path, reason)  # the arguments, so that the error pickles (member-parallel ranks)
+        self.path = path
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"cannot write {self.path}: {self.reason}"
+
+
+class CheckpointReadError(TrainingError):
+    """A checkpoint to resume from cannot be read: truncated, corrupt, or not a checkpoint at all.
+
+    Raised before anything of it is applied, so the trainer that raised it is as it was built.
+    """
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(path, reason)
+        self.path = path
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"the checkpoint {self.path} cannot be read ({self.reason}): it is truncated or corrupt"

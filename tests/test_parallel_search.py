@@ -17,6 +17,7 @@ from splitsearch.store import Store
 
 from conftest import run_cli
 from test_parallel import _alive, _children
+from test_disk_faults import rows as rows_by_trial, sqlite_url, warning_lines
 from test_workers import (FINISHED, assert_retry_continued, assert_store_follows_optuna, epochs_of, finish,
                           start_worker, study_file, wait_until)
 
@@ -127,7 +128,7 @@ def test_rank_0_stops_the_whole_group_when_the_worker_says_stop(tmp_path):
         seen.append(metrics.epoch)
         return True
 
-    with EpochServer(prune_after_first_epoch) as server:
+    with EpochServer(prune_after_first_epoch, on_write_error=pytest.fail) as server:
         outcome = launch(2, run_training_rank, "cpu", TrainRequest(config, out_dir=tmp_path / "run"), server.client())
     server.raise_failure()
     assert seen == [1]
@@ -147,7 +148,7 @@ def test_an_error_in_the_workers_callback_stops_the_group_and_is_raised_in_the_w
     def storage_gone(metrics) -> bool:
         raise ConnectionError("the database went away")
 
-    with EpochServer(storage_gone) as server:
+    with EpochServer(storage_gone, on_write_error=pytest.fail) as server:
         outcome = launch(2, run_training_rank, "cpu", TrainRequest(config, out_dir=tmp_path / "run"), server.client())
     assert outcome.result.stopped_early
     with pytest.raises(ConnectionError, match="went away"):
@@ -178,3 +179,16 @@ def test_sigterm_stops_every_rank_keeps_the_checkpoint_and_the_retry_continues(p
     study = assert_store_follows_optuna(postgres_url)
     assert len(study.get_trials(states=FINISHED)) == 3
     assert_retry_continued(postgres_url, 1)
+
+
+def test_a_checkpoint_rank_0_cannot_write_costs_the_trial_only_its_resumability(study_file, tmp_path):
+    """As in one process (tests/test_disk_faults.py): one warning, the trials train on, the rows say why."""
+    (tmp_path / "file").write_text("a regular file where the runs folder should be")
+    url = sqlite_url(tmp_path)
+    err = finish(start_worker(study_file(n_trials=2, epochs=2), url, tmp_path / "file" / "runs",
+                              "--nproc-per-trial", "2"))
+    [warning] = warning_lines(err)
+    assert "Not a directory" in warning and "trials go on without checkpoints" in warning
+    trained = {row.S: row for row in rows_by_trial(url).values() if row.state == "complete"}
+    assert sorted(trained) == [1, 2]  # the undivided network in the worker, S=2 in two processes
+    assert all("Not a directory" in row.checkpoint_error for row in trained.values())

@@ -20,7 +20,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import NullPool
 
@@ -162,6 +162,37 @@ def test_downgrade_removes_only_the_store(empty_url: str) -> None:
     assert current_revision(empty_url) is None
     with optuna_storage(empty_url) as storage:
         assert optuna.load_study(storage=storage, study_name="kept")
+
+
+def test_upgrade_to_0004_keeps_rows_and_adds_the_checkpoint_faults(empty_url: str, cost: CandidateCost) -> None:
+    command.upgrade(alembic_config(empty_url), "0003")
+    engine = create_engine(empty_url, poolclass=NullPool)
+    before = {column["name"] for column in inspect(engine).get_columns("splitsearch_candidates")}
+    assert not {"resume_refused", "checkpoint_error"} & before
+    with engine.begin() as connection:  # a row as a worker of revision 0003 wrote it
+        connection.execute(text(
+            "INSERT INTO splitsearch_candidates (study_name, trial_number, config_yaml, config_hash, dataset, "
+            "epochs, arch, \"S\", width_mult, params, macs, flops, activation_bytes, state, started_at) VALUES "
+            "('old', 0, :yaml, 'h', 'digits', 3, 'resnet20', 2, 0.25, 1, 2, 4, 8, 'complete', CURRENT_TIMESTAMP)"),
+            {"yaml": CONFIG.to_yaml()})
+    engine.dispose()
+
+    upgrade(empty_url)
+    store = Store(empty_url)
+    [row] = store.candidates("old")
+    assert (row.state, row.resume_refused, row.checkpoint_error) == ("complete", None, None)
+    store.record_checkpoint_error(row.id, "cannot write runs/x/checkpoint.pt: [Errno 28] No space left on device")
+    store.record_checkpoint_error(row.id, "cannot write runs/x/model.pt: [Errno 28] No space left on device")
+    store.record_resume_refused(row.id, "the checkpoint runs/x/checkpoint.pt cannot be read (EOFError)")
+    [row] = store.candidates("old")
+    assert row.checkpoint_error.startswith("cannot write runs/x/checkpoint.pt")  # the first fault is kept
+    assert row.resume_refused == "the checkpoint runs/x/checkpoint.pt cannot be read (EOFError)"
+    store.close()
+
+    command.downgrade(alembic_config(empty_url), "0003")
+    engine = create_engine(empty_url, poolclass=NullPool)
+    assert {column["name"] for column in inspect(engine).get_columns("splitsearch_candidates")} == before
+    engine.dispose()
 
 
 def test_workers_upgrading_together(postgres_url: str) -> None:

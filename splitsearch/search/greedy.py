@@ -29,7 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 from splitsearch.cost import count_config, fit_width
 from splitsearch.models import resolve_arch
 from splitsearch.search.execution import ExecutionOptions
-from splitsearch.search.objective import SearchObjective
+from splitsearch.search.objective import SearchObjective, warn
 from splitsearch.search.record import GreedySummary, StudyRecord, TrialRecord
 from splitsearch.search.run import check_budget, open_search
 from splitsearch.search.space import Param, SearchSpace
@@ -93,12 +93,13 @@ def run_greedy_blocks(spec: StudySpec, storage_url: str, execution: ExecutionOpt
                       threshold: float = DEFAULT_THRESHOLD, factors: Sequence[int] = DEFAULT_FACTORS,
                       finetune_epochs: int | None = None, force: bool = False,
                       on_step: Callable[[str], None] | None = None,
-                      on_epoch: Callable[[int, EpochMetrics], None] | None = None
-                      ) -> tuple[optuna.Study, GreedyResult]:
+                      on_epoch: Callable[[int, EpochMetrics], None] | None = None,
+                      on_warning: Callable[[str], None] = warn) -> tuple[optuna.Study, GreedyResult]:
     """Run (or resume) the greedy block-wise split of ``spec.base`` and record its result in the study.
 
-    ``on_step`` receives one line per evaluated network, ``on_epoch`` every epoch's metrics.  The
-    result is also stored as the study's ``greedy_result`` (:class:`~splitsearch.search.record.StudyRecord`).
+    ``on_step`` receives one line per evaluated network, ``on_epoch`` every epoch's metrics,
+    ``on_warning`` a line per disk fault ridden out (as in :func:`~splitsearch.search.run.run_study`).
+    The result is also stored as the study's ``greedy_result`` (:class:`~splitsearch.search.record.StudyRecord`).
     Networks run in the sequential mode (S is 1: nothing to fuse).  Optuna's experimental-feature
     warnings are silenced while it runs, as in :func:`~splitsearch.search.run.run_study`.
     """
@@ -113,7 +114,7 @@ def run_greedy_blocks(spec: StudySpec, storage_url: str, execution: ExecutionOpt
     with sigterm_interrupts(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         study, store = open_search(spec, storage_url, force, execution.heartbeat_seconds)
-        objective = SearchObjective(spec, store, execution, data, on_epoch)
+        objective = SearchObjective(spec, store, execution, data, on_epoch, on_warning)
         evaluate = _TrialEvaluator(study, objective, spec.base.train.epochs, finetune_epochs, on_step)
         try:
             result = greedy_block_split(num_blocks, evaluate, threshold, factors,

@@ -6,15 +6,18 @@ leaves a row in the store and user attributes that optuna-dashboard and the repo
 candidate the store holds a result for is answered without training: a *repeat* when this study
 finished it already (not counted toward ``n_trials``), *reused* when another study did.  How a
 trial ends when something goes wrong (failed or interrupted) is described in
-:mod:`splitsearch.search.worker`.
+:mod:`splitsearch.search.worker`.  Disk faults do not end a trial: a checkpoint that cannot be
+written is told in one line and the trial trains on without it, and a retry whose checkpoint
+cannot be read is told in one line and trains from epoch 1 (both recorded in its row).
 """
 
 from __future__ import annotations
 
+import shutil
+import warnings
+from functools import partial
 from pathlib import Path
 from typing import Callable
-
-import shutil
 
 import optuna
 import torch
@@ -22,6 +25,7 @@ import torch
 from splitsearch.config import SplitConfig
 from splitsearch.cost import CandidateCost, count_config, fit_width
 from splitsearch.data import DataCache
+from splitsearch.errors import CheckpointReadError, OutputWriteError
 from splitsearch.search.execution import ExecutionOptions
 from splitsearch.search.record import TrialRecord
 from splitsearch.search.space import KEY_TYPES, config_value, parameter_names, suggest_config
@@ -30,7 +34,7 @@ from splitsearch.search.worker import checkpoint_root, original_trial_number, re
 from splitsearch.store import CandidateRecord, Store
 from splitsearch.train.epoch_channel import EpochServer
 from splitsearch.train.launch import RankFailedError, launch
-from splitsearch.train.loop import MODEL_NAME, EpochMetrics, Trainer, TrainResult
+from splitsearch.train.loop import CHECKPOINT_NAME, MODEL_NAME, EpochMetrics, Trainer, TrainResult, read_checkpoint
 from splitsearch.train.plan import TrainRequest, run_training_rank
 from splitsearch.train.semantic_stage import class_group_text
 
@@ -47,6 +51,15 @@ BASELINES: tuple[tuple[str, dict], ...] = (
 TUNED_SUFFIX = " (tuned)"
 
 
+class SearchWarning(UserWarning):
+    """A fault a worker rode out (a checkpoint it could not write or read): the search went on."""
+
+
+def warn(line: str) -> None:
+    """Where a :class:`SearchObjective` tells a fault by default: a Python warning (the CLI prints a line)."""
+    warnings.warn(line, SearchWarning, stacklevel=2)
+
+
 class SearchObjective:
     """Callable for ``study.optimize``: one trial -> one trained (or rejected, or reused) candidate.
 
@@ -60,15 +73,20 @@ class SearchObjective:
             ``execution.keep_checkpoints``.
         data: the worker's dataset cache (one is made from ``execution`` if not given).
         on_epoch: optional per-epoch hook (the CLI prints a line per epoch with ``-v``).
+        on_warning: told, in one line, each fault the worker rides out: a checkpoint it cannot
+            read (once per trial) or write (once per kind of fault: a full disk fails them all).
     """
 
     def __init__(self, spec: StudySpec, store: Store, execution: ExecutionOptions, data: DataCache | None = None,
-                 on_epoch: Callable[[int, EpochMetrics], None] | None = None) -> None:
+                 on_epoch: Callable[[int, EpochMetrics], None] | None = None,
+                 on_warning: Callable[[str], None] = warn) -> None:
         self.spec = spec
         self.store = store
         self.execution = execution
         self.on_epoch = on_epoch
+        self.on_warning = on_warning
         self.data = data or execution.data_cache()
+        self._write_faults_told: set[str] = set()
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
         try:
@@ -195,6 +213,9 @@ class SearchObjective:
                out_dir: Path) -> TrainResult:
         # Baselines are the yardstick the search exists to beat: they report but are never pruned.
         can_prune = not self.spec.multi_objective and not record.is_baseline
+        # A retry inherits the epochs its first attempt reported; trained again from epoch 1
+        # (its checkpoint unreadable), they are not reported twice (Optuna would warn and ignore them).
+        reported = set(trial.study.get_trials(deepcopy=False)[trial.number].intermediate_values)
 
         def after_epoch(metrics: EpochMetrics) -> bool:
             self.store.record_epoch(candidate, metrics)
@@ -202,19 +223,17 @@ class SearchObjective:
                 self.on_epoch(trial.number, metrics)
             if self.spec.multi_objective:
                 return False
-            trial.report(metrics.val_accuracy, metrics.epoch)
+            if metrics.epoch not in reported:
+                trial.report(metrics.val_accuracy, metrics.epoch)
             return can_prune and trial.should_prune()
 
-        processes = self.execution.trial_processes(config)
-        if processes > 1 and record.warm_start_from is None:
-            result = self._train_in_group(processes, config, out_dir, after_epoch)
-        else:
-            trainer = Trainer(config, self.data.get(config.dataset, config.train), self.execution.device, out_dir,
-                              self.execution.mode, callbacks=[after_epoch], progress=False)
-            if record.warm_start_from is not None:
-                taken = trainer.warm_start(self._trained_members(trial, record.warm_start_from))
-                TrialRecord(warm_started_tensors=len(taken)).write_to(trial)
-            result = trainer.fit(resume=True, test=False)
+        fit = partial(self._fit, trial, record, config, candidate, out_dir, after_epoch)
+        try:
+            result = fit(resume=True)
+        except CheckpointReadError as error:
+            self.store.record_resume_refused(candidate, str(error))
+            self.on_warning(f"trial {trial.number}: {error}; it trains again from epoch 1")
+            result = fit(resume=False)
         if result.resumed_from_epoch:
             # The retried attempt's row holds the epochs before this one; this row, those after.
             self.store.record_resumed(candidate, result.resumed_from_epoch)
@@ -225,21 +244,63 @@ class SearchObjective:
             raise optuna.TrialPruned(f"pruned after epoch {result.history[-1].epoch}")
         return result
 
-    def _train_in_group(self, processes: int, config: SplitConfig, out_dir: Path,
-                        after_epoch: Callable[[EpochMetrics], bool]) -> TrainResult:
+    def _fit(self, trial: optuna.Trial, record: TrialRecord, config: SplitConfig, candidate: int, out_dir: Path,
+             after_epoch: Callable[[EpochMetrics], bool], resume: bool) -> TrainResult:
+        """Train the candidate here, or member-parallel in a process group (``--nproc-per-trial``).
+
+        Raises:
+            CheckpointReadError: ``resume`` and the checkpoint in ``out_dir`` cannot be read.
+        """
+        processes = self.execution.trial_processes(config)
+        if processes > 1 and record.warm_start_from is None:
+            return self._train_in_group(processes, config, candidate, out_dir, after_epoch, resume)
+        return self._trainer(trial, record, config, candidate, out_dir, after_epoch).fit(resume=resume, test=False)
+
+    def _train_in_group(self, processes: int, config: SplitConfig, candidate: int, out_dir: Path,
+                        after_epoch: Callable[[EpochMetrics], bool], resume: bool) -> TrainResult:
         """Train ``config`` member-parallel in ``processes`` new processes; this worker answers rank 0's epochs.
 
         The ranks load the dataset themselves and continue the trial's checkpoint (written in the
-        one-process format, so a retry may run on any number of processes).  A rank's failure
-        comes back as :class:`~splitsearch.errors.TrainingError` or
-        :class:`~splitsearch.train.launch.RankFailedError`, Ctrl-C or SIGTERM as KeyboardInterrupt.
+        one-process format, so a retry may run on any number of processes); the worker reads it
+        first, so a damaged one is refused here as it would be in one process.  A file rank 0
+        cannot write is handled here too (:meth:`_not_written`).  A rank's failure comes back as
+        :class:`~splitsearch.errors.TrainingError` or :class:`~splitsearch.train.launch.RankFailedError`,
+        Ctrl-C or SIGTERM as KeyboardInterrupt.
         """
+        if resume and (out_dir / CHECKPOINT_NAME).is_file():
+            read_checkpoint(out_dir / CHECKPOINT_NAME)
         request = TrainRequest(config, device=self.execution.device, mode=self.execution.mode, out_dir=out_dir,
-                               data_dir=self.execution.data_dir, download=self.execution.download, resume=True)
-        with EpochServer(after_epoch) as server:
+                               data_dir=self.execution.data_dir, download=self.execution.download, resume=resume)
+        with EpochServer(after_epoch, lambda error: self._not_written(candidate, error)) as server:
             outcome = launch(processes, run_training_rank, self.execution.device, request, server.client())
         server.raise_failure()
         return outcome.result
+
+    def _trainer(self, trial: optuna.Trial, record: TrialRecord, config: SplitConfig, candidate: int, out_dir: Path,
+                 after_epoch: Callable[[EpochMetrics], bool]) -> Trainer:
+        """A fresh trainer of the candidate (warm-started where the record says so) that writes into ``out_dir``."""
+        trainer = Trainer(config, self.data.get(config.dataset, config.train), self.execution.device, out_dir,
+                          self.execution.mode, callbacks=[after_epoch], progress=False,
+                          on_write_error=lambda error: self._not_written(candidate, error))
+        if record.warm_start_from is not None:
+            taken = trainer.warm_start(self._trained_members(trial, record.warm_start_from))
+            TrialRecord(warm_started_tensors=len(taken)).write_to(trial)
+        return trainer
+
+    def _not_written(self, candidate: int, error: OutputWriteError) -> None:
+        """A checkpoint or model file could not be written: recorded with the attempt, which trains on.
+
+        The trial's result goes to the database, not to that file; the file only lets an
+        interrupted trial resume.  Failing the trial would throw its training away, record the
+        candidate as failed (never retried) for a fault of the disk, and on a full disk fail
+        every later trial the same way, so the study would end in failures.  One line per kind
+        of fault tells the user; each attempt it hits records it (``checkpoint_error``).
+        """
+        self.store.record_checkpoint_error(candidate, str(error))
+        if error.reason not in self._write_faults_told:
+            self._write_faults_told.add(error.reason)
+            self.on_warning(f"{error}; trials go on without checkpoints until writes succeed again (an interrupted "
+                            "one resumes from its last checkpoint written, or from epoch 1)")
 
     def _trained_members(self, trial: optuna.Trial, number: int) -> list[dict[str, torch.Tensor]]:
         """The trained members of trial ``number`` of this study, kept by its ``keep_weights`` attribute."""

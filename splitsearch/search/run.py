@@ -27,6 +27,7 @@ from splitsearch.search.objective import (
     enqueue_baselines,
     enqueue_tuned_baselines,
     tuned_baseline_trials,
+    warn,
 )
 from splitsearch.search.execution import ExecutionOptions
 from splitsearch.search.record import TrialCounts, TrialRecord, count_trials
@@ -87,7 +88,8 @@ def open_search(spec: StudySpec, storage_url: str, force: bool = False,
 
 def run_study(spec: StudySpec, storage_url: str, execution: ExecutionOptions = ExecutionOptions(),
               force: bool = False, progress: bool = True,
-              on_epoch: Callable[[int, EpochMetrics], None] | None = None) -> optuna.Study:
+              on_epoch: Callable[[int, EpochMetrics], None] | None = None,
+              on_warning: Callable[[str], None] = warn) -> optuna.Study:
     """Work on ``spec`` until the study has ``n_trials`` candidates, the space has no new ones, or ``timeout`` passes.
 
     ``n_trials`` counts the candidates trained (complete or pruned) or reused from another study;
@@ -107,7 +109,8 @@ def run_study(spec: StudySpec, storage_url: str, execution: ExecutionOptions = E
     settings where the space searches any (:func:`~splitsearch.search.objective.enqueue_tuned_baselines`),
     so a pick and its baselines can be compared at the same training settings.  Optuna's
     experimental-feature warnings (heartbeats, trial retries, grouped TPE, constant liar) are
-    silenced while it runs: we use them on purpose.
+    silenced while it runs: we use them on purpose.  ``on_warning`` is told, in one line, each
+    disk fault the worker rides out (:class:`~splitsearch.search.objective.SearchObjective`).
     """
     check_budget(spec)
     data = execution.data_cache()
@@ -115,7 +118,7 @@ def run_study(spec: StudySpec, storage_url: str, execution: ExecutionOptions = E
     with sigterm_interrupts(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         study, store = open_search(spec, storage_url, force, execution.heartbeat_seconds)
-        objective = SearchObjective(spec, store, execution, data, on_epoch)
+        objective = SearchObjective(spec, store, execution, data, on_epoch, on_warning)
         try:
             _work(study, objective, spec, progress)
         except KeyboardInterrupt:
@@ -172,17 +175,26 @@ def no_new_candidates(counts: TrialCounts) -> bool:
     return counts.repeats_in_a_row >= MAX_REPEATS_IN_A_ROW
 
 
+def open_existing_storage(storage_url: str) -> optuna.storages.RDBStorage:
+    """Optuna's storage of a database that exists: a SQLite file that does not is refused, not created empty.
+
+    Raises:
+        StudyError: no such SQLite file, or a database that cannot be reached.
+    """
+    if storage_url.startswith("sqlite:///") and not storage_url.endswith(":memory:"):
+        path = Path(storage_url.removeprefix("sqlite:///"))
+        if not path.is_file():
+            raise StudyError(f"no database at {path} (storage {mask_url(storage_url)})")
+    return open_storage(storage_url, heartbeat=False)
+
+
 def load_existing_study(study_name: str | None, storage_url: str) -> optuna.Study:
     """An existing study by name; with no name, the storage's only study.
 
     Raises:
         StudyError: unknown study, several studies and no name, or an unreachable storage.
     """
-    if storage_url.startswith("sqlite:///") and not storage_url.endswith(":memory:"):
-        path = Path(storage_url.removeprefix("sqlite:///"))
-        if not path.is_file():
-            raise StudyError(f"no database at {path} (storage {mask_url(storage_url)})")
-    storage = open_storage(storage_url, heartbeat=False)
+    storage = open_existing_storage(storage_url)
     names = sorted(s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False))
     if study_name is None:
         if len(names) != 1:

@@ -109,26 +109,41 @@ def requeue_interrupted(study: optuna.Study) -> int:
     return count
 
 
+def dead_local_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """The running trials of workers on this machine whose process is gone.
+
+    Only this machine's: whether a process elsewhere lives is for Optuna's heartbeat to tell.
+    """
+    host = socket.gethostname()
+    dead = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = TrialRecord.from_trial(trial).worker or {}
+        if worker.get("host") == host and not _alive(int(worker.get("pid", -1))):
+            dead.append(trial)
+    return dead
+
+
 def recover_dead_local_trials(study: optuna.Study, store: Store) -> list[int]:
     """Fail and queue again the running trials of workers on this machine whose process is gone.
 
     Optuna would find them too, but only after its heartbeat grace period; a worker restarted
     right after a crash finds them at once.  Returns the numbers of the trials it recovered.
     """
-    host = socket.gethostname()
-    recovered = []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        worker = TrialRecord.from_trial(trial).worker or {}
-        if worker.get("host") != host or _alive(int(worker.get("pid", -1))):
-            continue
-        try:
-            study.tell(trial.number, state=TrialState.FAIL)
-        except ValueError:  # another worker starting now recovered it first
-            continue
-        retry_callback()(study, trial)
-        store.mark_interrupted(study.study_name, trial.number)
-        recovered.append(trial.number)
-    return recovered
+    return [trial.number for trial in dead_local_trials(study) if recover_trial(study, store, trial)]
+
+
+def recover_trial(study: optuna.Study, store: Store, trial: FrozenTrial) -> bool:
+    """Fail a running trial whose worker is gone, queue it again and end its row as interrupted.
+
+    False when another worker (starting at the same moment) has recovered it first.
+    """
+    try:
+        study.tell(trial.number, state=TrialState.FAIL)
+    except ValueError:
+        return False
+    retry_callback()(study, trial)
+    store.mark_interrupted(study.study_name, trial.number)
+    return True
 
 
 def settle_store(study: optuna.Study, store: Store) -> None:

@@ -84,7 +84,10 @@ class Candidate(Base):
     held); each row keeps the epochs its own attempt trained.  ``error`` is a failed trial's reason.
     ``warm_started_from`` is the trial whose trained weights a fine-tuned candidate started from
     (the greedy block-wise search); ``sequential_activation_bytes`` the peak live feature maps
-    when its split blocks run branch by branch (:mod:`splitsearch.cost`).
+    when its split blocks run branch by branch (:mod:`splitsearch.cost`).  Disk faults stay on
+    the attempt they hit: ``resume_refused`` says which checkpoint a retry could not read (it
+    trained from epoch 1 instead), ``checkpoint_error`` the first file of the attempt that could
+    not be written (it trained on without, so it could not have resumed from there).
     """
 
     __tablename__ = TABLE_PREFIX + "candidates"
@@ -121,6 +124,8 @@ class Candidate(Base):
     resumed_from_epoch: Mapped[int | None]
     error: Mapped[str | None] = mapped_column(Text)
     warm_started_from: Mapped[int | None]
+    resume_refused: Mapped[str | None] = mapped_column(Text)
+    checkpoint_error: Mapped[str | None] = mapped_column(Text)
     baseline: Mapped[str | None] = mapped_column(String(128))
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

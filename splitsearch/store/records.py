@@ -23,7 +23,7 @@ from sqlalchemy.orm import aliased, sessionmaker
 from splitsearch.config import SplitConfig
 from splitsearch.cost import CandidateCost
 from splitsearch.errors import SplitsearchError
-from splitsearch.store.models import Candidate, Confirmation, EpochMetric, Worker
+from splitsearch.store.models import STATES, Candidate, Confirmation, EpochMetric, Worker
 from splitsearch.train.loop import EpochMetrics
 
 FinishState = Literal["complete", "pruned", "failed", "interrupted"]
@@ -81,6 +81,8 @@ class CandidateRecord:
     resumed_from_epoch: int | None
     error: str | None
     warm_started_from: int | None
+    resume_refused: str | None
+    checkpoint_error: str | None
     baseline: str | None
     started_at: datetime
     finished_at: datetime | None
@@ -191,8 +193,25 @@ class Store:
 
     def record_resumed(self, candidate_id: int, epoch: int) -> None:
         """Record that the candidate continued a checkpoint holding ``epoch`` finished epochs."""
+        self._update_candidate(candidate_id, resumed_from_epoch=epoch)
+
+    def record_resume_refused(self, candidate_id: int, reason: str) -> None:
+        """Record that the attempt could not read the checkpoint it should resume (``reason`` names it).
+
+        It trains from epoch 1 instead, so its ``resumed_from_epoch`` stays empty.
+        """
+        self._update_candidate(candidate_id, resume_refused=reason[:_ERROR_LENGTH])
+
+    def record_checkpoint_error(self, candidate_id: int, reason: str) -> None:
+        """Record a file the attempt could not write; the first one is kept (the rest are the same fault)."""
+        statement = (update(Candidate).where(Candidate.id == candidate_id, Candidate.checkpoint_error.is_(None))
+                     .values(checkpoint_error=reason[:_ERROR_LENGTH]))
         with self._sessions.begin() as session:
-            session.execute(update(Candidate).where(Candidate.id == candidate_id).values(resumed_from_epoch=epoch))
+            session.execute(statement)
+
+    def _update_candidate(self, candidate_id: int, **values: Any) -> None:
+        with self._sessions.begin() as session:
+            session.execute(update(Candidate).where(Candidate.id == candidate_id).values(**values))
 
     def mark_interrupted(self, study_name: str, trial_number: int, retried_as: int | None = None) -> None:
         """End a trial's row that still says ``running`` as ``interrupted`` (and link its retry).
@@ -210,6 +229,52 @@ class Store:
                 candidate.wall_seconds = (candidate.finished_at - candidate.started_at).total_seconds()
             if retried_as is not None:
                 candidate.retried_as = retried_as
+
+    def settle_candidate(self, study_name: str, trial_number: int, state: str, val_accuracy: float | None = None,
+                         error: str | None = None) -> None:
+        """Put a trial's row in the final ``state`` its Optuna trial ended in (``splitsearch db check --repair``).
+
+        A row that was left running gets its end time; ``val_accuracy`` and ``error`` fill what
+        the row lacks (a result or a failure Optuna holds).
+
+        Raises:
+            ValueError: ``state`` is not one of the store's states.
+            LookupError: the trial has no row.
+        """
+        if state not in STATES:
+            raise ValueError(f"a candidate's state is one of {', '.join(STATES)}, not {state!r}")
+        row = select(Candidate).where(Candidate.study_name == study_name, Candidate.trial_number == trial_number)
+        with self._sessions.begin() as session:
+            candidate = session.scalars(row).first()
+            if candidate is None:
+                raise LookupError(f"no row of trial {trial_number} in study {study_name!r}")
+            candidate.state = state
+            if candidate.finished_at is None:
+                candidate.finished_at = _now()
+                candidate.wall_seconds = (candidate.finished_at - candidate.started_at).total_seconds()
+            if candidate.val_accuracy is None:
+                candidate.val_accuracy = val_accuracy
+            if error is not None:
+                candidate.error = error[:_ERROR_LENGTH]
+
+    def restore_candidate(self, study_name: str, trial_number: int, config: SplitConfig, cost: CandidateCost,
+                          state: str, **columns: Any) -> int:
+        """Write the row of a finished trial that lost it, from what Optuna's trial holds; returns its id.
+
+        ``columns`` are any other columns of the row (its result, links, times).  The epochs the
+        trial trained are gone with the row and are not rebuilt.
+        """
+        return self._write_candidate(study_name, trial_number, **_describe(config, cost), state=state, **columns)
+
+    def clear_retry_link(self, study_name: str, trial_number: int, link: Literal["retry_of", "retried_as"]) -> bool:
+        """Clear a row's ``retry_of`` or ``retried_as`` when the row it names does not exist; whether it did."""
+        rows = select(Candidate.trial_number).where(Candidate.study_name == study_name)
+        statement = (update(Candidate)
+                     .where(Candidate.study_name == study_name, Candidate.trial_number == trial_number,
+                            getattr(Candidate, link).is_not(None), getattr(Candidate, link).not_in(rows))
+                     .values({link: None}).returning(Candidate.id))
+        with self._sessions.begin() as session:
+            return session.execute(statement).first() is not None
 
     def record_epoch(self, candidate_id: int, metrics: EpochMetrics) -> None:
         """Record one epoch; an epoch reported again (after a resume) replaces the earlier row."""
@@ -416,6 +481,12 @@ class Store:
         with self._sessions() as session:
             found = session.execute(query).first()
             return None if found is None else (CandidateRecord.from_row(found[0]), found[1])
+
+    def study_names(self) -> list[str]:
+        """The studies the store holds rows of, by name."""
+        query = select(Candidate.study_name).distinct().order_by(Candidate.study_name)
+        with self._sessions() as session:
+            return list(session.scalars(query))
 
     def candidates(self, study_name: str) -> list[CandidateRecord]:
         """Every candidate of a study, in trial order."""

@@ -4,7 +4,8 @@ A search trial trained in a process group (``splitsearch run --nproc-per-trial N
 ranks in new processes, while the Optuna trial, the store and the pruner live in the worker.
 After every epoch rank 0 sends the epoch's metrics over a local socket and waits for the answer
 (stop or go on); the worker answers by calling its own per-epoch callback, the same one a trial
-trained in the worker itself uses, so reporting and pruning follow one path either way.
+trained in the worker itself uses, so reporting and pruning follow one path either way.  A
+checkpoint rank 0 cannot write goes the same way, to the worker's write-error handler.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from multiprocessing.connection import Client, Connection, Listener
 from types import TracebackType
 from typing import Any, Callable
 
+from splitsearch.errors import OutputWriteError
 from splitsearch.train.loop import EpochMetrics
 
 
@@ -36,10 +38,17 @@ class EpochClient:
 
     def epoch(self, plan: Any, metrics: EpochMetrics) -> bool:
         """Send the epoch's metrics; True when the worker says stop (a pruned trial)."""
+        return bool(self._ask(metrics))
+
+    def write_error(self, error: OutputWriteError) -> None:
+        """Tell the worker a file could not be written; training goes on (the worker decides what it costs)."""
+        self._ask(error)
+
+    def _ask(self, message: EpochMetrics | OutputWriteError) -> Any:
         if self._connection is None:
             self._connection = Client(self.address, authkey=self.authkey)
-        self._connection.send(metrics)
-        return bool(self._connection.recv())
+        self._connection.send(message)
+        return self._connection.recv()
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_connection": None}
@@ -53,8 +62,10 @@ class EpochServer:
     trained in the worker would handle it.
     """
 
-    def __init__(self, callback: Callable[[EpochMetrics], bool]) -> None:
+    def __init__(self, callback: Callable[[EpochMetrics], bool],
+                 on_write_error: Callable[[OutputWriteError], None]) -> None:
         self._callback = callback
+        self._on_write_error = on_write_error
         self._authkey = secrets.token_bytes(32)
         self._listener = Listener(("127.0.0.1", 0), authkey=self._authkey)
         self._thread = threading.Thread(target=self._serve, name="epoch-server", daemon=True)
@@ -85,12 +96,17 @@ class EpochServer:
         with connection:
             while True:
                 try:
-                    metrics = connection.recv()
+                    message = connection.recv()
                 except (EOFError, OSError):  # rank 0 finished or died
                     return
-                try:
-                    stop = self._callback(metrics)
-                except BaseException as error:  # noqa: BLE001 - raised again in the worker's thread
-                    self._failure = error
-                    stop = True
-                connection.send(stop)
+                connection.send(self._answer(message))
+
+    def _answer(self, message: EpochMetrics | OutputWriteError) -> bool | None:
+        """The callback's answer to an epoch (True: stop), the handler's to a write error; stop on a failure."""
+        try:
+            if isinstance(message, OutputWriteError):
+                return self._on_write_error(message)
+            return self._callback(message)
+        except BaseException as error:  # noqa: BLE001 - raised again in the worker's thread
+            self._failure = error
+            return True

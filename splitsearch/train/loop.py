@@ -5,11 +5,15 @@ member sees its own augmented view of the batch, METHODS.md section 1), measures
 accuracy of the ensemble and of each member, calls the callbacks (the search reports to Optuna
 and prunes through them) and writes a checkpoint atomically.  A run stopped by a crash, Ctrl-C
 or a callback continues from its last checkpoint bit for bit (same device, same thread count).
+A write that fails (a full disk, a read-only folder) leaves the previous file whole; a checkpoint
+that cannot be read is refused, naming the file, before any of it is used.
 The test split is evaluated once, at the end, and never used to choose anything.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
 import os
@@ -24,7 +28,7 @@ from tqdm.auto import tqdm
 from splitsearch.config import SplitConfig
 from splitsearch.data.specs import class_names
 from splitsearch.ensemble import Ensemble, SequentialEnsemble
-from splitsearch.errors import TrainingError
+from splitsearch.errors import CheckpointReadError, OutputWriteError, TrainingError
 from splitsearch.stats import accuracy_standard_error
 from splitsearch.data import DeviceData, TensorLoader
 from splitsearch.train.augment import augment, mixup
@@ -37,6 +41,9 @@ from splitsearch.train.stage import MemberChange, PlainStage, TrainingStage
 CHECKPOINT_NAME = "checkpoint.pt"
 METRICS_NAME = "metrics.json"
 MODEL_NAME = "model.pt"
+# What a checkpoint must hold beside the stage's entries; one without them is refused as incomplete.
+_CHECKPOINT_KEYS = ("config", "ensemble_kind", "ensemble", "optimizer", "scheduler", "history", "torch_rng",
+                    "generator")
 
 
 @dataclass(frozen=True)
@@ -106,6 +113,8 @@ class NonFiniteLossError(ArithmeticError):
 
 # A callback sees each epoch's metrics; returning True stops training (e.g. a pruned trial).
 EpochCallback = Callable[[EpochMetrics], "bool | None"]
+# Told a file of the run that could not be written, instead of the error being raised.
+WriteErrorHandler = Callable[[OutputWriteError], None]
 
 
 def resolve_device(device: str) -> torch.device:
@@ -136,17 +145,22 @@ class Trainer:
         group: the members this process trains, in member-parallel training
             (:mod:`splitsearch.train.parallel`); all S by default.  Every rank writes nothing but
             rank 0, which writes checkpoints and the model in the one-process format.
+        on_write_error: told a checkpoint, model or metrics file that could not be written, and
+            training goes on without it.  The search passes one: its result goes to the database,
+            and a checkpoint only lets an interrupted trial resume.  Without one (``train``, whose
+            output is those files) the :class:`~splitsearch.errors.OutputWriteError` is raised.
     """
 
     def __init__(self, config: SplitConfig, data: DeviceData, device: torch.device | str = "cpu",
                  out_dir: str | Path | None = None, mode: str = "auto",
                  callbacks: Iterable[EpochCallback] = (), progress: bool = True,
-                 group: MemberGroup | None = None) -> None:
+                 group: MemberGroup | None = None, on_write_error: WriteErrorHandler | None = None) -> None:
         self.config = config
         self.data = data
         self.device = torch.device(device)
         self.out_dir = None if out_dir is None else Path(out_dir)
         self.callbacks = list(callbacks)
+        self.on_write_error = on_write_error
         self.group = group or MemberGroup.single(config.S)
         self.progress = progress and self.group.is_main
         self.mixed_precision = self.device.type == "cuda"
@@ -161,8 +175,9 @@ class Trainer:
         self.settings, self.dataset_defaults = config.train.with_dataset_defaults(data.info)
         torch.manual_seed(config.train.seed)
         # The semantic split (groups > 1) trains the unsplit members first, then cuts them.
+        write_file = None if self.out_dir is None else self._write_file
         self.stage: TrainingStage = (
-            SemanticStage(config, self.device, class_names(data.info), self.out_dir) if config.groups > 1
+            SemanticStage(config, self.device, class_names(data.info), write_file) if config.groups > 1
             else PlainStage(config, self.device, self.group.own)
         )
         self.ensemble: Ensemble = self.stage.build_ensemble(mode)
@@ -180,6 +195,10 @@ class Trainer:
         ``test=False`` skips the test split (the search selects on validation accuracy only).
         Ctrl-C stops after writing nothing new: the checkpoint of the last finished epoch stays,
         and ``resume=True`` continues from it.
+
+        Raises:
+            CheckpointReadError: ``resume`` and the checkpoint cannot be read; nothing was trained.
+            OutputWriteError: a file could not be written and there is no ``on_write_error``.
         """
         start = time.perf_counter()
         if resume:
@@ -349,13 +368,18 @@ class Trainer:
     def save_checkpoint(self) -> None:
         """Write the checkpoint atomically (temporary file, then rename): a crash never leaves half of one."""
         if self.out_dir is not None and (state := self.state()) is not None:
-            _atomic_save(state, self.out_dir / CHECKPOINT_NAME)
+            self._write_file(CHECKPOINT_NAME, _serialized(state))
 
     def load_checkpoint(self) -> bool:
-        """Restore the last checkpoint in ``out_dir``; False if there is none yet."""
+        """Restore the last checkpoint in ``out_dir``; False if there is none yet.
+
+        Raises:
+            CheckpointReadError: the file is truncated, corrupt or incomplete (checked before
+                anything is restored, so the trainer can still train from the start).
+        """
         if self.out_dir is None or not (self.out_dir / CHECKPOINT_NAME).exists():
             return False
-        state = torch.load(self.out_dir / CHECKPOINT_NAME, map_location=self.device, weights_only=True)
+        state = read_checkpoint(self.out_dir / CHECKPOINT_NAME, self.device)
         if state["config"] != self.config.to_dict():
             raise TrainingError(
                 f"the checkpoint in {self.out_dir} was written for a different config; "
@@ -386,16 +410,24 @@ class Trainer:
             return
         parts = self.group.gather_to_main([_to_cpu(member.state_dict()) for member in self.ensemble.members])
         if parts is not None:
-            members = [member for part in parts for member in part]
-            _atomic_save({"config": self.config.to_dict(), "members": members}, self.out_dir / MODEL_NAME)
+            model = {"config": self.config.to_dict(), "members": [member for part in parts for member in part]}
+            self._write_file(MODEL_NAME, _serialized(model))
 
     def _write_metrics(self, result: TrainResult) -> None:
         if self.out_dir is not None and self.group.is_main:
-            path = self.out_dir / METRICS_NAME
-            temporary = path.with_suffix(".tmp")
             document = {"config": self.config.to_dict(), "dataset_defaults": self.dataset_defaults, **result.to_dict()}
-            temporary.write_text(json.dumps(document, indent=2))
-            os.replace(temporary, path)
+            self._write_file(METRICS_NAME, json.dumps(document, indent=2).encode())
+
+    def _write_file(self, name: str, data: bytes | memoryview) -> None:
+        """Write ``out_dir / name`` atomically; a failure goes to ``on_write_error`` if there is one, else is raised."""
+        path = self.out_dir / name
+        try:
+            atomic_write(path, data)
+        except OSError as error:
+            failure = OutputWriteError(path, _os_error_reason(error))
+            if self.on_write_error is None:
+                raise failure from error
+            self.on_write_error(failure)
 
 
 def _to_cpu(state: Any) -> Any:
@@ -409,8 +441,56 @@ def _to_cpu(state: Any) -> Any:
     return state
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def atomic_write(path: Path, data: bytes | memoryview) -> None:
+    """Write ``data`` into a temporary file renamed over ``path``: ``path`` is the old file or the new one.
+
+    The data is flushed and synced before the rename, so a full disk fails here, as an
+    ``OSError``, and never leaves a truncated file to be found by a later resume.  The temporary
+    file of a failed write is removed: on a full disk it is what fills it.
+    """
     temporary = path.with_name(path.name + ".tmp")
-    torch.save(obj, temporary)
-    os.replace(temporary, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(temporary, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)
+        raise
+
+
+def _serialized(obj: Any) -> memoryview:
+    """``obj`` as ``torch.save`` writes it, in memory.
+
+    Written to disk by Python, a full disk fails as an ``OSError`` that says so; torch's own file
+    writer reports it as a ``RuntimeError`` about stream positions.
+    """
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getbuffer()
+
+
+def read_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """The checkpoint at ``path``, checked to hold what a resume needs.
+
+    Raises:
+        CheckpointReadError: naming ``path``, when it is truncated, corrupt or not a checkpoint.
+    """
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as error:  # a damaged file fails as RuntimeError, EOFError, UnpicklingError, ... by the damage
+        raise CheckpointReadError(path, f"{type(error).__name__}: {' '.join(str(error).split())}") from error
+    missing = [key for key in _CHECKPOINT_KEYS if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise CheckpointReadError(path, f"it lacks {', '.join(missing)}")
+    return state
+
+
+def _os_error_reason(error: OSError) -> str:
+    """``[Errno 28] No space left on device``: the error without the file name, the same for every file it hits."""
+    if error.strerror is None:
+        return " ".join(str(error).split())
+    return f"[Errno {error.errno}] {error.strerror}"

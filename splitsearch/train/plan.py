@@ -18,6 +18,7 @@ from typing import Protocol
 
 from splitsearch.config import SplitConfig
 from splitsearch.data import DEFAULT_DATA_DIR, DeviceData, prepare_data
+from splitsearch.errors import OutputWriteError
 from splitsearch.train.launch import rank_device
 from splitsearch.train.loop import EpochMetrics, Trainer, TrainResult
 from splitsearch.train.parallel import MemberGroup
@@ -101,6 +102,10 @@ class TrainReporter(Protocol):
 
     def epoch(self, plan: TrainingPlan, metrics: EpochMetrics) -> bool | None: ...
 
+    def write_error(self, error: OutputWriteError) -> None:
+        """A checkpoint, model or metrics file could not be written: raise to stop the training, return
+        to train on without it (see :class:`~splitsearch.train.loop.Trainer`'s ``on_write_error``)."""
+
 
 def plan_training(request: TrainRequest, device: str | None = None) -> TrainingPlan:
     """The request's config with its overrides, its data on ``device`` (default the request's), folder and mode.
@@ -130,7 +135,8 @@ def run_training(request: TrainRequest, reporter: TrainReporter | None = None, d
         report.data_plan(plan)
     callbacks = [] if report is None else [lambda metrics: report.epoch(plan, metrics)]
     trainer = Trainer(plan.config, plan.data, device or request.device, plan.out_dir, request.mode,
-                      callbacks=callbacks, progress=report is not None and report.progress, group=group)
+                      callbacks=callbacks, progress=report is not None and report.progress, group=group,
+                      on_write_error=None if report is None else report.write_error)
     try:
         result = trainer.fit(resume=request.resume, test=plan.final)
     except KeyboardInterrupt:

@@ -13,8 +13,7 @@ the split one, the architecture ``count`` measured.
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -39,15 +38,16 @@ class SemanticStage:
         config: a candidate with ``groups`` > 1.
         device: where the members train.
         class_names: the dataset's class names, for the summary (None: class indices).
-        out_dir: where the class groups are written at the cut (None: nowhere).
+        write_file: writes the class groups at the cut, given a file name and its bytes (the
+            trainer's, into its folder, atomically; None: they are not written).
     """
 
     def __init__(self, config: SplitConfig, device: torch.device, class_names: Sequence[str] | None = None,
-                 out_dir: Path | None = None) -> None:
+                 write_file: Callable[[str, bytes], None] | None = None) -> None:
         self.config = config
         self.device = device
         self.class_names = class_names
-        self.out_dir = out_dir
+        self.write_file = write_file
         self.grouping_epochs = config.train.grouping_epochs()
         self.grouping = True  # in the first stage; False from the cut on
         self.networks = build_networks(config, device=device, grouping=True)
@@ -97,9 +97,8 @@ class SemanticStage:
         if not self.grouping or epoch < self.grouping_epochs:
             return None
         change = MemberChange(self._cut(ensemble.members), after_epoch=epoch)
-        if self.out_dir is not None:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            (self.out_dir / CLASS_GROUPS_NAME).write_text(json.dumps(self.summary(), indent=2))
+        if self.write_file is not None:
+            self.write_file(CLASS_GROUPS_NAME, json.dumps(self.summary(), indent=2).encode())
         return change
 
     @torch.no_grad()
