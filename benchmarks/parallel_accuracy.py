@@ -40,7 +40,7 @@ def train(folder: Path, dataset: str, epochs: int, seed: int, width: float, npro
                                     digits=DIGITS_SETTINGS if dataset == "digits" else ""))
     out = folder / f"seed{seed}-nproc{nproc}"
     subprocess.run(["splitsearch", "train", str(config), "--device", "cpu", "--quiet", "--nproc", str(nproc),
-                    "--out", str(out)], check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                    "--out", str(out)], check=True, stdout=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"})
     return json.loads((out / "metrics.json").read_text())["val_accuracy"]
 
 
