@@ -39,8 +39,9 @@ def train(folder: Path, dataset: str, epochs: int, seed: int, width: float, npro
     config.write_text(CONFIG.format(width=width, dataset=dataset, epochs=epochs, seed=seed,
                                     digits=DIGITS_SETTINGS if dataset == "digits" else ""))
     out = folder / f"seed{seed}-nproc{nproc}"
-    subprocess.run(["splitsearch", "train", str(config), "--device", "cpu", "--quiet", "--nproc", str(nproc),
-                    "--out", str(out)], check=True, stdout=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    command = ["splitsearch", "train", str(config), "--device", "cpu", "--quiet", "--nproc", str(nproc),
+               "--out", str(out)]
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"})
     return json.loads((out / "metrics.json").read_text())["val_accuracy"]
 
 
@@ -62,7 +63,8 @@ def main() -> None:
             print(f"{seed:>4}{results[1][-1]:>12.2%}{results[2][-1]:>13.2%}", flush=True)
     for nproc in (1, 2):
         spread = statistics.stdev(results[nproc]) if len(seeds) > 1 else 0.0
-        print(f"{nproc} process(es): {statistics.mean(results[nproc]):.2%} +- {100 * spread:.2f} over {len(seeds)} seeds")
+        mean = statistics.mean(results[nproc])
+        print(f"{nproc} process(es): {mean:.2%} +- {100 * spread:.2f} over {len(seeds)} seeds")
     differences = [abs(a - b) for a, b in zip(results[1], results[2])]
     print(f"largest difference between the two ways, same seed: {100 * max(differences):.4f} points")
 
