@@ -1,4 +1,4 @@
-"""How a worker runs its trainings: device, execution mode, folders and the worker's heartbeat.
+"""How a worker runs its trainings: device, execution mode, folders, its heartbeat and its patience with the database.
 
 None of these settings changes what a study searches or what its results mean, so they are not
 part of a study's definition (:class:`~splitsearch.search.study.StudySpec`) and may differ from
@@ -12,6 +12,7 @@ from pathlib import Path
 
 from splitsearch.data import DEFAULT_DATA_DIR, DataCache
 from splitsearch.search.worker import HEARTBEAT_SECONDS
+from splitsearch.storage_retry import RETRY_SECONDS
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,8 @@ class ExecutionOptions:
             interrupted trial's stays).
         heartbeat_seconds: seconds between a running trial's heartbeats; a trial silent for
             three beats belongs to a dead worker and is queued again.
+        storage_retry_seconds: how long the worker waits for an unreachable database before it
+            stops (:mod:`splitsearch.storage_retry`).
     """
 
     device: str = "cpu"
@@ -39,6 +42,7 @@ class ExecutionOptions:
     download: bool = False
     keep_checkpoints: bool = False
     heartbeat_seconds: int = HEARTBEAT_SECONDS
+    storage_retry_seconds: float = RETRY_SECONDS
 
     def data_cache(self) -> DataCache:
         """A dataset cache for this worker: each dataset loaded once, on ``device``."""
