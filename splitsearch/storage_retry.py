@@ -23,7 +23,9 @@ up for the worker; the main thread decides when the outage has lasted too long. 
 database is away, the trial in progress keeps training until its next storage write (the end of
 its epoch), which then waits: the epoch's report reaches the storage when the database is back.
 Right after an outage every running trial's heartbeat looks old, so for one heartbeat grace
-period a worker fails no trial as stale (:meth:`PatientRDBStorage._get_stale_trial_ids`).
+period a worker fails no trial as stale (:meth:`PatientRDBStorage._get_stale_trial_ids`); and a
+trial whose worker gave up before its first heartbeat is found stale too, which Optuna alone
+would leave running for ever.
 """
 
 from __future__ import annotations
@@ -33,9 +35,13 @@ import logging
 import math
 import threading
 import time
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, TypeVar
 
 import optuna
+from optuna.storages._rdb import models  # the trial and heartbeat tables, for trials that never beat
+from optuna.trial import TrialState
+from sqlalchemy import exists, select
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 
 from splitsearch.errors import StorageUnavailableError
@@ -230,16 +236,34 @@ class PatientRDBStorage(optuna.storages.RDBStorage):
         self.patience.beat(super().record_heartbeat, trial_id)
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
-        """The running trials whose heartbeat is too old; none for a grace period after an outage.
+        """The running trials whose heartbeat is too old, or that never beat; none right after an outage.
 
         While the database was away no worker could beat, so right after it comes back every
         running trial looks stale; failing them would retry trials their workers are still
-        training.  A worker that really died is found one grace period later.
+        training.  So for one grace period after an outage no trial is stale: a worker that
+        really died is found one grace period later.
         """
         grace = self.grace_period or 2 * (self.heartbeat_interval or 0)
         if self.patience.seconds_since_outage() < grace:
             return []
-        return self.patience.call(super()._get_stale_trial_ids, study_id)
+        return self.patience.call(self._stale_or_never_beaten, study_id, grace)
+
+    def _stale_or_never_beaten(self, study_id: int, grace: float) -> list[int]:
+        """Optuna's stale trials, and the running trials started over ``grace`` seconds ago that never beat.
+
+        Optuna leaves a trial without any heartbeat alone, but with heartbeats on, every trial
+        beats as it starts: one that never did lost its worker before the first beat, typically
+        a worker that gave up on an outage right after it took the trial.  Its start is the
+        clock of the worker that took it, so the machines' clocks must agree within ``grace``.
+        """
+        trials, beats = models.TrialModel.__table__, models.TrialHeartbeatModel.__table__
+        started_before = datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(seconds=grace)  # naive UTC
+        never_beaten = select(trials.c.trial_id).where(
+            trials.c.study_id == study_id, trials.c.state == TrialState.RUNNING,
+            trials.c.datetime_start < started_before, ~exists().where(beats.c.trial_id == trials.c.trial_id))
+        with self.scoped_session() as session:
+            orphans = list(session.scalars(never_beaten))
+        return super()._get_stale_trial_ids(study_id) + orphans
 
 
 # The methods of Optuna's RDBStorage that open, use and close a session of their own: the public
