@@ -716,13 +716,17 @@ def report(study_name: str | None, storage: str, output: Path) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (local only by default).")
 @click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
 def dashboard(study_name: str | None, storage: str, host: str, port: int) -> None:
-    """Serve optuna-dashboard on the study's storage (trial user attributes show each candidate's cost)."""
-    from splitsearch.dashboard import serve_dashboard
+    """Serve optuna-dashboard on the study's storage (trial user attributes show each candidate's cost).
+
+    While the database is away, a page waits for it 10 s, then answers 503 with the reason; the
+    dashboard serves again as soon as the database is back.
+    """
+    from splitsearch.dashboard import RETRY_SECONDS, serve_dashboard
     from splitsearch.search.run import load_existing_study, open_existing_storage
     from splitsearch.storage_retry import StoragePatience
 
     # A server goes on after an outage outlasted the wait: that request fails, the next one tries again.
-    opened = open_existing_storage(storage, StoragePatience(storage, final=False))
+    opened = open_existing_storage(storage, StoragePatience(storage, RETRY_SECONDS, final=False))
     study = load_existing_study(study_name, opened)
     click.echo(f"optuna-dashboard for {study.study_name}: http://{host}:{port}/dashboard  (Ctrl-C stops)")
     serve_dashboard(opened, host, port)

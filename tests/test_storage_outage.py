@@ -8,8 +8,13 @@ connections the workers hold (``pg_stat_activity``) while they share one study.
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import optuna
@@ -200,6 +205,40 @@ def test_a_database_away_longer_than_the_workers_wait_stops_them_and_a_later_run
         assert epochs_of(store, retry.trial_number) == list(range(retry.resumed_from_epoch + 1, 4))
 
 
+def http_get(url: str) -> tuple[int, str]:
+    """(status, body) of a GET; (0, reason) when nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+    except OSError as error:
+        return 0, str(error)
+
+
+def test_the_dashboard_answers_503_while_the_database_is_away_and_serves_again_after(private_postgres):
+    url = private_postgres.create_database("dash")
+    optuna.create_study(study_name="cluster", storage=url)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    studies = f"http://127.0.0.1:{port}/api/studies"
+    server = subprocess.Popen([sys.executable, "-m", "splitsearch.cli", "dashboard", "--storage", url, "--port",
+                               str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: http_get(studies)[0] == 200, timeout=60, what="the dashboard")
+        private_postgres.stop()
+        status, body = http_get(studies)
+        assert status == 503 and f"storage {mask_url(url)} unreachable for 10 s" in body
+        private_postgres.start()
+        assert http_get(studies)[0] == 200
+    finally:
+        server.terminate()
+        _, err = server.communicate(timeout=30)
+    assert "Traceback" not in err, err[-3000:]
+    assert len([line for line in err.splitlines() if "unreachable for 10 s" in line]) == 1, err[-3000:]
+
+
 class ConnectionWatch(threading.Thread):
     """Polls the connections of one database until stopped; keeps the most it saw."""
 
@@ -208,16 +247,16 @@ class ConnectionWatch(threading.Thread):
         self.server, self.database = server, database
         self.peak = 0
         self.samples = 0
-        self._stop = threading.Event()
+        self._done = threading.Event()
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._done.is_set():
             self.peak = max(self.peak, self.server.connections(self.database))
             self.samples += 1
-            self._stop.wait(0.05)
+            self._done.wait(0.05)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._done.set()
         self.join()
 
 
