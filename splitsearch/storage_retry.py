@@ -15,7 +15,8 @@ password must surface, not be waited on.
 Retrying a whole call is safe because each call is one transaction, which the database either
 committed or rolled back.  The blind spot is a connection lost after the server committed and
 before its answer arrived: the call then runs twice.  The store's writes are upserts, so that is
-harmless there; for Optuna it can leave, at worst, a second trial that never runs.
+harmless there; for Optuna it can leave, at worst, a trial created or taken from the queue that
+no worker then runs: it never beats, so it is found stale one grace period later (below).
 
 Heartbeats are the exception: a beat that cannot reach the storage is skipped, not retried (the
 next beat tries again), so the heartbeat thread never blocks the end of a trial and never gives
