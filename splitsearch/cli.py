@@ -1,9 +1,10 @@
 """The ``splitsearch`` command: thin click wrappers around the library.
 
 Every command parses its options, calls one library function and prints.  Errors a user can fix
-(bad names, budgets, files: :class:`~splitsearch.errors.SplitsearchError`) and failing files or
-disks (``OSError``) come out as one line, ``Error: ...``, with exit status 2, never as a
-traceback: :func:`main` turns them into that.  Any other exception is a bug and shows as one.
+(bad names, budgets, files: :class:`~splitsearch.errors.SplitsearchError`), a database gone for
+longer than a command waits for it (:class:`~splitsearch.errors.StorageUnavailableError`) and
+failing files or disks (``OSError``) come out as one line, ``Error: ...``, with exit status 2,
+never as a traceback: :func:`main` turns them into that.  Any other exception is a bug and shows as one.
 Commands import torch and the rest of the library only when they run, so ``--help`` is quick.
 """
 
@@ -21,7 +22,7 @@ from splitsearch import __version__
 from splitsearch.blocks.semantic_groups import SPLIT_DEPTHS
 from splitsearch.config import SplitConfig
 from splitsearch.data.specs import DEFAULT_DATASET, known_specs
-from splitsearch.errors import SplitsearchError
+from splitsearch.errors import SplitsearchError, StorageUnavailableError
 from splitsearch.units import UnitError, format_bytes, format_count, parse_bytes, parse_count
 
 
@@ -462,6 +463,9 @@ def _study_option(command: Any) -> Any:
                    "--nproc: gloo on the CPU, one GPU each on CUDA), the most that share S equally (N=4: S=4 in "
                    "4, S=2 in 2, S=1 in 1); this worker reports to Optuna and prunes for them.  The semantic "
                    "split and greedy-blocks fine-tuning train in one process.")
+@click.option("--storage-retry-seconds", type=click.FloatRange(min=0), default=180, show_default=True,
+              help="How long a worker waits for a database it has lost (a restart, a fail-over, the network) "
+                   "before it stops with exit status 2; see Outages above.")
 @click.option("--force", is_flag=True, help="Continue a study even though its settings changed.")
 @click.option("-v", "--verbose", count=True, help="-v: a line per epoch; -vv: Optuna's own log too.")
 def run(study_file: str | None, study_name: str | None, storage: str, n_trials: int | None, timeout: float | None,
@@ -471,7 +475,7 @@ def run(study_file: str | None, study_name: str | None, storage: str, n_trials: 
         sampler: str | None, pruner: str | None, seed: int | None, strategy: str, threshold: float,
         factors: tuple[int, ...], finetune_epochs: int | None, device: str, mode: str, runs_dir: Path,
         keep_checkpoints: bool, data_dir: Path | None, download: bool, heartbeat_seconds: int, nproc_per_trial: int,
-        force: bool, verbose: int) -> None:
+        storage_retry_seconds: float, force: bool, verbose: int) -> None:
     """Search how to split a network: an Optuna study over split configurations under a budget.
 
     STUDY_FILE is a study YAML or a shipped study name (default: quickstart, which runs in a few
@@ -489,6 +493,12 @@ def run(study_file: str | None, study_name: str | None, storage: str, n_trials: 
     Repeats: a proposal of a candidate the study has finished (same config, dataset and epochs)
     is answered from that trial's result without training and does not count toward
     --n-trials.  After 20 repeats in a row the study stops: the space has no new candidates.
+
+    Outages: a worker that loses its database says so in one line and tries again with backoff
+    (1 s doubling to 15 s); its trial trains on to the end of the epoch, whose report waits for
+    the database.  After --storage-retry-seconds it stops with one line and exit status 2, and a
+    worker started later continues its trial from the checkpoint.  A worker holds at most 3
+    connections to the database.
 
     --strategy greedy-blocks runs seed 002's greedy block-wise split instead of sampling: every
     network it trains is an ordinary trial of the study (store, dashboard, report), and running
@@ -516,7 +526,8 @@ def run(study_file: str | None, study_name: str | None, storage: str, n_trials: 
                  "pruner": pruner, "seed": seed}
     spec = load_study_spec(resolve_study_file(study_file or "quickstart"), overrides)
     execution = _execution(device, mode, runs_dir, data_dir, download, keep_checkpoints=keep_checkpoints,
-                           heartbeat_seconds=heartbeat_seconds, nproc_per_trial=nproc_per_trial)
+                           heartbeat_seconds=heartbeat_seconds, nproc_per_trial=nproc_per_trial,
+                           storage_retry_seconds=storage_retry_seconds)
     # Optuna logs a failed trial with its traceback; the search prints one line per failure instead.
     optuna.logging.set_verbosity(optuna.logging.INFO if verbose >= 2 else optuna.logging.ERROR)
 
@@ -725,14 +736,20 @@ def report(study_name: str | None, storage: str, output: Path) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (local only by default).")
 @click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
 def dashboard(study_name: str | None, storage: str, host: str, port: int) -> None:
-    """Serve optuna-dashboard on the study's storage (trial user attributes show each candidate's cost)."""
-    from optuna_dashboard import run_server
+    """Serve optuna-dashboard on the study's storage (trial user attributes show each candidate's cost).
 
-    from splitsearch.search.run import load_existing_study
+    While the database is away, a page waits for it 10 s, then answers 503 with the reason; the
+    dashboard serves again as soon as the database is back.
+    """
+    from splitsearch.dashboard import RETRY_SECONDS, serve_dashboard
+    from splitsearch.search.run import load_existing_study, open_existing_storage
+    from splitsearch.storage_retry import StoragePatience
 
-    study = load_existing_study(study_name, storage)
+    # A server goes on after an outage outlasted the wait: that request fails, the next one tries again.
+    opened = open_existing_storage(storage, StoragePatience(storage, RETRY_SECONDS, final=False))
+    study = load_existing_study(study_name, opened)
     click.echo(f"optuna-dashboard for {study.study_name}: http://{host}:{port}/dashboard  (Ctrl-C stops)")
-    run_server(storage, host=host, port=port)
+    serve_dashboard(opened, host, port)
 
 
 @cli.group()
@@ -744,13 +761,11 @@ def db() -> None:
 @_storage_option
 def db_upgrade(storage: str) -> None:
     """Create or migrate the store's tables (Alembic, own version table)."""
+    from splitsearch.search.run import open_store
     from splitsearch.search.study import open_storage
-    from splitsearch.store import upgrade
-
     from splitsearch.urls import mask_url
 
-    open_storage(storage, heartbeat=False)  # checks the URL and creates Optuna's tables too
-    upgrade(storage)
+    open_store(open_storage(storage, heartbeat=False))  # opening checks the URL and creates Optuna's tables too
     click.echo(f"store tables of {mask_url(storage)} are up to date")
 
 
@@ -861,8 +876,9 @@ def main(argv: list[str] | None = None) -> int:
     except click.ClickException as error:
         click.echo(f"Error: {error.format_message()}", err=True)
         return 2
-    except (SplitsearchError, OSError) as error:
-        # What the user can fix, and files or disks that fail; anything else is a bug and shows as one.
+    except (SplitsearchError, StorageUnavailableError, OSError) as error:
+        # What the user can fix, a database gone for too long, and files or disks that fail;
+        # anything else is a bug and shows as one.
         click.echo(f"Error: {_one_line(error)}", err=True)
         return 2
     return code if isinstance(code, int) else 0

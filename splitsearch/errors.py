@@ -5,6 +5,8 @@ file, a dataset, a storage.  The command line prints its message in one line and
 status 2; any other exception that escapes a command is a bug in splitsearch and is shown as one,
 with its traceback.  Each module raises its own subclass (``ConfigError``, ``StudyError``,
 ``DataError``, ...), most of them also ``ValueError`` for callers that catch that.
+:class:`StorageUnavailableError` (a database gone for longer than a worker waits) is printed the
+same way, though it is no ``Exception`` (see there why).
 """
 
 from __future__ import annotations
@@ -50,3 +52,15 @@ class CheckpointReadError(TrainingError):
 
     def __str__(self) -> str:
         return f"the checkpoint {self.path} cannot be read ({self.reason}): it is truncated or corrupt"
+
+
+class StorageUnavailableError(BaseException):
+    """The database stayed unreachable for longer than a command waits for it; exit status 2.
+
+    Not an ``Exception``, on purpose, like ``KeyboardInterrupt``: the code that records a failing
+    candidate catches ``Exception`` (the objective, Optuna's ``catch``, Optuna's bookkeeping of a
+    failed trial, which needs the database itself), and a lost database is no candidate's fault.
+    Raised through all of them, it stops the worker and leaves its trial to be retried from the
+    checkpoint.  The command line prints its message in one line, as for a
+    :class:`SplitsearchError`.
+    """

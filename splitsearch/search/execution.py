@@ -1,4 +1,4 @@
-"""How a worker runs its trainings: device, execution mode, folders and the worker's heartbeat.
+"""How a worker runs its trainings: device, execution mode, folders, its heartbeat and its patience with the database.
 
 None of these settings changes what a study searches or what its results mean, so they are not
 part of a study's definition (:class:`~splitsearch.search.study.StudySpec`) and may differ from
@@ -14,6 +14,7 @@ from pathlib import Path
 from splitsearch.config import SplitConfig
 from splitsearch.data import DEFAULT_DATA_DIR, DataCache
 from splitsearch.search.worker import HEARTBEAT_SECONDS
+from splitsearch.storage_retry import RETRY_SECONDS
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,8 @@ class ExecutionOptions:
             three beats belongs to a dead worker and is queued again.
         nproc_per_trial: train each trial's members in up to this many processes (member-parallel,
             :mod:`splitsearch.train.launch`); see :meth:`trial_processes`.
+        storage_retry_seconds: how long the worker waits for an unreachable database before it
+            stops (:mod:`splitsearch.storage_retry`).
     """
 
     device: str = "cpu"
@@ -43,6 +46,7 @@ class ExecutionOptions:
     download: bool = False
     keep_checkpoints: bool = False
     heartbeat_seconds: int = HEARTBEAT_SECONDS
+    storage_retry_seconds: float = RETRY_SECONDS
     nproc_per_trial: int = 1
 
     def trial_processes(self, config: SplitConfig) -> int:

@@ -113,7 +113,8 @@ def run_greedy_blocks(spec: StudySpec, storage_url: str, execution: ExecutionOpt
     num_blocks = resolve_arch(spec.base.arch)[0].num_blocks
     with sigterm_interrupts(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-        study, store = open_search(spec, storage_url, force, execution.heartbeat_seconds)
+        study, store = open_search(spec, storage_url, force, execution.heartbeat_seconds,
+                                   execution.storage_retry_seconds)
         objective = SearchObjective(spec, store, execution, data, on_epoch, on_warning)
         evaluate = _TrialEvaluator(study, objective, spec.base.train.epochs, finetune_epochs, on_step)
         try:

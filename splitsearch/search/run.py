@@ -31,7 +31,15 @@ from splitsearch.search.objective import (
 )
 from splitsearch.search.execution import ExecutionOptions
 from splitsearch.search.record import TrialCounts, TrialRecord, count_trials
-from splitsearch.search.study import StudyError, StudySpec, make_sampler, open_storage, open_study, publish_settings
+from splitsearch.search.study import (
+    OPTUNA_CONNECTIONS,
+    StudyError,
+    StudySpec,
+    make_sampler,
+    open_storage,
+    open_study,
+    publish_settings,
+)
 from splitsearch.search.worker import (
     HEARTBEAT_SECONDS,
     recover_dead_local_trials,
@@ -39,11 +47,17 @@ from splitsearch.search.worker import (
     settle_store,
     sigterm_interrupts,
 )
+from splitsearch.storage_retry import RETRY_SECONDS, PatientRDBStorage, StoragePatience
 from splitsearch.store import Store, upgrade
+from splitsearch.store.records import STORE_CONNECTIONS
 from splitsearch.train.loop import EpochMetrics
 from splitsearch.urls import mask_url
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+# The most connections a worker holds on a database server: Optuna's storage (its main thread, and
+# its heartbeat thread while the main one queries) and the store's.  Opening the store briefly
+# holds one more for Alembic, while the store's own is not open yet.
+WORKER_CONNECTIONS = OPTUNA_CONNECTIONS + STORE_CONNECTIONS
 # How often a worker with nothing to start looks again at trials other workers are running.
 _POLL_SECONDS = 5.0
 # A study without n_trials stops after this many failed trials.
@@ -62,16 +76,18 @@ def check_budget(spec: StudySpec) -> None:
 
 
 def open_search(spec: StudySpec, storage_url: str, force: bool = False,
-                heartbeat_seconds: int = HEARTBEAT_SECONDS) -> tuple[optuna.Study, Store]:
+                heartbeat_seconds: int = HEARTBEAT_SECONDS,
+                retry_seconds: float = RETRY_SECONDS) -> tuple[optuna.Study, Store]:
     """Open (or create) the study and the store in the same database, and join the study as a worker.
 
     The creator queues the baselines before it publishes the study's settings; every worker
     then gets its own sampler seed (:meth:`splitsearch.store.Store.register_worker`), fails and
     requeues what dead workers on this machine left running, and requeues interrupted trials.
+    Both wait out an outage of the database for up to ``retry_seconds``, together.
     """
-    storage = open_storage(storage_url, heartbeat_seconds=heartbeat_seconds)
-    upgrade(storage_url)
-    store = Store(storage_url)
+    storage = open_storage(storage_url, heartbeat_seconds=heartbeat_seconds,
+                           patience=StoragePatience(storage_url, retry_seconds))
+    store = open_store(storage)
     study, created = open_study(spec, storage, force=force)
     if created:
         if spec.baselines:
@@ -117,7 +133,8 @@ def run_study(spec: StudySpec, storage_url: str, execution: ExecutionOptions = E
     data.get(spec.base.dataset, spec.base.train)  # a missing dataset fails here, before the storage is touched
     with sigterm_interrupts(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-        study, store = open_search(spec, storage_url, force, execution.heartbeat_seconds)
+        study, store = open_search(spec, storage_url, force, execution.heartbeat_seconds,
+                                   execution.storage_retry_seconds)
         objective = SearchObjective(spec, store, execution, data, on_epoch, on_warning)
         try:
             _work(study, objective, spec, progress)
@@ -175,39 +192,44 @@ def no_new_candidates(counts: TrialCounts) -> bool:
     return counts.repeats_in_a_row >= MAX_REPEATS_IN_A_ROW
 
 
-def open_existing_storage(storage_url: str) -> optuna.storages.RDBStorage:
-    """Optuna's storage of a database that exists: a SQLite file that does not is refused, not created empty.
-
-    Raises:
-        StudyError: no such SQLite file, or a database that cannot be reached.
-    """
-    if storage_url.startswith("sqlite:///") and not storage_url.endswith(":memory:"):
-        path = Path(storage_url.removeprefix("sqlite:///"))
-        if not path.is_file():
-            raise StudyError(f"no database at {path} (storage {mask_url(storage_url)})")
-    return open_storage(storage_url, heartbeat=False)
-
-
-def load_existing_study(study_name: str | None, storage_url: str) -> optuna.Study:
+def load_existing_study(study_name: str | None, storage: str | PatientRDBStorage) -> optuna.Study:
     """An existing study by name; with no name, the storage's only study.
+
+    ``storage``: a URL, or a storage :func:`open_existing_storage` opened.
 
     Raises:
         StudyError: unknown study, several studies and no name, or an unreachable storage.
     """
-    storage = open_existing_storage(storage_url)
+    if isinstance(storage, str):
+        storage = open_existing_storage(storage)
     names = sorted(s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False))
     if study_name is None:
         if len(names) != 1:
             listing = ", ".join(names) if names else "none"
-            raise StudyError(f"give --study: {mask_url(storage_url)} holds {len(names)} studies ({listing})")
+            raise StudyError(f"give --study: {mask_url(storage.url)} holds {len(names)} studies ({listing})")
         study_name = names[0]
     if study_name not in names:
-        raise StudyError(f"no study {study_name!r} in {mask_url(storage_url)} (studies: {', '.join(names) or 'none'})")
+        raise StudyError(f"no study {study_name!r} in {mask_url(storage.url)} (studies: {', '.join(names) or 'none'})")
     return optuna.load_study(study_name=study_name, storage=storage)
 
 
 def open_for_reading(study_name: str | None, storage_url: str) -> tuple[optuna.Study, Store]:
     """An existing study (see :func:`load_existing_study`) and the store beside it, its tables up to date."""
-    study = load_existing_study(study_name, storage_url)
-    upgrade(storage_url)
-    return study, Store(storage_url)
+    storage = open_existing_storage(storage_url)
+    return load_existing_study(study_name, storage), open_store(storage)
+
+
+def open_store(storage: PatientRDBStorage) -> Store:
+    """The store in the database of ``storage``, its tables up to date, sharing its patience with an outage."""
+    storage.patience.call(upgrade, storage.url)
+    return Store(storage.url, storage.patience)
+
+
+def open_existing_storage(storage_url: str, patience: StoragePatience | None = None) -> PatientRDBStorage:
+    """The storage at ``storage_url``, without heartbeats, which must exist: a mistyped SQLite path
+    is not made into a new database.  ``patience``: see :func:`~splitsearch.search.study.open_storage`."""
+    if storage_url.startswith("sqlite:///") and not storage_url.endswith(":memory:"):
+        path = Path(storage_url.removeprefix("sqlite:///"))
+        if not path.is_file():
+            raise StudyError(f"no database at {path} (storage {mask_url(storage_url)})")
+    return open_storage(storage_url, heartbeat=False, patience=patience)

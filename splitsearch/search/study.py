@@ -30,6 +30,7 @@ from splitsearch.data.specs import DEFAULT_DATASET
 from splitsearch.search.record import StudyRecord
 from splitsearch.search.space import SearchSpace, config_value, load_space, space_fingerprint
 from splitsearch.search.worker import HEARTBEAT_SECONDS, MAX_RETRIES, retry_callback
+from splitsearch.storage_retry import CONNECT_TIMEOUT_SECONDS, PatientRDBStorage, StoragePatience
 from splitsearch.units import parse_bytes, parse_count
 from splitsearch.urls import mask_password, mask_url
 from splitsearch.errors import SplitsearchError
@@ -241,13 +242,27 @@ def _spec_from_mapping(data: dict[str, Any], source: str, written_for: str) -> S
 
 # -- opening the Optuna study ---------------------------------------------------------------------
 
-def open_storage(url: str, heartbeat: bool = True, heartbeat_seconds: int | None = None
-                 ) -> optuna.storages.RDBStorage:
+# Optuna's engine on a server: a stale connection (dropped while a long epoch trained) is found by
+# a ping before use; one connection is kept for the main thread, and a second is opened only
+# while the heartbeat thread beats during a query of the main thread.
+OPTUNA_CONNECTIONS = 2
+_POSTGRES_ENGINE = {"pool_pre_ping": True, "pool_size": 1, "max_overflow": OPTUNA_CONNECTIONS - 1,
+                    "connect_args": {"connect_timeout": CONNECT_TIMEOUT_SECONDS}}
+
+
+def open_storage(url: str, heartbeat: bool = True, heartbeat_seconds: int | None = None,
+                 patience: StoragePatience | None = None) -> PatientRDBStorage:
     """Optuna's RDB storage at ``url``, with heartbeats so a dead worker's trial is retried.
 
     A running trial beats every ``heartbeat_seconds`` (default
     :data:`~splitsearch.search.worker.HEARTBEAT_SECONDS`); one silent for three beats belongs
-    to a dead worker, and is failed and queued again.
+    to a dead worker, and is failed and queued again.  Once opened, the storage waits out an
+    outage as ``patience`` says (by default for :data:`~splitsearch.storage_retry.RETRY_SECONDS`;
+    :mod:`splitsearch.storage_retry`); its ``patience`` is meant for the store of the same
+    database too.  Opening itself is not retried: a storage this
+    worker never reached is more likely a wrong URL, password or database name than an outage,
+    and the user learns it at once.  On PostgreSQL the storage holds at most
+    :data:`OPTUNA_CONNECTIONS` connections.
 
     Raises:
         StudyError: the database cannot be reached or opened (one line, no traceback, no password).
@@ -257,11 +272,12 @@ def open_storage(url: str, heartbeat: bool = True, heartbeat_seconds: int | None
         interval = heartbeat_seconds or HEARTBEAT_SECONDS
         options = {"heartbeat_interval": interval, "grace_period": 3 * interval,
                    "heartbeat_stale_trial_callback": retry_callback(MAX_RETRIES)}
-    engine_kwargs = {"connect_args": {"timeout": 30}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    engine_kwargs = {"connect_args": {"timeout": 30}} if url.startswith("sqlite") else dict(_POSTGRES_ENGINE)
+    patience = patience or StoragePatience(url)
     attempt = 1
     while True:
         try:
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **options)
+            return PatientRDBStorage(url, patience, engine_kwargs=engine_kwargs, **options)
         except SQLAlchemyError as error:
             if not _lost_creation_race(error):
                 raise _cannot_open(url, error) from None

@@ -3,7 +3,9 @@
 Many workers of one study write to the same database.  Each write is one short transaction, so
 a crash never leaves half a candidate, and rows are written with ``INSERT ... ON CONFLICT DO
 UPDATE`` keyed on the tables' unique constraints, so two workers never collide on a row and a
-retried trial or a re-reported epoch replaces what was there.  Every write transaction starts
+retried trial or a re-reported epoch replaces what was there.  Being one transaction, each
+public method is also called again while the database is unreachable, for a bounded time
+(:mod:`splitsearch.storage_retry`).  Every write transaction starts
 with a write: on SQLite that takes the write lock at once (waiting up to the connection
 timeout), where reading first and then writing can fail at once with "database is locked".
 """
@@ -23,6 +25,7 @@ from sqlalchemy.orm import aliased, sessionmaker
 from splitsearch.config import SplitConfig
 from splitsearch.cost import CandidateCost
 from splitsearch.errors import SplitsearchError
+from splitsearch.storage_retry import CONNECT_TIMEOUT_SECONDS, StoragePatience, patient
 from splitsearch.store.models import STATES, Candidate, Confirmation, EpochMetric, Worker
 from splitsearch.train.loop import EpochMetrics
 
@@ -34,6 +37,9 @@ _INSERTS: dict[str, Callable[..., Any]] = {"postgresql": postgresql.insert, "sql
 # Epoch columns named as in EpochMetrics (whose member accuracies are ``val_member_accuracies``).
 _EPOCH_FIELDS = ("epoch", "train_loss", "train_cross_entropy", "train_cotraining", "lr", "lambda_cot",
                  "val_accuracy", "seconds")
+
+# The connections a store holds on a database server.
+STORE_CONNECTIONS = 1
 
 # A failure reason is one line of an exception message; a runaway message is cut here.
 _ERROR_LENGTH = 2000
@@ -147,8 +153,12 @@ class StoreError(SplitsearchError, ValueError):
 class Store:
     """The store of one database (SQLite or PostgreSQL), whose tables :func:`upgrade` created."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, patience: StoragePatience | None = None) -> None:
         """Connect lazily to ``url``, e.g. ``sqlite:///splitsearch.db`` or ``postgresql+psycopg://...``.
+
+        ``patience``: how long a call waits for an unreachable database; pass the one of Optuna's
+        storage of the same database (:func:`splitsearch.search.study.open_storage`), so an
+        outage is announced and timed once.  By default, a patience of its own.
 
         Raises:
             StoreError: another database than SQLite or PostgreSQL (the upserts are written for
@@ -158,10 +168,14 @@ class Store:
         if backend not in _INSERTS:
             raise StoreError(f"the splitsearch store supports SQLite and PostgreSQL URLs, not {backend}")
         self._insert = _INSERTS[backend]
+        self.patience = patience or StoragePatience(url)
         # pool_pre_ping: a long training epoch outlives idle connections that servers and
-        # firewalls drop.  The SQLite timeout lets a worker wait for another's write.
-        connect_args = {"timeout": 30} if backend == "sqlite" else {}
-        self._engine: Engine = create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+        # firewalls drop.  The SQLite timeout lets a worker wait for another's write.  On a
+        # server, one connection: the store is used by one thread, one transaction at a time.
+        pool = {"connect_args": {"timeout": 30}} if backend == "sqlite" else {
+            "pool_size": STORE_CONNECTIONS, "max_overflow": 0,
+            "connect_args": {"connect_timeout": CONNECT_TIMEOUT_SECONDS}}
+        self._engine: Engine = create_engine(url, pool_pre_ping=True, **pool)
         if backend == "sqlite":
             event.listen(self._engine, "connect", _enable_sqlite_foreign_keys)
         self._sessions = sessionmaker(self._engine)
@@ -172,6 +186,7 @@ class Store:
 
     # -- writing ---------------------------------------------------------------------------------
 
+    @patient
     def start_candidate(self, study_name: str, trial_number: int, config: SplitConfig, cost: CandidateCost,
                         width_step: float | None = None, baseline: str | None = None,
                         retry_of: int | None = None, warm_started_from: int | None = None) -> int:
@@ -191,10 +206,12 @@ class Store:
             self.mark_interrupted(study_name, retry_of, retried_as=trial_number)
         return candidate_id
 
+    @patient
     def record_resumed(self, candidate_id: int, epoch: int) -> None:
         """Record that the candidate continued a checkpoint holding ``epoch`` finished epochs."""
         self._update_candidate(candidate_id, resumed_from_epoch=epoch)
 
+    @patient
     def record_resume_refused(self, candidate_id: int, reason: str) -> None:
         """Record that the attempt could not read the checkpoint it should resume (``reason`` names it).
 
@@ -202,6 +219,7 @@ class Store:
         """
         self._update_candidate(candidate_id, resume_refused=reason[:_ERROR_LENGTH])
 
+    @patient
     def record_checkpoint_error(self, candidate_id: int, reason: str) -> None:
         """Record a file the attempt could not write; the first one is kept (the rest are the same fault)."""
         statement = (update(Candidate).where(Candidate.id == candidate_id, Candidate.checkpoint_error.is_(None))
@@ -213,6 +231,7 @@ class Store:
         with self._sessions.begin() as session:
             session.execute(update(Candidate).where(Candidate.id == candidate_id).values(**values))
 
+    @patient
     def mark_interrupted(self, study_name: str, trial_number: int, retried_as: int | None = None) -> None:
         """End a trial's row that still says ``running`` as ``interrupted`` (and link its retry).
 
@@ -230,6 +249,7 @@ class Store:
             if retried_as is not None:
                 candidate.retried_as = retried_as
 
+    @patient
     def settle_candidate(self, study_name: str, trial_number: int, state: str, val_accuracy: float | None = None,
                          error: str | None = None) -> None:
         """Put a trial's row in the final ``state`` its Optuna trial ended in (``splitsearch db check --repair``).
@@ -257,6 +277,7 @@ class Store:
             if error is not None:
                 candidate.error = error[:_ERROR_LENGTH]
 
+    @patient
     def restore_candidate(self, study_name: str, trial_number: int, config: SplitConfig, cost: CandidateCost,
                           state: str, **columns: Any) -> int:
         """Write the row of a finished trial that lost it, from what Optuna's trial holds; returns its id.
@@ -266,6 +287,7 @@ class Store:
         """
         return self._write_candidate(study_name, trial_number, **_describe(config, cost), state=state, **columns)
 
+    @patient
     def clear_retry_link(self, study_name: str, trial_number: int, link: Literal["retry_of", "retried_as"]) -> bool:
         """Clear a row's ``retry_of`` or ``retried_as`` when the row it names does not exist; whether it did."""
         rows = select(Candidate.trial_number).where(Candidate.study_name == study_name)
@@ -276,6 +298,7 @@ class Store:
         with self._sessions.begin() as session:
             return session.execute(statement).first() is not None
 
+    @patient
     def record_epoch(self, candidate_id: int, metrics: EpochMetrics) -> None:
         """Record one epoch; an epoch reported again (after a resume) replaces the earlier row."""
         values = {name: getattr(metrics, name) for name in _EPOCH_FIELDS}
@@ -288,6 +311,7 @@ class Store:
         with self._sessions.begin() as session:
             session.execute(statement)
 
+    @patient
     def finish_candidate(self, candidate_id: int, state: FinishState, val_accuracy: float | None = None,
                          test_accuracy: float | None = None,
                          member_val_accuracies: Sequence[float] | None = None,
@@ -324,6 +348,7 @@ class Store:
                 session.execute(update(Candidate).where(Candidate.id == candidate_id).values(
                     wall_seconds=(finished_at - started_at).total_seconds()))
 
+    @patient
     def record_over_budget(self, study_name: str, trial_number: int, config: SplitConfig, cost: CandidateCost,
                            baseline: str | None = None) -> int:
         """Record a trial pruned before training because ``cost`` exceeds the budget; returns its id.
@@ -336,6 +361,7 @@ class Store:
             baseline=baseline, state="over_budget", started_at=now, finished_at=now, wall_seconds=0.0,
         )
 
+    @patient
     def record_reused(self, study_name: str, trial_number: int, source: CandidateRecord,
                       baseline: str | None = None) -> int:
         """Record a trial answered with the result of an identical complete candidate; returns its id.
@@ -375,6 +401,7 @@ class Store:
             session.execute(delete(EpochMetric).where(EpochMetric.candidate_id == candidate_id))
         return candidate_id
 
+    @patient
     def start_confirmation(self, study_name: str, trial_number: int, config: SplitConfig,
                            baseline: str | None = None) -> int:
         """Record that trial ``trial_number``'s candidate is retrained as ``config`` (its seed); returns the id.
@@ -394,6 +421,7 @@ class Store:
         with self._sessions.begin() as session:
             return session.execute(statement).scalar_one()
 
+    @patient
     def finish_confirmation(self, confirmation_id: int, state: Literal["complete", "failed"],
                             val_accuracy: float | None = None, val_standard_error: float | None = None,
                             val_samples: int | None = None, member_val_accuracies: Sequence[float] | None = None,
@@ -418,6 +446,7 @@ class Store:
             if found is None:
                 raise LookupError(f"no confirmation with id {confirmation_id}")
 
+    @patient
     def register_worker(self, study_name: str, host: str, pid: int, study_seed: int, creator: bool) -> int:
         """Record a worker joining ``study_name``; returns the sampler seed it must use.
 
@@ -432,6 +461,7 @@ class Store:
                 worker.sampler_seed = study_seed + worker.id
             return worker.sampler_seed
 
+    @patient
     def running_trial_numbers(self, study_name: str) -> list[int]:
         """Trials whose row still says ``running``."""
         query = select(Candidate.trial_number).where(Candidate.study_name == study_name,
@@ -441,6 +471,7 @@ class Store:
 
     # -- reading ---------------------------------------------------------------------------------
 
+    @patient
     def find_reusable(self, config_hash: str, dataset: str, epochs: int) -> CandidateRecord | None:
         """A complete candidate, of any study, that trained the same config for as many epochs.
 
@@ -459,6 +490,7 @@ class Store:
             row = session.scalars(query).first()
             return None if row is None else CandidateRecord.from_row(row)
 
+    @patient
     def find_finished_in_study(self, study_name: str, config_hash: str, dataset: str,
                                epochs: int) -> tuple[CandidateRecord, int] | None:
         """The complete candidate held by the first trial of ``study_name`` that finished this one, and that trial.
@@ -482,18 +514,21 @@ class Store:
             found = session.execute(query).first()
             return None if found is None else (CandidateRecord.from_row(found[0]), found[1])
 
+    @patient
     def study_names(self) -> list[str]:
         """The studies the store holds rows of, by name."""
         query = select(Candidate.study_name).distinct().order_by(Candidate.study_name)
         with self._sessions() as session:
             return list(session.scalars(query))
 
+    @patient
     def candidates(self, study_name: str) -> list[CandidateRecord]:
         """Every candidate of a study, in trial order."""
         query = select(Candidate).where(Candidate.study_name == study_name).order_by(Candidate.trial_number)
         with self._sessions() as session:
             return [CandidateRecord.from_row(row) for row in session.scalars(query)]
 
+    @patient
     def epochs(self, candidate_id: int) -> list[EpochMetrics]:
         """The recorded epochs of a candidate, in order, as the trainer reported them."""
         query = (select(EpochMetric).where(EpochMetric.candidate_id == candidate_id)
@@ -505,6 +540,7 @@ class Store:
                 for row in session.scalars(query)
             ]
 
+    @patient
     def workers(self, study_name: str) -> list[WorkerRecord]:
         """The workers that joined a study, in the order they joined."""
         query = select(Worker).where(Worker.study_name == study_name).order_by(Worker.id)
@@ -512,6 +548,7 @@ class Store:
             return [WorkerRecord(**{column.key: getattr(row, column.key) for column in Worker.__table__.columns})
                     for row in session.scalars(query)]
 
+    @patient
     def confirmations(self, study_name: str) -> list[ConfirmationRecord]:
         """Every confirmation of a study, by trial number and seed."""
         query = (select(Confirmation).where(Confirmation.study_name == study_name)
