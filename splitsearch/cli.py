@@ -380,6 +380,18 @@ def _echo_training_plan(spec: Any) -> None:
         click.echo(_dataset_defaults_line(spec.base))
 
 
+def _echo_run_plan(spec: Any, execution: Any) -> None:
+    """The fitted base candidate, the measured step time and the estimated study time; a warning if the budget
+    is far beyond what the dataset supports."""
+    from splitsearch.search.plan_estimate import plan_run
+
+    plan = plan_run(spec, execution)
+    for line in plan.lines():
+        click.echo(line)
+    if (warning := plan.warning()) is not None:
+        click.echo(f"Warning: {warning}", err=True)
+
+
 def _dataset_defaults_line(config: SplitConfig) -> str:
     from splitsearch.data import dataset_info
 
@@ -467,6 +479,9 @@ def _study_option(command: Any) -> Any:
               help="How long a worker waits for a database it has lost (a restart, a fail-over, the network) "
                    "before it stops with exit status 2; see Outages above.")
 @click.option("--force", is_flag=True, help="Continue a study even though its settings changed.")
+@click.option("--dry-run", is_flag=True,
+              help="Print the plan (the fitted base candidate, the measured time of a few training steps, the "
+                   "estimated time of an epoch and of the study) and exit without creating or storing anything.")
 @click.option("-v", "--verbose", count=True, help="-v: a line per epoch; -vv: Optuna's own log too.")
 def run(study_file: str | None, study_name: str | None, storage: str, n_trials: int | None, timeout: float | None,
         budget_params: int | None, budget_macs: int | None, budget_flops: int | None,
@@ -475,7 +490,7 @@ def run(study_file: str | None, study_name: str | None, storage: str, n_trials: 
         sampler: str | None, pruner: str | None, seed: int | None, strategy: str, threshold: float,
         factors: tuple[int, ...], finetune_epochs: int | None, device: str, mode: str, runs_dir: Path,
         keep_checkpoints: bool, data_dir: Path | None, download: bool, heartbeat_seconds: int, nproc_per_trial: int,
-        storage_retry_seconds: float, force: bool, verbose: int) -> None:
+        storage_retry_seconds: float, force: bool, dry_run: bool, verbose: int) -> None:
     """Search how to split a network: an Optuna study over split configurations under a budget.
 
     STUDY_FILE is a study YAML or a shipped study name (default: quickstart, which runs in a few
@@ -511,6 +526,8 @@ def run(study_file: str | None, study_name: str | None, storage: str, n_trials: 
       splitsearch run --arch resnet20 --space full --objectives accuracy,params --n-trials 40
       splitsearch run --strategy greedy-blocks --arch vgg16 --dataset cifar10 --study vgg16-greedy --threshold 0.5
     """
+    if dry_run and strategy != "sampler":
+        raise click.UsageError("--dry-run plans --strategy sampler studies only")
     import optuna
 
     from splitsearch.search.run import run_study
@@ -550,6 +567,9 @@ def run(study_file: str | None, study_name: str | None, storage: str, n_trials: 
         click.echo(f"study {spec.name!r} in {mask_url(storage)}: {spec.base.arch} on {spec.base.dataset}, space "
                    f"{spec.space.name}, {','.join(spec.objectives)}, {spec.n_trials} trials")
         _echo_training_plan(spec)
+        _echo_run_plan(spec, execution)
+        if dry_run:
+            return
         study = run_study(spec, storage, execution, force, on_epoch=on_epoch, on_warning=_warning_line)
     except Terminated:
         click.echo(f"terminated; the trial in progress is queued again and continues from its checkpoint "

@@ -30,6 +30,7 @@ from splitsearch.search.objective import (
     warn,
 )
 from splitsearch.search.execution import ExecutionOptions
+from splitsearch.search.plan_estimate import StudyProgress
 from splitsearch.search.record import TrialCounts, TrialRecord, count_trials
 from splitsearch.search.study import (
     OPTUNA_CONNECTIONS,
@@ -151,6 +152,7 @@ def _work(study: optuna.Study, objective: SearchObjective, spec: StudySpec, prog
     deadline = None if spec.timeout is None else time.monotonic() + spec.timeout
     bar = tqdm(total=spec.n_trials, initial=count_trials(study).finished, desc=f"study {spec.name}", unit="trial",
                disable=not progress)
+    objective.on_epoch = StudyProgress(bar, spec, objective.on_epoch)  # the running trial's epoch and an ETA
     try:
         while deadline is None or time.monotonic() < deadline:
             fail_stale_trials(study)

@@ -264,6 +264,19 @@ class Trainer:
             val_member_accuracies=val_members, seconds=time.perf_counter() - started, train_regularisers=totals[3],
         )
 
+    def train_steps(self, count: int) -> None:
+        """Run ``count`` optimiser steps on the first batches of an epoch, as :meth:`fit` would.
+
+        What ``run``'s plan times (:mod:`splitsearch.search.plan_estimate`): a few real steps
+        say more about an epoch on this machine than MACs do.  It changes the weights, so a
+        trainer used for it is thrown away after.
+        """
+        self.ensemble.train()
+        for _, (images, labels) in zip(range(count), self.data.train):
+            self._train_step(images, labels, self.config.lambda_cot)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
     def _train_step(self, images: torch.Tensor, labels: torch.Tensor, lambda_cot: float) -> torch.Tensor:
         train = self.settings
         views = augment(images, self.config.S, train, self.generator, self.data.normalization)
