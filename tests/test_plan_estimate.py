@@ -1,4 +1,4 @@
-"""Know the cost before paying it: ``run`` prints its plan, ``run --dry-run`` prints only that, and the bar has an ETA."""
+"""Know the cost before paying it: `run` prints its plan, `run --dry-run` only that, and the bar has an ETA."""
 
 import io
 import time
