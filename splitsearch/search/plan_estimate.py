@@ -123,7 +123,9 @@ class RunPlan:
 def plan_run(spec: StudySpec, execution: ExecutionOptions) -> RunPlan:
     """Fit the base candidate, time a few training steps on this worker's device, and make the plan.
 
-    Nothing is stored and no file is written: the dataset is loaded into memory only.
+    Nothing is stored and no checkpoint is written: the dataset is loaded into memory only (a
+    torchvision dataset that is not there is downloaded first where ``execution.download`` asks
+    for it, as ``run`` would).
 
     Raises:
         BudgetError: even the narrowest network breaks the budget (as ``run`` would).
