@@ -184,7 +184,9 @@ REASONS = {"full": "No space left on device", "read-only": "Read-only file syste
            "not-a-directory": "Not a directory"}
 
 
-@pytest.mark.parametrize("fault", sorted(REASONS))
+# The full disk runs by default; the other two faults take the same path (about 8 s each), so they are slow.
+@pytest.mark.parametrize("fault", ["full", pytest.param("not-a-directory", marks=pytest.mark.slow),
+                                   pytest.param("read-only", marks=pytest.mark.slow)])
 def test_a_runs_directory_that_cannot_be_written_costs_only_resumability(study_file, tmp_path, fault):
     url = sqlite_url(tmp_path)
     with unwritable_runs_dir(fault, tmp_path) as runs:

@@ -181,6 +181,7 @@ def test_sigterm_stops_every_rank_keeps_the_checkpoint_and_the_retry_continues(p
     assert_retry_continued(postgres_url, 1)
 
 
+@pytest.mark.slow  # about 15 s; the one-process path is tested by default in tests/test_disk_faults.py
 def test_a_checkpoint_rank_0_cannot_write_costs_the_trial_only_its_resumability(study_file, tmp_path):
     """As in one process (tests/test_disk_faults.py): one warning, the trials train on, the rows say why."""
     (tmp_path / "file").write_text("a regular file where the runs folder should be")
