@@ -70,7 +70,8 @@ class SearchObjective:
             ``execution.runs_dir/<study>-<key>/trial-<n>``
             (:func:`~splitsearch.search.worker.checkpoint_root`; a retry continues from the
             checkpoint of the trial it retries) and are removed when the trial ends, unless
-            ``execution.keep_checkpoints``.
+            ``execution.keep_checkpoints``; a completed trial's weights go to the artifact store
+            first (:meth:`ExecutionOptions.artifact_keeper`).
         data: the worker's dataset cache (one is made from ``execution`` if not given).
         on_epoch: optional per-epoch hook (the CLI prints a line per epoch with ``-v``).
         on_warning: told, in one line, each fault the worker rides out: a checkpoint it cannot
@@ -86,6 +87,7 @@ class SearchObjective:
         self.on_epoch = on_epoch
         self.on_warning = on_warning
         self.data = data or execution.data_cache()
+        self.keeper = execution.artifact_keeper()
         self._write_faults_told: set[str] = set()
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
@@ -149,6 +151,8 @@ class SearchObjective:
             TrialRecord(failure=reason).write_to(trial)
             self._remove(out_dir)
             raise
+        values = self._values(result.val_accuracy, cost)
+        self._keep_weights(trial, out_dir / MODEL_NAME, values)
         if not record.keep_weights:  # the greedy search fine-tunes the next candidate from it
             self._remove(out_dir)
         # The standard error is the noise of the objective: a difference within a couple of them
@@ -162,7 +166,7 @@ class SearchObjective:
                                     member_val_accuracies=result.history[-1].val_member_accuracies,
                                     wall_seconds=result.wall_seconds, val_standard_error=result.val_standard_error,
                                     val_samples=result.val_samples)
-        return self._values(result.val_accuracy, cost)
+        return values
 
     # -- parts -------------------------------------------------------------------------------------
 
@@ -310,6 +314,13 @@ class SearchObjective:
         if not path.is_file():
             raise FileNotFoundError(f"the weights of trial {number} to fine-tune from are gone ({path})")
         return torch.load(path, map_location=self.execution.device, weights_only=True)["members"]
+
+    def _keep_weights(self, trial: optuna.Trial, model_file: Path, values: float | tuple[float, float]) -> None:
+        """Upload the completed trial's weights to the artifact store (a model file not written is told once)."""
+        if not model_file.is_file():
+            self.on_warning(f"trial {trial.number}: its weights were not written ({model_file}), so none are kept")
+            return
+        self.keeper.keep(trial, model_file, values if isinstance(values, tuple) else (values,))
 
     def _remove(self, out_dir: Path) -> None:
         """A finished trial's checkpoint is never needed again (unless the user keeps it)."""
