@@ -154,3 +154,20 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def test_a_two_objective_study_keeps_the_weights_of_its_pareto_front(tmp_path):
+    """(accuracy up, params down): a dominated searched trial loses its weights, a dominated baseline does not."""
+    from splitsearch.search.artifacts import ArtifactKeeper, file_store
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    points = {0: ((0.5, 900.0), "undivided"), 1: ((0.9, 500.0), None), 2: ((0.8, 400.0), None),
+              3: ((0.7, 600.0), None)}
+    for number, (values, baseline) in points.items():
+        attrs = TrialRecord(artifact_id=f"id-{number}", baseline=baseline).to_attrs()
+        study.add_trial(optuna.trial.create_trial(values=list(values), user_attrs=attrs))
+    keeper = ArtifactKeeper(file_store(tmp_path), keep_best=1)
+    # The running trial 4 at (0.85, 450) dominates none of the front, and is on it.
+    study.add_trial(optuna.trial.create_trial(state=TrialState.RUNNING,
+                                              user_attrs=TrialRecord(artifact_id="id-4").to_attrs()))
+    assert keeper.dropped(study, 4, (0.85, 450.0)) == [(3, "id-3")]

@@ -17,6 +17,7 @@ removed others' says whose (``removed_artifacts``), as a finished trial's attrib
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -64,14 +65,18 @@ class ArtifactKeeper:
         """
         artifact_id = upload_artifact(study_or_trial=trial, file_path=str(model_file), artifact_store=self.store)
         TrialRecord(artifact_id=artifact_id).write_to(trial)
-        dropped = self._dropped(trial.study, trial.number, tuple(values))
-        for number, dropped_id in dropped:
-            self.store.remove(dropped_id)
+        dropped = self.dropped(trial.study, trial.number, tuple(values))
+        for _, dropped_id in dropped:
+            with contextlib.suppress(ArtifactNotFound):  # another worker's policy removed it at the same time
+                self.store.remove(dropped_id)
         if dropped:
             TrialRecord(removed_artifacts=tuple(number for number, _ in dropped)).write_to(trial)
 
-    def _dropped(self, study: optuna.Study, current: int, values: tuple[float, ...]) -> list[tuple[int, str]]:
-        """``(trial, artifact id)`` of the searched trials whose weights the policy no longer keeps."""
+    def dropped(self, study: optuna.Study, current: int, values: tuple[float, ...]) -> list[tuple[int, str]]:
+        """``(trial, artifact id)`` of the searched trials whose weights the policy no longer keeps.
+
+        ``current`` is the trial completing now, with ``values``; the others are read from ``study``.
+        """
         holders = _holders(study, current, values)
         if len(study.directions) == 1:
             ranked = sorted(holders, key=lambda holder: (-holder[1][0], holder[0]))

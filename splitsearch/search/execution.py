@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from splitsearch.config import SplitConfig
 from splitsearch.data import DEFAULT_DATA_DIR, DataCache
@@ -40,6 +41,8 @@ class ExecutionOptions:
             stops (:mod:`splitsearch.storage_retry`).
         artifacts_dir: the artifact store's folder, where completed trials' weights are kept
             (default ``runs_dir/artifacts``; :mod:`splitsearch.search.artifacts`).
+        artifact_store: any Optuna ``ArtifactStore`` to keep them in instead (``Boto3ArtifactStore``
+            for S3, ``GCSArtifactStore``); the command line offers the folder store only.
         keep_best: how many searched trials keep their weights there (plus the baselines).
     """
 
@@ -53,11 +56,13 @@ class ExecutionOptions:
     storage_retry_seconds: float = RETRY_SECONDS
     nproc_per_trial: int = 1
     artifacts_dir: Path | None = None
+    artifact_store: Any = None
     keep_best: int = DEFAULT_KEEP_BEST
 
     def artifact_keeper(self) -> ArtifactKeeper:
-        """What keeps this worker's completed trials' weights: a file store in ``artifacts_dir``."""
-        return ArtifactKeeper(file_store(self.artifacts_dir or self.runs_dir / ARTIFACTS_FOLDER), self.keep_best)
+        """What keeps this worker's completed trials' weights: ``artifact_store``, else a folder store."""
+        store = self.artifact_store or file_store(self.artifacts_dir or self.runs_dir / ARTIFACTS_FOLDER)
+        return ArtifactKeeper(store, self.keep_best)
 
     def trial_processes(self, config: SplitConfig) -> int:
         """How many processes train ``config``: the most, up to ``nproc_per_trial``, that share its S members equally.

@@ -316,11 +316,19 @@ class SearchObjective:
         return torch.load(path, map_location=self.execution.device, weights_only=True)["members"]
 
     def _keep_weights(self, trial: optuna.Trial, model_file: Path, values: float | tuple[float, float]) -> None:
-        """Upload the completed trial's weights to the artifact store (a model file not written is told once)."""
+        """Upload the completed trial's weights to the artifact store.
+
+        Like a checkpoint, the weights are a convenience beside the result, which the database
+        holds: a model file that was not written or a store that cannot take it is told in one
+        line, and the trial completes without kept weights (``export --weights`` then says so).
+        """
         if not model_file.is_file():
             self.on_warning(f"trial {trial.number}: its weights were not written ({model_file}), so none are kept")
             return
-        self.keeper.keep(trial, model_file, values if isinstance(values, tuple) else (values,))
+        try:
+            self.keeper.keep(trial, model_file, values if isinstance(values, tuple) else (values,))
+        except OSError as error:
+            self.on_warning(f"trial {trial.number}: its weights could not be kept in the artifact store: {error}")
 
     def _remove(self, out_dir: Path) -> None:
         """A finished trial's checkpoint is never needed again (unless the user keeps it)."""
