@@ -87,7 +87,6 @@ class SearchObjective:
         self.on_epoch = on_epoch
         self.on_warning = on_warning
         self.data = data or execution.data_cache()
-        self.keeper = execution.artifact_keeper()
         self._write_faults_told: set[str] = set()
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
@@ -304,7 +303,8 @@ class SearchObjective:
         if error.reason not in self._write_faults_told:
             self._write_faults_told.add(error.reason)
             self.on_warning(f"{error}; trials go on without checkpoints until writes succeed again (an interrupted "
-                            "one resumes from its last checkpoint written, or from epoch 1)")
+                            "one resumes from its last checkpoint written, or from epoch 1; a completed one whose "
+                            "model.pt was not written keeps no weights)")
 
     def _trained_members(self, trial: optuna.Trial, number: int) -> list[dict[str, torch.Tensor]]:
         """The trained members of trial ``number`` of this study, kept by its ``keep_weights`` attribute."""
@@ -319,16 +319,19 @@ class SearchObjective:
         """Upload the completed trial's weights to the artifact store.
 
         Like a checkpoint, the weights are a convenience beside the result, which the database
-        holds: a model file that was not written or a store that cannot take it is told in one
-        line, and the trial completes without kept weights (``export --weights`` then says so).
+        holds: a model file that was not written (a write fault, told already) or a store that
+        cannot take it (told once per worker) leaves the trial complete without kept weights
+        (``export --weights`` then says so).
         """
-        if not model_file.is_file():
-            self.on_warning(f"trial {trial.number}: its weights were not written ({model_file}), so none are kept")
+        if not model_file.is_file():  # a write fault, told once already (_not_written)
             return
         try:
-            self.keeper.keep(trial, model_file, values if isinstance(values, tuple) else (values,))
+            self.execution.artifact_keeper().keep(trial, model_file, values if isinstance(values, tuple) else (values,))
         except OSError as error:
-            self.on_warning(f"trial {trial.number}: its weights could not be kept in the artifact store: {error}")
+            if "artifact store" not in self._write_faults_told:
+                self._write_faults_told.add("artifact store")
+                self.on_warning(f"trial {trial.number}: its weights cannot be kept in the artifact store ({error}); "
+                                "trials go on without kept weights until it takes them again")
 
     def _remove(self, out_dir: Path) -> None:
         """A finished trial's checkpoint is never needed again (unless the user keeps it)."""
