@@ -75,9 +75,9 @@ def test_the_best_two_searched_trials_and_the_baselines_keep_their_weights(kept_
     best = {trial.number for trial in sorted(searched, key=lambda trial: (-trial.value, trial.number))[:2]}
     listed = _artifacts(study, FileSystemArtifactStore(str(artifacts_dir)), tmp_path)
     assert {number for number, count in listed.items() if count} == baselines | best
-    assert all(count <= 1 for count in listed.values())
+    assert all(count in (0, 2) for count in listed.values()), "model.pt and metrics.json"
     # The store holds exactly those files: the others' were removed, not only forgotten.
-    assert len(list(artifacts_dir.iterdir())) == len(baselines | best)
+    assert len(list(artifacts_dir.iterdir())) == 2 * len(baselines | best)
     removed = {number for trial in study.trials for number in TrialRecord.from_trial(trial).removed_artifacts or ()}
     assert removed == {trial.number for trial in searched} - best
 
@@ -129,8 +129,9 @@ def test_the_dashboard_lists_a_trials_artifacts(kept_study):
     try:
         detail = _get_json(server, f"http://127.0.0.1:{port}/api/studies/{study._study_id}")
         trial = next(trial for trial in detail["trials"] if trial["number"] == kept.number)
-        assert [artifact["artifact_id"] for artifact in trial["artifacts"]] == [
-            TrialRecord.from_trial(kept).artifact_id]
+        record = TrialRecord.from_trial(kept)
+        assert {(artifact["artifact_id"], artifact["filename"]) for artifact in trial["artifacts"]} == {
+            (record.artifact_id, "model.pt"), (record.metrics_artifact_id, "metrics.json")}
         assert detail["objective_names"] == ["validation accuracy"]
     finally:
         server.terminate()
@@ -170,4 +171,4 @@ def test_a_two_objective_study_keeps_the_weights_of_its_pareto_front(tmp_path):
     # The running trial 4 at (0.85, 450) dominates none of the front, and is on it.
     study.add_trial(optuna.trial.create_trial(state=TrialState.RUNNING,
                                               user_attrs=TrialRecord(artifact_id="id-4").to_attrs()))
-    assert keeper.dropped(study, 4, (0.85, 450.0)) == [(3, "id-3")]
+    assert keeper.dropped(study, 4, (0.85, 450.0)) == [(3, ("id-3",))]

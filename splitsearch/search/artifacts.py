@@ -2,10 +2,11 @@
 
 A trial's checkpoint folder is removed when it ends (checkpoints are large), which used to throw
 the trained weights away: the best candidate had to be retrained from its YAML.  Now a trial
-that completes uploads its ``model.pt`` (the S members' state dicts and the config that rebuilds
-them) to an artifact store (:mod:`optuna.artifacts`), where optuna-dashboard lists it beside the
-trial.  The store is a folder by default (``<runs-dir>/artifacts``); any store Optuna supports
-(S3 through ``Boto3ArtifactStore``, Google Cloud Storage) works through the Python API, as
+that completes uploads its ``model.pt`` (the S members' state dicts and the config that
+rebuilds them) and its ``metrics.json`` (history, a semantic split's class groups) to an
+artifact store (:mod:`optuna.artifacts`), where optuna-dashboard lists them beside the trial.
+The store is a folder by default (``<runs-dir>/artifacts``); any store Optuna supports (S3
+through ``Boto3ArtifactStore``, Google Cloud Storage) works through the Python API, as
 :class:`ArtifactKeeper` takes any ``ArtifactStore``.
 
 The keep policy bounds the disk a long search uses: after each completed trial, the weights of
@@ -57,23 +58,32 @@ class ArtifactKeeper:
     store: Any
     keep_best: int = DEFAULT_KEEP_BEST
 
-    def keep(self, trial: optuna.Trial, model_file: Path, values: Sequence[float]) -> None:
+    def keep(self, trial: optuna.Trial, model_file: Path, values: Sequence[float], metrics_file: Path | None = None,
+             ) -> None:
         """Upload ``model_file`` as ``trial``'s weights, then remove those the policy no longer keeps.
 
-        ``trial`` is still running (its ``values`` are not stored yet), so the policy ranks it
-        with the values it is about to return.
+        ``metrics_file`` (the training's ``metrics.json``: config, per-epoch history and, for a
+        semantic split, the class groups) goes beside the weights, so that the dashboard shows the
+        files a user downloads together.  ``trial`` is still running (its ``values`` are not
+        stored yet), so the policy ranks it with the values it is about to return.
         """
         artifact_id = upload_artifact(study_or_trial=trial, file_path=str(model_file), artifact_store=self.store)
         TrialRecord(artifact_id=artifact_id).write_to(trial)
+        if metrics_file is not None:
+            metrics_id = upload_artifact(study_or_trial=trial, file_path=str(metrics_file), artifact_store=self.store,
+                                         mimetype="application/json")
+            TrialRecord(metrics_artifact_id=metrics_id).write_to(trial)
         dropped = self.dropped(trial.study, trial.number, tuple(values))
-        for _, dropped_id in dropped:
-            with contextlib.suppress(ArtifactNotFound):  # another worker's policy removed it at the same time
-                self.store.remove(dropped_id)
+        for _, dropped_ids in dropped:
+            for dropped_id in dropped_ids:
+                with contextlib.suppress(ArtifactNotFound):  # another worker's policy removed it at the same time
+                    self.store.remove(dropped_id)
         if dropped:
             TrialRecord(removed_artifacts=tuple(number for number, _ in dropped)).write_to(trial)
 
-    def dropped(self, study: optuna.Study, current: int, values: tuple[float, ...]) -> list[tuple[int, str]]:
-        """``(trial, artifact id)`` of the searched trials whose weights the policy no longer keeps.
+    def dropped(self, study: optuna.Study, current: int, values: tuple[float, ...]
+                ) -> list[tuple[int, tuple[str, ...]]]:
+        """``(trial, artifact ids)`` of the searched trials whose files the policy no longer keeps.
 
         ``current`` is the trial completing now, with ``values``; the others are read from ``study``.
         """
@@ -85,11 +95,12 @@ class ArtifactKeeper:
             signs = [1 if d == optuna.study.StudyDirection.MAXIMIZE else -1 for d in study.directions]
             kept = {number for number, point, _ in holders
                     if not any(_dominates(other, point, signs) for _, other, _ in holders)}
-        return [(number, artifact_id) for number, _, artifact_id in holders if number not in kept]
+        return [(number, artifact_ids) for number, _, artifact_ids in holders if number not in kept]
 
 
-def _holders(study: optuna.Study, current: int, values: tuple[float, ...]) -> list[tuple[int, tuple[float, ...], str]]:
-    """``(trial, values, artifact id)`` of the searched (non-baseline) trials whose weights are still kept."""
+def _holders(study: optuna.Study, current: int, values: tuple[float, ...]
+             ) -> list[tuple[int, tuple[float, ...], tuple[str, ...]]]:
+    """``(trial, values, artifact ids)`` of the searched (non-baseline) trials whose weights are still kept."""
     trials = study.get_trials(deepcopy=False)
     removed = {number for trial in trials for number in TrialRecord.from_trial(trial).removed_artifacts or ()}
     holders = []
@@ -97,10 +108,11 @@ def _holders(study: optuna.Study, current: int, values: tuple[float, ...]) -> li
         record = TrialRecord.from_trial(trial)
         if record.artifact_id is None or record.is_baseline or trial.number in removed:
             continue
+        ids = tuple(artifact for artifact in (record.artifact_id, record.metrics_artifact_id) if artifact is not None)
         if trial.number == current:
-            holders.append((trial.number, values, record.artifact_id))
+            holders.append((trial.number, values, ids))
         elif trial.state == TrialState.COMPLETE:
-            holders.append((trial.number, tuple(trial.values), record.artifact_id))
+            holders.append((trial.number, tuple(trial.values), ids))
     return holders
 
 

@@ -34,7 +34,8 @@ from splitsearch.search.worker import checkpoint_root, original_trial_number, re
 from splitsearch.store import CandidateRecord, Store
 from splitsearch.train.epoch_channel import EpochServer
 from splitsearch.train.launch import RankFailedError, launch
-from splitsearch.train.loop import CHECKPOINT_NAME, MODEL_NAME, EpochMetrics, Trainer, TrainResult, read_checkpoint
+from splitsearch.train.loop import (CHECKPOINT_NAME, METRICS_NAME, MODEL_NAME, EpochMetrics, Trainer, TrainResult,
+                                   read_checkpoint)
 from splitsearch.train.plan import TrainRequest, run_training_rank
 from splitsearch.train.semantic_stage import class_group_text
 
@@ -326,7 +327,9 @@ class SearchObjective:
         if not model_file.is_file():  # a write fault, told once already (_not_written)
             return
         try:
-            self.execution.artifact_keeper().keep(trial, model_file, values if isinstance(values, tuple) else (values,))
+            metrics_file = model_file.with_name(METRICS_NAME)
+            self.execution.artifact_keeper().keep(trial, model_file, values if isinstance(values, tuple) else (values,),
+                                                  metrics_file if metrics_file.is_file() else None)
         except OSError as error:
             if "artifact store" not in self._write_faults_told:
                 self._write_faults_told.add("artifact store")

@@ -73,6 +73,7 @@ class TrialRecord:
             must be kept for the next, and how many tensors the warm start took.
         artifact_id: the artifact-store id of the trained weights this trial uploaded when it
             completed (:mod:`splitsearch.search.artifacts`); they may have been removed since.
+        metrics_artifact_id: the id of the ``metrics.json`` uploaded beside them (history, class groups).
         removed_artifacts: the trials whose weights the keep policy removed when this one completed
             (recorded here because a finished trial's attributes cannot change).
     """
@@ -104,6 +105,7 @@ class TrialRecord:
     keep_weights: bool | None = None
     warm_started_tensors: int | None = None
     artifact_id: str | None = None
+    metrics_artifact_id: str | None = None
     removed_artifacts: tuple[int, ...] | None = None
 
     @classmethod
