@@ -698,7 +698,8 @@ def _artifacts_option(command: Any) -> Any:
     """--artifacts-dir: the artifact store a search kept its trials' weights in."""
     return click.option("--artifacts-dir", type=click.Path(file_okay=False, path_type=Path),
                         default=Path("runs") / "artifacts", show_default=True,
-                        help="The artifact store (a folder) where `run` kept trials' weights.")(command)
+                        help="The artifact store (a folder) where `run` kept trials' weights (run's "
+                             "RUNS_DIR/artifacts unless it was given --artifacts-dir).")(command)
 
 
 @cli.command()
