@@ -90,10 +90,11 @@ def test_export_weights_reproduce_the_trials_validation_accuracy(kept_study, cap
     assert (folder / "best.pt").is_file() and "best.pt" in out
     config = SplitConfig.from_yaml(folder / "best.yaml")
     data = prepare_data(config.dataset, config.train, "cpu")
-    trainer = Trainer(config, data, "cpu", None, "sequential", progress=False)
-    start_from(trainer, read_weights(folder / "best.pt", config.S), folder / "best.pt")
-    accuracy, _ = trainer.evaluate(data.val)
-    assert accuracy == study.best_trial.value
+    for mode in ("sequential", "fused"):  # the search trained them sequentially (the CPU's mode); fused packs them
+        trainer = Trainer(config, data, "cpu", None, mode, progress=False)
+        start_from(trainer, read_weights(folder / "best.pt", config.S), folder / "best.pt")
+        accuracy, _ = trainer.evaluate(data.val)
+        assert accuracy == study.best_trial.value, mode
 
 
 def test_export_weights_of_a_trial_whose_weights_are_gone_says_how_to_retrain(kept_study, tmp_path, capsys):

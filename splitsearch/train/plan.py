@@ -20,6 +20,7 @@ import torch
 
 from splitsearch.config import SplitConfig
 from splitsearch.data import DEFAULT_DATA_DIR, DeviceData, prepare_data
+from splitsearch.ensemble import FusedEnsemble, pack_state_dicts
 from splitsearch.errors import OutputWriteError, TrainingError
 from splitsearch.train.launch import rank_device
 from splitsearch.train.loop import EpochMetrics, Trainer, TrainResult
@@ -187,7 +188,7 @@ def start_from(trainer: Trainer, states: list[dict[str, torch.Tensor]], path: Pa
                 found = "missing" if theirs is None else f"shaped {tuple(theirs.shape)}"
                 raise WeightsMismatchError(f"{path} does not fit the config: {name} is {found}, "
                                            f"the config needs {tuple(tensor.shape)}")
-    try:
+    if isinstance(trainer.ensemble, FusedEnsemble):  # one packed network: the members packed the same way
+        trainer.ensemble.network.load_state_dict(pack_state_dicts(states, trainer.ensemble.template))
+    else:
         trainer.warm_start(states)
-    except ValueError as error:  # a fused ensemble
-        raise WeightsMismatchError(f"cannot start from {path}: {error}") from None
