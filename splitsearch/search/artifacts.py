@@ -36,7 +36,7 @@ ARTIFACTS_FOLDER = "artifacts"
 DEFAULT_KEEP_BEST = 3
 
 
-class WeightsNotKeptError(SplitsearchError, LookupError):
+class WeightsNotKeptError(SplitsearchError, ValueError):
     """The trial's trained weights are not in the artifact store (never uploaded, or removed)."""
 
 
