@@ -739,7 +739,7 @@ def export(study_name: str | None, storage: str, output: Path, pick: str, weight
     if weights:
         from splitsearch.search.artifacts import download_weights, file_store
 
-        download_weights(study, trial, file_store(artifacts_dir), output.with_suffix(".pt"))
+        download_weights(study, trial, file_store(artifacts_dir), output.with_suffix(".pt"), output)
         click.echo(f"its trained weights written to {output.with_suffix('.pt')}")
 
 

@@ -102,7 +102,7 @@ def test_export_weights_of_a_trial_whose_weights_are_gone_says_how_to_retrain(ke
     code, _, err = run(capsys, "export", "--storage", storage, "-o", tmp_path / "best.yaml", "--weights",
                        "--artifacts-dir", tmp_path / "empty-store")
     assert code == 2 and len(err.strip().splitlines()) == 1
-    assert "splitsearch train" in err and not (tmp_path / "best.pt").exists()
+    assert f"splitsearch train {tmp_path / 'best.yaml'}" in err and not (tmp_path / "best.pt").exists()
 
 
 def test_train_init_from_fine_tunes_and_refuses_weights_of_another_shape(kept_study, tmp_path, capsys):

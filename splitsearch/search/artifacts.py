@@ -122,8 +122,10 @@ def _dominates(first: tuple[float, ...], second: tuple[float, ...], signs: list[
     return all(a >= b for a, b in pairs) and any(a > b for a, b in pairs)
 
 
-def download_weights(study: optuna.Study, trial: FrozenTrial, store: Any, path: Path) -> None:
+def download_weights(study: optuna.Study, trial: FrozenTrial, store: Any, path: Path, config_file: Path) -> None:
     """Write ``trial``'s kept weights to ``path`` (a repeat's are those of the trial it repeats).
+
+    ``config_file`` is the trial's exported YAML, which the error names for retraining.
 
     Raises:
         WeightsNotKeptError: the trial has none in ``store``, saying why and how to retrain.
@@ -134,7 +136,7 @@ def download_weights(study: optuna.Study, trial: FrozenTrial, store: Any, path: 
     artifact_id = TrialRecord.from_trial(source).artifact_id
     if artifact_id is None or not _in_store(artifact_id, store):
         raise WeightsNotKeptError(f"the weights of trial {trial.number} were {_why_not_kept(study, source)}; "
-                                  f"retrain it from the exported YAML: splitsearch train {path.with_suffix('.yaml')}")
+                                  f"retrain it from the exported YAML: splitsearch train {config_file}")
     download_artifact(artifact_store=store, file_path=str(path), artifact_id=artifact_id)
 
 
