@@ -244,6 +244,9 @@ def _data_dir_options(command: Any) -> Any:
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Output folder for checkpoint.pt, metrics.json and model.pt [default: runs/ARCH-S<S>-HASH].")
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint in --out.")
+@click.option("--init-from", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="Start from these trained weights (export --weights, or a training's model.pt) and fine-tune; "
+                   "they must fit the config exactly. A checkpoint found with --resume wins over them.")
 @click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
               help="Member-parallel: train the S members in this many processes (a torch.distributed group, "
                    "gloo on the CPU, one GPU each on CUDA), S/nproc members each; the same result as one "
@@ -251,8 +254,8 @@ def _data_dir_options(command: Any) -> Any:
 @_data_dir_options
 @click.option("--quiet", is_flag=True, help="No progress bar or per-epoch lines.")
 def train(config_file: Path, dataset: str | None, epochs: int | None, seed: int | None, final: bool, device: str,
-          mode: str, out_dir: Path | None, resume: bool, nproc: int, data_dir: Path | None, download: bool,
-          quiet: bool) -> None:
+          mode: str, out_dir: Path | None, resume: bool, init_from: Path | None, nproc: int, data_dir: Path | None,
+          download: bool, quiet: bool) -> None:
     """Train the S networks of a config with co-training.
 
     By default a validation split (train.val_fraction of the training images) is carved out and
@@ -265,6 +268,7 @@ def train(config_file: Path, dataset: str | None, epochs: int | None, seed: int 
     Examples:
       splitsearch train best.yaml --epochs 30 --out runs/best
       splitsearch train best.yaml --final
+      splitsearch train best.yaml --init-from best.pt --epochs 5   # fine-tune export --weights' weights
       splitsearch train cfg.yaml --dataset npz:../shared/data/cifar10-subset.npz --device cpu
       splitsearch train cfg.yaml --nproc 2            # S=2: one member per process
       torchrun --nproc-per-node 4 -m splitsearch.cli train cfg.yaml --device cuda   # one GPU per rank
@@ -279,7 +283,7 @@ def train(config_file: Path, dataset: str | None, epochs: int | None, seed: int 
     from splitsearch.train.semantic_stage import CLASS_GROUPS_NAME, class_group_text
 
     request = TrainRequest(SplitConfig.from_yaml(config_file), str(resolve_device(device)), mode, dataset, epochs,
-                           seed, final, out_dir, data_dir or DEFAULT_DATA_DIR, download, resume)
+                           seed, final, out_dir, data_dir or DEFAULT_DATA_DIR, download, resume, init_from)
     MemberGroup(rank=0, world=nproc, members=request.config.S)  # S must divide among the processes: say so now
     reporter = _TrainLines(quiet)
     try:
@@ -466,6 +470,12 @@ def _study_option(command: Any) -> Any:
                    "it; one that cannot be read is told in one line and the retry trains from epoch 1.")
 @click.option("--keep-checkpoints", is_flag=True,
               help="Keep each trial's checkpoint after it ends (by default only interrupted trials keep theirs).")
+@click.option("--artifacts-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Optuna artifact store (a folder) where a completed trial's trained weights (model.pt) are "
+                   "kept for export --weights and the dashboard [default: RUNS_DIR/artifacts].")
+@click.option("--keep-best", type=click.IntRange(min=0), default=3, show_default=True,
+              help="Keep the weights of the K best searched trials (a two-objective study: its Pareto front) and "
+                   "of the baselines; the others' are removed from the artifact store as better ones complete.")
 @_data_dir_options
 @click.option("--heartbeat", "heartbeat_seconds", type=click.IntRange(min=1), default=60, show_default=True,
               help="Seconds between a running trial's heartbeats; a trial silent for three beats belongs to a "
@@ -489,8 +499,9 @@ def run(study_file: str | None, study_name: str | None, storage: str, n_trials: 
         space: str | None, arch: str | None, dataset: str | None, epochs: int | None, objectives: str | None,
         sampler: str | None, pruner: str | None, seed: int | None, strategy: str, threshold: float,
         factors: tuple[int, ...], finetune_epochs: int | None, device: str, mode: str, runs_dir: Path,
-        keep_checkpoints: bool, data_dir: Path | None, download: bool, heartbeat_seconds: int, nproc_per_trial: int,
-        storage_retry_seconds: float, force: bool, dry_run: bool, verbose: int) -> None:
+        keep_checkpoints: bool, artifacts_dir: Path | None, keep_best: int, data_dir: Path | None, download: bool,
+        heartbeat_seconds: int, nproc_per_trial: int, storage_retry_seconds: float, force: bool, dry_run: bool,
+        verbose: int) -> None:
     """Search how to split a network: an Optuna study over split configurations under a budget.
 
     STUDY_FILE is a study YAML or a shipped study name (default: quickstart, which runs in a few
@@ -544,7 +555,8 @@ def run(study_file: str | None, study_name: str | None, storage: str, n_trials: 
     spec = load_study_spec(resolve_study_file(study_file or "quickstart"), overrides)
     execution = _execution(device, mode, runs_dir, data_dir, download, keep_checkpoints=keep_checkpoints,
                            heartbeat_seconds=heartbeat_seconds, nproc_per_trial=nproc_per_trial,
-                           storage_retry_seconds=storage_retry_seconds)
+                           storage_retry_seconds=storage_retry_seconds, artifacts_dir=artifacts_dir,
+                           keep_best=keep_best)
     # Optuna logs a failed trial with its traceback; the search prints one line per failure instead.
     optuna.logging.set_verbosity(optuna.logging.INFO if verbose >= 2 else optuna.logging.ERROR)
 
@@ -703,6 +715,14 @@ def _confirmation_table(summaries: list[Any]) -> str:
     return "\n".join(rows)
 
 
+def _artifacts_option(command: Any) -> Any:
+    """--artifacts-dir: the artifact store a search kept its trials' weights in."""
+    return click.option("--artifacts-dir", type=click.Path(file_okay=False, path_type=Path),
+                        default=Path("runs") / "artifacts", show_default=True,
+                        help="The artifact store (a folder) where `run` kept trials' weights (run's "
+                             "RUNS_DIR/artifacts unless it was given --artifacts-dir).")(command)
+
+
 @cli.command()
 @_study_option
 @_storage_option
@@ -710,12 +730,17 @@ def _confirmation_table(summaries: list[Any]) -> str:
               show_default=True)
 @click.option("--pick", type=click.Choice(["max-accuracy", "min-cost", "knee"]), default="max-accuracy",
               show_default=True, help="Which Pareto-optimal trial a multi-objective study exports.")
-def export(study_name: str | None, storage: str, output: Path, pick: str) -> None:
+@click.option("--weights", is_flag=True,
+              help="Also write the pick's trained weights beside the YAML (best.yaml -> best.pt), from the artifact "
+                   "store; exit status 2 if the search did not keep them.")
+@_artifacts_option
+def export(study_name: str | None, storage: str, output: Path, pick: str, weights: bool, artifacts_dir: Path) -> None:
     """Write the best configuration as YAML that `splitsearch train` retrains.
 
     A single-objective study exports the candidate with the best confirmed mean accuracy once
     `splitsearch confirm` has run, and the best trial of the search before.  The YAML records its
-    provenance (study, trial, validation accuracy, confirmation) and its cost.
+    provenance (study, trial, validation accuracy, confirmation) and its cost.  With --weights the
+    trained weights come too: `splitsearch train best.yaml --init-from best.pt` fine-tunes them.
     """
     from splitsearch.search.confirm import summarize
     from splitsearch.search.export import export_best
@@ -732,6 +757,11 @@ def export(study_name: str | None, storage: str, output: Path, pick: str) -> Non
         value = trial.values[0] if trial.values else float("nan")
         how = f"validation accuracy {value:.2%} in the search, not confirmed (splitsearch confirm)"
     click.echo(f"trial {trial.number} of {study.study_name} ({how}) written to {output}")
+    if weights:
+        from splitsearch.search.artifacts import download_weights, file_store
+
+        download_weights(study, trial, file_store(artifacts_dir), output.with_suffix(".pt"), output)
+        click.echo(f"its trained weights written to {output.with_suffix('.pt')}")
 
 
 @cli.command()
@@ -755,8 +785,11 @@ def report(study_name: str | None, storage: str, output: Path) -> None:
 @_storage_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (local only by default).")
 @click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
-def dashboard(study_name: str | None, storage: str, host: str, port: int) -> None:
+@_artifacts_option
+def dashboard(study_name: str | None, storage: str, host: str, port: int, artifacts_dir: Path) -> None:
     """Serve optuna-dashboard on the study's storage (trial user attributes show each candidate's cost).
+
+    The trained weights a search kept (--artifacts-dir) are listed beside their trials, for download.
 
     While the database is away, a page waits for it 10 s, then answers 503 with the reason; the
     dashboard serves again as soon as the database is back.
@@ -769,7 +802,9 @@ def dashboard(study_name: str | None, storage: str, host: str, port: int) -> Non
     opened = open_existing_storage(storage, StoragePatience(storage, RETRY_SECONDS, final=False))
     study = load_existing_study(study_name, opened)
     click.echo(f"optuna-dashboard for {study.study_name}: http://{host}:{port}/dashboard  (Ctrl-C stops)")
-    serve_dashboard(opened, host, port)
+    from splitsearch.search.artifacts import file_store
+
+    serve_dashboard(opened, host, port, file_store(artifacts_dir))
 
 
 @cli.group()

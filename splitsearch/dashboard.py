@@ -27,11 +27,15 @@ _log = logging.getLogger(__name__)
 Application = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
-def serve_dashboard(storage: PatientRDBStorage, host: str, port: int) -> None:
-    """Serve optuna-dashboard on ``storage`` at ``host:port`` until Ctrl-C."""
+def serve_dashboard(storage: PatientRDBStorage, host: str, port: int, artifact_store: Any = None) -> None:
+    """Serve optuna-dashboard on ``storage`` at ``host:port`` until Ctrl-C.
+
+    ``artifact_store`` (an Optuna ``ArtifactStore``) is where the search kept trials' weights: the
+    dashboard lists them beside each trial and serves them for download.
+    """
     from optuna_dashboard import wsgi
 
-    application = storage_faults_answered(wsgi(storage))
+    application = storage_faults_answered(wsgi(storage, artifact_store=artifact_store))
     with make_server(host, port, application) as server:
         try:
             server.serve_forever()

@@ -119,9 +119,12 @@ def test_the_errors_a_user_can_fix_share_one_root():
     from splitsearch.search.study import StudyError
     from splitsearch.store.records import StoreError
     from splitsearch.units import UnitError
+    from splitsearch.search.artifacts import WeightsNotKeptError
+    from splitsearch.train.plan import WeightsMismatchError
 
     for error in (ConfigError, BudgetError, DataError, FusionError, TrainingError, ArchitectureError, ExportError,
-                  SpaceError, GreedyError, StudyError, StoreError, UnitError):
+                  SpaceError, GreedyError, StudyError, StoreError, UnitError, WeightsNotKeptError,
+                  WeightsMismatchError):
         assert issubclass(error, SplitsearchError) and issubclass(error, ValueError), error
 
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from splitsearch.config import SplitConfig
 from splitsearch.data import DEFAULT_DATA_DIR, DataCache
+from splitsearch.search.artifacts import ARTIFACTS_FOLDER, DEFAULT_KEEP_BEST, ArtifactKeeper, file_store
 from splitsearch.search.worker import HEARTBEAT_SECONDS
 from splitsearch.storage_retry import RETRY_SECONDS
 
@@ -37,6 +39,11 @@ class ExecutionOptions:
             :mod:`splitsearch.train.launch`); see :meth:`trial_processes`.
         storage_retry_seconds: how long the worker waits for an unreachable database before it
             stops (:mod:`splitsearch.storage_retry`).
+        artifacts_dir: the artifact store's folder, where completed trials' weights are kept
+            (default ``runs_dir/artifacts``; :mod:`splitsearch.search.artifacts`).
+        artifact_store: any Optuna ``ArtifactStore`` to keep them in instead (``Boto3ArtifactStore``
+            for S3, ``GCSArtifactStore``); the command line offers the folder store only.
+        keep_best: how many searched trials keep their weights there (plus the baselines).
     """
 
     device: str = "cpu"
@@ -48,6 +55,14 @@ class ExecutionOptions:
     heartbeat_seconds: int = HEARTBEAT_SECONDS
     storage_retry_seconds: float = RETRY_SECONDS
     nproc_per_trial: int = 1
+    artifacts_dir: Path | None = None
+    artifact_store: Any = None
+    keep_best: int = DEFAULT_KEEP_BEST
+
+    def artifact_keeper(self) -> ArtifactKeeper:
+        """What keeps this worker's completed trials' weights: ``artifact_store``, else a folder store."""
+        store = self.artifact_store or file_store(self.artifacts_dir or self.runs_dir / ARTIFACTS_FOLDER)
+        return ArtifactKeeper(store, self.keep_best)
 
     def trial_processes(self, config: SplitConfig) -> int:
         """How many processes train ``config``: the most, up to ``nproc_per_trial``, that share its S members equally.

@@ -34,7 +34,8 @@ from splitsearch.search.worker import checkpoint_root, original_trial_number, re
 from splitsearch.store import CandidateRecord, Store
 from splitsearch.train.epoch_channel import EpochServer
 from splitsearch.train.launch import RankFailedError, launch
-from splitsearch.train.loop import CHECKPOINT_NAME, MODEL_NAME, EpochMetrics, Trainer, TrainResult, read_checkpoint
+from splitsearch.train.loop import (CHECKPOINT_NAME, METRICS_NAME, MODEL_NAME, EpochMetrics, Trainer, TrainResult,
+                                   read_checkpoint)
 from splitsearch.train.plan import TrainRequest, run_training_rank
 from splitsearch.train.semantic_stage import class_group_text
 
@@ -70,7 +71,8 @@ class SearchObjective:
             ``execution.runs_dir/<study>-<key>/trial-<n>``
             (:func:`~splitsearch.search.worker.checkpoint_root`; a retry continues from the
             checkpoint of the trial it retries) and are removed when the trial ends, unless
-            ``execution.keep_checkpoints``.
+            ``execution.keep_checkpoints``; a completed trial's weights go to the artifact store
+            first (:meth:`ExecutionOptions.artifact_keeper`).
         data: the worker's dataset cache (one is made from ``execution`` if not given).
         on_epoch: optional per-epoch hook (the CLI prints a line per epoch with ``-v``).
         on_warning: told, in one line, each fault the worker rides out: a checkpoint it cannot
@@ -149,6 +151,8 @@ class SearchObjective:
             TrialRecord(failure=reason).write_to(trial)
             self._remove(out_dir)
             raise
+        values = self._values(result.val_accuracy, cost)
+        self._keep_weights(trial, out_dir / MODEL_NAME, values)
         if not record.keep_weights:  # the greedy search fine-tunes the next candidate from it
             self._remove(out_dir)
         # The standard error is the noise of the objective: a difference within a couple of them
@@ -162,7 +166,7 @@ class SearchObjective:
                                     member_val_accuracies=result.history[-1].val_member_accuracies,
                                     wall_seconds=result.wall_seconds, val_standard_error=result.val_standard_error,
                                     val_samples=result.val_samples)
-        return self._values(result.val_accuracy, cost)
+        return values
 
     # -- parts -------------------------------------------------------------------------------------
 
@@ -300,7 +304,8 @@ class SearchObjective:
         if error.reason not in self._write_faults_told:
             self._write_faults_told.add(error.reason)
             self.on_warning(f"{error}; trials go on without checkpoints until writes succeed again (an interrupted "
-                            "one resumes from its last checkpoint written, or from epoch 1)")
+                            "one resumes from its last checkpoint written, or from epoch 1; a completed one whose "
+                            "model.pt was not written keeps no weights)")
 
     def _trained_members(self, trial: optuna.Trial, number: int) -> list[dict[str, torch.Tensor]]:
         """The trained members of trial ``number`` of this study, kept by its ``keep_weights`` attribute."""
@@ -310,6 +315,26 @@ class SearchObjective:
         if not path.is_file():
             raise FileNotFoundError(f"the weights of trial {number} to fine-tune from are gone ({path})")
         return torch.load(path, map_location=self.execution.device, weights_only=True)["members"]
+
+    def _keep_weights(self, trial: optuna.Trial, model_file: Path, values: float | tuple[float, float]) -> None:
+        """Upload the completed trial's weights to the artifact store.
+
+        Like a checkpoint, the weights are a convenience beside the result, which the database
+        holds: a model file that was not written (a write fault, told already) or a store that
+        cannot take it (told once per worker) leaves the trial complete without kept weights
+        (``export --weights`` then says so).
+        """
+        if not model_file.is_file():  # a write fault, told once already (_not_written)
+            return
+        try:
+            metrics_file = model_file.with_name(METRICS_NAME)
+            self.execution.artifact_keeper().keep(trial, model_file, values if isinstance(values, tuple) else (values,),
+                                                  metrics_file if metrics_file.is_file() else None)
+        except OSError as error:
+            if "artifact store" not in self._write_faults_told:
+                self._write_faults_told.add("artifact store")
+                self.on_warning(f"trial {trial.number}: its weights cannot be kept in the artifact store ({error}); "
+                                "trials go on without kept weights until it takes them again")
 
     def _remove(self, out_dir: Path) -> None:
         """A finished trial's checkpoint is never needed again (unless the user keeps it)."""

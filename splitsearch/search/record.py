@@ -71,6 +71,11 @@ class TrialRecord:
         warm_start_from, keep_weights, warm_started_tensors: the greedy block-wise search's
             fine-tuning: the trial whose weights this one starts from, whether this one's weights
             must be kept for the next, and how many tensors the warm start took.
+        artifact_id: the artifact-store id of the trained weights this trial uploaded when it
+            completed (:mod:`splitsearch.search.artifacts`); they may have been removed since.
+        metrics_artifact_id: the id of the ``metrics.json`` uploaded beside them (history, class groups).
+        removed_artifacts: the trials whose weights the keep policy removed when this one completed
+            (recorded here because a finished trial's attributes cannot change).
     """
 
     config: SplitConfig | None = None
@@ -99,6 +104,9 @@ class TrialRecord:
     warm_start_from: int | None = None
     keep_weights: bool | None = None
     warm_started_tensors: int | None = None
+    artifact_id: str | None = None
+    metrics_artifact_id: str | None = None
+    removed_artifacts: tuple[int, ...] | None = None
 
     @classmethod
     def from_trial(cls, trial: _HasUserAttrs) -> TrialRecord:
@@ -111,7 +119,7 @@ class TrialRecord:
         values = _known(cls, attrs)
         if values.get("config") is not None:
             values["config"] = SplitConfig.from_dict(values["config"])
-        for name in ("member_val_accuracies", "class_groups"):
+        for name in ("member_val_accuracies", "class_groups", "removed_artifacts"):
             if values.get(name) is not None:
                 values[name] = tuple(values[name])
         return cls(**values)

@@ -18,6 +18,7 @@ import hashlib
 import json
 import time
 import uuid
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -36,6 +37,9 @@ from splitsearch.urls import mask_password, mask_url
 from splitsearch.errors import SplitsearchError
 
 OBJECTIVES = (("accuracy",), ("accuracy", "params"), ("accuracy", "macs"), ("accuracy", "activation"))
+# What optuna-dashboard calls each objective (instead of "Objective 0", "Objective 1").
+METRIC_NAMES = {"accuracy": "validation accuracy", "params": "parameters", "macs": "MACs",
+                "activation": "activation bytes"}
 SAMPLERS = ("tpe", "random", "nsga2")
 PRUNERS = ("hyperband", "median", "none")
 BUDGET_MODES = ("fit", "reject")
@@ -372,6 +376,9 @@ def open_study(spec: StudySpec, storage: optuna.storages.BaseStorage, force: boo
                                   pruner=make_pruner(spec))
     else:
         StudyRecord(checkpoint_key=uuid.uuid4().hex[:12]).write_to(study)
+        with warnings.catch_warnings():  # experimental in Optuna 5.0, and stable in what it stores
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([METRIC_NAMES[objective] for objective in spec.objectives])
         _describe_study(study, spec)
         return study, True
     stored = _wait_for_fingerprint(study, force)

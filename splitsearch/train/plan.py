@@ -16,9 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import torch
+
 from splitsearch.config import SplitConfig
 from splitsearch.data import DEFAULT_DATA_DIR, DeviceData, prepare_data
-from splitsearch.errors import OutputWriteError
+from splitsearch.ensemble import FusedEnsemble, pack_state_dicts
+from splitsearch.errors import OutputWriteError, TrainingError
 from splitsearch.train.launch import rank_device
 from splitsearch.train.loop import EpochMetrics, Trainer, TrainResult
 from splitsearch.train.parallel import MemberGroup
@@ -39,6 +42,7 @@ class TrainRequest:
     data_dir: Path = DEFAULT_DATA_DIR
     download: bool = False
     resume: bool = False
+    init_from: Path | None = None
 
     def resolved_config(self) -> SplitConfig:
         """The config with the request's overrides applied."""
@@ -137,6 +141,8 @@ def run_training(request: TrainRequest, reporter: TrainReporter | None = None, d
     trainer = Trainer(plan.config, plan.data, device or request.device, plan.out_dir, request.mode,
                       callbacks=callbacks, progress=report is not None and report.progress, group=group,
                       on_write_error=None if report is None else report.write_error)
+    if request.init_from is not None:
+        start_from(trainer, read_weights(request.init_from, plan.config.S)[group.own], request.init_from)
     try:
         result = trainer.fit(resume=request.resume, test=plan.final)
     except KeyboardInterrupt:
@@ -151,3 +157,38 @@ def run_training_rank(request: TrainRequest, reporter: TrainReporter | None = No
     """This process's rank of a member-parallel training (started by :func:`~splitsearch.train.launch.launch`
     or by torchrun): its share of the members, on its own GPU where the request asks for CUDA."""
     return run_training(request, reporter, rank_device(request.device), members_parallel=True)
+
+
+class WeightsMismatchError(TrainingError):
+    """Weights given to start from (``--init-from``) do not fit the config being trained."""
+
+
+def read_weights(path: Path, members: int) -> list[dict[str, torch.Tensor]]:
+    """The ``members`` state dicts of a weights file (``model.pt`` of a training, ``export --weights``)."""
+    try:
+        states = torch.load(path, map_location="cpu", weights_only=True)["members"]
+    except (OSError, RuntimeError, KeyError, TypeError) as error:
+        raise WeightsMismatchError(f"cannot read weights from {path}: {error}") from None
+    if len(states) != members:
+        raise WeightsMismatchError(f"{path} holds {len(states)} members, the config has S={members}")
+    return states
+
+
+def start_from(trainer: Trainer, states: list[dict[str, torch.Tensor]], path: Path) -> None:
+    """Start ``trainer``'s members (this process's share) from ``states``, which must fit them exactly.
+
+    A warm start takes whatever fits, which suits a search's fine-tuning; weights a user names
+    must be those of this config, so a missing or misshapen tensor is an error naming the first
+    one, rather than a training that quietly starts partly from scratch.
+    """
+    for network, state in zip(trainer.ensemble.members, states):
+        for name, tensor in network.state_dict().items():
+            theirs = state.get(name)
+            if theirs is None or theirs.shape != tensor.shape:
+                found = "missing" if theirs is None else f"shaped {tuple(theirs.shape)}"
+                raise WeightsMismatchError(f"{path} does not fit the config: {name} is {found}, "
+                                           f"the config needs {tuple(tensor.shape)}")
+    if isinstance(trainer.ensemble, FusedEnsemble):  # one packed network: the members packed the same way
+        trainer.ensemble.network.load_state_dict(pack_state_dicts(states, trainer.ensemble.template))
+    else:
+        trainer.warm_start(states)
