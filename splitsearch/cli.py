@@ -384,12 +384,12 @@ def _echo_training_plan(spec: Any) -> None:
         click.echo(_dataset_defaults_line(spec.base))
 
 
-def _echo_run_plan(spec: Any, execution: Any) -> None:
+def _echo_run_plan(spec: Any, execution: Any, data: Any) -> None:
     """The fitted base candidate, the measured step time and the estimated study time; a warning if the budget
     is far beyond what the dataset supports."""
     from splitsearch.search.plan_estimate import plan_run
 
-    plan = plan_run(spec, execution)
+    plan = plan_run(spec, execution, data)
     for line in plan.lines():
         click.echo(line)
     if (warning := plan.warning()) is not None:
@@ -579,10 +579,11 @@ def run(study_file: str | None, study_name: str | None, storage: str, n_trials: 
         click.echo(f"study {spec.name!r} in {mask_url(storage)}: {spec.base.arch} on {spec.base.dataset}, space "
                    f"{spec.space.name}, {','.join(spec.objectives)}, {spec.n_trials} trials")
         _echo_training_plan(spec)
-        _echo_run_plan(spec, execution)
+        data = execution.data_cache()  # loaded once, for the plan and the study
+        _echo_run_plan(spec, execution, data)
         if dry_run:
             return
-        study = run_study(spec, storage, execution, force, on_epoch=on_epoch, on_warning=_warning_line)
+        study = run_study(spec, storage, execution, force, on_epoch=on_epoch, on_warning=_warning_line, data=data)
     except Terminated:
         click.echo(f"terminated; the trial in progress is queued again and continues from its checkpoint "
                    f"(study {spec.name!r} in {mask_url(storage)})", err=True)

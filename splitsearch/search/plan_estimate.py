@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from splitsearch.config import SplitConfig
 from splitsearch.cost import CandidateCost, count_config, fit_width
-from splitsearch.data import dataset_info
+from splitsearch.data import DataCache, dataset_info
 from splitsearch.search.execution import ExecutionOptions
 from splitsearch.search.study import StudySpec
 from splitsearch.train.loop import EpochMetrics, Trainer
@@ -121,22 +121,24 @@ class RunPlan:
                 f"{self.fraction_source}: about {format_duration(expected)}")
 
 
-def plan_run(spec: StudySpec, execution: ExecutionOptions) -> RunPlan:
+def plan_run(spec: StudySpec, execution: ExecutionOptions, data: DataCache | None = None) -> RunPlan:
     """Fit the base candidate, time a few training steps on this worker's device, and make the plan.
 
     Nothing is stored and no checkpoint is written: the dataset is loaded into memory only (a
     torchvision dataset that is not there is downloaded first where ``execution.download`` asks
     for it, as ``run`` would).
 
+    ``data``: the worker's dataset cache, so that the study does not load the dataset again.
+
     Raises:
         BudgetError: even the narrowest network breaks the budget (as ``run`` would).
     """
     base, base_cost = fitted(spec, spec.base)
     timed, _ = fitted(spec, spec.base.replace(S=largest_s(spec)))
-    data = execution.data_cache().get(timed.dataset, timed.train)
-    trainer = Trainer(timed, data, execution.device, mode=execution.mode, progress=False)
+    loaded = (data or execution.data_cache()).get(timed.dataset, timed.train)
+    trainer = Trainer(timed, loaded, execution.device, mode=execution.mode, progress=False)
     fraction, source = expected_epoch_fraction(spec)
-    return RunPlan(base, base_cost, timed, tuple(time_training_steps(trainer)), len(data.train), len(data.val),
+    return RunPlan(base, base_cost, timed, tuple(time_training_steps(trainer)), len(loaded.train), len(loaded.val),
                    spec.max_epochs, spec.n_trials, fraction, source, dataset_info(spec.base.dataset).train_images)
 
 

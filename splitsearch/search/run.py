@@ -29,6 +29,7 @@ from splitsearch.search.objective import (
     tuned_baseline_trials,
     warn,
 )
+from splitsearch.data import DataCache
 from splitsearch.search.execution import ExecutionOptions
 from splitsearch.search.plan_estimate import StudyProgress
 from splitsearch.search.record import TrialCounts, TrialRecord, count_trials
@@ -106,7 +107,7 @@ def open_search(spec: StudySpec, storage_url: str, force: bool = False,
 def run_study(spec: StudySpec, storage_url: str, execution: ExecutionOptions = ExecutionOptions(),
               force: bool = False, progress: bool = True,
               on_epoch: Callable[[int, EpochMetrics], None] | None = None,
-              on_warning: Callable[[str], None] = warn) -> optuna.Study:
+              on_warning: Callable[[str], None] = warn, data: DataCache | None = None) -> optuna.Study:
     """Work on ``spec`` until the study has ``n_trials`` candidates, the space has no new ones, or ``timeout`` passes.
 
     ``n_trials`` counts the candidates trained (complete or pruned) or reused from another study;
@@ -130,7 +131,7 @@ def run_study(spec: StudySpec, storage_url: str, execution: ExecutionOptions = E
     disk fault the worker rides out (:class:`~splitsearch.search.objective.SearchObjective`).
     """
     check_budget(spec)
-    data = execution.data_cache()
+    data = data or execution.data_cache()  # ``run``'s plan may have loaded the dataset already
     data.get(spec.base.dataset, spec.base.train)  # a missing dataset fails here, before the storage is touched
     with sigterm_interrupts(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
