@@ -430,3 +430,25 @@ def test_two_workers_write_epochs_at_once(empty_url: str, cost: CandidateCost) -
 def test_only_sqlite_and_postgresql() -> None:
     with pytest.raises(ValueError, match="SQLite and PostgreSQL"):
         Store("mysql+pymysql://user@localhost/db")
+
+
+def test_a_complete_row_of_a_trial_optuna_failed_ends_interrupted(empty_url: str, cost: CandidateCost) -> None:
+    """The worker lost the database (or died) after the store took the result and before Optuna did: Optuna
+    fails the trial as stale and retries it, so the row follows it and answers no later proposal as a repeat."""
+    from splitsearch.search.worker import settle_store
+
+    upgrade(empty_url)
+    store = Store(empty_url)
+    with optuna_storage(empty_url) as storage:
+        study = optuna.create_study(storage=storage, study_name="study")
+        failed, completed = study.ask(), study.ask()
+        for trial in (failed, completed):
+            row = store.start_candidate("study", trial.number, CONFIG, cost)
+            store.finish_candidate(row, "complete", val_accuracy=0.5, wall_seconds=1.0)
+        study.tell(failed, state=optuna.trial.TrialState.FAIL)
+        study.tell(completed, 0.5)
+        settle_store(study, store)
+    states = {row.trial_number: row.state for row in store.candidates("study")}
+    assert states == {failed.number: "interrupted", completed.number: "complete"}
+    assert store.find_finished_in_study("study", CONFIG.config_hash(), "digits", 3)[1] == completed.number
+    store.close()

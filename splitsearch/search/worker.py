@@ -147,11 +147,20 @@ def recover_trial(study: optuna.Study, store: Store, trial: FrozenTrial) -> bool
 
 
 def settle_store(study: optuna.Study, store: Store) -> None:
-    """End the store rows that still say ``running`` though Optuna's trial has ended (a dead worker)."""
+    """Make the rows a dead worker left behind follow how Optuna's trial ended.
+
+    A row still ``running`` though its trial has ended ends ``interrupted``.  So does a row
+    ``complete`` whose trial FAILED: its worker died (or lost the database) after the store
+    took the result and before Optuna did, so Optuna failed the trial as stale and retries it;
+    the result is the retry's to give, and the row must not answer later proposals as a repeat.
+    """
     states = {trial.number: trial.state for trial in study.get_trials(deepcopy=False)}
     for number in store.running_trial_numbers(study.study_name):
         if states.get(number) not in (TrialState.RUNNING, None):
             store.mark_interrupted(study.study_name, number)
+    for row in store.candidates(study.study_name):
+        if row.state == "complete" and states.get(row.trial_number) == TrialState.FAIL:
+            store.settle_candidate(study.study_name, row.trial_number, "interrupted")
 
 
 def _alive(pid: int) -> bool:
