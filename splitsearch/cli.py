@@ -356,6 +356,60 @@ class _TrainLines:
         raise error
 
 
+@cli.command()
+@click.argument("config_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--weights", type=click.Path(dir_okay=False, exists=True, path_type=Path), required=True,
+              help="The trained members: a training's model.pt or export --weights' file.")
+@click.option("--split", type=click.Choice(["test", "val"]), default="test", show_default=True,
+              help="test: the dataset's test split; val: the validation split the config's training carved.")
+@click.option("--dataset", help=f"Dataset spec, overriding the config's ({known_specs()}).")
+@_execution_options
+@click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Run the S members in this many processes (one GPU each with --device cuda); must divide S.")
+@click.option("--predictions", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write one CSV row per image: index, label, the ensemble's and each member's prediction.")
+@_data_dir_options
+def evaluate(config_file: Path, weights: Path, split: str, dataset: str | None, device: str, mode: str, nproc: int,
+             predictions: Path | None, data_dir: Path | None, download: bool) -> None:
+    """Evaluate trained weights on a split: the ensemble's and each member's accuracy, without training.
+
+    \b
+    Examples:
+      splitsearch evaluate best.yaml --weights best.pt
+      splitsearch evaluate best.yaml --weights best.pt --nproc 2 --predictions test.csv   # a member a process
+      torchrun --nproc-per-node 4 -m splitsearch.cli evaluate cfg.yaml --weights model.pt --device cuda
+    """
+    from splitsearch.data import DEFAULT_DATA_DIR
+    from splitsearch.stats import accuracy_standard_error
+    from splitsearch.train.evaluate import evaluate_rank, evaluate_weights
+    from splitsearch.train.plan import TrainRequest
+    from splitsearch.train.launch import launch, launched_by_torchrun, run_as_rank
+    from splitsearch.train.loop import resolve_device
+    from splitsearch.train.parallel import MemberGroup
+
+    request = TrainRequest(SplitConfig.from_yaml(config_file), str(resolve_device(device)), mode, dataset,
+                           data_dir=data_dir or DEFAULT_DATA_DIR, download=download, init_from=weights)
+    MemberGroup(rank=0, world=nproc, members=request.config.S)  # S must divide among the processes: say so now
+    if launched_by_torchrun():
+        result = run_as_rank(evaluate_rank, request.device, request, split)
+    elif nproc > 1:
+        result = launch(nproc, evaluate_rank, request.device, request, split)
+    else:
+        result = evaluate_weights(request, split)
+    if result is None:  # a rank other than 0 under torchrun: rank 0 reports
+        return
+    error = accuracy_standard_error(result.accuracy, result.samples)
+    processes = f", {nproc} processes" if nproc > 1 else ""
+    click.echo(f"{result.config.arch} S={result.config.S} on {result.config.dataset} {split} split "
+               f"({result.samples:,} images, +-{100 * error:.1f} points standard error{processes}, "
+               f"{result.seconds:.1f}s)")
+    for index, accuracy in enumerate([result.accuracy, *result.member_accuracies]):
+        click.echo(f"{'ensemble' if index == 0 else 'member ' + str(index):<12}{accuracy:>10.2%}")
+    if predictions is not None:
+        result.write_predictions(predictions)
+        click.echo(f"predictions: {predictions}")
+
+
 def _echo_data_plan(config: SplitConfig, data: Any) -> None:
     """Say how the data is split and which augmentation settings came from the dataset."""
     carved = f"{data.val.num_samples:,} validation (train.val_fraction {config.train.val_fraction:g}, for selection)"
