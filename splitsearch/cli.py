@@ -664,6 +664,11 @@ def _print_study_summary(study: Any) -> None:
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)):
         if failure := TrialRecord.from_trial(trial).failure:
             click.echo(f"trial {trial.number} failed: {failure}")
+    refused = [(trial.number, record.over_budget_reason) for trial in study.get_trials(deepcopy=False)
+               if (record := TrialRecord.from_trial(trial)).over_budget and record.over_budget_reason]
+    if refused:
+        number, reason = refused[-1]
+        click.echo(f"{len(refused)} over budget, refused untrained; the last, trial {number}: {reason}")
     if counts.complete and len(study.directions) == 1:
         best = study.best_trial
         record = TrialRecord.from_trial(best)

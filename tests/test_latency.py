@@ -14,8 +14,10 @@ from splitsearch.config import SplitConfig
 from splitsearch.latency import measure_latency
 from splitsearch.report import write_report
 from splitsearch.search.export import export_best
+from splitsearch.search.objective import SearchObjective
 from splitsearch.search.run import open_for_reading, run_study
 from splitsearch.search.study import StudyError, load_study_spec
+from splitsearch.store import Store
 from splitsearch.units import UnitError, format_duration, parse_duration
 
 from conftest import run_cli, runs_in
@@ -119,17 +121,30 @@ def test_a_candidate_over_the_latency_budget_is_refused_untrained(budget_mode, t
 
 @pytest.fixture(scope="module")
 def latency_study(tmp_path_factory):
-    """A two-objective (accuracy, latency) study under a latency budget far over any real pass."""
+    """A two-objective (accuracy, latency) study under a latency budget far over any real pass,
+    whose last trial repeats its first candidate."""
     path = tmp_path_factory.mktemp("latency")
     url = f"sqlite:///{path / 'study.db'}"
     spec = tiny_spec("fast-enough", objectives="accuracy,latency", budget_latency="60s", latency_batch_size=2)
     study = run_study(spec, url, runs_in(path), progress=False)
+    study.enqueue_trial(study.trials[0].params)
+    store = Store(url)
+    study.optimize(SearchObjective(spec, store, runs_in(path)), n_trials=1)
+    store.close()
     return study, url, path
+
+
+def test_a_repeat_answers_with_its_original_latency(latency_study):
+    study, _, _ = latency_study
+    first, repeat = study.trials[0], study.trials[-1]
+    assert repeat.user_attrs["repeat_of"] == first.number and repeat.values == first.values
+    for key in ("latency_seconds", "latency_iqr_seconds", "latency_runs", "latency_execution"):
+        assert repeat.user_attrs[key] == first.user_attrs[key]
 
 
 def test_the_latency_objective_is_the_measured_milliseconds(latency_study):
     study, url, _ = latency_study
-    complete = study.get_trials(states=COMPLETE)
+    complete = [trial for trial in study.get_trials(states=COMPLETE) if "repeat_of" not in trial.user_attrs]
     assert len(complete) == 2 and [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
     assert study.metric_names == ["validation accuracy", "latency (ms)"]
     _, store = open_for_reading("fast-enough", url)
@@ -138,7 +153,8 @@ def test_the_latency_objective_is_the_measured_milliseconds(latency_study):
         attrs = trial.user_attrs
         assert trial.values[1] > 0 and trial.values[1] == pytest.approx(attrs["latency_seconds"] * 1000)
         assert attrs["budget_excess"] < 0 and "over_budget" not in attrs
-        assert attrs["latency_iqr_seconds"] >= 0 and attrs["latency_execution"] == "sequential on cpu"
+        assert attrs["latency_iqr_seconds"] >= 0 and attrs["latency_runs"] >= 1
+        assert attrs["latency_execution"] == "sequential on cpu"
         assert rows[trial.number].latency_seconds == attrs["latency_seconds"]
         assert rows[trial.number].latency_iqr_seconds == attrs["latency_iqr_seconds"]
     store.close()
@@ -159,3 +175,11 @@ def test_min_cost_exports_the_fastest_pick_with_its_latency(latency_study):
     cost = yaml.safe_load((path / "best.yaml").read_text())["cost"]
     assert cost["latency_seconds"] == trial.user_attrs["latency_seconds"] and cost["latency_batch_size"] == 2
     assert cost["latency_execution"] == "sequential on cpu"
+
+
+def test_run_says_why_candidates_were_refused(capsys, tmp_path):
+    code, out, _ = run_cli(capsys, "run", "--budget-latency", "1us", "--n-trials", "1", "--epochs", "1",
+                           "--storage", f"sqlite:///{tmp_path / 'x.db'}", "--runs-dir", tmp_path / "runs")
+    assert code == 0 and "0 complete, 1 pruned" in out
+    assert "1 over budget, refused untrained; the last, trial 0: latency (batch 1, sequential on cpu)" in out
+    assert "over the budget of 1 us" in out

@@ -113,7 +113,7 @@ class SearchObjective:
         config = suggest_config(spec.space, trial, spec.base)
         config, width_step = self._apply_budget(config)
         cost = count_config(config)
-        latency = self._measure_latency(config, record) if spec.measures_latency else None
+        latency = self._latency(trial, record, config) if spec.measures_latency else None
         self._describe(trial, config, cost, width_step, latency)
 
         if (checked := self._budget_excess(cost, latency)) is not None:
@@ -206,8 +206,21 @@ class SearchObjective:
             return None, None
         return reusable, None
 
-    def _measure_latency(self, config: SplitConfig, record: TrialRecord) -> Latency:
-        """The candidate's forward latency on this worker's device, its members run as the trial will run them."""
+    def _latency(self, trial: optuna.Trial, record: TrialRecord, config: SplitConfig) -> Latency:
+        """The candidate's forward latency on this worker's device, its members run as the trial will run them.
+
+        A repeat of a candidate this study has finished (:meth:`_stored_result`) takes that
+        trial's measurement instead of timing it again: the same candidate must answer the same
+        values, or a lucky second timing would put a repeat on the Pareto front.
+        """
+        if record.warm_start_from is None and not record.keep_weights:
+            key = (config.config_hash(), config.dataset, config.train.epochs)
+            if (found := self.store.find_finished_in_study(self.spec.name, *key)) is not None:
+                earlier = TrialRecord.from_trial(trial.study.get_trials(deepcopy=False)[found[1]])
+                if earlier.latency_seconds is not None:
+                    return Latency(seconds=earlier.latency_seconds, iqr_seconds=earlier.latency_iqr_seconds or 0.0,
+                                   batch_size=self.spec.latency_batch_size, runs=earlier.latency_runs or 0,
+                                   execution=earlier.latency_execution or "")
         processes = self.execution.trial_processes(config) if record.warm_start_from is None else 1
         return measure_latency(config, self.execution.device, self.execution.mode, self.spec.latency_batch_size,
                                processes)
@@ -244,6 +257,7 @@ class SearchObjective:
                     width_mult=config.width_mult, width_step=width_step, config=config,
                     latency_seconds=None if latency is None else latency.seconds,
                     latency_iqr_seconds=None if latency is None else latency.iqr_seconds,
+                    latency_runs=None if latency is None else latency.runs,
                     latency_execution=None if latency is None else latency.execution).write_to(trial)
 
     def _train(self, trial: optuna.Trial, record: TrialRecord, config: SplitConfig, candidate: int,

@@ -61,9 +61,10 @@ class TrialRecord:
         over_budget, budget_excess, over_budget_reason: ``reject`` mode (or a latency budget):
             over the budget (untrained), by how much (the largest relative excess), and which
             budgets it broke, e.g. ``latency (batch 1, sequential on cpu) 2.1 ms over the budget of 1 us``.
-        latency_seconds, latency_iqr_seconds, latency_execution: the candidate's forward latency
-            measured before training (:mod:`splitsearch.latency`), where the study measures it:
-            the median, its interquartile range, and how the members ran (``sequential on cpu``).
+        latency_seconds, latency_iqr_seconds, latency_runs, latency_execution: the candidate's
+            forward latency measured before training (:mod:`splitsearch.latency`), where the study
+            measures it: the median, its interquartile range, the passes timed, and how the
+            members ran (``sequential on cpu``).  A repeat carries its original trial's.
         interrupted: stopped by Ctrl-C, SIGTERM or a dead worker (retried from its checkpoint).
         reused_from: ``study#trial`` of the stored result this trial reused instead of training.
         repeat_of: the trial of this study that had already finished this candidate (same config,
@@ -92,6 +93,7 @@ class TrialRecord:
     sequential_activation_bytes: int | None = None
     latency_seconds: float | None = None
     latency_iqr_seconds: float | None = None
+    latency_runs: int | None = None
     latency_execution: str | None = None
     width_mult: float | None = None
     width_step: float | None = None
