@@ -6,9 +6,13 @@ Latency is noisy on a shared CPU, so no test depends on fine timing: the budgets
 
 from __future__ import annotations
 
+import shutil
+
 import optuna
 import pytest
 import yaml
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
 
 from splitsearch.config import SplitConfig
 from splitsearch.latency import measure_latency
@@ -183,3 +187,22 @@ def test_run_says_why_candidates_were_refused(capsys, tmp_path):
     assert code == 0 and "0 complete, 1 pruned" in out
     assert "1 over budget, refused untrained; the last, trial 0: latency (batch 1, sequential on cpu)" in out
     assert "over the budget of 1 us" in out
+
+
+def test_db_check_repair_restores_a_lost_rows_latency(latency_study, tmp_path, capsys):
+    study, _, path = latency_study
+    shutil.copy(path / "study.db", tmp_path / "copy.db")  # the module's study stays as it is
+    url = f"sqlite:///{tmp_path / 'copy.db'}"
+    engine = create_engine(url, poolclass=NullPool)
+    with engine.begin() as connection:
+        connection.execute(text("DELETE FROM splitsearch_epoch_metrics WHERE candidate_id = "
+                                "(SELECT id FROM splitsearch_candidates WHERE trial_number = 1)"))
+        connection.execute(text("DELETE FROM splitsearch_candidates WHERE trial_number = 1"))
+    engine.dispose()
+    code, _, _ = run_cli(capsys, "db", "check", "--storage", url, "--runs-dir", tmp_path / "runs", "--repair")
+    assert code == 0
+    store = Store(url)
+    [row] = [row for row in store.candidates("fast-enough") if row.trial_number == 1]
+    attrs = study.trials[1].user_attrs
+    assert (row.latency_seconds, row.latency_iqr_seconds) == (attrs["latency_seconds"], attrs["latency_iqr_seconds"])
+    store.close()
