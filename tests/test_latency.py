@@ -71,6 +71,18 @@ def test_a_bad_latency_batch_size_in_a_study_file_is_refused():
         tiny_spec("bad", latency_batch_size="four")
 
 
+def test_a_study_file_sets_the_latency_budget_and_batch(tmp_path):
+    path = tmp_path / "study.yaml"
+    path.write_text("arch: resnet20\nbudget_latency: 5ms\nlatency_batch_size: 4\nobjectives: accuracy,latency\n")
+    spec = load_study_spec(path)
+    assert (spec.budget_latency, spec.latency_batch_size, spec.objectives) == \
+        (pytest.approx(5e-3), 4, ("accuracy", "latency"))
+    assert load_study_spec(path, {"budget_latency": 0.25}).budget_latency == 0.25  # a number is in seconds
+    path.write_text("arch: resnet20\nbudget_latency: 5 minutes\n")
+    with pytest.raises(StudyError, match=r"study.yaml: cannot read '5 minutes' as a duration"):
+        load_study_spec(path)
+
+
 def test_run_help_says_how_latency_is_measured(capsys):
     code, out, _ = run_cli(capsys, "run", "--help")
     assert code == 0
