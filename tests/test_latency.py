@@ -115,7 +115,10 @@ def test_latency_settings_are_part_of_the_study_only_where_measured():
 @pytest.mark.parametrize("budget_mode", ["fit", "reject"])
 def test_a_candidate_over_the_latency_budget_is_refused_untrained(budget_mode, tmp_path):
     url = f"sqlite:///{tmp_path / 'study.db'}"
-    spec = tiny_spec("too-slow", budget_latency="1us", budget_mode=budget_mode, n_trials=2, baselines=True)
+    # fit: the width is fitted to the parameter budget first, and the latency is then checked.
+    spec = tiny_spec("too-slow", budget_latency="1us", budget_mode=budget_mode, n_trials=2, baselines=True,
+                     budget_params="50K")
+    assert spec.budget_mode == budget_mode
     study = run_study(spec, url, runs_in(tmp_path), progress=False)
     trials = [trial for trial in study.get_trials() if trial.state.is_finished()]
     assert len(trials) == 2 and study.get_trials(states=PRUNED) == trials  # the two baselines the budget allows
@@ -125,7 +128,9 @@ def test_a_candidate_over_the_latency_budget_is_refused_untrained(budget_mode, t
         attrs = trial.user_attrs
         assert attrs["over_budget"] is True and not trial.intermediate_values  # no epoch reported
         assert attrs["latency_seconds"] > 1e-6 and attrs["budget_excess"] > 0
-        assert "latency" in attrs["over_budget_reason"] and "over the budget of 1 us" in attrs["over_budget_reason"]
+        assert attrs["over_budget_reason"].startswith("latency (batch 1, sequential on cpu) ")
+        assert attrs["over_budget_reason"].endswith(" over the budget of 1 us")  # the parameters fit: not named
+        assert attrs["params"] <= 50_000
         row = rows[trial.number]
         assert row.state == "over_budget" and row.latency_seconds == attrs["latency_seconds"]
         assert store.epochs(row.id) == []  # nothing was trained
