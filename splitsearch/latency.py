@@ -19,10 +19,10 @@ from typing import Callable
 import torch
 from torch.utils.benchmark import Timer
 
+from splitsearch.build import build_networks
 from splitsearch.config import SplitConfig
 from splitsearch.data.specs import dataset_info
 from splitsearch.ensemble import FusedEnsemble, SequentialEnsemble, make_ensemble
-from splitsearch.build import build_networks
 from splitsearch.train.losses import combine_logits
 
 DEFAULT_BATCH_SIZE = 1
@@ -70,7 +70,9 @@ def time_call(run: Callable[[], object], warmup: int = WARMUP_PASSES, min_second
               max_seconds: float = MAX_SECONDS) -> Timing:
     """Median and spread of ``run()`` after ``warmup`` calls, measured with all of torch's threads.
 
-    ``Timer`` would time with one thread unless told; a deployed model uses them all.
+    ``Timer`` times blocks of calls (as many per block as make its own overhead negligible) and
+    reports the median and IQR of the per-call time of each block; it would time with one thread
+    unless told, where a deployed model uses them all.
     """
     for _ in range(warmup):
         run()
