@@ -79,6 +79,8 @@ def _config_options(command: Any) -> Any:
         click.option("--width-mult", type=click.FloatRange(min=0, min_open=True), help="Width multiplier."),
         click.option("--dataset", help=f"Dataset spec for input size and classes ({known_specs()}). "
                                        f"Default: the config's, else {DEFAULT_DATASET}."),
+        click.option("--crop", type=click.IntRange(min=1),
+                     help="Square input size for imagenet / imagefolder (default 224), e.g. 320 for EfficientNet-B7."),
         click.option("--macs-convention", type=click.Choice(["pytorch", "paper"]), default="pytorch",
                      show_default=True,
                      help="pytorch: convolutions and matrix products (torch.utils.flop_counter); paper: every "
@@ -113,7 +115,7 @@ def cli() -> None:
               help="Print JSON (params, macs, flops, activation_bytes, sequential_activation_bytes, networks).")
 def count(config_file: Path | None, arch: str | None, S: int | None, block_factors: tuple[int, ...] | None,
           groups: int | None, split_depth: str | None, width_mult: float | None, dataset: str | None,
-          macs_convention: str, as_json: bool) -> None:
+          crop: int | None, macs_convention: str, as_json: bool) -> None:
     """Count parameters, MACs, FLOPs and activation memory of a candidate.
 
     Counting runs on PyTorch's meta device: no memory, milliseconds.  MACs are multiply-adds
@@ -127,6 +129,7 @@ def count(config_file: Path | None, arch: str | None, S: int | None, block_facto
       splitsearch count --arch wrn28_10 -S 4 --dataset cifar100
       splitsearch count --arch vgg16 --block-factors 8,2,2,4,4 --dataset cifar10 --json
       splitsearch count --arch wrn16_8 -G 2 --split-depth deep --dataset cifar100
+      splitsearch count --arch efficientnet_b7 -S 2 --dataset imagenet --crop 320 --macs-convention paper
       splitsearch count best.yaml
     """
     from splitsearch.cost import count_config
@@ -134,7 +137,7 @@ def count(config_file: Path | None, arch: str | None, S: int | None, block_facto
 
     config = _load_config(config_file, arch=arch, S=S, block_factors=block_factors, groups=groups,
                           split_depth=split_depth, width_mult=width_mult,
-                          dataset=dataset)
+                          dataset=dataset, crop=crop)
     cost = count_config(config, macs_convention)
     if as_json:
         _, applied = config.train.with_dataset_defaults(dataset_info(config.dataset))
@@ -156,7 +159,7 @@ def count(config_file: Path | None, arch: str | None, S: int | None, block_facto
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (config, cost, width step).")
 def fit(config_file: Path | None, arch: str | None, S: int | None, block_factors: tuple[int, ...] | None,
         groups: int | None, split_depth: str | None, width_mult: float | None, dataset: str | None,
-        macs_convention: str, budget_params: int | None,
+        crop: int | None, macs_convention: str, budget_params: int | None,
         budget_macs: int | None,
         budget_flops: int | None, output: Path | None, as_json: bool) -> None:
     """Scale a candidate's width to the largest that fits a budget, and print the fitted config.
@@ -177,7 +180,7 @@ def fit(config_file: Path | None, arch: str | None, S: int | None, block_factors
         raise click.UsageError("give --budget-params, --budget-macs or --budget-flops")
     config = _load_config(config_file, arch=arch, S=S, block_factors=block_factors, groups=groups,
                           split_depth=split_depth, width_mult=width_mult,
-                          dataset=dataset)
+                          dataset=dataset, crop=crop)
     result = fit_width(config, budget_params=budget_params, budget_macs=budget_macs, convention=macs_convention)
     if output is not None:
         output.write_text(result.config.to_yaml())
@@ -898,7 +901,7 @@ def _describe(config: SplitConfig) -> str:
     factors = ",".join(str(k) for k in config.block_factors)
     semantic = f"  groups={config.groups} ({config.split_depth})" if config.groups > 1 else ""
     return (f"{config.arch}  S={config.S}  block_factors={factors}{semantic}  width_mult={config.width_mult:g}  "
-            f"dataset={config.dataset}")
+            f"dataset={config.dataset}" + (f"  crop={config.crop}" if config.crop is not None else ""))
 
 
 def _cost_table(cost: Any) -> str:
