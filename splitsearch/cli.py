@@ -133,14 +133,13 @@ def count(config_file: Path | None, arch: str | None, S: int | None, block_facto
       splitsearch count best.yaml
     """
     from splitsearch.cost import count_config
-    from splitsearch.data import dataset_info
 
     config = _load_config(config_file, arch=arch, S=S, block_factors=block_factors, groups=groups,
                           split_depth=split_depth, width_mult=width_mult,
                           dataset=dataset, crop=crop)
     cost = count_config(config, macs_convention)
     if as_json:
-        _, applied = config.train.with_dataset_defaults(dataset_info(config.dataset))
+        _, applied = config.train.with_dataset_defaults(config.input_info())
         click.echo(json.dumps({**cost.to_dict(), "macs_convention": macs_convention, "config": config.to_dict(),
                                "dataset_defaults": applied}, indent=2))
         return
@@ -371,9 +370,7 @@ def _echo_data_plan(config: SplitConfig, data: Any) -> None:
 
 def _echo_training_plan(spec: Any) -> None:
     """The training settings every candidate starts from, and where the dataset-specific ones came from."""
-    from splitsearch.data import dataset_info
-
-    train, applied = spec.base.train.with_dataset_defaults(dataset_info(spec.base.dataset))
+    train, applied = spec.base.train.with_dataset_defaults(spec.base.input_info())
     click.echo(f"training: {train.epochs} epoch{'s' * (train.epochs != 1)}, batch {train.batch_size}, lr {train.lr:g} "
                f"({train.lr_schedule}, "
                f"{train.lr_warmup_fraction:.0%} warm-up), weight decay {train.weight_decay:g}, crop padding "
@@ -400,9 +397,7 @@ def _echo_run_plan(spec: Any, execution: Any, data: Any) -> None:
 
 
 def _dataset_defaults_line(config: SplitConfig) -> str:
-    from splitsearch.data import dataset_info
-
-    _, applied = config.train.with_dataset_defaults(dataset_info(config.dataset))
+    _, applied = config.train.with_dataset_defaults(config.input_info())
     if not applied:
         return "training settings: all as the config sets them"
     values = ", ".join(f"{key}={json.dumps(value)}" for key, value in applied.items())
@@ -886,15 +881,19 @@ def _check_lines(findings: list[Any], repairs: list[Any], remaining: list[Any]) 
 def archs() -> None:
     """List the architectures (patterns such as wrn{d}_{k} accept other depths and widths).
 
-    Each line says which splits the family takes: S (all), block factors K_b, semantic groups G.
+    Each line says which splits the family takes: S (all), block factors K_b, semantic groups G;
+    whether its S members can run packed as one network (fused: yes, else the ensemble runs them
+    one after another); and what one step of the width knob changes.
     """
+    from splitsearch.ensemble import can_fuse
     from splitsearch.models.registry import available_families
 
     for family in available_families():
         splits = "S" + (", K_b" if family.supports_block_split else "") + (", G" if family.supports_semantic_split
                                                                               else "")
+        fused = "yes" if can_fuse(family.examples[0]) else "no"
         click.echo(f"{', '.join(family.examples):<40} blocks={family.num_blocks}  splits: {splits:<10} "
-                   f"width: {family.width_unit}")
+                   f"fused: {fused:<4}width: {family.width_unit}")
 
 
 def _describe(config: SplitConfig) -> str:

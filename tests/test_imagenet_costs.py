@@ -133,3 +133,18 @@ def test_crop_round_trips_and_leaves_uncropped_hashes_alone(tmp_path):
     path.write_text(cropped.to_yaml())
     assert SplitConfig.from_yaml(path) == cropped
     assert cropped.config_hash() != plain.config_hash()
+
+
+def test_training_defaults_follow_the_crop(capsys):
+    # The random-crop padding is 1/8 of the input side: 40 pixels at 320, not 224's 28.
+    assert main(["count", "--arch", "resnet50", "--dataset", "imagenet", "--crop", "320"]) == 0
+    out = capsys.readouterr().out
+    assert "crop=320" in out and "crop_padding=40" in out
+
+
+def test_archs_says_what_each_imagenet_family_supports(capsys):
+    assert main(["archs"]) == 0
+    lines = {line.split()[0].rstrip(","): line for line in capsys.readouterr().out.splitlines()}
+    for arch in ("resnet50", "wrn50_2", "resnext101_64x4d", "se_resnext101_64x4d"):
+        assert "splits: S, K_b" in lines[arch] and "fused: yes" in lines[arch]
+    assert "K_b" not in lines["efficientnet_b7"] and "fused: no" in lines["efficientnet_b7"]
