@@ -116,7 +116,11 @@ def imagenet_resnet(args: BuildArgs, depth: int) -> nn.Module:
 
 
 def imagenet_wide_resnet(args: BuildArgs, depth: int, k: int) -> nn.Module:
-    """``wrn50_2``, ``wrn50_3``, ``wrn101_2``: bottleneck widths k x planes, divided as the authors do."""
+    """``wrn50_2``, ``wrn50_3``: bottleneck widths k x planes, divided as the authors do.
+
+    Only depth 50 is registered: the authors' S = 2 rule (base 64, k divided) is written for
+    WRN-50-2 and WRN-50-3; their WRN-101-2 at S = 2 takes base 44 and keeps k instead.
+    """
     if k < 1:
         raise ArchitectureError(f"wrn{depth}_{k}: the widening factor must be >= 1")
     base, widen = wrn_imagenet_division(k, args.S)

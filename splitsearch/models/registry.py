@@ -155,7 +155,7 @@ _FAMILIES: list[ArchFamily] = [
                    "stage outputs multiples of 16 x the split factor; " + _IMAGENET_BLOCKS,
     ),
     ArchFamily(
-        r"wrn(?P<depth>50|101)_(?P<k>\d+)", "splitsearch.models.imagenet_resnet:imagenet_wide_resnet",
+        r"wrn(?P<depth>50)_(?P<k>\d+)", "splitsearch.models.imagenet_resnet:imagenet_wide_resnet",
         examples=("wrn50_2", "wrn50_3"), num_blocks=4, min_input_size=32, priority=1,
         width_unit="ImageNet WRN-d-k: bottleneck widths k' x planes; S=2 keeps base 64 and divides k "
                    "(k' = floor(k/sqrt 2 + 0.4)), S=4 keeps k and takes base 32; " + _IMAGENET_RESNET_UNIT + "; "
