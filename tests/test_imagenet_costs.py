@@ -148,3 +148,23 @@ def test_archs_says_what_each_imagenet_family_supports(capsys):
     for arch in ("resnet50", "wrn50_2", "resnext101_64x4d", "se_resnext101_64x4d"):
         assert "splits: S, K_b" in lines[arch] and "fused: yes" in lines[arch]
     assert "K_b" not in lines["efficientnet_b7"] and "fused: no" in lines["efficientnet_b7"]
+
+
+def test_fit_keeps_the_crop_in_the_fitted_config(capsys):
+    # MACs grow with the crop, so the same MACs budget fits a narrower network at a larger crop.
+    widths = {}
+    for crop in (64, 128):
+        assert main(["fit", "--arch", "resnet50", "--dataset", "imagenet", "--crop", str(crop),
+                     "--budget-macs", "0.3G", "--json"]) == 0
+        config = json.loads(capsys.readouterr().out)["config"]
+        assert config["crop"] == crop
+        widths[crop] = config["width_mult"]
+    assert widths[128] < widths[64]
+
+
+@pytest.mark.parametrize("S, stem, head", [(1, 64, 2560), (2, 48, 1840), (4, 32, 1280)])
+def test_efficientnet_b7_widths_scale_the_divided_b0_table(S, stem, head):
+    with torch.device("meta"):
+        network = build_one(SplitConfig(arch="efficientnet_b7", S=S, dataset="imagenet"))
+    assert network.features[0][0].out_channels == stem
+    assert network.classifier[-1].in_features == head
