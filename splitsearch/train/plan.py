@@ -43,6 +43,8 @@ class TrainRequest:
     download: bool = False
     resume: bool = False
     init_from: Path | None = None
+    data_path: str = "auto"
+    loader_workers: int | None = None
 
     def resolved_config(self) -> SplitConfig:
         """The config with the request's overrides applied."""
@@ -118,7 +120,8 @@ def plan_training(request: TrainRequest, device: str | None = None) -> TrainingP
     leaves no validation image is final too, as there is nothing to select on.
     """
     config = request.resolved_config()
-    data = prepare_data(config.dataset, config.train, device or request.device, request.data_dir, request.download)
+    data = prepare_data(config.dataset, config.train, device or request.device, request.data_dir, request.download,
+                        request.data_path, request.loader_workers)
     return TrainingPlan(config, data, request.resolved_out_dir(), request.final or data.val.num_samples == 0)
 
 
