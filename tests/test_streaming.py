@@ -196,3 +196,13 @@ def test_run_completes_a_two_trial_study_on_a_streamed_folder(folder, tmp_path, 
     trained = [members for members, _ in views if members > 0]
     assert len(trained) >= 2 * per_epoch
     assert all(trial.state.name != "FAIL" for trial in trials)
+
+
+def test_the_shipped_imagenet_study_holds_seed_004s_recipe():
+    from splitsearch.search.study import load_study_spec, resolve_study_file
+
+    # Parsed only: wrn50_2's ImageNet builder comes from another branch; the recipe is the point.
+    spec = load_study_spec(resolve_study_file("imagenet-wrn50-2"))
+    train, _ = spec.base.train.with_dataset_defaults(dataset_info(spec.base.dataset))
+    assert (spec.base.arch, train.epochs, train.batch_size, train.label_smoothing) == ("wrn50_2", 120, 256, 0.1)
+    assert round(train.lr_warmup_fraction * train.epochs) == 5 and dataset_info(spec.base.dataset).imagenet_like
