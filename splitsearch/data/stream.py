@@ -160,8 +160,8 @@ class StreamLoader:
     sets it to its config's S); otherwise ``[B, C, H, W]`` centre crops.
 
     Args:
-        workers: decoding processes (0: decode in this process).  They persist from epoch to
-            epoch, each holding at most ``PREFETCH`` batches.
+        workers: decoding processes (0: decode in this process), each holding at most
+            ``PREFETCH`` batches; a training loader's persist from epoch to epoch.
     """
 
     def __init__(self, files: FileSplit, size: int, batch_size: int, *, device: torch.device | str = "cpu",
@@ -178,7 +178,9 @@ class StreamLoader:
         self._sampler = _EpochSampler(len(files), shuffle=train, seed=seed)
         self._batches = BatchSampler(self._sampler, batch_size, drop_last)
         workers = default_workers() if workers is None else workers
-        options: dict[str, Any] = {"persistent_workers": True, "prefetch_factor": PREFETCH} if workers else {}
+        # The training loader's workers persist from epoch to epoch; evaluation loaders start theirs
+        # per pass, so that the loaders a search caches per seed do not hold idle processes.
+        options: dict[str, Any] = {"persistent_workers": train, "prefetch_factor": PREFETCH} if workers else {}
         self._loader = DataLoader(FolderImages(files, size, hflip, seed), batch_sampler=self._batches,
                                   num_workers=workers, pin_memory=self.device.type == "cuda", **options)
 
