@@ -227,9 +227,15 @@ class SplitConfig:
     # -- conversions ---------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain types only (lists, not tuples), ready for YAML or JSON."""
+        """Plain types only (lists, not tuples), ready for YAML or JSON.
+
+        ``train.label_smoothing`` left unset is not written: configs from before the key keep
+        their hash, so their stored trials answer repeats and their checkpoints still resume.
+        """
         data = dataclasses.asdict(self)
         data["block_factors"] = list(self.block_factors)
+        if data["train"]["label_smoothing"] is None:
+            del data["train"]["label_smoothing"]
         return data
 
     @classmethod
