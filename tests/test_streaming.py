@@ -102,6 +102,24 @@ def test_members_get_their_own_crops_reproducibly_whatever_the_workers(folder):
     assert torch.equal(images, again) and torch.equal(labels, again_labels)
 
 
+def test_a_resumed_loader_draws_the_epoch_it_would_have_drawn(folder):
+    """What a resumed training relies on: epoch 2's batches depend on the epoch number, not on the loader's past."""
+    config = TrainConfig(batch_size=8, seed=5)
+
+    def loader():
+        data = prepare_data(f"imagefolder:{folder}@16", config, data_path="stream", workers=0)
+        data.train.members = 2
+        return data.train
+
+    running = loader()
+    epochs = [next(iter(running)) for _ in range(3)]
+    resumed = loader()
+    resumed.epoch = 2
+    images, labels = next(iter(resumed))
+    assert torch.equal(images, epochs[2][0]) and torch.equal(labels, epochs[2][1])
+    assert not torch.equal(epochs[1][0], epochs[2][0])  # another epoch, other crops and order
+
+
 def test_streamed_and_resident_folders_hold_out_the_same_images(folder):
     resident = load_dataset(f"imagefolder:{folder}@16", data_path="resident")
     streamed = load_dataset(f"imagefolder:{folder}@16", data_path="stream")
