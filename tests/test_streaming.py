@@ -189,6 +189,11 @@ def test_imagenet_layout_takes_the_labels_of_train_for_val(folder, tmp_path):
     shutil.rmtree(root / "val" / CLASSES[1])
     with pytest.raises(ValueError, match="lacks the class folder"):
         load_dataset(f"imagenet:{root}", data_path="stream")
+    for folder_of_class in (root / "val").iterdir():  # ImageNet's validation images as distributed: flat
+        shutil.rmtree(folder_of_class)
+    shutil.copy(next((root / "train" / CLASSES[0]).glob("*.jpg")), root / "val" / "ILSVRC2012_val_1.jpg")
+    with pytest.raises(ValueError, match="sort the validation images into val/<wnid>/"):
+        load_dataset(f"imagenet:{root}", data_path="stream")
 
 
 def test_run_completes_a_two_trial_study_on_a_streamed_folder(folder, tmp_path, capsys, monkeypatch):

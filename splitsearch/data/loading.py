@@ -179,6 +179,9 @@ def _load_folder(kind: str, argument: str, info: DatasetInfo, data_path: str) ->
     if kind == "imagenet":
         root = Path(argument)
         train = index_folder(root / "train")
+        if not any(entry.is_dir() for entry in (root / "val").iterdir()):
+            raise DataError(f"{root / 'val'} holds no class folders: sort the validation images into "
+                            "val/<wnid>/ folders (as torchvision's ImageNet class does) to use them as the test split")
         train_files, test_files = train.files, index_folder(root / "val", train.classes).files
     else:
         whole = index_folder(folder_argument(argument)[0]).files
