@@ -81,6 +81,7 @@ def test_one_epoch_streams_through_the_cli(folder, tmp_path, capsys):
     # Every image file counts, the grey one and the PNG of another size too; the text file does not.
     images = IMAGES + 2
     train_and_val = held_out_train_size(images)
+    assert dataset_info(spec).train_images == train_and_val  # counted without decoding, the same files
     assert metrics["val_samples"] == round(0.1 * train_and_val)
     assert f"{train_and_val - metrics['val_samples']} training images" in stdout
     assert len(metrics["history"]) == 1 and np.isfinite(metrics["history"][0]["train_loss"])

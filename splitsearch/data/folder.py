@@ -30,10 +30,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from splitsearch.data.specs import DataError
-
-# torchvision.datasets.folder.IMG_EXTENSIONS, minus the formats torchvision.io cannot decode.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp")
+from splitsearch.data.specs import IMAGE_EXTENSIONS, DataError
 # Leading bytes of the formats above.  WEBP is RIFF....WEBP: checked at offset 8 below.
 _SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"RIFF")
 _JPEG_END = b"\xff\xd9"

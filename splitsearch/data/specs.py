@@ -199,6 +199,11 @@ def _npz_info(spec: str, path: Path) -> DatasetInfo:
     return DatasetInfo(spec, int(channels), int(height), num_classes, train_images)
 
 
+# Image files by name (torchvision.datasets.folder.IMG_EXTENSIONS, less what torchvision.io cannot
+# decode); other files in a class folder are skipped, as torchvision skips them.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp")
+
+
 def folder_argument(argument: str) -> tuple[Path, int]:
     """``'/data/pets@96' -> (Path('/data/pets'), 96)``; without ``@SIZE`` the size is ImageNet's 224."""
     path, at, size = argument.rpartition("@")
@@ -216,7 +221,8 @@ def _imagefolder_info(spec: str, argument: str) -> DatasetInfo:
     classes = [entry for entry in root.iterdir() if entry.is_dir()]
     if not classes:
         raise DataError(f"{root} has no class sub-folders")
-    files = sum(1 for folder in classes for entry in folder.iterdir() if entry.is_file())
+    files = sum(1 for folder in classes for entry in folder.iterdir()
+                if entry.is_file() and not entry.name.startswith(".") and entry.name.lower().endswith(IMAGE_EXTENSIONS))
     return DatasetInfo(spec, 3, size, len(classes), held_out_train_size(files))
 
 
