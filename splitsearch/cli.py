@@ -239,7 +239,18 @@ def _execution_options(command: Any) -> Any:
 
 
 def _data_dir_options(command: Any) -> Any:
-    """--data-dir and --download: where torchvision datasets (cifar10, cifar100, svhn) are found."""
+    """--data-dir and --download: where torchvision datasets (cifar10, cifar100, svhn) are found;
+    --data-path and --loader-workers: whether an image folder is held in memory or streamed from disk."""
+    from splitsearch.data.specs import DATA_PATHS
+
+    command = click.option("--loader-workers", type=click.IntRange(min=0),
+                           help="Processes that decode a streamed image folder (0: in the training process) "
+                                "[default: min(4, CPUs)].")(command)
+    command = click.option("--data-path", type=click.Choice(DATA_PATHS), default="auto", show_default=True,
+                           help="How an image folder (imagefolder:PATH, imagenet:PATH) reaches training: "
+                                "resident (decoded once into memory), stream (decoded from disk every batch "
+                                "by --loader-workers processes) or auto (resident up to 2 GiB of decoded "
+                                "images, else stream). Other datasets are always resident.")(command)
     command = click.option("--download", is_flag=True,
                            help="Download a torchvision dataset that is not in --data-dir (needs internet).")(command)
     return click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
@@ -270,7 +281,7 @@ def _data_dir_options(command: Any) -> Any:
 @click.option("--quiet", is_flag=True, help="No progress bar or per-epoch lines.")
 def train(config_file: Path, dataset: str | None, epochs: int | None, seed: int | None, final: bool, device: str,
           mode: str, out_dir: Path | None, resume: bool, init_from: Path | None, nproc: int, data_dir: Path | None,
-          download: bool, quiet: bool) -> None:
+          download: bool, data_path: str, loader_workers: int | None, quiet: bool) -> None:
     """Train the S networks of a config with co-training.
 
     By default a validation split (train.val_fraction of the training images) is carved out and
@@ -298,7 +309,8 @@ def train(config_file: Path, dataset: str | None, epochs: int | None, seed: int 
     from splitsearch.train.semantic_stage import CLASS_GROUPS_NAME, class_group_text
 
     request = TrainRequest(SplitConfig.from_yaml(config_file), str(resolve_device(device)), mode, dataset, epochs,
-                           seed, final, out_dir, data_dir or DEFAULT_DATA_DIR, download, resume, init_from)
+                           seed, final, out_dir, data_dir or DEFAULT_DATA_DIR, download, resume, init_from,
+                           data_path, loader_workers)
     MemberGroup(rank=0, world=nproc, members=request.config.S)  # S must divide among the processes: say so now
     reporter = _TrainLines(quiet)
     try:
@@ -385,7 +397,8 @@ class _TrainLines:
               help="Write one CSV row per image: index, label, the ensemble's and each member's prediction.")
 @_data_dir_options
 def evaluate(config_file: Path, weights: Path, split: str, dataset: str | None, device: str, mode: str, nproc: int,
-             predictions: Path | None, data_dir: Path | None, download: bool) -> None:
+             predictions: Path | None, data_dir: Path | None, download: bool, data_path: str,
+             loader_workers: int | None) -> None:
     """Evaluate trained weights on a split: the ensemble's and each member's accuracy, without training.
 
     \b
@@ -403,7 +416,8 @@ def evaluate(config_file: Path, weights: Path, split: str, dataset: str | None, 
     from splitsearch.train.parallel import MemberGroup
 
     request = TrainRequest(SplitConfig.from_yaml(config_file), str(resolve_device(device)), mode, dataset,
-                           data_dir=data_dir or DEFAULT_DATA_DIR, download=download, init_from=weights)
+                           data_dir=data_dir or DEFAULT_DATA_DIR, download=download, init_from=weights,
+                           data_path=data_path, loader_workers=loader_workers)
     MemberGroup(rank=0, world=nproc, members=request.config.S)  # S must divide among the processes: say so now
     if launched_by_torchrun():
         result = run_as_rank(evaluate_rank, request.device, request, split)
@@ -432,6 +446,9 @@ def _echo_data_plan(config: SplitConfig, data: Any) -> None:
         carved = "no validation split (every training image is trained on)"
     click.echo(f"{config.dataset}: {data.train.num_samples:,} training images, {carved}, "
                f"{data.test.num_samples:,} test")
+    if data.streamed:
+        click.echo(f"images streamed from disk at {data.info.image_size}x{data.info.image_size}: random-resized "
+                   "crops per member for training, centre crops for evaluation")
     click.echo(_dataset_defaults_line(config))
 
 
@@ -576,7 +593,7 @@ def run(study_file: str | None, study_name: str | None, storage: str, n_trials: 
         sampler: str | None, pruner: str | None, seed: int | None, strategy: str, threshold: float,
         factors: tuple[int, ...], finetune_epochs: int | None, device: str, mode: str, runs_dir: Path,
         keep_checkpoints: bool, artifacts_dir: Path | None, keep_best: int, data_dir: Path | None, download: bool,
-        heartbeat_seconds: int, nproc_per_trial: int, storage_retry_seconds: float, force: bool, dry_run: bool,
+        data_path: str, loader_workers: int | None, heartbeat_seconds: int, nproc_per_trial: int, storage_retry_seconds: float, force: bool, dry_run: bool,
         verbose: int) -> None:
     """Search how to split a network: an Optuna study over split configurations under a budget.
 
@@ -630,7 +647,8 @@ def run(study_file: str | None, study_name: str | None, storage: str, n_trials: 
                  "dataset": dataset, "epochs": epochs, "objectives": objectives, "sampler": sampler,
                  "pruner": pruner, "seed": seed}
     spec = load_study_spec(resolve_study_file(study_file or "quickstart"), overrides)
-    execution = _execution(device, mode, runs_dir, data_dir, download, keep_checkpoints=keep_checkpoints,
+    execution = _execution(device, mode, runs_dir, data_dir, download, data_path=data_path,
+                           loader_workers=loader_workers, keep_checkpoints=keep_checkpoints,
                            heartbeat_seconds=heartbeat_seconds, nproc_per_trial=nproc_per_trial,
                            storage_retry_seconds=storage_retry_seconds, artifacts_dir=artifacts_dir,
                            keep_best=keep_best)
@@ -747,7 +765,7 @@ def _print_study_summary(study: Any) -> None:
 @_data_dir_options
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def confirm(study_name: str | None, storage: str, top: int, seeds: int, device: str, mode: str, runs_dir: Path,
-            data_dir: Path | None, download: bool, quiet: bool) -> None:
+            data_dir: Path | None, download: bool, data_path: str, loader_workers: int | None, quiet: bool) -> None:
     """Retrain the best candidates and the baselines with more seeds: is the winner really better?
 
     Validation accuracy on a few hundred images moves by 2-2.5 points between runs, so the best
@@ -767,7 +785,8 @@ def confirm(study_name: str | None, storage: str, top: int, seeds: int, device: 
     from splitsearch.search.run import open_for_reading
 
     study, store = open_for_reading(study_name, storage)
-    execution = _execution(device, mode, runs_dir, data_dir, download)
+    execution = _execution(device, mode, runs_dir, data_dir, download, data_path=data_path,
+                           loader_workers=loader_workers)
 
     def line(trial: Any, seed: int, outcome: Any) -> None:
         label = TrialRecord.from_trial(trial).baseline or f"trial {trial.number}"

@@ -72,3 +72,13 @@ def test_config_hash_is_stable_and_sensitive_to_every_field():
     assert base.config_hash() == SplitConfig(arch="resnet20", S=2).config_hash()
     assert base.config_hash() != base.replace(lambda_cot=0.4).config_hash()
     assert base.config_hash() != base.replace(train=TrainConfig(epochs=3)).config_hash()
+
+
+def test_label_smoothing_left_unset_is_not_written_so_older_configs_keep_their_hash():
+    plain = SplitConfig("resnet20", S=2)
+    assert "label_smoothing" not in plain.to_dict()["train"]
+    smoothed = plain.replace(train=TrainConfig(label_smoothing=0.1))
+    assert smoothed.to_dict()["train"]["label_smoothing"] == 0.1
+    assert SplitConfig.from_dict(smoothed.to_dict()) == smoothed and smoothed.config_hash() != plain.config_hash()
+    with pytest.raises(ConfigError, match="train.label_smoothing"):
+        TrainConfig(label_smoothing=1.0)

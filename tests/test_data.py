@@ -187,12 +187,15 @@ def test_prepare_data_normalises_with_training_statistics():
 
 @pytest.mark.parametrize(("spec", "padding", "flip", "batch"), [
     ("digits", 1, False, 32), ("cifar10", 4, True, 128), ("cifar100", 4, True, 128), ("svhn", 4, False, 128),
-    ("synthetic:100", 4, True, 16), ("synthetic:4000", 4, True, 64), ("imagenet", 28, True, 128),
+    ("synthetic:100", 4, True, 16), ("synthetic:4000", 4, True, 64), ("imagenet", 28, True, 256),
 ])
 def test_training_defaults_follow_the_dataset(spec, padding, flip, batch):
     settings, applied = TrainConfig().with_dataset_defaults(dataset_info(spec))
     assert (settings.crop_padding, settings.hflip, settings.batch_size) == (padding, flip, batch)
-    assert applied == {"crop_padding": padding, "hflip": flip, "batch_size": batch}
+    # ImageNet takes seed 004's recipe: batch 256 and label smoothing 0.1; the others no smoothing.
+    smoothing = {"label_smoothing": 0.1} if spec == "imagenet" else {}
+    assert applied == {"crop_padding": padding, "hflip": flip, "batch_size": batch, **smoothing}
+    assert settings.label_smoothing == smoothing.get("label_smoothing")
 
 
 def test_default_batch_leaves_at_least_30_steps_an_epoch_where_it_can():

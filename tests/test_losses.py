@@ -35,6 +35,20 @@ def test_cotraining_loss_is_member_ce_sum_plus_weighted_js():
     assert logits.grad.abs().sum() > 0
 
 
+def test_label_smoothing_smooths_each_members_cross_entropy_and_not_the_agreement_term():
+    torch.manual_seed(2)
+    logits = torch.randn(2, 6, 5)
+    targets = torch.randint(0, 5, (6,))
+    smoothed = cotraining_loss(logits, targets, lambda_cot=0.5, label_smoothing=0.1)
+    # Smoothing 0.1 over K classes: 0.9 + 0.1/K on the target, 0.1/K elsewhere, written out by hand.
+    soft = torch.full((6, 5), 0.1 / 5).scatter(1, targets[:, None], 0.9 + 0.1 / 5)
+    expected = sum(-(soft * member.log_softmax(-1)).sum(-1).mean() for member in logits)
+    assert smoothed.cross_entropy.item() == pytest.approx(expected.item(), rel=1e-5)
+    plain = cotraining_loss(logits, targets, lambda_cot=0.5)
+    assert smoothed.cotraining.item() == pytest.approx(plain.cotraining.item())
+    assert smoothed.cross_entropy.item() != pytest.approx(plain.cross_entropy.item())
+
+
 def test_single_network_has_no_cotraining_term():
     loss = cotraining_loss(torch.randn(1, 4, 3), torch.tensor([0, 1, 2, 0]), lambda_cot=0.5)
     assert loss.cotraining.item() == 0

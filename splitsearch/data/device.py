@@ -5,6 +5,10 @@ split is kept on the device as uint8, batches are cut from it with index tensors
 :mod:`splitsearch.train.augment` draws the S members' views there.  :func:`prepare_data` runs
 the whole path: spec -> load -> split -> device.
 
+Image folders too large for memory stream from disk instead (:mod:`splitsearch.data.stream`):
+:func:`to_device` gives them :class:`~splitsearch.data.stream.StreamLoader`\ s with the same
+interface, so the trainer cannot tell the two apart except by the shape of a training batch.
+
 Normalisation uses the per-channel mean and std of the training split (after the validation
 split is carved out), so nothing about ``val`` or ``test`` leaks into training.
 """
@@ -21,9 +25,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from splitsearch.data.folder import FileSplit
 from splitsearch.data.loading import DEFAULT_DATA_DIR, ImageDataset, ImageSplit, load_dataset
 from splitsearch.data.specs import DatasetInfo
 from splitsearch.data.splits import DataSplits, split_validation
+from splitsearch.data.stream import StreamLoader, sample_images
 
 if TYPE_CHECKING:  # the config module imports this package for dataset facts
     from splitsearch.config import TrainConfig
@@ -80,6 +86,9 @@ class TensorLoader:
         self.drop_last = drop_last
         self.seed = seed
         self.epoch = 0
+        # Views per image are drawn later, on the device (splitsearch.train.augment); the
+        # streaming loader, which cuts them itself, reads this.
+        self.members = 1
 
     @property
     def num_samples(self) -> int:
@@ -117,17 +126,26 @@ class DeviceData:
 
     info: DatasetInfo
     normalization: Normalization
-    train: TensorLoader
-    val: TensorLoader
-    test: TensorLoader
+    train: TensorLoader | StreamLoader
+    val: TensorLoader | StreamLoader
+    test: TensorLoader | StreamLoader
+
+    @property
+    def streamed(self) -> bool:
+        """Whether the batches are decoded from disk while training (else held on the device)."""
+        return isinstance(self.train, StreamLoader)
 
 
-def to_device(splits: DataSplits, config: TrainConfig, device: torch.device | str = "cpu") -> DeviceData:
+def to_device(splits: DataSplits, config: TrainConfig, device: torch.device | str = "cpu",
+              workers: int | None = None) -> DeviceData:
     """Put the splits on ``device`` with loaders of ``config.batch_size``.
 
     The training loader shuffles (seeded by ``config.seed``) and drops a short last batch (a
-    batch of one breaks BatchNorm in training) unless that would leave no batch at all.
+    batch of one breaks BatchNorm in training) unless that would leave no batch at all.  Splits
+    of files stream through ``workers`` decoding processes (None: min(4, CPUs)).
     """
+    if isinstance(splits.train, FileSplit):
+        return _streaming(splits, config, device, workers)
     train = TensorLoader(splits.train, config.batch_size, device=device, shuffle=True,
                          drop_last=len(splits.train) >= config.batch_size, seed=config.seed)
     return DeviceData(
@@ -139,20 +157,42 @@ def to_device(splits: DataSplits, config: TrainConfig, device: torch.device | st
     )
 
 
-def split_to_device(dataset: ImageDataset, config: TrainConfig, device: torch.device | str = "cpu") -> DeviceData:
+def _streaming(splits: DataSplits, config: TrainConfig, device: torch.device | str, workers: int | None
+               ) -> DeviceData:
+    """Streaming loaders for splits of files; the normalisation measured on a sample of the training images."""
+    size = splits.info.image_size
+
+    def loader(files: FileSplit, train: bool = False) -> StreamLoader:
+        return StreamLoader(files, size, config.batch_size, device=device, train=train, hflip=bool(config.hflip),
+                            drop_last=train and len(files) >= config.batch_size, seed=config.seed, workers=workers)
+
+    return DeviceData(
+        info=splits.info,
+        normalization=Normalization.of(sample_images(splits.train, size, seed=config.seed)),
+        train=loader(splits.train, train=True),
+        val=loader(splits.val),
+        test=loader(splits.test),
+    )
+
+
+def split_to_device(dataset: ImageDataset, config: TrainConfig, device: torch.device | str = "cpu",
+                    workers: int | None = None) -> DeviceData:
     """Carve ``dataset``'s validation split (``config.val_fraction``, ``config.seed``) and put all on ``device``.
 
     A batch size the config leaves unset is the dataset's default (:class:`TrainingDefaults`).
     """
     config, _ = config.with_dataset_defaults(dataset.info)
-    return to_device(split_validation(dataset, config.val_fraction, config.seed), config, device)
+    return to_device(split_validation(dataset, config.val_fraction, config.seed), config, device, workers)
 
 
 def prepare_data(spec: str, config: TrainConfig, device: torch.device | str = "cpu",
-                 data_dir: str | Path = DEFAULT_DATA_DIR, download: bool = False,
-                 crop: int | None = None) -> DeviceData:
-    """The whole data path: load ``spec`` (at ``crop``), carve the validation split, put everything on ``device``."""
-    return split_to_device(load_dataset(spec, data_dir, download, crop), config, device)
+                 data_dir: str | Path = DEFAULT_DATA_DIR, download: bool = False, crop: int | None = None,
+                 data_path: str = "auto", workers: int | None = None) -> DeviceData:
+    """The whole data path: load ``spec`` (at ``crop``), carve the validation split, put everything on ``device``.
+
+    ``data_path`` and ``workers``: see :func:`~splitsearch.data.loading.load_dataset` and :func:`to_device`.
+    """
+    return split_to_device(load_dataset(spec, data_dir, download, crop, data_path), config, device, workers)
 
 
 class DataCache:
@@ -163,10 +203,12 @@ class DataCache:
     """
 
     def __init__(self, device: torch.device | str = "cpu", data_dir: str | Path = DEFAULT_DATA_DIR,
-                 download: bool = False) -> None:
+                 download: bool = False, data_path: str = "auto", workers: int | None = None) -> None:
         self.device = torch.device(device)
         self.data_dir = data_dir
         self.download = download
+        self.data_path = data_path
+        self.workers = workers
         self._datasets: dict[tuple[str, int | None], ImageDataset] = {}
         self._on_device: dict[tuple, DeviceData] = {}
 
@@ -174,8 +216,8 @@ class DataCache:
         """The dataset ``spec`` at ``crop`` split and batched as ``config`` says (loading it the first time)."""
         loaded = (spec, crop)
         if loaded not in self._datasets:
-            self._datasets[loaded] = load_dataset(spec, self.data_dir, self.download, crop)
-        key = (spec, crop, config.batch_size, config.val_fraction, config.seed)
+            self._datasets[loaded] = load_dataset(spec, self.data_dir, self.download, crop, self.data_path)
+        key = (spec, crop, config.batch_size, config.val_fraction, config.seed, config.hflip)
         if key not in self._on_device:
-            self._on_device[key] = split_to_device(self._datasets[loaded], config, self.device)
+            self._on_device[key] = split_to_device(self._datasets[loaded], config, self.device, self.workers)
         return self._on_device[key]

@@ -5,6 +5,12 @@ reads the images (scikit-learn, an ``.npz`` file, torchvision), :mod:`splitsearc
 carves the validation split and :mod:`splitsearch.data.device` puts everything on the training
 device.  :func:`splitsearch.data.prepare_data` runs all four.
 
+Image folders (``imagefolder:PATH``, ``imagenet:PATH``) are indexed first
+(:mod:`splitsearch.data.folder`); a folder whose decoded images fit under
+:data:`RESIDENT_LIMIT_BYTES` is decoded into memory like the other datasets, a larger one stays
+a list of files and streams from disk (:mod:`splitsearch.data.stream`).  ``data_path`` forces
+either.
+
 Each dataset arrives with its own train and test splits.  Datasets without a test split of their
 own (``digits``, ``imagefolder:``, ``synthetic:``) hold out a fixed 20% of their images, chosen
 by a permutation with the fixed seed 0, so the test set is the same whatever the run's seed.
@@ -19,9 +25,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from splitsearch.data.specs import DataError, DatasetInfo, dataset_info, held_out_train_size, split_spec
+from splitsearch.data.folder import FileSplit, index_folder
+from splitsearch.data.specs import (DATA_PATHS, DataError, DatasetInfo, dataset_info,
+                                   held_out_train_size, split_spec)
 
 DEFAULT_DATA_DIR = Path.home() / ".cache" / "splitsearch" / "data"
+
+# Decoded images up to this many bytes are held in memory (``auto``): 2 GiB is 14,000 images at
+# 224x224 or 170,000 at 64x64, a fixed cap rather than a share of RAM so that the same study
+# takes the same path on every worker of a cluster, and small enough for any GPU next to a model.
+RESIDENT_LIMIT_BYTES = 2 * 1024**3
 
 # Datasets without a test split of their own hold out a fixed share (specs.HOLDOUT_FRACTION),
 # chosen with this seed.
@@ -60,11 +73,19 @@ class ImageSplit:
 
 @dataclass(frozen=True)
 class ImageDataset:
-    """A dataset as loaded: its shape facts and its own train and test splits."""
+    """A dataset as loaded: its shape facts and its own train and test splits.
+
+    The splits are decoded images (:class:`ImageSplit`), or, for a streamed folder, files
+    (:class:`~splitsearch.data.folder.FileSplit`) carved the same way.
+    """
 
     info: DatasetInfo
-    train: ImageSplit
-    test: ImageSplit
+    train: ImageSplit | FileSplit
+    test: ImageSplit | FileSplit
+
+    @property
+    def streamed(self) -> bool:
+        return isinstance(self.train, FileSplit)
 
 
 def _hold_out(images: Tensor, labels: Tensor) -> tuple[ImageSplit, ImageSplit]:
@@ -74,31 +95,39 @@ def _hold_out(images: Tensor, labels: Tensor) -> tuple[ImageSplit, ImageSplit]:
 
 
 def load_dataset(spec: str, data_dir: str | Path = DEFAULT_DATA_DIR, download: bool = False,
-                 crop: int | None = None) -> ImageDataset:
+                 crop: int | None = None, data_path: str = "auto") -> ImageDataset:
     """Load the dataset named by ``spec`` (see :mod:`splitsearch.data.specs`) as uint8 tensors.
 
     ``data_dir`` is where torchvision datasets (cifar10, cifar100, svhn) live or are downloaded
-    to with ``download=True``; the other kinds ignore it.  ``crop`` is the image size an
-    ``imagefolder`` is resized to (:func:`~splitsearch.data.specs.dataset_info`).
+    to with ``download=True``; the other kinds ignore it.  ``crop`` is the image size an image
+    folder is trained at (:func:`~splitsearch.data.specs.dataset_info`).  ``data_path`` says
+    whether an image folder is decoded into memory (``resident``), left on disk to stream
+    (``stream``) or chosen by its size (``auto``, see :data:`RESIDENT_LIMIT_BYTES`); the other
+    kinds are always resident.
 
     Raises:
         ValueError: unknown spec, missing or malformed files, or a torchvision dataset that is
             absent from ``data_dir`` or cannot be downloaded (the message names the directory).
     """
+    if data_path not in DATA_PATHS:
+        raise DataError(f"unknown data path {data_path!r}: use {', '.join(DATA_PATHS)}")
     kind, argument = split_spec(spec)
     info = dataset_info(spec, crop)
+    if kind in ("imagefolder", "imagenet") and argument:
+        return _load_folder(kind, argument, info, data_path)
+    if data_path == "stream":
+        raise DataError(f"{spec} cannot stream from disk: only image folders do (imagefolder:PATH, imagenet:PATH)")
     if kind == "digits":
         train, test = _load_digits()
     elif kind == "synthetic":
         train, test = _load_synthetic(int(argument))
     elif kind == "npz":
         train, test = _load_npz(Path(argument), info)
-    elif kind == "imagefolder":
-        train, test = _load_imagefolder(Path(argument), info.image_size)
     elif kind in ("cifar10", "cifar100", "svhn"):
         train, test = _load_torchvision(kind, Path(data_dir).expanduser(), download)
     else:
-        raise DataError(f"dataset {spec!r} can be counted but not loaded; use imagefolder:PATH for image files")
+        raise DataError(f"dataset {spec!r} can be counted but not loaded; use imagenet:PATH (ImageNet's folders) "
+                        "or imagefolder:PATH for image files")
     return ImageDataset(info, train, test)
 
 
@@ -146,17 +175,37 @@ def _npz_split(path: Path, x: np.ndarray, y: np.ndarray, info: DatasetInfo) -> I
     return ImageSplit(torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y.astype(np.int64)))
 
 
-def _load_imagefolder(root: Path, size: int) -> tuple[ImageSplit, ImageSplit]:
-    """One sub-folder per class; every image converted to RGB and resized to ``size`` x ``size``."""
-    from torchvision.datasets import ImageFolder
+def _load_folder(kind: str, argument: str, info: DatasetInfo, data_path: str) -> ImageDataset:
+    """An image folder indexed, its test split held out (imagefolder) or read from ``val/`` (imagenet),
+    then decoded into memory or left as files to stream (see the module docstring)."""
+    if kind == "imagenet":
+        root = Path(argument)
+        train = index_folder(root / "train")
+        if not any(entry.is_dir() for entry in (root / "val").iterdir()):
+            raise DataError(f"{root / 'val'} holds no class folders: sort the validation images into "
+                            "val/<wnid>/ folders (as torchvision's ImageNet class does) to use them as the test split")
+        train_files, test_files = train.files, index_folder(root / "val", train.classes).files
+    else:
+        whole = index_folder(Path(argument)).files
+        train_files, test_files = whole.carve(len(whole) - held_out_train_size(len(whole)), _HOLDOUT_SEED)
+    count = len(train_files) + len(test_files)
+    stream = data_path == "stream" or (
+        data_path == "auto" and count * 3 * info.image_size**2 > RESIDENT_LIMIT_BYTES)
+    if stream:
+        return ImageDataset(info, train_files, test_files)
+    return ImageDataset(info, _decode_all(train_files, info.image_size), _decode_all(test_files, info.image_size))
+
+
+def _decode_all(files: FileSplit, size: int) -> ImageSplit:
+    """Every image of ``files`` decoded as RGB and resized to ``size`` x ``size``: the resident path."""
     from torchvision.transforms import v2
 
-    try:
-        folder = ImageFolder(root, transform=v2.Compose([v2.Resize((size, size)), v2.PILToTensor()]))
-    except FileNotFoundError as error:
-        raise DataError(f"cannot read image folder {root}: {error}") from None
-    images = torch.stack([image for image, _ in folder])
-    return _hold_out(images, torch.tensor(folder.targets, dtype=torch.int64))
+    from splitsearch.data.stream import decode
+
+    if not len(files):
+        return ImageSplit(torch.empty(0, 3, size, size, dtype=torch.uint8), files.labels)
+    images = torch.stack([v2.functional.resize(decode(path), [size, size], antialias=True) for path in files.paths])
+    return ImageSplit(images, files.labels)
 
 
 def _load_torchvision(kind: str, root: Path, download: bool) -> tuple[ImageSplit, ImageSplit]:

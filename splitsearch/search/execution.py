@@ -44,6 +44,8 @@ class ExecutionOptions:
         artifact_store: any Optuna ``ArtifactStore`` to keep them in instead (``Boto3ArtifactStore``
             for S3, ``GCSArtifactStore``); the command line offers the folder store only.
         keep_best: how many searched trials keep their weights there (plus the baselines).
+        data_path, loader_workers: whether an image folder is held in memory or streamed from
+            disk, and by how many decoding processes (:func:`splitsearch.data.prepare_data`).
     """
 
     device: str = "cpu"
@@ -58,6 +60,8 @@ class ExecutionOptions:
     artifacts_dir: Path | None = None
     artifact_store: Any = None
     keep_best: int = DEFAULT_KEEP_BEST
+    data_path: str = "auto"
+    loader_workers: int | None = None
 
     def artifact_keeper(self) -> ArtifactKeeper:
         """What keeps this worker's completed trials' weights: ``artifact_store``, else a folder store."""
@@ -75,4 +79,4 @@ class ExecutionOptions:
 
     def data_cache(self) -> DataCache:
         """A dataset cache for this worker: each dataset loaded once, on ``device``."""
-        return DataCache(self.device, self.data_dir, self.download)
+        return DataCache(self.device, self.data_dir, self.download, self.data_path, self.loader_workers)

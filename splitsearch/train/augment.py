@@ -126,13 +126,36 @@ def augment(images: Tensor, members: int, config: TrainConfig, generator: torch.
     erasing with probability ``config.random_erasing``.  Random draws are made with
     ``generator`` (on its own device), so one seed gives the same views.
 
+    A batch of streamed images arrives already cut into the members' views, uint8
+    ``[B, S, C, H, W]`` (random-resized crops and flips drawn by the loader's workers,
+    :mod:`splitsearch.data.stream`): crop and flip are skipped, the rest is the same.
+
     Returns:
         float32 ``[S, B, C, H, W]``, contiguous NCHW (channels-last strides crashed CPU conv
         backward on these machines, DESIGN.md).
     """
+    if images.dim() == 5:
+        batch, views_per_image, channels, height, width = images.shape
+        if views_per_image != members:
+            raise ValueError(f"a batch of {views_per_image} views per image for {members} members")
+        views = images.transpose(0, 1).reshape(members * batch, channels, height, width)
+    else:
+        views = _crop_flip_views(images, members, config, generator, normalization)
+        batch, channels, height, width = images.shape
+    if config.autoaugment:
+        views = auto_augment(views, generator)
+    views = normalization(views)
+    if config.random_erasing > 0:
+        views = random_erase(views, config.random_erasing, generator)
+    return views.view(members, batch, channels, height, width).contiguous()
+
+
+def _crop_flip_views(images: Tensor, members: int, config: TrainConfig, generator: torch.Generator,
+                     normalization: Normalization) -> Tensor:
+    """The members' padded random crops and flips of a uint8 batch, ``[S * B, C, H, W]`` member-major."""
     if config.crop_padding is None or config.hflip is None:
         raise ValueError("augment needs crop_padding and hflip set: fill them with TrainConfig.with_dataset_defaults")
-    batch, channels, height, width = images.shape
+    batch = images.shape[0]
     device = images.device
     count = members * batch
     span = 2 * config.crop_padding + 1
@@ -141,13 +164,7 @@ def augment(images: Tensor, members: int, config: TrainConfig, generator: torch.
     flip = _uniform((count,), generator, device) < (0.5 if config.hflip else 0.0)
     source = torch.arange(batch, device=device).repeat(members)
     fill = normalization.mean_pixel(device) if config.crop_fill == "mean" else None
-    views = crop_flip(images, top, left, flip, config.crop_padding, source, fill)
-    if config.autoaugment:
-        views = auto_augment(views, generator)
-    views = normalization(views)
-    if config.random_erasing > 0:
-        views = random_erase(views, config.random_erasing, generator)
-    return views.view(members, batch, channels, height, width).contiguous()
+    return crop_flip(images, top, left, flip, config.crop_padding, source, fill)
 
 
 class MixedBatch(NamedTuple):

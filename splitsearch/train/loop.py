@@ -30,7 +30,7 @@ from splitsearch.data.specs import class_names
 from splitsearch.ensemble import Ensemble, SequentialEnsemble
 from splitsearch.errors import CheckpointReadError, OutputWriteError, TrainingError
 from splitsearch.stats import accuracy_standard_error
-from splitsearch.data import DeviceData, TensorLoader
+from splitsearch.data import DeviceData, StreamLoader, TensorLoader
 from splitsearch.train.augment import augment, mixup
 from splitsearch.train.losses import combine_logits, cot_weight, cotraining_loss
 from splitsearch.train.optim import make_optimizer, make_scheduler
@@ -242,6 +242,7 @@ class Trainer:
         train = self.config.train
         self.ensemble.train()
         self.data.train.epoch = epoch - 1  # the shuffle order depends on the epoch only
+        self.data.train.members = self.config.S  # a streaming loader cuts the S views in its workers
         totals = torch.zeros(4, device=self.device)
         started = time.perf_counter()
         batches = tqdm(self.data.train, total=self.steps_per_epoch, desc=f"epoch {epoch}/{train.epochs}",
@@ -272,6 +273,7 @@ class Trainer:
         trainer used for it is thrown away after.
         """
         self.ensemble.train()
+        self.data.train.members = self.config.S
         for _, (images, labels) in zip(range(count), self.data.train):
             self._train_step(images, labels, self.config.lambda_cot)
         if self.device.type == "cuda":
@@ -287,7 +289,8 @@ class Trainer:
         with self._autocast():
             # This process's members see their views; the others' logits arrive as constants.
             logits = self.group.gather(self.ensemble(views[self.group.own]))
-        loss = cotraining_loss(logits, labels, lambda_cot, mixed_targets, mix_weight)
+        loss = cotraining_loss(logits, labels, lambda_cot, mixed_targets, mix_weight,
+                               label_smoothing=train.label_smoothing or 0.0)
         regularisation = self.stage.regularisation(self.ensemble)
         total = loss.total + regularisation
         self.optimizer.zero_grad(set_to_none=True)
@@ -297,7 +300,7 @@ class Trainer:
         self.scheduler.step()
         return torch.stack([total, loss.cross_entropy, loss.cotraining, regularisation]).detach()
 
-    def evaluate(self, loader: TensorLoader) -> tuple[float, list[float]]:
+    def evaluate(self, loader: TensorLoader | StreamLoader) -> tuple[float, list[float]]:
         """Accuracy of the ensemble (``config.train.combine``) and of each member on ``loader``."""
         if loader.num_samples == 0:
             return float("nan"), [float("nan")] * self.config.S
@@ -311,7 +314,7 @@ class Trainer:
         return (correct_ensemble / count).item(), (correct_members / count).tolist()
 
     @torch.no_grad()
-    def batch_logits(self, loader: TensorLoader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def batch_logits(self, loader: TensorLoader | StreamLoader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Every member's logits ``[S, B, K]`` (in float32, gathered from all ranks) and the labels, batch by batch.
 
         Evaluation mode, the images as the ensemble sees them in evaluation: normalised, the

@@ -44,6 +44,7 @@ def cotraining_loss(
     lambda_cot: float,
     mixed_targets: Tensor | None = None,
     mix_weight: float = 1.0,
+    label_smoothing: float = 0.0,
 ) -> CotrainLoss:
     """Sum of the members' cross-entropies plus ``lambda_cot`` x JS divergence.
 
@@ -54,13 +55,16 @@ def cotraining_loss(
         mixed_targets: with mixup, the partner images' labels; the cross-entropy becomes
             ``mix_weight * CE(targets) + (1 - mix_weight) * CE(mixed_targets)``.
         mix_weight: mixup's lambda.
+        label_smoothing: each member's cross-entropy against targets smoothed this much
+            (torch's ``label_smoothing``; 0.1 in the ImageNet recipe).  The co-training term
+            compares the members' predictions with each other and is not smoothed.
     """
     members = logits.shape[0]
     flat = logits.float().flatten(0, 1)
 
     def member_ce(labels: Tensor) -> Tensor:
         # Mean over the batch, summed over members: each member's CE has the usual scale.
-        return F.cross_entropy(flat, labels.repeat(members)) * members
+        return F.cross_entropy(flat, labels.repeat(members), label_smoothing=label_smoothing) * members
 
     cross_entropy = member_ce(targets)
     if mixed_targets is not None:

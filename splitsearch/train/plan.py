@@ -43,6 +43,8 @@ class TrainRequest:
     download: bool = False
     resume: bool = False
     init_from: Path | None = None
+    data_path: str = "auto"
+    loader_workers: int | None = None
 
     def resolved_config(self) -> SplitConfig:
         """The config with the request's overrides applied."""
@@ -119,7 +121,7 @@ def plan_training(request: TrainRequest, device: str | None = None) -> TrainingP
     """
     config = request.resolved_config()
     data = prepare_data(config.dataset, config.train, device or request.device, request.data_dir, request.download,
-                        config.crop)
+                        config.crop, request.data_path, request.loader_workers)
     return TrainingPlan(config, data, request.resolved_out_dir(), request.final or data.val.num_samples == 0)
 
 
