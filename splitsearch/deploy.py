@@ -41,7 +41,7 @@ from splitsearch.config import SplitConfig
 from splitsearch.data import DEFAULT_DATA_DIR, prepare_data
 from splitsearch.data.device import Normalization
 from splitsearch.data.loading import load_dataset
-from splitsearch.ensemble import pack
+from splitsearch.ensemble import fusion_blocker, pack
 from splitsearch.errors import SplitsearchError
 from splitsearch.split.sequential import BranchSplitError, branch_sequential, is_split_block
 from splitsearch.train.losses import combine_logits
@@ -278,6 +278,8 @@ def deploy(config: SplitConfig, weights: Path, output: Path, format: str = "onnx
         raise DeployDependencyError(f"--format {format} needs {', '.join(missing)}: {INSTALL_HINT}")
     if batch_size < 1:
         raise DeployError(f"the check batch needs at least one image, got --batch-size {batch_size}")
+    if fused and (blocker := fusion_blocker(config.arch)) is not None:
+        raise DeployError(f"--fused: {config.arch} cannot be packed: {blocker}")
     if output.resolve() == weights.resolve():
         raise DeployError(f"-o {output} would overwrite the weights file: write the deployment elsewhere")
     states, contents = read_model_file(weights, config)
