@@ -295,10 +295,16 @@ def deploy(config: SplitConfig, weights: Path, output: Path, format: str = "onnx
     example = images[:2] if len(images) >= 2 else images.repeat(2, 1, 1, 1)
     with warnings.catch_warnings():  # the exporters' notes on tracing and on TorchScript's deprecation
         warnings.simplefilter("ignore")
-        if format == "torchscript":
-            _write_torchscript(module, example, output)
-        else:
-            _write_onnx(module, example, output, opset)
+        try:
+            if format == "torchscript":
+                _write_torchscript(module, example, output)
+            else:
+                _write_onnx(module, example, output, opset)
+        except (RuntimeError, TypeError, ValueError, NotImplementedError) as error:
+            # The exporter's limits (an operation it cannot write, an opset without it): the arch can't go this way.
+            _remove(output)
+            first = next((line for line in str(error).splitlines() if line.strip()), type(error).__name__)
+            raise DeployError(f"torch could not write {config.arch} as {format}: {first.strip()[:300]}") from None
         try:
             produced = _run_file(output, format, images)
         except Exception as error:  # a file the runtime cannot load or run is as wrong as one that disagrees

@@ -273,3 +273,15 @@ def test_deploy_help_does_not_import_torch():
     result = subprocess.run([sys.executable, "-c", check], env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "uint8 images" in result.stdout and "1e-4" in result.stdout
+
+
+def test_an_exporter_failure_is_one_line_and_leaves_no_file(trained_resnet20, tmp_path, capsys, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise RuntimeError("Could not export Python function call 'Unsupported'\nmore detail")
+
+    monkeypatch.setattr(torch.jit, "trace", refuse)
+    config_file, weights = trained_resnet20
+    output = tmp_path / "m.pt"
+    err = _one_line_error(capsys, config_file, "--weights", weights, "--format", "torchscript", "-o", output)
+    assert "torch could not write resnet20 as torchscript: Could not export Python function call" in err
+    assert not output.exists()
