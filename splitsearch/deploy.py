@@ -19,8 +19,8 @@ lives in buffers of the split classifier, which the state dicts carry.
 The written file is checked at once: reloaded (``torch.jit.load``, or an onnxruntime session),
 run on a batch of real images where the dataset can be loaded (else random ones), and compared
 with the PyTorch ensemble.  A file whose logits differ by more than :data:`RELATIVE_TOLERANCE`
-times the logits' scale is removed and the deployment fails: a file that silently computes
-something else is worse than none.
+times the logits' scale is not kept (it is written beside the output and moved there only once
+checked) and the deployment fails: a file that silently computes something else is worse than none.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ class DeployError(SplitsearchError, ValueError):
 
 
 class DeployMismatchError(DeployError):
-    """The written file does not reproduce the PyTorch ensemble's logits within the tolerance (it is removed)."""
+    """The written file does not reproduce the PyTorch ensemble's logits within the tolerance (it is not kept)."""
 
 
 class DeployDependencyError(DeployError):
@@ -259,7 +259,7 @@ def deploy(config: SplitConfig, weights: Path, output: Path, format: str = "onnx
     Args:
         config: the candidate (an exported YAML).
         weights: its trained weights (``export --weights``, or a training's ``model.pt``).
-        output: the file to write (replaced if there).
+        output: the file to write (replaced if there, once the new one has passed the check).
         format: ``torchscript`` (``torch.jit.trace``, load with ``torch.jit.load``) or ``onnx``.
         branchwise: run split blocks branch by branch (seed 002's memory-saving form).
         fused: pack the members into one network (one grouped kernel per layer).
@@ -270,7 +270,7 @@ def deploy(config: SplitConfig, weights: Path, output: Path, format: str = "onnx
     Raises:
         DeployDependencyError: ONNX without its packages (says what to install).
         DeployError: weights of another config, an option that does not apply.
-        DeployMismatchError: the written file computes other logits; it has been removed.
+        DeployMismatchError: the written file computes other logits; it is not kept.
     """
     if format not in DEPLOY_FORMATS:
         raise DeployError(f"unknown format {format!r}: use {' or '.join(DEPLOY_FORMATS)}")
@@ -291,34 +291,39 @@ def deploy(config: SplitConfig, weights: Path, output: Path, format: str = "onnx
         expected = combine_logits(torch.stack([network(normalized) for network in members]), config.train.combine)
     module = deployable(config, members, normalization, branchwise, fused)
     output.parent.mkdir(parents=True, exist_ok=True)
+    # Written beside the output and moved there once checked: a failed deployment leaves no file,
+    # and a file already at ``output`` stays as it was.
+    written = output.with_name(f".{output.name}.unchecked")
     # Two images to export with, so the batch axis stays dynamic (a batch of 1 would be specialised).
     example = images[:2] if len(images) >= 2 else images.repeat(2, 1, 1, 1)
     with warnings.catch_warnings():  # the exporters' notes on tracing and on TorchScript's deprecation
         warnings.simplefilter("ignore")
         try:
             if format == "torchscript":
-                _write_torchscript(module, example, output)
+                _write_torchscript(module, example, written)
             else:
-                _write_onnx(module, example, output, opset)
+                _write_onnx(module, example, written, opset)
         except (RuntimeError, TypeError, ValueError, NotImplementedError) as error:
             # The exporter's limits (an operation it cannot write, an opset without it): the arch can't go this way.
-            _remove(output)
+            _remove(written)
             first = next((line for line in str(error).splitlines() if line.strip()), type(error).__name__)
             raise DeployError(f"torch could not write {config.arch} as {format}: {first.strip()[:300]}") from None
         try:
-            produced = _run_file(output, format, images)
+            produced = _run_file(written, format, images)
         except Exception as error:  # a file the runtime cannot load or run is as wrong as one that disagrees
-            _remove(output)
+            _remove(written)
             raise DeployMismatchError(f"the written {format} file could not be run "
-                                      f"({' '.join(str(error).split())[:300]}); it was removed") from None
+                                      f"({' '.join(str(error).split())[:300]}); nothing was written to {output}"
+                                      ) from None
     difference = (produced - expected).abs().max().item() if produced.shape == expected.shape else float("inf")
     tolerance = RELATIVE_TOLERANCE * max(1.0, expected.abs().max().item())
     if not difference <= tolerance:
-        _remove(output)
+        _remove(written)
         found = f"differ by up to {difference:.3g}" if produced.shape == expected.shape else \
             f"have shape {list(produced.shape)}, not {list(expected.shape)}"
         raise DeployMismatchError(f"the {format} file's logits {found} from the PyTorch ensemble's "
-                                  f"(tolerance {tolerance:.3g}); {output} was removed")
+                                  f"(tolerance {tolerance:.3g}); nothing was written to {output}")
+    os.replace(written, output)
     return DeployResult(output, format, difference, tolerance, len(images), real, tuple(images.shape[1:]),
                         expected.shape[-1])
 

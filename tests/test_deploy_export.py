@@ -197,15 +197,17 @@ def test_a_fused_deployment_packs_the_members_and_reproduces_them(trained_resnet
     assert not any(key.startswith("ensemble.networks.") for key in keys)
 
 
-def test_a_file_that_computes_other_logits_is_refused_and_removed(trained_resnet20, tmp_path, capsys, monkeypatch):
+def test_a_file_that_computes_other_logits_is_refused_and_not_kept(trained_resnet20, tmp_path, capsys, monkeypatch):
     forward = DeployedEnsemble.forward
     monkeypatch.setattr(DeployedEnsemble, "forward", lambda self, images: forward(self, images) * 1.01)
     config_file, weights = trained_resnet20
     output = tmp_path / "wrong.pt"
+    output.write_bytes(b"a deployment from before")
     code, out, err = run(capsys, "deploy", config_file, "--weights", weights, "--format", "torchscript", "-o", output)
     assert code == 2 and out == ""
     assert err.startswith("Error: the torchscript file's logits differ by up to") and err.count("\n") == 1
-    assert "removed" in err and not output.exists()
+    assert f"nothing was written to {output}" in err
+    assert output.read_bytes() == b"a deployment from before" and list(tmp_path.iterdir()) == [output]
 
 
 def _one_line_error(capsys, *argv: object) -> str:
@@ -284,4 +286,4 @@ def test_an_exporter_failure_is_one_line_and_leaves_no_file(trained_resnet20, tm
     output = tmp_path / "m.pt"
     err = _one_line_error(capsys, config_file, "--weights", weights, "--format", "torchscript", "-o", output)
     assert "torch could not write resnet20 as torchscript: Could not export Python function call" in err
-    assert not output.exists()
+    assert list(tmp_path.iterdir()) == []
