@@ -803,7 +803,7 @@ def deploy(config_file: Path, weights: Path, format_: str, output: Path | None, 
     \b
     Examples:
       splitsearch deploy best.yaml --weights best.pt                     # best.onnx
-      splitsearch deploy best.yaml --weights best.pt --format torchscript -o model.pt
+      splitsearch deploy best.yaml --weights best.pt --format torchscript -o serve/model.ts.pt
       splitsearch deploy vgg.yaml --weights runs/vgg/model.pt --branchwise -o vgg.onnx
     """
     from splitsearch.data import DEFAULT_DATA_DIR
@@ -813,7 +813,9 @@ def deploy(config_file: Path, weights: Path, format_: str, output: Path | None, 
     output = output or config_file.with_suffix(".onnx" if format_ == "onnx" else ".torchscript.pt")
     result = deploy_file(config, weights, output, format_, branchwise, fused, batch_size, opset,
                          data_dir or DEFAULT_DATA_DIR)
-    images = "test images" if result.real_images else "random images (the dataset is not available here)"
+    plural = "s" if result.check_images != 1 else ""
+    images = (f"test image{plural}" if result.real_images
+              else f"random image{plural} (the dataset is not available here)")
     channels, height, width = result.input_shape
     click.echo(f"{result.format} written to {result.path}: uint8 [B, {channels}, {height}, {width}] -> "
                f"logits [B, {result.num_classes}]")
