@@ -798,7 +798,8 @@ def deploy(config_file: Path, weights: Path, format_: str, output: Path | None, 
     Right after writing, the file is reloaded (torch.jit.load; onnxruntime for ONNX) and run on
     a batch; its logits must equal the PyTorch ensemble's within 1e-4 times the logits' scale
     (max |difference| <= 1e-4 * max(1, max |logit|)).  A file that does not is not kept (a file
-    already at -o stays as it was), with exit status 2.  ONNX needs onnx, onnxscript and onnxruntime: pip install "splitsearch[deploy]".
+    already at -o stays as it was), with exit status 2.  ONNX needs onnx, onnxscript and
+    onnxruntime: pip install "splitsearch[deploy]".
 
     \b
     Examples:

@@ -271,7 +271,8 @@ def test_onnx_without_its_packages_says_what_to_install(trained_resnet20, tmp_pa
 def test_deploy_help_does_not_import_torch():
     check = ("import sys; from splitsearch.cli import main; main(['deploy', '--help']); "
              "assert 'torch' not in sys.modules, 'torch was imported'")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
+    root = str(Path(__file__).parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
     result = subprocess.run([sys.executable, "-c", check], env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "uint8 images" in result.stdout and "1e-4" in result.stdout
