@@ -869,6 +869,65 @@ def export(study_name: str | None, storage: str, output: Path, pick: str, weight
 
 
 @cli.command()
+@click.argument("config_file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--weights", type=click.Path(dir_okay=False, exists=True, path_type=Path), required=True,
+              help="The trained weights: export --weights' best.pt, or a training's model.pt.")
+@click.option("--format", "format_", type=click.Choice(["torchscript", "onnx"]), default="onnx", show_default=True,
+              help="onnx: for onnxruntime and other ONNX runtimes (needs the deploy extra); torchscript: for "
+                   "torch.jit.load, in Python or C++ (LibTorch).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="The file to write [default: CONFIG_FILE with .onnx, or .torchscript.pt].")
+@click.option("--branchwise", is_flag=True,
+              help="Run each split block branch by branch (seed 002's memory-saving form: 1/K of the block's "
+                   "feature maps alive at a time), same weights and logits.")
+@click.option("--fused", is_flag=True,
+              help="Pack the S members into one network (one grouped kernel per layer, for accelerators); "
+                   "refused with one line for families that cannot be packed.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Images in the check batch (the dataset's first test images, else random pixels).")
+@click.option("--opset", type=click.IntRange(min=7), help="ONNX opset [default: the exporter's].")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Where a torchvision dataset is, for the check images [default: ~/.cache/splitsearch/data].")
+def deploy(config_file: Path, weights: Path, format_: str, output: Path | None, branchwise: bool, fused: bool,
+           batch_size: int, opset: int | None, data_dir: Path | None) -> None:
+    """Write a config and its trained weights as ONE deployable file, and check it.
+
+    The file holds one module: uint8 images [B, C, H, W] (pixel values 0-255, as decoded; any
+    batch size) -> the ensemble's combined logits [B, K] (float32, classes in the dataset's order).
+    Inside: the input normalisation of the training (the training split's per-channel mean and
+    std), the S members, and the config's combination rule (train.combine, mean_logits by
+    default), as evaluation computes them.  A semantic split (G > 1) deploys as it was cut.
+
+    Right after writing, the file is reloaded (torch.jit.load; onnxruntime for ONNX) and run on
+    a batch; its logits must equal the PyTorch ensemble's within 1e-4 times the logits' scale
+    (max |difference| <= 1e-4 * max(1, max |logit|)).  A file that does not is not kept (a file
+    already at -o stays as it was), with exit status 2.  ONNX needs onnx, onnxscript and
+    onnxruntime: pip install "splitsearch[deploy]".
+
+    \b
+    Examples:
+      splitsearch deploy best.yaml --weights best.pt                     # best.onnx
+      splitsearch deploy best.yaml --weights best.pt --format torchscript -o serve/model.ts.pt
+      splitsearch deploy vgg.yaml --weights runs/vgg/model.pt --branchwise -o vgg.onnx
+    """
+    from splitsearch.data import DEFAULT_DATA_DIR
+    from splitsearch.deploy import deploy as deploy_file
+
+    config = SplitConfig.from_yaml(config_file)
+    output = output or config_file.with_suffix(".onnx" if format_ == "onnx" else ".torchscript.pt")
+    result = deploy_file(config, weights, output, format_, branchwise, fused, batch_size, opset,
+                         data_dir or DEFAULT_DATA_DIR)
+    plural = "s" if result.check_images != 1 else ""
+    images = (f"test image{plural}" if result.real_images
+              else f"random image{plural} (the dataset is not available here)")
+    channels, height, width = result.input_shape
+    click.echo(f"{result.format} written to {result.path}: uint8 [B, {channels}, {height}, {width}] -> "
+               f"logits [B, {result.num_classes}]")
+    click.echo(f"checked on {result.check_images} {images}: max |difference| {result.max_abs_diff:.2g} "
+               f"from the PyTorch ensemble (tolerance {result.tolerance:.2g})")
+
+
+@cli.command()
 @_study_option
 @_storage_option
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("report.html"),

@@ -173,3 +173,13 @@ def test_a_two_objective_study_keeps_the_weights_of_its_pareto_front(tmp_path):
     study.add_trial(optuna.trial.create_trial(state=TrialState.RUNNING,
                                               user_attrs=TrialRecord(artifact_id="id-4").to_attrs()))
     assert keeper.dropped(study, 4, (0.85, 450.0)) == [(3, ("id-3",))]
+
+
+def test_train_init_from_a_file_that_is_no_weights_file_is_one_line(tmp_path, capsys):
+    """A YAML given as weights made torch.load raise an IndexError, which used to escape as a traceback."""
+    config_file = tmp_path / "best.yaml"
+    config_file.write_text(SplitConfig(arch="resnet20", width_mult=0.25).to_yaml())
+    code, _, err = run(capsys, "train", config_file, "--init-from", config_file, "--epochs", "1", "--device", "cpu",
+                       "--quiet", "--out", tmp_path / "run")
+    assert code == 2 and err.startswith(f"Error: cannot read weights from {config_file}")
+    assert len(err.strip().splitlines()) == 1

@@ -21,7 +21,7 @@ LAYERS = (
     ("splitsearch.blocks",),
     ("splitsearch.models",),
     ("splitsearch.split",),
-    ("splitsearch.build", "splitsearch.cost", "splitsearch.latency", "splitsearch.train"),
+    ("splitsearch.build", "splitsearch.cost", "splitsearch.latency", "splitsearch.train", "splitsearch.deploy"),
     ("splitsearch.search",),
     ("splitsearch.cli",),
 )

@@ -429,12 +429,19 @@ class Trainer:
         return True
 
     def save_model(self) -> None:
-        """The S trained members as deployable state dicts, with the config that rebuilds them."""
+        """The S trained members as deployable state dicts, with the config that rebuilds them.
+
+        The input normalisation (the training split's per-channel mean and std) goes with them:
+        it is part of the function the members learned, and ``splitsearch deploy`` embeds it
+        without having to load the dataset again.
+        """
         if self.out_dir is None:
             return
         parts = self.group.gather_to_main([_to_cpu(member.state_dict()) for member in self.ensemble.members])
         if parts is not None:
-            model = {"config": self.config.to_dict(), "members": [member for part in parts for member in part]}
+            normalization = self.data.normalization
+            model = {"config": self.config.to_dict(), "members": [member for part in parts for member in part],
+                     "normalization": {"mean": list(normalization.mean), "std": list(normalization.std)}}
             self._write_file(MODEL_NAME, _serialized(model))
 
     def _write_metrics(self, result: TrainResult) -> None:

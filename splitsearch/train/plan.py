@@ -170,8 +170,8 @@ def read_weights(path: Path, members: int) -> list[dict[str, torch.Tensor]]:
     """The ``members`` state dicts of a weights file (``model.pt`` of a training, ``export --weights``)."""
     try:
         states = torch.load(path, map_location="cpu", weights_only=True)["members"]
-    except (OSError, RuntimeError, KeyError, TypeError) as error:
-        raise WeightsMismatchError(f"cannot read weights from {path}: {error}") from None
+    except Exception as error:  # torch.load raises many kinds (pickle, zip, EOF, index) on what is no weights file
+        raise WeightsMismatchError(f"cannot read weights from {path}: {error or type(error).__name__}") from None
     if len(states) != members:
         raise WeightsMismatchError(f"{path} holds {len(states)} members, the config has S={members}")
     return states
