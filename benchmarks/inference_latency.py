@@ -173,15 +173,19 @@ def main() -> None:
     parser.add_argument("--batches", default="1,100", help="comma-separated batch sizes")
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--groups", type=int, default=2, help="branches of the semantic split (0: no semantic table)")
+    parser.add_argument("--tables", default="members,semantic", help="which tables: members, semantic or both")
+    parser.add_argument("--groups", type=int, default=2, help="branches of the semantic split")
     parser.add_argument("--depth", default="deep", choices=("fc", "shallow", "deep"),
                         help="where the semantic split starts (the hierarchical split is a tree, not G branches)")
     options = parser.parse_args()
     if options.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device here")
+    tables = set(options.tables.split(","))
+    if not tables or tables - {"members", "semantic"}:
+        parser.error(f"--tables: members, semantic or both, not {options.tables!r}")
+    if options.groups < 2:
+        parser.error("--groups: at least 2 branches")
     sys.path.insert(0, str(Path(__file__).resolve().parent))  # the ranks import this module by name
-    from splitsearch.train.launch import launch
-
     batches = [int(value) for value in options.batches.split(",")]
     cores = os.cpu_count() or 1
     if options.device == "cuda":
@@ -192,6 +196,15 @@ def main() -> None:
         where = f"{cores} cores: one process x {cores} threads, or one process per member/branch sharing them"
     print(f"torch {torch.__version__}; {options.arch} on 32x32 inputs, eval mode; {where}; "
           f"median of {options.repeats} passes")
+    if "members" in tables:
+        members_table(options, batches)
+    if "semantic" in tables:
+        semantic_table(options, batches)
+
+
+def members_table(options: argparse.Namespace, batches: list[int]) -> None:
+    from splitsearch.train.launch import launch
+
     ways = ("undivided", "sequential", "packed", "parallel")
     print(f"\ndivide and co-train, S=2 vs S=1\n{'batch':>6}" + "".join(f"{way:>12}" for way in ways)
           + f"{'par/undiv':>13}{'par/seq':>13}")
@@ -200,8 +213,11 @@ def main() -> None:
         latencies["parallel"] = launch(2, parallel_rank, options.device, options.arch, batch, options.repeats,
                                        options.device)
         print(_row(batch, latencies, ways, "parallel", "sequential"), flush=True)
-    if options.groups < 2:
-        return
+
+
+def semantic_table(options: argparse.Namespace, batches: list[int]) -> None:
+    from splitsearch.train.launch import launch
+
     ways = ("unsplit", "grouped", "branches", "branch-par")
     print(f"\nsemantic split, G={options.groups} branches from the {options.depth} split up, shared layers below"
           f"\n{'batch':>6}" + "".join(f"{way:>12}" for way in ways) + f"{'par/unsplit':>13}{'par/branches':>13}")

@@ -8,7 +8,11 @@ training step (forward and backward) are counted by torch's own
 :class:`torch.utils.flop_counter.FlopCounterMode` (convolutions and matrix products, 2 FLOPs a
 multiply-add; the element-wise ops and the optimiser step are left out, as MFU counts them), and
 the step is timed as ``cotrain_step.py`` times it (bf16 autocast and channels_last on CUDA).
-Achieved FLOP/s = FLOPs / median step seconds; MFU = achieved / peak.  The peak is the dense
+The fused way does the arithmetic of the sequential way (the same members, packed into grouped
+convolutions), so it is given the sequential way's FLOPs: torch's counter (2.14) counts a grouped
+convolution's weight gradient as if the convolution were dense, G times too many FLOPs, which
+would inflate the packed ensemble's MFU.  Achieved FLOP/s = FLOPs / median step seconds; MFU =
+achieved / peak.  The peak is the dense
 bf16 peak of the device, taken by name from :data:`PEAK_BF16_TFLOPS` or given by
 ``--peak-tflops``; without either (the CPU) MFU is not printed, the achieved FLOP/s are.
 
@@ -28,7 +32,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cotrain_step import CASES, DEFAULT_STEPS, build, step_time  # noqa: E402
+from cotrain_step import DEFAULT_STEPS, build, parse_cases, step_time  # noqa: E402
 
 # Dense bf16 tensor-core peaks (no sparsity), TFLOP/s, matched against torch.cuda.get_device_name().
 PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 70.0, "L4": 121.0}
@@ -62,15 +66,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, help="measured steps (default: 3 on CPU, 30 on CUDA)")
     parser.add_argument("--warmup", type=int, help="warm-up steps (default: 1 on CPU, 10 on CUDA)")
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--cases", help="comma-separated ARCH:S (default: " + ",".join(f"{a}:{s}" for a, s in CASES) + ")")
+    parser.add_argument("--cases", help="comma-separated ARCH:S (default: wrn16_8:4,resnet110:2)")
     options = parser.parse_args()
 
     name = "cuda" if options.device == "cuda" or (options.device == "auto" and torch.cuda.is_available()) else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device here")
     device = torch.device(name)
-    cases = CASES if options.cases is None else [(arch, int(S)) for arch, S in
-                                                  (case.split(":") for case in options.cases.split(","))]
+    cases = parse_cases(options.cases)
     steps = options.steps if options.steps is not None else DEFAULT_STEPS[name][0]
     warmup = options.warmup if options.warmup is not None else DEFAULT_STEPS[name][1]
     hardware = torch.cuda.get_device_name(device) if name == "cuda" else f"CPU, {torch.get_num_threads()} threads"
@@ -81,15 +84,17 @@ def main() -> None:
           f"median of {steps} steps after {warmup} warm-up")
     print(f"{'network':<12}{'S':>3}{'way':>12}{'GFLOP/step':>12}{'step':>10}{'TFLOP/s':>10}{'MFU':>8}")
     for arch, S in cases:
+        flops = 0
         for label, members, mode in (("undivided", 1, "sequential"), ("sequential", S, "sequential"),
                                      ("fused", S, "fused")):
             ensemble = build(arch, members, mode, device)
-            flops = step_flops(ensemble, options.batch_size, device)
+            if mode == "sequential":  # fused: the sequential way's arithmetic (see the module's docstring)
+                flops = step_flops(ensemble, options.batch_size, device)
             seconds = step_time(ensemble, options.batch_size, steps, warmup, device)
             achieved = flops / seconds / 1e12
             mfu = f"{achieved / peak:>7.1%}" if peak else f"{'-':>7}"
             print(f"{arch:<12}{S if members > 1 else 1:>3}{label:>12}{flops / 1e9:>12.1f}{seconds * 1000:>8.1f}ms"
-                  f"{achieved:>10.2f} {mfu}", flush=True)
+                  f"{achieved:>10.3g} {mfu}", flush=True)
             del ensemble
 
 
