@@ -25,16 +25,21 @@ in ``--groups`` branches at ``--depth``, cut, with the same weights four ways:
   output, each rank runs its branch, one all-reduce gathers the logits
   (:func:`~splitsearch.split.semantic_branches.branch_parallel_logits`).
 
-Each latency is the median over ``--repeats`` forward passes (eval mode, no gradient) after 5
-warm-up passes, the processes of a parallel way synchronised by a barrier before each pass.
-With ``--device cuda`` everything runs on the GPU in float32, synchronised before each clock
-reading; the processes of a parallel way have a GPU each where there are enough, and share the
-one GPU (over gloo) where there is one.
+Every way runs in eval mode under ``torch.inference_mode``, with bf16 autocast on CUDA, as
+:func:`splitsearch.latency.measure_latency` (what a search's ``--budget-latency`` and latency
+objective measure) runs a candidate.  The single-process ways are timed by that module
+(``torch.utils.benchmark.Timer``'s median after 3 warm-up passes: ``measure_latency`` for the
+members, ``time_call`` for the semantic ways).  A parallel way needs its processes synchronised
+by a barrier before each pass, which those do not do, so it is the median over ``--repeats``
+passes after 5 warm-up passes, each preceded by a barrier (and the GPU synchronised around the
+clock readings).  With ``--device cuda`` the processes of a parallel way have a GPU each where
+there are enough, and share the one GPU (over gloo) where there is one.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
@@ -77,21 +82,22 @@ def _rank_device(device: str) -> torch.device:
 # -- divide and co-train: S members ---------------------------------------------------------------
 
 
-def single_process(arch: str, batch: int, repeats: int, device: str) -> dict[str, float]:
-    from splitsearch.config import SplitConfig
-    from splitsearch.ensemble import make_ensemble
-    from splitsearch.train.losses import combine_logits
+def _inference(device: torch.device) -> contextlib.ExitStack:
+    """Inference as the search's latency measures it: inference mode, bf16 autocast on CUDA."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch.inference_mode())
+    stack.enter_context(torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"))
+    return stack
 
-    torch.set_num_threads(os.cpu_count() or 1)
-    place = torch.device(device)
-    images = torch.randn(batch, 3, 32, 32, device=place)
-    latencies = {}
-    for way, S, mode in (("undivided", 1, "sequential"), ("sequential", 2, "sequential"), ("packed", 2, "fused")):
-        ensemble = make_ensemble(SplitConfig(arch=arch, S=S, dataset="cifar10"), mode=mode, device=place).eval()
-        views = images.unsqueeze(0).expand(S, *images.shape).contiguous()
-        with torch.no_grad():
-            latencies[way] = time_forward(lambda: combine_logits(ensemble(views)), repeats, place)
-    return latencies
+
+def single_process(arch: str, batch: int, device: str) -> dict[str, float]:
+    """Seconds of one pass of each single-process way, as the search measures a candidate's latency."""
+    from splitsearch.config import SplitConfig
+    from splitsearch.latency import measure_latency
+
+    return {way: measure_latency(SplitConfig(arch=arch, S=S, dataset="cifar10"), device, mode, batch).seconds
+            for way, S, mode in (("undivided", 1, "sequential"), ("sequential", 2, "sequential"),
+                                 ("packed", 2, "fused"))}
 
 
 def parallel_rank(arch: str, batch: int, repeats: int, device: str) -> float | None:
@@ -109,7 +115,7 @@ def parallel_rank(arch: str, batch: int, repeats: int, device: str) -> float | N
     member = make_ensemble(config, mode="sequential", members=group.own, device=place).eval()
     torch.manual_seed(0)
     images = torch.randn(batch, 3, 32, 32, device=place)  # the same batch on every rank
-    with torch.no_grad():
+    with _inference(place):
         seconds = time_forward(lambda: combine_logits(group.gather(member(images.unsqueeze(0)))), repeats, place,
                                barrier=dist.barrier)
     return seconds if group.is_main else None
@@ -128,19 +134,23 @@ def _semantic_network(arch: str, groups: int, depth: str | None, device: torch.d
         return build_one(SplitConfig(arch=arch, groups=groups, split_depth=depth, dataset="cifar10")).eval()
 
 
-def semantic_single_process(arch: str, groups: int, depth: str, batch: int, repeats: int,
-                            device: str) -> dict[str, float]:
+def semantic_single_process(arch: str, groups: int, depth: str, batch: int, device: str) -> dict[str, float]:
+    from splitsearch.latency import time_call
     from splitsearch.split.semantic_branches import semantic_branches
 
-    torch.set_num_threads(os.cpu_count() or 1)
     place = torch.device(device)
     images = torch.randn(batch, 3, 32, 32, device=place)
     cut = _semantic_network(arch, groups, depth, place)
     networks = {"unsplit": _semantic_network(arch, 1, None, place), "grouped": cut,
                 "branches": semantic_branches(cut, groups, depth).to(place).eval()}
-    with torch.no_grad():
-        return {way: time_forward(lambda network=network: network(images), repeats, place)
-                for way, network in networks.items()}
+
+    def timed(network: torch.nn.Module) -> float:
+        def forward() -> torch.Tensor:
+            with _inference(place):
+                return network(images)
+        return time_call(forward).median
+
+    return {way: timed(network) for way, network in networks.items()}
 
 
 def semantic_parallel_rank(arch: str, groups: int, depth: str, batch: int, repeats: int,
@@ -154,10 +164,10 @@ def semantic_parallel_rank(arch: str, groups: int, depth: str, batch: int, repea
     branches = semantic_branches(_semantic_network(arch, groups, depth, place), groups, depth).to(place).eval()
     rank = dist.get_rank()
     images = torch.randn(batch, 3, 32, 32, device=place) if rank == 0 else None
-    with torch.no_grad():
-        shape = branches.trunk(torch.zeros(batch, 3, 32, 32, device=place)).shape
-        seconds = time_forward(lambda: branch_parallel_logits(branches, images, shape), repeats, place,
-                               barrier=dist.barrier)
+    with _inference(place):
+        shared = branches.trunk(torch.zeros(batch, 3, 32, 32, device=place))
+        seconds = time_forward(lambda: branch_parallel_logits(branches, images, shared.shape, shared.dtype), repeats,
+                               place, barrier=dist.barrier)
     return seconds if rank == 0 else None
 
 
@@ -171,7 +181,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", default="resnet20")
     parser.add_argument("--batches", default="1,100", help="comma-separated batch sizes")
-    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--repeats", type=int, default=30, help="timed passes of the parallel ways")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                        help="threads of the one-process ways (default: every core; 1 where other jobs load the "
+                             "cores, whose spinning threads would time the load, not the ways)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--tables", default="members,semantic", help="which tables: members, semantic or both")
     parser.add_argument("--groups", type=int, default=2, help="branches of the semantic split")
@@ -188,14 +201,16 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))  # the ranks import this module by name
     batches = [int(value) for value in options.batches.split(",")]
     cores = os.cpu_count() or 1
+    torch.set_num_threads(options.threads)
     if options.device == "cuda":
         gpus = torch.cuda.device_count()
-        where = (f"{torch.cuda.get_device_name()}, float32; parallel ways: a process per member or branch, "
+        where = (f"{torch.cuda.get_device_name()}, bf16 autocast; parallel ways: a process per member or branch, "
                  + ("each on its own GPU" if gpus >= options.groups else f"sharing {gpus} GPU(s) over gloo"))
     else:
-        where = f"{cores} cores: one process x {cores} threads, or one process per member/branch sharing them"
-    print(f"torch {torch.__version__}; {options.arch} on 32x32 inputs, eval mode; {where}; "
-          f"median of {options.repeats} passes")
+        where = (f"{cores} cores: one process x {options.threads} thread(s), or one process per member/branch "
+                 f"x {max(1, cores // 2)}")
+    print(f"torch {torch.__version__}; {options.arch} on 32x32 inputs, eval mode; {where}; median of Timer's "
+          f"measurements (one process) or of {options.repeats} passes (parallel ways)")
     if "members" in tables:
         members_table(options, batches)
     if "semantic" in tables:
@@ -209,7 +224,7 @@ def members_table(options: argparse.Namespace, batches: list[int]) -> None:
     print(f"\ndivide and co-train, S=2 vs S=1\n{'batch':>6}" + "".join(f"{way:>12}" for way in ways)
           + f"{'par/undiv':>13}{'par/seq':>13}")
     for batch in batches:
-        latencies = single_process(options.arch, batch, options.repeats, options.device)
+        latencies = single_process(options.arch, batch, options.device)
         latencies["parallel"] = launch(2, parallel_rank, options.device, options.arch, batch, options.repeats,
                                        options.device)
         print(_row(batch, latencies, ways, "parallel", "sequential"), flush=True)
@@ -222,8 +237,7 @@ def semantic_table(options: argparse.Namespace, batches: list[int]) -> None:
     print(f"\nsemantic split, G={options.groups} branches from the {options.depth} split up, shared layers below"
           f"\n{'batch':>6}" + "".join(f"{way:>12}" for way in ways) + f"{'par/unsplit':>13}{'par/branches':>13}")
     for batch in batches:
-        latencies = semantic_single_process(options.arch, options.groups, options.depth, batch, options.repeats,
-                                            options.device)
+        latencies = semantic_single_process(options.arch, options.groups, options.depth, batch, options.device)
         latencies["branch-par"] = launch(options.groups, semantic_parallel_rank, options.device, options.arch,
                                          options.groups, options.depth, batch, options.repeats, options.device)
         print(_row(batch, latencies, ways, "branch-par", "branches"), flush=True)

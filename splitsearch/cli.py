@@ -23,7 +23,8 @@ from splitsearch.blocks.semantic_groups import SPLIT_DEPTHS
 from splitsearch.config import SplitConfig
 from splitsearch.data.specs import DEFAULT_DATASET, known_specs
 from splitsearch.errors import SplitsearchError, StorageUnavailableError
-from splitsearch.units import UnitError, format_bytes, format_count, parse_bytes, parse_count
+from splitsearch.units import (UnitError, format_bytes, format_count, format_duration, parse_bytes, parse_count,
+                               parse_duration)
 
 
 class CountParam(click.ParamType):
@@ -46,6 +47,18 @@ class BytesParam(click.ParamType):
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
         try:
             return parse_bytes(value)
+        except UnitError as error:
+            self.fail(str(error), param, ctx)
+
+
+class DurationParam(click.ParamType):
+    """A duration on the command line, with its unit: ``5ms``, ``0.2s``, ``800us``; converted to seconds."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        try:
+            return parse_duration(value)
         except UnitError as error:
             self.fail(str(error), param, ctx)
 
@@ -357,6 +370,60 @@ class _TrainLines:
         raise error
 
 
+@cli.command()
+@click.argument("config_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--weights", type=click.Path(dir_okay=False, exists=True, path_type=Path), required=True,
+              help="The trained members: a training's model.pt or export --weights' file.")
+@click.option("--split", type=click.Choice(["test", "val"]), default="test", show_default=True,
+              help="test: the dataset's test split; val: the validation split the config's training carved.")
+@click.option("--dataset", help=f"Dataset spec, overriding the config's ({known_specs()}).")
+@_execution_options
+@click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Run the S members in this many processes (one GPU each with --device cuda); must divide S.")
+@click.option("--predictions", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write one CSV row per image: index, label, the ensemble's and each member's prediction.")
+@_data_dir_options
+def evaluate(config_file: Path, weights: Path, split: str, dataset: str | None, device: str, mode: str, nproc: int,
+             predictions: Path | None, data_dir: Path | None, download: bool) -> None:
+    """Evaluate trained weights on a split: the ensemble's and each member's accuracy, without training.
+
+    \b
+    Examples:
+      splitsearch evaluate best.yaml --weights best.pt
+      splitsearch evaluate best.yaml --weights best.pt --nproc 2 --predictions test.csv   # a member a process
+      torchrun --nproc-per-node 4 -m splitsearch.cli evaluate cfg.yaml --weights model.pt --device cuda
+    """
+    from splitsearch.data import DEFAULT_DATA_DIR
+    from splitsearch.stats import accuracy_standard_error
+    from splitsearch.train.evaluate import evaluate_rank, evaluate_weights
+    from splitsearch.train.plan import TrainRequest
+    from splitsearch.train.launch import launch, launched_by_torchrun, run_as_rank
+    from splitsearch.train.loop import resolve_device
+    from splitsearch.train.parallel import MemberGroup
+
+    request = TrainRequest(SplitConfig.from_yaml(config_file), str(resolve_device(device)), mode, dataset,
+                           data_dir=data_dir or DEFAULT_DATA_DIR, download=download, init_from=weights)
+    MemberGroup(rank=0, world=nproc, members=request.config.S)  # S must divide among the processes: say so now
+    if launched_by_torchrun():
+        result = run_as_rank(evaluate_rank, request.device, request, split)
+    elif nproc > 1:
+        result = launch(nproc, evaluate_rank, request.device, request, split)
+    else:
+        result = evaluate_weights(request, split)
+    if result is None:  # a rank other than 0 under torchrun: rank 0 reports
+        return
+    error = accuracy_standard_error(result.accuracy, result.samples)
+    processes = f", {nproc} processes" if nproc > 1 else ""
+    click.echo(f"{result.config.arch} S={result.config.S} on {result.config.dataset} {split} split "
+               f"({result.samples:,} images, +-{100 * error:.1f} points standard error{processes}, "
+               f"{result.seconds:.1f}s)")
+    for index, accuracy in enumerate([result.accuracy, *result.member_accuracies]):
+        click.echo(f"{'ensemble' if index == 0 else 'member ' + str(index):<12}{accuracy:>10.2%}")
+    if predictions is not None:
+        result.write_predictions(predictions)
+        click.echo(f"predictions: {predictions}")
+
+
 def _echo_data_plan(config: SplitConfig, data: Any) -> None:
     """Say how the data is split and which augmentation settings came from the dataset."""
     carved = f"{data.val.num_samples:,} validation (train.val_fraction {config.train.val_fraction:g}, for selection)"
@@ -432,19 +499,30 @@ def _study_option(command: Any) -> Any:
 @click.option("--budget-flops", type=CountParam(), help="FLOPs budget (= 2 x MACs); converted to MACs.")
 @click.option("--budget-activation", type=BytesParam(),
               help="Activation memory per image with split blocks run branch by branch, e.g. 2MB or 1.5MiB.")
+@click.option("--budget-latency", type=DurationParam(),
+              help="Latency budget, e.g. 5ms or 0.2s: the median time of one forward pass of "
+                   "--latency-batch-size images, measured before training on this worker's --device after "
+                   "warm-up, in evaluation mode under torch.inference_mode, the members run as --mode runs them "
+                   "(with --nproc-per-trial, one process's share, the gather not timed).  Checked, never fitted: "
+                   "a candidate over it is refused untrained in either --budget-mode.")
+@click.option("--latency-batch-size", type=click.IntRange(min=1),
+              help="Images per timed forward pass for --budget-latency and the latency objective [default: 1].")
 @click.option("--budget-mode", type=click.Choice(["fit", "reject"]),
-              help="fit: scale each candidate's width to use the budget; reject: prune over-budget candidates "
-                   "untrained (the sampler learns the feasible region).")
+              help="fit: scale each candidate's width to use the params/MACs/activation budget; reject: prune "
+                   "over-budget candidates untrained (the sampler learns the feasible region).  A latency budget "
+                   "is only checked, in both modes.")
 @click.option("--space", help="Search space: a YAML path or a shipped name (divide, blocks, full, semantic).")
 @click.option("--arch", help="Base network.")
 @click.option("--dataset", help=f"Dataset spec ({known_specs()}).")
 @click.option("--epochs", type=click.IntRange(min=1), help="Training epochs per candidate.")
 @click.option("--objectives",
-              type=click.Choice(["accuracy", "accuracy,params", "accuracy,macs", "accuracy,activation"]),
+              type=click.Choice(["accuracy", "accuracy,params", "accuracy,macs", "accuracy,activation",
+                                 "accuracy,latency"]),
               help="accuracy: TPE + Hyperband pruning. accuracy,params / accuracy,macs / accuracy,activation "
-                   "(memory per image, split blocks run branch by branch): Pareto search, multi-objective TPE "
-                   "unless --sampler nsga2; Optuna cannot prune multi-objective studies, so every candidate "
-                   "trains to the end.")
+                   "(memory per image, split blocks run branch by branch) / accuracy,latency (milliseconds, "
+                   "measured as --budget-latency says; run a latency study's workers on one kind of device): "
+                   "Pareto search, multi-objective TPE unless --sampler nsga2; Optuna cannot prune "
+                   "multi-objective studies, so every candidate trains to the end.")
 @click.option("--sampler", type=click.Choice(["tpe", "random", "nsga2"]),
               help="Optuna sampler [default: tpe, multi-objective TPE for two objectives]. nsga2: NSGA-II with a "
                    "population of a quarter of --n-trials, between 4 and 50 (50 without --n-trials), so a study "
@@ -496,8 +574,8 @@ def _study_option(command: Any) -> Any:
 @click.option("-v", "--verbose", count=True, help="-v: a line per epoch; -vv: Optuna's own log too.")
 def run(study_file: str | None, study_name: str | None, storage: str, n_trials: int | None, timeout: float | None,
         budget_params: int | None, budget_macs: int | None, budget_flops: int | None,
-        budget_activation: int | None, budget_mode: str | None,
-        space: str | None, arch: str | None, dataset: str | None, epochs: int | None, objectives: str | None,
+        budget_activation: int | None, budget_latency: float | None, latency_batch_size: int | None,
+        budget_mode: str | None, space: str | None, arch: str | None, dataset: str | None, epochs: int | None, objectives: str | None,
         sampler: str | None, pruner: str | None, seed: int | None, strategy: str, threshold: float,
         factors: tuple[int, ...], finetune_epochs: int | None, device: str, mode: str, runs_dir: Path,
         keep_checkpoints: bool, artifacts_dir: Path | None, keep_best: int, data_dir: Path | None, download: bool,
@@ -536,6 +614,7 @@ def run(study_file: str | None, study_name: str | None, storage: str, n_trials: 
       splitsearch run                                   # the quick-start study on digits
       splitsearch run cifar100-wrn28-10-36M --budget-params 36M --storage postgresql+psycopg://host/db
       splitsearch run --arch resnet20 --space full --objectives accuracy,params --n-trials 40
+      splitsearch run --arch resnet20 --objectives accuracy,latency --budget-latency 5ms --device cuda
       splitsearch run --strategy greedy-blocks --arch vgg16 --dataset cifar10 --study vgg16-greedy --threshold 0.5
     """
     if dry_run and strategy != "sampler":
@@ -549,8 +628,8 @@ def run(study_file: str | None, study_name: str | None, storage: str, n_trials: 
 
     overrides = {"name": study_name, "n_trials": n_trials, "timeout": timeout, "budget_params": budget_params,
                  "budget_macs": _macs_budget(budget_macs, budget_flops), "budget_activation": budget_activation,
-                 "budget_mode": budget_mode,
-                 "space": space, "arch": arch,
+                 "budget_latency": budget_latency, "latency_batch_size": latency_batch_size,
+                 "budget_mode": budget_mode, "space": space, "arch": arch,
                  "dataset": dataset, "epochs": epochs, "objectives": objectives, "sampler": sampler,
                  "pruner": pruner, "seed": seed}
     spec = load_study_spec(resolve_study_file(study_file or "quickstart"), overrides)
@@ -640,11 +719,18 @@ def _print_study_summary(study: Any) -> None:
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)):
         if failure := TrialRecord.from_trial(trial).failure:
             click.echo(f"trial {trial.number} failed: {failure}")
+    refused = [(trial.number, record.over_budget_reason) for trial in study.get_trials(deepcopy=False)
+               if (record := TrialRecord.from_trial(trial)).over_budget and record.over_budget_reason]
+    if refused:
+        number, reason = refused[-1]
+        click.echo(f"{len(refused)} over budget, refused untrained; the last, trial {number}: {reason}")
     if counts.complete and len(study.directions) == 1:
         best = study.best_trial
         record = TrialRecord.from_trial(best)
+        latency = "" if record.latency_seconds is None else f", latency {format_duration(record.latency_seconds)}"
         click.echo(f"best: trial {best.number}, validation accuracy {best.value:.2%}, "
-                   f"{format_count(record.params or 0)} params, {format_count(record.macs or 0)} MACs, {best.params}")
+                   f"{format_count(record.params or 0)} params, {format_count(record.macs or 0)} MACs{latency}, "
+                   f"{best.params}")
     elif counts.complete:
         click.echo(f"Pareto front: {len(pareto_front(study))} trials")
     click.echo(f"next: splitsearch confirm --study {study.study_name}; splitsearch export --study "

@@ -28,10 +28,11 @@ from plotly.offline import get_plotlyjs
 
 from splitsearch.search.confirm import ConfirmedCandidate
 from splitsearch.search.record import StudyRecord, TrialRecord, count_trials, pareto_front
-from splitsearch.units import format_bytes, format_count
+from splitsearch.units import format_bytes, format_count, format_duration
 
 ACCURACY = "validation accuracy"
-_COST_LABELS = {"params": "parameters", "macs": "MACs", "activation": "activation bytes per image"}
+_COST_LABELS = {"params": "parameters", "macs": "MACs", "activation": "activation bytes per image",
+                "latency": "latency (ms)"}
 # The costs a trial's hover text and the best-trial line show (TrialRecord fields).
 _TRIAL_COSTS = {"params": "parameters", "macs": "MACs"}
 _HOVER = "%{hovertext}<br>" + ACCURACY + " %{y:.4f}<extra></extra>"
@@ -258,7 +259,8 @@ def _hypervolume_text(study: optuna.Study) -> str:
         best = max(best, accuracy)
         area += (next_cost - cost) * best
     objectives = StudyRecord.from_study(study).objectives or ()
-    cost_text = format_bytes(int(reference)) if objectives[1:] == ("activation",) else format_count(int(reference))
+    cost_text = (format_bytes(int(reference)) if objectives[1:] == ("activation",)
+                 else f"{reference:.3g}" if objectives[1:] == ("latency",) else format_count(int(reference)))
     return (f"hypervolume {area / reference:.3f} (reference point: accuracy 0, {cost_text} {_cost_label(study)}, "
             f"{_REFERENCE_COST_FACTOR:g} x the largest)")
 
@@ -385,6 +387,7 @@ def _best_line(study: optuna.Study) -> str:
         return "Best trial: none completed yet"
     costs = [f"{format_count(value)} {label}" for key, label in _TRIAL_COSTS.items()
              if (value := _count(best, key)) is not None]
+    costs += [latency] if (latency := _latency(best)) else []
     return ", ".join([f"Best trial #{best.number}: {ACCURACY} {_accuracy(best):.4f}", *costs, _split(best)])
 
 
@@ -403,6 +406,10 @@ def _budget(study: optuna.Study) -> str:
              ((record.budget_params, "parameters"), (record.budget_macs, "MACs")) if budget]
     if record.budget_activation:
         parts.append(f"{format_bytes(record.budget_activation)} of activations per image")
+    if record.budget_latency:
+        parts.append(f"{format_duration(record.budget_latency)} of latency per forward pass of "
+                     f"{record.latency_batch_size or 1} image{'' if record.latency_batch_size in (None, 1) else 's'} "
+                     "(checked before training, never fitted)")
     if not parts:
         return "none"
     modes = {"fit": "widths fitted to the budget", "reject": "over-budget candidates pruned before training"}
@@ -427,6 +434,8 @@ def _describe(trial: FrozenTrial) -> str:
     lines.append(_split(trial))
     lines += [f"{format_count(value)} {label}" for key, label in _TRIAL_COSTS.items()
               if (value := _count(trial, key)) is not None]
+    if latency := _latency(trial):
+        lines.append(latency)
     if record.width_step is not None:
         lines.append(f"width step {record.width_step:g}")
     if record.member_val_accuracies:
@@ -483,6 +492,15 @@ def _count(trial: FrozenTrial, key: str) -> int | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
         return None
     return int(value)
+
+
+def _latency(trial: FrozenTrial) -> str | None:
+    """``latency 2.31 ms (IQR 0.12 ms, sequential on cpu)``: where the study measured it, else None."""
+    record = TrialRecord.from_trial(trial)
+    if record.latency_seconds is None:
+        return None
+    spread = f"IQR {format_duration(record.latency_iqr_seconds)}, " if record.latency_iqr_seconds is not None else ""
+    return f"latency {format_duration(record.latency_seconds)} ({spread}{record.latency_execution or 'measured'})"
 
 
 def _standard_error(trial: FrozenTrial) -> float:

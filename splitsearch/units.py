@@ -1,4 +1,4 @@
-"""Human-readable counts: ``"36M"``, ``"5.3G"``, ``"1.2e6"``, ``"36_500_000"`` <-> numbers."""
+"""Human-readable counts, sizes and durations: ``"36M"``, ``"2MB"``, ``"5ms"`` <-> numbers."""
 
 from __future__ import annotations
 
@@ -59,6 +59,45 @@ def parse_bytes(text: str | int | float) -> int:
                             "MiB or GiB, e.g. 2MB or 1.5MiB")
         text = float(found["number"].replace("_", "")) * _BYTE_UNITS[found["unit"].upper()]
     return parse_count(text)
+
+
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0}
+_DURATION = re.compile(r"(?P<number>[0-9][0-9_]*(?:\.[0-9_]*)?(?:[eE][+-]?[0-9]+)?)\s*(?P<unit>[a-zA-Zµ]*)")
+
+
+def parse_duration(text: str | int | float) -> float:
+    """Parse a duration such as ``5ms``, ``0.2s``, ``800us`` or ``1e-3s`` into seconds.
+
+    The unit is required in text (ns, us or µs, ms, s; case-insensitive), so that ``5`` is
+    never read as 5 seconds when 5 ms was meant; a number (from YAML, say) is in seconds.
+
+    Raises:
+        UnitError: the text is not such a duration, or it is not positive.
+    """
+    if isinstance(text, bool):
+        raise UnitError(f"not a duration: {text!r}")
+    if isinstance(text, str):
+        found = _DURATION.fullmatch(text.strip())
+        unit = found["unit"].lower() if found is not None else ""
+        if found is None or unit not in _DURATION_UNITS or found["number"].endswith("_"):
+            raise UnitError(f"cannot read {text!r} as a duration: use a number with a unit of ns, us, ms or s, "
+                            "e.g. 5ms, 0.2s or 800us")
+        value = float(found["number"].replace("_", "")) * _DURATION_UNITS[unit]
+    elif isinstance(text, (int, float)):
+        value = float(text)
+    else:
+        raise UnitError(f"not a duration: {text!r}")
+    if not value > 0 or value == float("inf"):
+        raise UnitError(f"a duration must be a positive finite time, got {text!r}")
+    return value
+
+
+def format_duration(seconds: float) -> str:
+    """``0.00512 -> '5.12 ms'``: three significant digits in the largest unit under the value."""
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+        if abs(seconds) >= scale:
+            return f"{seconds / scale:.3g} {unit}"
+    return f"{seconds / 1e-9:.3g} ns"
 
 
 def format_count(value: float, digits: int = 3) -> str:

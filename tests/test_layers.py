@@ -21,7 +21,7 @@ LAYERS = (
     ("splitsearch.blocks",),
     ("splitsearch.models",),
     ("splitsearch.split",),
-    ("splitsearch.build", "splitsearch.cost", "splitsearch.train"),
+    ("splitsearch.build", "splitsearch.cost", "splitsearch.latency", "splitsearch.train"),
     ("splitsearch.search",),
     ("splitsearch.cli",),
 )
@@ -118,8 +118,9 @@ def test_every_layer_names_modules_of_the_package():
     assert all(layer(module) == layer("splitsearch.models") + 1 for module in transformations)
 
 
-def _without_torch(statements: str) -> None:
-    check = f"import sys; {statements}; assert 'torch' not in sys.modules, 'torch was imported'"
+def _without_torch(statements: str, heavy: tuple[str, ...] = ("torch",)) -> None:
+    check = (f"import sys; {statements}; imported = [name for name in {heavy!r} if name in sys.modules]; "
+             "assert not imported, f'{imported} imported'")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PACKAGE.parent), os.environ.get("PYTHONPATH", "")])}
     subprocess.run([sys.executable, "-c", check], env=env, check=True)
 
@@ -130,5 +131,7 @@ def test_the_config_loads_and_checks_a_candidate_without_torch():
 
 
 def test_the_command_line_and_its_help_load_without_torch():
-    """``splitsearch --help`` answers at once: commands import torch only when they run."""
-    _without_torch("from splitsearch.cli import main; main(['--help']); main(['run', '--help'])")
+    """``splitsearch --help`` answers at once: commands import torch (and the database's and Optuna's
+    libraries, 0.3-0.7 s more) only when they run."""
+    _without_torch("from splitsearch.cli import main; main(['--help']); main(['run', '--help'])",
+                   heavy=("torch", "sqlalchemy", "optuna"))

@@ -27,6 +27,7 @@ from sqlalchemy.pool import NullPool
 import splitsearch
 from splitsearch.config import SplitConfig, TrainConfig
 from splitsearch.cost import CandidateCost, count_config
+from splitsearch.latency import Latency
 from splitsearch.store import VERSION_TABLE, Store, current_revision, upgrade
 from splitsearch.store.migrations import alembic_config, is_store_object, script_location
 from splitsearch.store.models import Base
@@ -190,6 +191,35 @@ def test_upgrade_to_0004_keeps_rows_and_adds_the_checkpoint_faults(empty_url: st
     store.close()
 
     command.downgrade(alembic_config(empty_url), "0003")
+    engine = create_engine(empty_url, poolclass=NullPool)
+    assert {column["name"] for column in inspect(engine).get_columns("splitsearch_candidates")} == before
+    engine.dispose()
+
+
+def test_upgrade_to_0005_keeps_rows_and_adds_the_latency(empty_url: str, cost: CandidateCost) -> None:
+    command.upgrade(alembic_config(empty_url), "0004")
+    engine = create_engine(empty_url, poolclass=NullPool)
+    before = {column["name"] for column in inspect(engine).get_columns("splitsearch_candidates")}
+    assert not {"latency_seconds", "latency_iqr_seconds"} & before
+    with engine.begin() as connection:  # a row as a worker of revision 0004 wrote it
+        connection.execute(text(
+            "INSERT INTO splitsearch_candidates (study_name, trial_number, config_yaml, config_hash, dataset, "
+            "epochs, arch, \"S\", width_mult, params, macs, flops, activation_bytes, state, started_at) VALUES "
+            "('old', 0, :yaml, 'h', 'digits', 3, 'resnet20', 2, 0.25, 1, 2, 4, 8, 'complete', CURRENT_TIMESTAMP)"),
+            {"yaml": CONFIG.to_yaml()})
+    engine.dispose()
+
+    upgrade(empty_url)
+    store = Store(empty_url)
+    [row] = store.candidates("old")
+    assert (row.state, row.latency_seconds, row.latency_iqr_seconds) == ("complete", None, None)
+    latency = Latency(seconds=0.0125, iqr_seconds=0.0005, batch_size=1, runs=40, execution="sequential on cpu")
+    store.record_over_budget("new", 0, CONFIG, cost, latency=latency)
+    [new] = store.candidates("new")
+    assert (new.state, new.latency_seconds, new.latency_iqr_seconds) == ("over_budget", 0.0125, 0.0005)
+    store.close()
+
+    command.downgrade(alembic_config(empty_url), "0004")
     engine = create_engine(empty_url, poolclass=NullPool)
     assert {column["name"] for column in inspect(engine).get_columns("splitsearch_candidates")} == before
     engine.dispose()

@@ -330,7 +330,8 @@ def _restore_row(study: optuna.Study, store: Store, trial: FrozenTrial) -> str:
         member_val_accuracies=None if record.member_val_accuracies is None else list(record.member_val_accuracies),
         reused_from_id=reused_from_id, retry_of=retried_trial(trial), warm_started_from=record.warm_start_from,
         started_at=started.astimezone(), finished_at=trial.datetime_complete.astimezone(),
-        wall_seconds=record.wall_seconds,
+        wall_seconds=record.wall_seconds, latency_seconds=record.latency_seconds,
+        latency_iqr_seconds=record.latency_iqr_seconds,
     )
     return f"row written again as {state} from the trial's attributes (its per-epoch metrics are lost)"
 

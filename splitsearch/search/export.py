@@ -30,7 +30,7 @@ def pick_trial(study: optuna.Study, pick: str = "max-accuracy",
     (:mod:`splitsearch.search.greedy`), the network the procedure chose (the most split within its
     accuracy threshold, not the most accurate); else the best trial of the search.
     Multi-objective (accuracy, cost): among the Pareto front, ``max-accuracy``, ``min-cost``
-    (fewest params or MACs), or ``knee`` (closest to the ideal point after scaling both
+    (fewest params or MACs, least activation memory or latency), or ``knee`` (closest to the ideal point after scaling both
     objectives to [0, 1] over the front); confirmations do not change a Pareto pick.
     """
     if pick not in PICKS:
@@ -79,11 +79,12 @@ def exported_document(study: optuna.Study, trial: optuna.trial.FrozenTrial,
     if confirmed is not None:
         provenance["confirmed"] = {"mean_val_accuracy": confirmed.mean, "sd": confirmed.sd,
                                    "seeds": list(confirmed.seeds), "val_accuracies": list(confirmed.accuracies)}
-    return {
-        **record.config.to_dict(),
-        "provenance": provenance,
-        "cost": {key: getattr(record, key) for key in ("params", "macs", "flops", "activation_bytes", "width_step")},
-    }
+    cost = {key: getattr(record, key) for key in ("params", "macs", "flops", "activation_bytes", "width_step")}
+    if record.latency_seconds is not None:  # measured where the study measures latency, on its worker's device
+        cost |= {"latency_seconds": record.latency_seconds, "latency_iqr_seconds": record.latency_iqr_seconds,
+                 "latency_execution": record.latency_execution,
+                 "latency_batch_size": StudyRecord.from_study(study).latency_batch_size}
+    return {**record.config.to_dict(), "provenance": provenance, "cost": cost}
 
 
 def export_best(study: optuna.Study, path: str | Path, pick: str = "max-accuracy",

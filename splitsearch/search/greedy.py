@@ -168,7 +168,8 @@ class _TrialEvaluator:
         trial = self.trials[step.factors]
         if step.accuracy is None:
             record = TrialRecord.from_trial(trial)
-            reason = record.failure or ("over budget" if record.over_budget else trial.state.name.lower())
+            over = f"over budget: {record.over_budget_reason}" if record.over_budget_reason else "over budget"
+            reason = record.failure or (over if record.over_budget else trial.state.name.lower())
             line = f"factors {_names(step.factors)} could not be trained ({reason}): block ends"
         else:
             verdict = "kept" if step.accepted else "over the threshold: block ends"

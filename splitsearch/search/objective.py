@@ -1,7 +1,11 @@
 """What one trial does: sample a candidate, hold it to the budget, train it, record it.
 
 The objective is the validation accuracy of the ensemble (the test split is never looked at
-during a search), or (accuracy, params) / (accuracy, MACs) for a Pareto search.  Every trial
+during a search), or (accuracy, cost) for a Pareto search, the cost being params, MACs,
+activation memory or the measured latency in milliseconds.  Where the study measures latency
+(a latency budget or objective), it is measured before training (:mod:`splitsearch.latency`),
+on this worker's device and in the way the trial runs the members; a candidate over a latency
+budget is refused untrained, in either budget mode (a latency is checked, not fitted).  Every trial
 leaves a row in the store and user attributes that optuna-dashboard and the report show.  A
 candidate the store holds a result for is answered without training: a *repeat* when this study
 finished it already (not counted toward ``n_trials``), *reused* when another study did.  How a
@@ -26,6 +30,7 @@ from splitsearch.config import SplitConfig
 from splitsearch.cost import CandidateCost, count_config, fit_width
 from splitsearch.data import DataCache
 from splitsearch.errors import CheckpointReadError, OutputWriteError
+from splitsearch.latency import Latency, measure_latency
 from splitsearch.search.execution import ExecutionOptions
 from splitsearch.search.record import TrialRecord
 from splitsearch.search.space import KEY_TYPES, config_value, parameter_names, suggest_config
@@ -38,6 +43,7 @@ from splitsearch.train.loop import (CHECKPOINT_NAME, METRICS_NAME, MODEL_NAME, E
                                    read_checkpoint)
 from splitsearch.train.plan import TrainRequest, run_training_rank
 from splitsearch.train.semantic_stage import class_group_text
+from splitsearch.units import format_bytes, format_count, format_duration
 
 # The baselines every study starts with, so it shows whether the search beat them: the
 # undivided network and the paper's defaults (lambda_cot = 0.5, exponential weight-decay rule).
@@ -107,31 +113,35 @@ class SearchObjective:
         config = suggest_config(spec.space, trial, spec.base)
         config, width_step = self._apply_budget(config)
         cost = count_config(config)
-        self._describe(trial, config, cost, width_step)
+        latency = self._latency(trial, record, config) if spec.measures_latency else None
+        self._describe(trial, config, cost, width_step, latency)
 
-        if spec.budget_mode == "reject" and spec.has_budget:
-            excess = self._budget_excess(cost)
+        if (checked := self._budget_excess(cost, latency)) is not None:
+            excess, reason = checked
             trial.set_constraint("budget", excess)  # <= 0 is feasible: the sampler learns the feasible region
-            TrialRecord(budget_excess=excess, over_budget=True if excess > 0 else None).write_to(trial)
+            TrialRecord(budget_excess=excess, over_budget=True if excess > 0 else None,
+                        over_budget_reason=reason if excess > 0 else None).write_to(trial)
             if excess > 0:
-                self.store.record_over_budget(spec.name, trial.number, config, cost, baseline=record.baseline)
-                raise optuna.TrialPruned(f"over budget by {excess:.1%}")
+                self.store.record_over_budget(spec.name, trial.number, config, cost, baseline=record.baseline,
+                                              latency=latency)
+                raise optuna.TrialPruned(f"over budget by {excess:.1%}: {reason}")
 
         # A fine-tuned candidate's result depends on the weights it started from, and a candidate
         # whose weights the next one starts from must train them: neither is reused.
         if record.warm_start_from is None and not record.keep_weights:
             stored, repeat_of = self._stored_result(config)
             if stored is not None:
-                self.store.record_reused(spec.name, trial.number, stored, baseline=record.baseline)
+                self.store.record_reused(spec.name, trial.number, stored, baseline=record.baseline, latency=latency)
                 TrialRecord(reused_from=f"{stored.study_name}#{stored.trial_number}", repeat_of=repeat_of,
                             member_val_accuracies=_as_tuple(stored.member_val_accuracies),
                             val_standard_error=stored.val_standard_error,
                             val_samples=stored.val_samples).write_to(trial)
-                return self._values(stored.val_accuracy, cost)
+                return self._values(stored.val_accuracy, cost, latency)
 
         frozen = trial.study.get_trials(deepcopy=False)[trial.number]
         candidate = self.store.start_candidate(spec.name, trial.number, config, cost, width_step, record.baseline,
-                                               retry_of=retried_trial(frozen), warm_started_from=record.warm_start_from)
+                                               retry_of=retried_trial(frozen), warm_started_from=record.warm_start_from,
+                                               latency=latency)
         TrialRecord(interrupted=False).write_to(trial)  # a retried trial inherits its original's attributes
         out_dir = checkpoint_root(trial.study, self.execution.runs_dir) / f"trial-{original_trial_number(frozen)}"
         try:
@@ -151,7 +161,7 @@ class SearchObjective:
             TrialRecord(failure=reason).write_to(trial)
             self._remove(out_dir)
             raise
-        values = self._values(result.val_accuracy, cost)
+        values = self._values(result.val_accuracy, cost, latency)
         self._keep_weights(trial, out_dir / MODEL_NAME, values)
         if not record.keep_weights:  # the greedy search fine-tunes the next candidate from it
             self._remove(out_dir)
@@ -196,22 +206,59 @@ class SearchObjective:
             return None, None
         return reusable, None
 
-    def _budget_excess(self, cost: CandidateCost) -> float:
-        excess = []
-        if self.spec.budget_params is not None:
-            excess.append(cost.params / self.spec.budget_params - 1)
-        if self.spec.budget_macs is not None:
-            excess.append(cost.macs / self.spec.budget_macs - 1)
-        if self.spec.budget_activation is not None:
-            excess.append(cost.deployed_activation_bytes / self.spec.budget_activation - 1)
-        return max(excess)
+    def _latency(self, trial: optuna.Trial, record: TrialRecord, config: SplitConfig) -> Latency:
+        """The candidate's forward latency on this worker's device, its members run as the trial will run them.
+
+        A repeat of a candidate this study has finished (:meth:`_stored_result`) takes that
+        trial's measurement instead of timing it again: the same candidate must answer the same
+        values, or a lucky second timing would put a repeat on the Pareto front.
+        """
+        if record.warm_start_from is None and not record.keep_weights:
+            key = (config.config_hash(), config.dataset, config.train.epochs)
+            if (found := self.store.find_finished_in_study(self.spec.name, *key)) is not None:
+                earlier = TrialRecord.from_trial(trial.study.get_trials(deepcopy=False)[found[1]])
+                if earlier.latency_seconds is not None:
+                    return Latency(seconds=earlier.latency_seconds, iqr_seconds=earlier.latency_iqr_seconds or 0.0,
+                                   batch_size=self.spec.latency_batch_size, runs=earlier.latency_runs or 0,
+                                   execution=earlier.latency_execution or "")
+        processes = self.execution.trial_processes(config) if record.warm_start_from is None else 1
+        return measure_latency(config, self.execution.device, self.execution.mode, self.spec.latency_batch_size,
+                               processes)
+
+    def _budget_excess(self, cost: CandidateCost, latency: Latency | None) -> tuple[float, str] | None:
+        """The largest relative excess over the budgets checked here, and a line naming those broken.
+
+        ``reject`` mode checks every budget; ``fit`` mode has fitted the width to the counted
+        ones and checks only the latency.  None: no budget to check.
+        """
+        spec = self.spec
+        checks: list[tuple[str, float, float, Callable[[float], str]]] = []
+        if spec.budget_mode == "reject":
+            checks += [(label, value, budget, unit) for label, value, budget, unit in (
+                ("params", cost.params, spec.budget_params, format_count),
+                ("MACs", cost.macs, spec.budget_macs, format_count),
+                ("activation memory", cost.deployed_activation_bytes, spec.budget_activation, format_bytes),
+            ) if budget is not None]
+        if spec.budget_latency is not None and latency is not None:
+            checks.append((f"latency (batch {latency.batch_size}, {latency.execution})", latency.seconds,
+                           spec.budget_latency, format_duration))
+        if not checks:
+            return None
+        excess = max(value / budget - 1 for _, value, budget, _ in checks)
+        broken = [f"{label} {unit(value)} over the budget of {unit(budget)}"
+                  for label, value, budget, unit in checks if value > budget]
+        return excess, "; ".join(broken)
 
     def _describe(self, trial: optuna.Trial, config: SplitConfig, cost: CandidateCost,
-                  width_step: float | None) -> None:
+                  width_step: float | None, latency: Latency | None) -> None:
         """User attributes shown by optuna-dashboard and read by the report and ``export``."""
         TrialRecord(params=cost.params, macs=cost.macs, flops=cost.flops, activation_bytes=cost.activation_bytes,
                     sequential_activation_bytes=cost.sequential_activation_bytes, config_hash=config.config_hash(),
-                    width_mult=config.width_mult, width_step=width_step, config=config).write_to(trial)
+                    width_mult=config.width_mult, width_step=width_step, config=config,
+                    latency_seconds=None if latency is None else latency.seconds,
+                    latency_iqr_seconds=None if latency is None else latency.iqr_seconds,
+                    latency_runs=None if latency is None else latency.runs,
+                    latency_execution=None if latency is None else latency.execution).write_to(trial)
 
     def _train(self, trial: optuna.Trial, record: TrialRecord, config: SplitConfig, candidate: int,
                out_dir: Path) -> TrainResult:
@@ -341,10 +388,13 @@ class SearchObjective:
         if not self.execution.keep_checkpoints:
             shutil.rmtree(out_dir, ignore_errors=True)
 
-    def _values(self, accuracy: float, cost: CandidateCost) -> float | tuple[float, float]:
+    def _values(self, accuracy: float, cost: CandidateCost,
+                latency: Latency | None) -> float | tuple[float, float]:
         objectives = self.spec.objectives
         if len(objectives) == 1:
             return accuracy
+        if objectives[1] == "latency":
+            return accuracy, latency.milliseconds  # measured: the study measures latency (spec.measures_latency)
         costs = {"params": cost.params, "macs": cost.macs, "activation": cost.deployed_activation_bytes}
         return accuracy, float(costs[objectives[1]])
 

@@ -58,7 +58,13 @@ class TrialRecord:
         tuned_from: for a tuned baseline, the searched trial whose training settings it took.
         worker: ``{"host", "pid"}`` of the worker process that ran the trial.
         failure: why the candidate failed (an exception's one-line text); never retried.
-        over_budget, budget_excess: ``reject`` mode: over the budget (untrained), and by how much.
+        over_budget, budget_excess, over_budget_reason: ``reject`` mode (or a latency budget):
+            over the budget (untrained), by how much (the largest relative excess), and which
+            budgets it broke, e.g. ``latency (batch 1, sequential on cpu) 2.1 ms over the budget of 1 us``.
+        latency_seconds, latency_iqr_seconds, latency_runs, latency_execution: the candidate's
+            forward latency measured before training (:mod:`splitsearch.latency`), where the study
+            measures it: the median, its interquartile range, the passes timed, and how the
+            members ran (``sequential on cpu``).  A repeat carries its original trial's.
         interrupted: stopped by Ctrl-C, SIGTERM or a dead worker (retried from its checkpoint).
         reused_from: ``study#trial`` of the stored result this trial reused instead of training.
         repeat_of: the trial of this study that had already finished this candidate (same config,
@@ -85,6 +91,10 @@ class TrialRecord:
     flops: int | None = None
     activation_bytes: int | None = None
     sequential_activation_bytes: int | None = None
+    latency_seconds: float | None = None
+    latency_iqr_seconds: float | None = None
+    latency_runs: int | None = None
+    latency_execution: str | None = None
     width_mult: float | None = None
     width_step: float | None = None
     baseline: str | None = None
@@ -93,6 +103,7 @@ class TrialRecord:
     failure: str | None = None
     over_budget: bool | None = None
     budget_excess: float | None = None
+    over_budget_reason: str | None = None
     interrupted: bool | None = None
     reused_from: str | None = None
     repeat_of: int | None = None
@@ -185,8 +196,8 @@ class StudyRecord:
             other workers wait for it before joining.
         checkpoint_key: drawn when the study is created; names its checkpoint folder, so a new
             database never resumes an old study's files.
-        objectives, space_name, budget_params, budget_macs, budget_activation, budget_mode: what
-            the report and the dashboard show.
+        objectives, space_name, budget_params, budget_macs, budget_activation, budget_latency
+            (seconds), latency_batch_size, budget_mode: what the report and the dashboard show.
         greedy_result: the greedy block-wise split's choice, once it has finished.
     """
 
@@ -198,6 +209,8 @@ class StudyRecord:
     budget_params: int | None = None
     budget_macs: int | None = None
     budget_activation: int | None = None
+    budget_latency: float | None = None
+    latency_batch_size: int | None = None
     budget_mode: str | None = None
     greedy_result: GreedySummary | None = None
 

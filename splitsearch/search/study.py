@@ -32,14 +32,15 @@ from splitsearch.search.record import StudyRecord
 from splitsearch.search.space import SearchSpace, config_value, load_space, space_fingerprint
 from splitsearch.search.worker import HEARTBEAT_SECONDS, MAX_RETRIES, retry_callback
 from splitsearch.storage_retry import CONNECT_TIMEOUT_SECONDS, PatientRDBStorage, StoragePatience
-from splitsearch.units import parse_bytes, parse_count
+from splitsearch.units import parse_bytes, parse_count, parse_duration
 from splitsearch.urls import mask_password, mask_url
 from splitsearch.errors import SplitsearchError
 
-OBJECTIVES = (("accuracy",), ("accuracy", "params"), ("accuracy", "macs"), ("accuracy", "activation"))
+OBJECTIVES = (("accuracy",), ("accuracy", "params"), ("accuracy", "macs"), ("accuracy", "activation"),
+              ("accuracy", "latency"))
 # What optuna-dashboard calls each objective (instead of "Objective 0", "Objective 1").
 METRIC_NAMES = {"accuracy": "validation accuracy", "params": "parameters", "macs": "MACs",
-                "activation": "activation bytes"}
+                "activation": "activation bytes", "latency": "latency (ms)"}
 SAMPLERS = ("tpe", "random", "nsga2")
 PRUNERS = ("hyperband", "median", "none")
 BUDGET_MODES = ("fit", "reject")
@@ -62,6 +63,9 @@ class StudySpec:
     ``dataset_train_dropped`` holds the study file's ``dataset_train`` settings when ``dataset``
     was overridden with another dataset (they were written for the file's own; the new one's
     defaults apply instead), so the caller can say so.
+    ``budget_latency`` (seconds) is a limit on the measured latency of one forward pass of
+    ``latency_batch_size`` images (:mod:`splitsearch.latency`): it is checked, never fitted, so
+    a candidate over it is refused untrained in either ``budget_mode``.
     """
 
     name: str
@@ -70,6 +74,8 @@ class StudySpec:
     budget_params: int | None = None
     budget_macs: int | None = None
     budget_activation: int | None = None
+    budget_latency: float | None = None
+    latency_batch_size: int = 1
     budget_mode: str = "fit"
     objectives: tuple[str, ...] = ("accuracy",)
     sampler: str = "tpe"
@@ -94,6 +100,10 @@ class StudySpec:
             raise StudyError(f"{where}: budget_mode must be fit or reject, got {self.budget_mode!r}")
         if self.budget_mode == "fit" and not self.has_budget:
             object.__setattr__(self, "budget_mode", "reject")  # nothing to fit to: plain search
+        if isinstance(self.latency_batch_size, bool) or not isinstance(self.latency_batch_size, int) \
+                or self.latency_batch_size < 1:
+            raise StudyError(f"{where}: latency_batch_size must be a whole number of at least 1, "
+                             f"got {self.latency_batch_size!r}")
         if self.n_trials is not None and self.n_trials < 1:
             raise StudyError(f"{where}: n_trials must be at least 1")
         if self.multi_objective and self.pruner != "none":
@@ -105,7 +115,13 @@ class StudySpec:
 
     @property
     def has_budget(self) -> bool:
+        """Whether a counted budget (params, MACs, activation memory) is set: what ``fit`` mode fits widths to."""
         return any(budget is not None for budget in (self.budget_params, self.budget_macs, self.budget_activation))
+
+    @property
+    def measures_latency(self) -> bool:
+        """Whether each candidate's latency is measured before training: a latency budget or objective."""
+        return self.budget_latency is not None or "latency" in self.objectives
 
     def settings(self) -> dict[str, Any]:
         """What defines the search (not how long it runs): compared when a study is resumed."""
@@ -115,6 +131,9 @@ class StudySpec:
             "budget_params": self.budget_params,
             "budget_macs": self.budget_macs,
             **({"budget_activation": self.budget_activation} if self.budget_activation is not None else {}),
+            # Left out where latency is not measured, so older studies keep their fingerprint.
+            **({"budget_latency": self.budget_latency, "latency_batch_size": self.latency_batch_size}
+               if self.measures_latency else {}),
             "budget_mode": self.budget_mode,
             "objectives": list(self.objectives),
         }
@@ -155,7 +174,7 @@ def resolve_study_file(name_or_path: str) -> Path:
 
 
 _FIELDS = {"name", "arch", "dataset", "space", "base", "dataset_train", "budget_params", "budget_macs",
-           "budget_activation", "budget_mode", "objectives",
+           "budget_activation", "budget_latency", "latency_batch_size", "budget_mode", "objectives",
            "sampler", "pruner", "n_trials", "timeout", "seed", "baselines", "epochs"}
 
 
@@ -166,7 +185,8 @@ def load_study_spec(path: str | Path | None, overrides: Mapping[str, Any] | None
     settings that belong to the file's dataset: dropped when ``dataset`` is overridden with
     another one, whose defaults then apply), budget_params, budget_macs (counts such as
     ``36M``), budget_activation (bytes per image, such as ``2MB``: the peak feature maps with
-    split blocks run branch by branch), budget_mode, objectives, sampler, pruner, n_trials,
+    split blocks run branch by branch), budget_latency (a duration such as ``5ms``: the median
+    forward latency at latency_batch_size images, default 1), budget_mode, objectives, sampler, pruner, n_trials,
     timeout, seed, baselines, epochs (shortcut for ``base.train.epochs``).
     """
     source = "command line"
@@ -221,6 +241,8 @@ def _spec_from_mapping(data: dict[str, Any], source: str, written_for: str) -> S
                    for key in ("budget_params", "budget_macs")}
         budgets["budget_activation"] = (None if data.get("budget_activation") is None
                                         else parse_bytes(data["budget_activation"]))
+        budgets["budget_latency"] = (None if data.get("budget_latency") is None
+                                     else parse_duration(data["budget_latency"]))
     except (ConfigError, ValueError) as error:
         raise StudyError(f"{source}: {error}") from None
     objectives = data.get("objectives", ("accuracy",))
@@ -238,6 +260,7 @@ def _spec_from_mapping(data: dict[str, Any], source: str, written_for: str) -> S
         timeout=data.get("timeout"),
         seed=int(data.get("seed", 0)),
         baselines=bool(data.get("baselines", True)),
+        latency_batch_size=data.get("latency_batch_size", 1),
         source=source,
         dataset_train_dropped={} if same_dataset else dict(dataset_train),
         **budgets,
@@ -407,7 +430,9 @@ def _describe_study(study: optuna.Study, spec: StudySpec) -> None:
     """The user attributes the report and the dashboard read."""
     StudyRecord(settings=spec.settings(), objectives=spec.objectives, space_name=spec.space.name,
                 budget_params=spec.budget_params, budget_macs=spec.budget_macs,
-                budget_activation=spec.budget_activation, budget_mode=spec.budget_mode).write_to(study)
+                budget_activation=spec.budget_activation, budget_latency=spec.budget_latency,
+                latency_batch_size=spec.latency_batch_size if spec.measures_latency else None,
+                budget_mode=spec.budget_mode).write_to(study)
 
 
 def _wait_for_fingerprint(study: optuna.Study, force: bool) -> str | None:

@@ -67,8 +67,8 @@ class SemanticBranches(nn.Module):
         return getattr(self, f"classes_{g}")
 
     def branch_logits(self, g: int, shared: torch.Tensor) -> torch.Tensor:
-        """``[B, K]`` logits with branch ``g``'s classes filled from ``shared`` (the trunk's output), zeros elsewhere."""
-        own = self.branches[g](shared)
+        """``[B, K]`` float32 logits, branch ``g``'s classes filled from ``shared`` (the trunk's output), zeros elsewhere."""
+        own = self.branches[g](shared).float()
         logits = own.new_zeros(own.shape[0], self.num_classes)
         return logits.index_copy_(1, self.classes(g), own)
 
@@ -126,14 +126,15 @@ def _class_groups(linear: GroupedLinear) -> list[torch.Tensor]:
     return [part.clone() for part in class_at.split(sizes)]
 
 
-def branch_parallel_logits(branches: SemanticBranches, images: torch.Tensor | None,
-                           shared_shape: torch.Size) -> torch.Tensor:
+def branch_parallel_logits(branches: SemanticBranches, images: torch.Tensor | None, shared_shape: torch.Size,
+                           shared_dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """The logits of ``images`` with one branch per rank of the default process group (G ranks).
 
     Rank 0 holds ``images`` (None elsewhere) and computes the shared layers once; their output,
-    of ``shared_shape`` (every rank must know it to receive it), is broadcast; each rank runs its
-    branch; an all-reduce sums the branches' logits, each of which fills only its own classes.
-    Every rank returns the whole ``[B, K]`` logits.
+    of ``shared_shape`` and ``shared_dtype`` (every rank must know both to receive it: bfloat16
+    under CUDA's autocast), is broadcast; each rank runs its branch; an all-reduce sums the
+    branches' float32 logits, each of which fills only its own classes.  Every rank returns the
+    whole ``[B, K]`` logits.
 
     Raises:
         ValueError: the group's size is not the number of branches.
@@ -143,10 +144,9 @@ def branch_parallel_logits(branches: SemanticBranches, images: torch.Tensor | No
         raise ValueError(f"{world} processes for {branches.groups} branches: run one process per branch")
     device = branches.classes(0).device
     if rank == 0:
-        shared = branches.trunk(images).contiguous()
+        shared = branches.trunk(images).to(shared_dtype).contiguous()
     else:
-        shared = torch.empty(shared_shape, device=device,
-                             dtype=next(branches.branches[rank].parameters()).dtype)
+        shared = torch.empty(shared_shape, device=device, dtype=shared_dtype)
     dist.broadcast(shared, src=0)
     logits = branches.branch_logits(rank, shared)
     dist.all_reduce(logits)

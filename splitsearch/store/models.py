@@ -88,6 +88,10 @@ class Candidate(Base):
     the attempt they hit: ``resume_refused`` says which checkpoint a retry could not read (it
     trained from epoch 1 instead), ``checkpoint_error`` the first file of the attempt that could
     not be written (it trained on without, so it could not have resumed from there).
+    ``latency_seconds`` and ``latency_iqr_seconds`` are the candidate's forward latency (median
+    and interquartile range) measured before training by the worker that wrote the row, where
+    its study measures latency (:mod:`splitsearch.latency`); a latency is the worker's device's,
+    so a reused row has its own, not its source's.
     """
 
     __tablename__ = TABLE_PREFIX + "candidates"
@@ -111,6 +115,8 @@ class Candidate(Base):
     flops: Mapped[int] = mapped_column(BigInteger)
     activation_bytes: Mapped[int] = mapped_column(BigInteger)
     sequential_activation_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    latency_seconds: Mapped[float | None]
+    latency_iqr_seconds: Mapped[float | None]
     width_step: Mapped[float | None]
     state: Mapped[str] = mapped_column(String(16))
     val_accuracy: Mapped[float | None]

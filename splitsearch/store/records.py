@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable, Literal, Sequence, get_args
+from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence, get_args
 
 import yaml
 from sqlalchemy import Engine, create_engine, delete, event, func, select, update
@@ -28,6 +28,9 @@ from splitsearch.errors import SplitsearchError
 from splitsearch.storage_retry import CONNECT_TIMEOUT_SECONDS, StoragePatience, patient
 from splitsearch.store.models import STATES, Candidate, Confirmation, EpochMetric, Worker
 from splitsearch.train.loop import EpochMetrics
+
+if TYPE_CHECKING:
+    from splitsearch.latency import Latency
 
 FinishState = Literal["complete", "pruned", "failed", "interrupted"]
 
@@ -74,6 +77,8 @@ class CandidateRecord:
     flops: int
     activation_bytes: int
     sequential_activation_bytes: int | None
+    latency_seconds: float | None
+    latency_iqr_seconds: float | None
     width_step: float | None
     state: str
     val_accuracy: float | None
@@ -189,8 +194,11 @@ class Store:
     @patient
     def start_candidate(self, study_name: str, trial_number: int, config: SplitConfig, cost: CandidateCost,
                         width_step: float | None = None, baseline: str | None = None,
-                        retry_of: int | None = None, warm_started_from: int | None = None) -> int:
+                        retry_of: int | None = None, warm_started_from: int | None = None,
+                        latency: Latency | None = None) -> int:
         """Record that a trial starts training ``config``; returns the candidate id.
+
+        ``latency``: what the worker measured before training, where the study measures it.
 
         ``retry_of``: the trial this one retries (Optuna gives a retry a new number).  That
         trial's row is marked ``interrupted`` if it still says ``running`` (its worker died
@@ -198,7 +206,7 @@ class Store:
         again gets its row back, reset to ``running``, without the earlier attempt's epochs.
         """
         candidate_id = self._write_candidate(
-            study_name, trial_number, **_describe(config, cost),
+            study_name, trial_number, **_describe(config, cost), **_latency_columns(latency),
             width_step=width_step, baseline=baseline, retry_of=retry_of, warm_started_from=warm_started_from,
             state="running", started_at=_now(),
         )
@@ -350,25 +358,25 @@ class Store:
 
     @patient
     def record_over_budget(self, study_name: str, trial_number: int, config: SplitConfig, cost: CandidateCost,
-                           baseline: str | None = None) -> int:
-        """Record a trial pruned before training because ``cost`` exceeds the budget; returns its id.
+                           baseline: str | None = None, latency: Latency | None = None) -> int:
+        """Record a trial pruned before training because ``cost`` or ``latency`` exceeds the budget; returns its id.
 
         Keeping these rows shows which parts of the search space the budget cut off.
         """
         now = _now()
         return self._write_candidate(
-            study_name, trial_number, **_describe(config, cost),
+            study_name, trial_number, **_describe(config, cost), **_latency_columns(latency),
             baseline=baseline, state="over_budget", started_at=now, finished_at=now, wall_seconds=0.0,
         )
 
     @patient
     def record_reused(self, study_name: str, trial_number: int, source: CandidateRecord,
-                      baseline: str | None = None) -> int:
+                      baseline: str | None = None, latency: Latency | None = None) -> int:
         """Record a trial answered with the result of an identical complete candidate; returns its id.
 
         The row copies the source's config, cost and accuracies and points at it through
         ``reused_from_id`` (its epochs stay with the source).  ``wall_seconds`` is 0: this trial
-        trained nothing.
+        trained nothing.  ``latency`` is this worker's measurement, not the source's.
 
         Raises:
             ValueError: ``source`` is not a complete candidate.
@@ -380,7 +388,7 @@ class Store:
         members = source.member_val_accuracies
         return self._write_candidate(
             study_name, trial_number,
-            **{name: getattr(source, name) for name in _DESCRIPTION_COLUMNS},
+            **{name: getattr(source, name) for name in _DESCRIPTION_COLUMNS}, **_latency_columns(latency),
             width_step=source.width_step, baseline=baseline, state="reused",
             val_accuracy=source.val_accuracy, val_standard_error=source.val_standard_error,
             val_samples=source.val_samples, test_accuracy=source.test_accuracy,
@@ -572,6 +580,11 @@ def _describe(config: SplitConfig, cost: CandidateCost) -> dict[str, Any]:
         "activation_bytes": cost.activation_bytes,
         "sequential_activation_bytes": cost.sequential_activation_bytes,
     }
+
+
+def _latency_columns(latency: Latency | None) -> dict[str, float | None]:
+    return {"latency_seconds": None if latency is None else latency.seconds,
+            "latency_iqr_seconds": None if latency is None else latency.iqr_seconds}
 
 
 def _now() -> datetime:

@@ -20,7 +20,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -297,23 +297,31 @@ class Trainer:
         self.scheduler.step()
         return torch.stack([total, loss.cross_entropy, loss.cotraining, regularisation]).detach()
 
-    @torch.no_grad()
     def evaluate(self, loader: TensorLoader) -> tuple[float, list[float]]:
         """Accuracy of the ensemble (``config.train.combine``) and of each member on ``loader``."""
         if loader.num_samples == 0:
             return float("nan"), [float("nan")] * self.config.S
-        self.ensemble.eval()
         correct_ensemble = torch.zeros((), device=self.device)
         correct_members = torch.zeros(self.config.S, device=self.device)
-        for images, labels in loader:
-            views = self.data.normalization(images).unsqueeze(0).expand(self.group.per_rank, *images.shape)
-            with self._autocast():
-                logits = self.group.gather(self.ensemble(views.contiguous()).float())
+        for logits, labels in self.batch_logits(loader):
             combined = combine_logits(logits, self.config.train.combine)
             correct_ensemble += (combined.argmax(-1) == labels).sum()
             correct_members += (logits.argmax(-1) == labels).sum(-1)
         count = loader.num_samples
         return (correct_ensemble / count).item(), (correct_members / count).tolist()
+
+    @torch.no_grad()
+    def batch_logits(self, loader: TensorLoader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Every member's logits ``[S, B, K]`` (in float32, gathered from all ranks) and the labels, batch by batch.
+
+        Evaluation mode, the images as the ensemble sees them in evaluation: normalised, the
+        same view for every member.
+        """
+        self.ensemble.eval()
+        for images, labels in loader:
+            views = self.data.normalization(images).unsqueeze(0).expand(self.group.per_rank, *images.shape)
+            with self._autocast():
+                yield self.group.gather(self.ensemble(views.contiguous()).float()), labels
 
     def _autocast(self) -> torch.autocast:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.mixed_precision)

@@ -1,0 +1,108 @@
+"""Evaluate trained weights: accuracy and per-image predictions, in one process or one member per process.
+
+``splitsearch evaluate`` answers "how good are these weights on this split" without training,
+for the weights ``train`` writes (``model.pt``) or ``export --weights`` keeps.  With ``--nproc``
+the S members run in as many processes, each on its own device (seed 004 measures the latency
+of exactly this, Fig. 6): every rank sees the same batch, runs its own members, and the
+members' logits are all-gathered and combined, so the figures equal one process's
+(``tests/test_evaluate.py`` checks it).  The ranks are started and supervised by
+:mod:`splitsearch.train.launch`, as a member-parallel training's are.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from splitsearch.config import SplitConfig
+from splitsearch.errors import TrainingError
+from splitsearch.train.launch import rank_device
+from splitsearch.train.loop import Trainer
+from splitsearch.train.losses import combine_logits
+from splitsearch.train.parallel import MemberGroup
+from splitsearch.train.plan import TrainRequest, plan_training, read_weights, start_from
+
+SPLITS = ("test", "val")
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What rank 0 measured: the ensemble's and each member's accuracy, and every image's prediction.
+
+    ``labels``, ``predictions`` (the combined logits' argmax) and ``member_predictions``
+    (``[S, N]``) follow the split's order, so a row of the predictions file is an image of it.
+    """
+
+    config: SplitConfig
+    split: str
+    accuracy: float
+    member_accuracies: list[float]
+    labels: torch.Tensor
+    predictions: torch.Tensor
+    member_predictions: torch.Tensor
+    seconds: float
+
+    @property
+    def samples(self) -> int:
+        return len(self.labels)
+
+    def write_predictions(self, path: Path) -> None:
+        """One CSV row per image: its index in the split, its label, the ensemble's and each member's prediction."""
+        members = [f"member_{index}" for index in range(1, self.config.S + 1)]
+        with open(path, "w", newline="") as file:
+            writer = csv.writer(file)
+            writer.writerow(["index", "label", "prediction", *members])
+            for index, row in enumerate(zip(self.labels.tolist(), self.predictions.tolist(),
+                                            *self.member_predictions.tolist())):
+                writer.writerow([index, *row])
+
+
+def evaluate_weights(request: TrainRequest, split: str, device: str | None = None,
+                     members_parallel: bool = False) -> Evaluation | None:
+    """Evaluate ``request.init_from``'s weights on ``split`` of the request's dataset.
+
+    The validation split is the one the config's training carved (same seed and fraction);
+    ``test`` is the dataset's own test split.  In a process group (``members_parallel``) this
+    rank runs its share of the members; rank 0 returns the evaluation, the others None.
+
+    Raises:
+        TrainingError: no weights, an unknown split, a split without images, or a semantic split.
+        WeightsMismatchError: the weights do not fit the config.
+    """
+    if request.init_from is None:
+        raise TrainingError("evaluate needs the weights to evaluate (--weights)")
+    if split not in SPLITS:
+        raise TrainingError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
+    plan = plan_training(request, device)
+    if plan.config.groups > 1:
+        raise TrainingError("evaluating a semantic split (groups > 1) is not supported yet: its weights are "
+                            "those of the cut network, which evaluate cannot rebuild")
+    loader = plan.data.test if split == "test" else plan.data.val
+    if loader.num_samples == 0:
+        raise TrainingError(f"the {split} split of {plan.config.dataset} has no images "
+                            f"(train.val_fraction is {plan.config.train.val_fraction})")
+    group = MemberGroup.from_process_group(plan.config.S) if members_parallel else MemberGroup.single(plan.config.S)
+    mode = "sequential" if group.world > 1 else request.mode
+    trainer = Trainer(plan.config, plan.data, device or request.device, None, mode, progress=False, group=group)
+    start_from(trainer, read_weights(request.init_from, plan.config.S)[group.own], request.init_from)
+    started = time.perf_counter()
+    logits, labels = zip(*trainer.batch_logits(loader))
+    seconds = time.perf_counter() - started
+    if not group.is_main:
+        return None
+    member_logits, labels = torch.cat(logits, dim=1).cpu(), torch.cat(labels).cpu()
+    predictions = combine_logits(member_logits, plan.config.train.combine).argmax(-1)
+    member_predictions = member_logits.argmax(-1)
+    return Evaluation(plan.config, split, (predictions == labels).float().mean().item(),
+                      (member_predictions == labels).float().mean(-1).tolist(), labels, predictions,
+                      member_predictions, seconds)
+
+
+def evaluate_rank(request: TrainRequest, split: str) -> Evaluation | None:
+    """This process's rank of a member-parallel evaluation (started by :func:`~splitsearch.train.launch.launch`
+    or by torchrun): its share of the members, on its own GPU where the request asks for CUDA."""
+    return evaluate_weights(request, split, rank_device(request.device), members_parallel=True)
