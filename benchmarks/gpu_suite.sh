@@ -3,19 +3,20 @@
 #
 #   benchmarks/gpu_suite.sh [--device cuda|cpu] [--quick] [--out DIR] [--data PATH] [--jobs N] [--only PART,...]
 #
-# Parts, each bounded by a timeout (the seconds below, 455 in all), so that one slow part cannot
-# eat the others' time and the whole suite ends within 8 minutes on the GPU; a part cut short
-# keeps what it printed (every benchmark prints its rows as they come):
-#   cotrain_step       40s  training step: undivided vs S sequential vs S fused (bf16 autocast)
+# Parts, each bounded by a timeout (the seconds below, 450 in all; sized from the 2026-11-30 H200
+# run: the old cotrain_step part took 16 s, a ResNet-20 10-epoch training 14-70 s, 12 at once),
+# so that one slow part cannot eat the others' time and the whole suite ends within 8 minutes on
+# the GPU; a part cut short keeps what it printed (every benchmark prints its rows as they come):
+#   cotrain_step       25s  training step: undivided vs S sequential vs S fused (bf16 autocast)
 #   mfu                35s  model FLOP utilisation of those steps (FlopCounterMode FLOPs / step time / peak)
-#   parallel_step      70s  member-parallel epoch vs undivided, sequential, fused (2 processes on the GPU(s))
-#   inference_latency  50s  one batch (1 and 100): undivided / sequential / packed / one process per
+#   parallel_step      75s  member-parallel epoch vs undivided, sequential, fused (2 processes on the GPU(s))
+#   inference_latency  70s  one batch (1 and 100): undivided / sequential / packed / one process per
 #                           member, and the semantic split's G branches one after another / one process each
-#   train_epoch        50s  `splitsearch train` one epoch on synthetic:50000 (3x32x32, 10 classes; 36,000
+#   train_epoch        60s  `splitsearch train` one epoch on synthetic:50000 (3x32x32, 10 classes; 36,000
 #                           training images after the test and validation splits), WRN-16-8 S=2, batch 128
-#   cuda_tests         40s  the CUDA-only tests (pytest -m cuda)
+#   cuda_tests         45s  the CUDA-only tests (pytest -m cuda)
 #   ablation_S2        90s  trainer_vs_reference.py --ablation, S=2, seed 0, 10 epochs, many trainings at once
-#   recipes_S1_S4      80s  the authors' recipe vs the reference loop at S=1 and S=4, seed 0
+#   recipes_S1_S4      50s  the authors' recipe vs the reference loop at S=1 and S=4, seed 0
 # --quick: tiny networks, data and counts (checks the script end to end on the CPU in a few minutes;
 #   tests/test_benchmarks.py runs it); --only: just these parts.
 # Writes DIR/results.md (every part's figures, its exit status and time, the environment), and
@@ -60,7 +61,7 @@ else
     step_args="" mfu_args="--steps 20 --warmup 5" parallel_args="--arch wrn16_8 --epochs 3 --rounds 1"
     latency_args="--arch wrn16_8 --repeats 30" train_arch=wrn16_8 train_data=synthetic:50000
     train_args="--epochs 10" s2_sides="--ablation" seeds=0 s14_sides="authors,reference" s14=1,4
-    budget=(40 35 70 50 50 40 90 80)
+    budget=(25 35 75 70 60 45 90 50)
 fi
 
 part() {  # part NAME SECONDS COMMAND...: run it under a timeout, output to the terminal and NAME.txt
@@ -69,8 +70,9 @@ part() {  # part NAME SECONDS COMMAND...: run it under a timeout, output to the 
     echo "== $name: $* (at most ${seconds}s)"
     local started=$SECONDS
     # timeout runs the command in a process group of its own and signals the whole group, the
-    # worker processes of a part it cuts short included; --kill-after for one that ignores SIGTERM.
-    timeout --kill-after=5 "$seconds" "$@" 2>&1 | tee "$out/$name.txt"
+    # worker processes of a part it cuts short included; --kill-after for one that ignores SIGTERM
+    # (2 s: eight parts cut short still end within 450 + 16 s).
+    timeout --kill-after=2 "$seconds" "$@" 2>&1 | tee "$out/$name.txt"
     local status=${PIPESTATUS[0]} took=$((SECONDS - started))
     echo "== $name: exit $status after ${took}s" | tee -a "$out/$name.txt"
     printf '%s\t%s\t%s\t%s\n' "$name" "$status" "$took" "$seconds" >> "$out/parts.tsv"

@@ -73,3 +73,14 @@ def test_gpu_suite_runs_end_to_end_on_the_cpu(tmp_path):
     assert {(run["side"], run["S"]) for run in runs} == {
         ("authors", 2), ("recipe", 2), ("reference", 2), ("authors", 1), ("reference", 1)}
     assert all(0 <= run["test_accuracy"] <= 1 for run in runs)
+
+
+def test_the_gpu_suites_timeouts_fit_in_eight_minutes():
+    """The parts' timeouts, plus the grace each gets to die, leave the whole suite under 8 minutes."""
+    import re
+
+    script = (ROOT / "benchmarks" / "gpu_suite.sh").read_text()
+    budgets = [int(value) for value in re.search(r"^\s*budget=\(([\d ]+)\)\s*$", script, re.M).group(1).split()]
+    grace = int(re.search(r"--kill-after=(\d+)", script).group(1))
+    assert len(budgets) == len(PARTS)
+    assert sum(budgets) + grace * len(budgets) < 8 * 60 - 10  # 10 s for the environment lines and results.md
