@@ -1,4 +1,4 @@
-"""Counted params / MACs of every seed 004 Table 2 row next to the paper's figure.
+"""Counted params / MACs of every seed 004 Table 2 and Table 4 row next to the paper's figure.
 
 Run:  python benchmarks/reference_costs.py
 
@@ -6,6 +6,8 @@ MACs are printed twice: as the authors counted them (thop's per-module rules: co
 linear layers plus batch norm, average pooling and conv biases; ``--macs-convention paper``,
 :mod:`splitsearch.paper_macs`) and as PyTorch's FlopCounterMode
 counts them (convolutions and matrix products only; the default).  Ratios are counted / paper.
+Table 4 rows are ImageNet at the crop the paper counts them at (224, EfficientNet-B7 320,
+SE-ResNeXt-101 416).
 """
 
 from __future__ import annotations
@@ -14,20 +16,23 @@ import torch
 
 from splitsearch.config import SplitConfig
 from splitsearch.cost import count_config
-from splitsearch.reference import TABLE2_CIFAR100
+from splitsearch.reference import TABLE2_CIFAR100, TABLE4_IMAGENET
 
 
 def main() -> None:
     print(f"torch {torch.__version__}")
-    print(f"{'arch':<17}{'S':>2}{'params':>10}{'paper':>8}{'ratio':>7}{'MACs paper-conv.':>18}{'paper':>8}"
-          f"{'ratio':>7}{'MACs pytorch':>14}")
-    for row in TABLE2_CIFAR100:
-        config = SplitConfig(arch=row.arch, S=row.S, dataset="cifar100")
-        paper, pytorch = count_config(config, "paper"), count_config(config)
-        print(f"{row.arch:<17}{row.S:>2}{paper.params / 1e6:>9.3f}M{row.params / 1e6:>7.2f}M"
-              f"{paper.params / row.params:>7.3f}{paper.macs / 1e9:>17.3f}G{row.macs / 1e9:>7.2f}G"
-              f"{paper.macs / row.macs:>7.3f}{pytorch.macs / 1e9:>13.3f}G")
-
+    for title, rows, dataset in (("Table 2, CIFAR-100", TABLE2_CIFAR100, "cifar100"),
+                                 ("Table 4, ImageNet", TABLE4_IMAGENET, "imagenet")):
+        print(title)
+        print(f"{'arch':<20}{'S':>2}{'crop':>5}{'params':>10}{'paper':>9}{'ratio':>7}{'MACs paper-conv.':>18}"
+              f"{'paper':>8}{'ratio':>7}{'MACs pytorch':>14}")
+        for row in rows:
+            config = SplitConfig(arch=row.arch, S=row.S, dataset=dataset, crop=row.crop)
+            paper, pytorch = count_config(config, "paper"), count_config(config)
+            crop = config.input_info().image_size
+            print(f"{row.arch:<20}{row.S:>2}{crop:>5}{paper.params / 1e6:>9.3f}M{row.params / 1e6:>8.2f}M"
+                  f"{paper.params / row.params:>7.3f}{paper.macs / 1e9:>17.3f}G{row.macs / 1e9:>7.2f}G"
+                  f"{paper.macs / row.macs:>7.3f}{pytorch.macs / 1e9:>13.3f}G")
 
 if __name__ == "__main__":
     main()

@@ -92,6 +92,8 @@ def _config_options(command: Any) -> Any:
         click.option("--width-mult", type=click.FloatRange(min=0, min_open=True), help="Width multiplier."),
         click.option("--dataset", help=f"Dataset spec for input size and classes ({known_specs()}). "
                                        f"Default: the config's, else {DEFAULT_DATASET}."),
+        click.option("--crop", type=click.IntRange(min=1),
+                     help="Square input size for imagenet / imagefolder (default 224), e.g. 320 for EfficientNet-B7."),
         click.option("--macs-convention", type=click.Choice(["pytorch", "paper"]), default="pytorch",
                      show_default=True,
                      help="pytorch: convolutions and matrix products (torch.utils.flop_counter); paper: every "
@@ -126,7 +128,7 @@ def cli() -> None:
               help="Print JSON (params, macs, flops, activation_bytes, sequential_activation_bytes, networks).")
 def count(config_file: Path | None, arch: str | None, S: int | None, block_factors: tuple[int, ...] | None,
           groups: int | None, split_depth: str | None, width_mult: float | None, dataset: str | None,
-          macs_convention: str, as_json: bool) -> None:
+          crop: int | None, macs_convention: str, as_json: bool) -> None:
     """Count parameters, MACs, FLOPs and activation memory of a candidate.
 
     Counting runs on PyTorch's meta device: no memory, milliseconds.  MACs are multiply-adds
@@ -140,17 +142,17 @@ def count(config_file: Path | None, arch: str | None, S: int | None, block_facto
       splitsearch count --arch wrn28_10 -S 4 --dataset cifar100
       splitsearch count --arch vgg16 --block-factors 8,2,2,4,4 --dataset cifar10 --json
       splitsearch count --arch wrn16_8 -G 2 --split-depth deep --dataset cifar100
+      splitsearch count --arch efficientnet_b7 -S 2 --dataset imagenet --crop 320 --macs-convention paper
       splitsearch count best.yaml
     """
     from splitsearch.cost import count_config
-    from splitsearch.data import dataset_info
 
     config = _load_config(config_file, arch=arch, S=S, block_factors=block_factors, groups=groups,
                           split_depth=split_depth, width_mult=width_mult,
-                          dataset=dataset)
+                          dataset=dataset, crop=crop)
     cost = count_config(config, macs_convention)
     if as_json:
-        _, applied = config.train.with_dataset_defaults(dataset_info(config.dataset))
+        _, applied = config.train.with_dataset_defaults(config.input_info())
         click.echo(json.dumps({**cost.to_dict(), "macs_convention": macs_convention, "config": config.to_dict(),
                                "dataset_defaults": applied}, indent=2))
         return
@@ -169,7 +171,7 @@ def count(config_file: Path | None, arch: str | None, S: int | None, block_facto
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (config, cost, width step).")
 def fit(config_file: Path | None, arch: str | None, S: int | None, block_factors: tuple[int, ...] | None,
         groups: int | None, split_depth: str | None, width_mult: float | None, dataset: str | None,
-        macs_convention: str, budget_params: int | None,
+        crop: int | None, macs_convention: str, budget_params: int | None,
         budget_macs: int | None,
         budget_flops: int | None, output: Path | None, as_json: bool) -> None:
     """Scale a candidate's width to the largest that fits a budget, and print the fitted config.
@@ -190,7 +192,7 @@ def fit(config_file: Path | None, arch: str | None, S: int | None, block_factors
         raise click.UsageError("give --budget-params, --budget-macs or --budget-flops")
     config = _load_config(config_file, arch=arch, S=S, block_factors=block_factors, groups=groups,
                           split_depth=split_depth, width_mult=width_mult,
-                          dataset=dataset)
+                          dataset=dataset, crop=crop)
     result = fit_width(config, budget_params=budget_params, budget_macs=budget_macs, convention=macs_convention)
     if output is not None:
         output.write_text(result.config.to_yaml())
@@ -436,9 +438,7 @@ def _echo_data_plan(config: SplitConfig, data: Any) -> None:
 
 def _echo_training_plan(spec: Any) -> None:
     """The training settings every candidate starts from, and where the dataset-specific ones came from."""
-    from splitsearch.data import dataset_info
-
-    train, applied = spec.base.train.with_dataset_defaults(dataset_info(spec.base.dataset))
+    train, applied = spec.base.train.with_dataset_defaults(spec.base.input_info())
     click.echo(f"training: {train.epochs} epoch{'s' * (train.epochs != 1)}, batch {train.batch_size}, lr {train.lr:g} "
                f"({train.lr_schedule}, "
                f"{train.lr_warmup_fraction:.0%} warm-up), weight decay {train.weight_decay:g}, crop padding "
@@ -465,9 +465,7 @@ def _echo_run_plan(spec: Any, execution: Any, data: Any) -> None:
 
 
 def _dataset_defaults_line(config: SplitConfig) -> str:
-    from splitsearch.data import dataset_info
-
-    _, applied = config.train.with_dataset_defaults(dataset_info(config.dataset))
+    _, applied = config.train.with_dataset_defaults(config.input_info())
     if not applied:
         return "training settings: all as the config sets them"
     values = ", ".join(f"{key}={json.dumps(value)}" for key, value in applied.items())
@@ -970,22 +968,26 @@ def _check_lines(findings: list[Any], repairs: list[Any], remaining: list[Any]) 
 def archs() -> None:
     """List the architectures (patterns such as wrn{d}_{k} accept other depths and widths).
 
-    Each line says which splits the family takes: S (all), block factors K_b, semantic groups G.
+    Each line says which splits the family takes: S (all), block factors K_b, semantic groups G;
+    whether its S members can run packed as one network (fused: yes, else the ensemble runs them
+    one after another); and what one step of the width knob changes.
     """
+    from splitsearch.ensemble import can_fuse
     from splitsearch.models.registry import available_families
 
     for family in available_families():
         splits = "S" + (", K_b" if family.supports_block_split else "") + (", G" if family.supports_semantic_split
                                                                               else "")
+        fused = "yes" if can_fuse(family.examples[0]) else "no"
         click.echo(f"{', '.join(family.examples):<40} blocks={family.num_blocks}  splits: {splits:<10} "
-                   f"width: {family.width_unit}")
+                   f"fused: {fused:<4}width: {family.width_unit}")
 
 
 def _describe(config: SplitConfig) -> str:
     factors = ",".join(str(k) for k in config.block_factors)
     semantic = f"  groups={config.groups} ({config.split_depth})" if config.groups > 1 else ""
     return (f"{config.arch}  S={config.S}  block_factors={factors}{semantic}  width_mult={config.width_mult:g}  "
-            f"dataset={config.dataset}")
+            f"dataset={config.dataset}" + (f"  crop={config.crop}" if config.crop is not None else ""))
 
 
 def _cost_table(cost: Any) -> str:

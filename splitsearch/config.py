@@ -159,6 +159,10 @@ class SplitConfig:
         wd_rule: weight-decay dividing rule for the small networks: none, linear (wd/S) or exp.
         lambda_cot: weight of the co-training (Jensen-Shannon) loss; ignored when S = 1.
         dataset: dataset spec (see :mod:`splitsearch.data.specs`), fixes input shape and classes.
+        crop: square input size in pixels, for the datasets whose images are resized to it
+            (``imagenet``, ``imagefolder:PATH``; 224 when None).  Counting and training both use
+            it; the paper counts EfficientNet-B7 at 320 and SE-ResNeXt-101 at 416.  None keeps the
+            dataset's size and is left out of the config's dict (and hash).
         train: training settings.
     """
 
@@ -171,6 +175,7 @@ class SplitConfig:
     wd_rule: WdRule = "exp"
     lambda_cot: float = 0.5
     dataset: str = DEFAULT_DATASET
+    crop: int | None = None
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
@@ -183,7 +188,7 @@ class SplitConfig:
         try:
             family, _ = resolve_arch(self.arch)
             factors = check_block_factors(self.block_factors, family.num_blocks, self.arch)
-            info = dataset_info(self.dataset)
+            info = dataset_info(self.dataset, self.crop)
         except ValueError as error:
             raise ConfigError(str(error)) from None
         object.__setattr__(self, "block_factors", factors)
@@ -196,7 +201,7 @@ class SplitConfig:
         _require(self.lambda_cot >= 0, "lambda_cot", "must be >= 0")
         if info.image_size < family.min_input_size:
             raise ConfigError(
-                f"dataset {self.dataset} ({info.image_size}x{info.image_size}) is too small for {self.arch}, "
+                f"dataset {self.dataset} at {info.image_size}x{info.image_size} is too small for {self.arch}, "
                 f"which needs at least {family.min_input_size}x{family.min_input_size} inputs"
             )
 
@@ -225,7 +230,13 @@ class SplitConfig:
         """Plain types only (lists, not tuples), ready for YAML or JSON."""
         data = dataclasses.asdict(self)
         data["block_factors"] = list(self.block_factors)
+        if self.crop is None:
+            del data["crop"]  # configs written before crops existed keep their hash
         return data
+
+    def input_info(self) -> DatasetInfo:
+        """The dataset's shape facts at this config's input size (its crop, if any)."""
+        return dataset_info(self.dataset, self.crop)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str | None = None) -> SplitConfig:

@@ -35,7 +35,6 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from splitsearch.build import build_one
 from splitsearch.config import SplitConfig
-from splitsearch.data.specs import dataset_info
 from splitsearch.paper_macs import PaperMacs
 from splitsearch.split.sequential import BranchSplitError, branch_sequential, is_split_block
 from splitsearch.errors import SplitsearchError
@@ -270,7 +269,7 @@ def count_config(config: SplitConfig, convention: MacsConvention = "pytorch") ->
     """Cost of the candidate ``config``: one network counted on the meta device, times S."""
     with torch.device("meta"), _SkipMetaInit():
         network = build_one(config)
-    one = count_module(network, dataset_info(config.dataset).input_shape, convention)
+    one = count_module(network, config.input_info().input_shape, convention)
     return CandidateCost(networks=(one,) * config.S)
 
 

@@ -17,7 +17,8 @@ average pooling              output elements
 adaptive average pooling     output elements x (input cells per output cell + 1)
 ReLU, max pooling, dropout,  0
 identity, flatten, padding
-sigmoid, SiLU, ShakeDrop     0 (thop has no rule for them and counts nothing)
+sigmoid, SiLU, ShakeDrop,    0 (thop has no rule for them and counts nothing)
+stochastic depth
 ===========================  =================================================================
 
 A leaf module of any other type raises :class:`UncountedModuleError`: silently counting it as
@@ -33,6 +34,7 @@ from typing import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
+from torchvision.ops import StochasticDepth
 
 from splitsearch.models.pyramidnet import ShakeDrop
 from splitsearch.errors import SplitsearchError
@@ -88,7 +90,7 @@ _FREE = (
     nn.ReLU, nn.ReLU6, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
     nn.AdaptiveMaxPool3d, nn.Dropout, nn.Dropout2d, nn.Identity, nn.Flatten, nn.ZeroPad2d,
     # thop has no rule for these and counts nothing.
-    nn.Sigmoid, nn.SiLU, ShakeDrop,
+    nn.Sigmoid, nn.SiLU, ShakeDrop, StochasticDepth,
 )
 
 

@@ -1,7 +1,8 @@
-"""Published cost figures the zoo is checked against (seed 004, Table 2; METHODS.md section 1).
+"""Published cost figures the zoo is checked against (seed 004, Tables 2 and 4; METHODS.md section 1).
 
-Each row: architecture, S, parameters and MACs of all S networks together for one 32x32
-CIFAR-100 image.  The paper's "GFLOPs" column is multiply-accumulates, i.e. MACs, counted with
+Each row: architecture, S, parameters and MACs of all S networks together for one image, and
+the crop it was counted at (Table 2: one 32x32 CIFAR-100 image, no crop; Table 4: one ImageNet
+image at the crop given).  The paper's "GFLOPs" column is multiply-accumulates, i.e. MACs, counted with
 thop, which also counts batch norm and average pooling: compare with
 ``count_config(config, convention="paper")``.
 """
@@ -16,6 +17,7 @@ class ReferenceCost(NamedTuple):
     S: int
     params: float
     macs: float
+    crop: int | None = None
 
 
 TABLE2_CIFAR100 = [
@@ -49,4 +51,20 @@ TABLE2_CIFAR100 = [
     ReferenceCost("pyramidnet272", 1, 26.8e6, 4.55e9),
     ReferenceCost("pyramidnet272", 2, 28.9e6, 5.24e9),
     ReferenceCost("pyramidnet272", 4, 32.8e6, 6.33e9),
+]
+
+
+# Seed 004, Table 4 (ImageNet): all S networks together for one crop x crop image (224 unless
+# given; the paper counts EfficientNet-B7 at 320 and SE-ResNeXt-101 64x4d at 416).  Only the
+# rows whose divided network the paper also lists at S = 1 (or, for SE-ResNeXt, the S = 2 row).
+TABLE4_IMAGENET = [
+    ReferenceCost("wrn50_2", 1, 68.9e6, 12.8e9, 224),
+    ReferenceCost("wrn50_2", 2, 51.4e6, 10.9e9, 224),
+    ReferenceCost("wrn50_3", 1, 135.0e6, 23.8e9, 224),
+    ReferenceCost("wrn50_3", 2, 138.0e6, 25.6e9, 224),
+    ReferenceCost("resnext101_64x4d", 1, 83.6e6, 16.9e9, 224),
+    ReferenceCost("resnext101_64x4d", 2, 88.6e6, 18.8e9, 224),
+    ReferenceCost("efficientnet_b7", 1, 66.7e6, 10.6e9, 320),
+    ReferenceCost("efficientnet_b7", 2, 68.2e6, 10.5e9, 320),
+    ReferenceCost("se_resnext101_64x4d", 2, 98.0e6, 61.1e9, 416),
 ]

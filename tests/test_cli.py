@@ -81,7 +81,7 @@ def test_yaml_with_unknown_key_is_one_line_error(tmp_path, capsys):
     path = tmp_path / "bad.yaml"
     path.write_text("arch: resnet20\nwidth: 3\n")
     code, _, err = run(capsys, "count", str(path))
-    assert code == 2 and err.strip() == f"Error: {path}: unknown key width (known keys: S, arch, block_factors, " \
+    assert code == 2 and err.strip() == f"Error: {path}: unknown key width (known keys: S, arch, block_factors, crop, " \
         "dataset, groups, lambda_cot, split_depth, train, wd_rule, width_mult)"
 
 

@@ -92,6 +92,29 @@ def test_imagefolder_is_resized_to_the_size_the_model_is_built_for(tmp_path):
     assert sorted(torch.cat([dataset.train.labels, dataset.test.labels]).tolist()) == [0] * 5 + [1] * 5
 
 
+def test_imagefolder_is_loaded_at_the_configured_crop(tmp_path):
+    from PIL import Image
+
+    from splitsearch.data import DataCache
+
+    for name in ["cat", "dog"]:
+        (tmp_path / name).mkdir()
+        for index in range(5):
+            Image.fromarray(np.full((10, 12, 3), 30 * index, dtype=np.uint8)).save(tmp_path / name / f"{index}.png")
+    spec = f"imagefolder:{tmp_path}"
+    assert_split(load_dataset(spec, crop=16).train, (3, 16, 16))
+    cache = DataCache()
+    config = TrainConfig(batch_size=4)
+    assert cache.get(spec, config, crop=16).info.image_size == 16
+    assert cache.get(spec, config, crop=24).info.image_size == 24
+
+
+def test_crop_is_refused_where_images_have_a_fixed_size():
+    with pytest.raises(ValueError, match="digits has fixed 8x8 images"):
+        dataset_info("digits", crop=16)
+    assert dataset_info("digits", crop=8) == dataset_info("digits")
+
+
 def test_synthetic_is_seeded():
     dataset = load_dataset("synthetic:50")
     assert_split(dataset.train, (3, 32, 32))

@@ -91,3 +91,47 @@ def drop_rate(p: float, S: int) -> float:
     """Dropout / drop-path / ShakeDrop rate of a small network: p' = p / sqrt(S)."""
     check_S(S)
     return p / math.sqrt(S)
+
+
+# Compound-scaling coefficients of EfficientNet-B1..B7 (width, depth), Tan & Le Table/code.
+EFFICIENTNET_COEFFICIENTS = {
+    1: (1.0, 1.1), 2: (1.1, 1.2), 3: (1.2, 1.4), 4: (1.4, 1.8), 5: (1.6, 2.2), 6: (1.8, 2.6), 7: (2.0, 3.1),
+}
+
+
+def wrn_imagenet_division(k: int, S: int) -> tuple[int, int]:
+    """(base width, widening factor) of an ImageNet WRN-d-k divided by S, as the authors' code does.
+
+    Their code treats S = 2 and the other S differently: at S = 2 the base width stays 64 and
+    the widening factor shrinks by the CIFAR WRN rule, k' = max(floor(k / sqrt(2) + 0.4), 1)
+    (WRN-50-2 -> 1, WRN-50-3 -> 2); at S = 4 (and 8) the widening factor is kept and the base
+    width follows the ImageNet ResNet table (32, 24).
+    """
+    check_S(S)
+    if S == 1:
+        return resnet_imagenet_base_width(1), k
+    if S == 2:
+        return resnet_imagenet_base_width(1), wrn_widen_factor(k, S)
+    return resnet_imagenet_base_width(S), k
+
+
+def round_efficientnet_filters(channels: float, divisor: int) -> int:
+    """EfficientNet's channel rounding: nearest multiple of ``divisor``, never more than 10 % below."""
+    rounded = max(divisor, int(channels + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * channels else rounded
+
+
+def efficientnet_scaled_widths(S: int, width_coefficient: float) -> tuple[int, ...]:
+    """Widths (stem, 7 stages, head) of a compound-scaled EfficientNet divided by S.
+
+    The authors scale the divided B0 table (:func:`efficientnet_b0_widths`) by the variant's
+    width coefficient and round to multiples of 8 for S = 1 and of 4 for S > 1 (finer, as the
+    divided widths are small).
+    """
+    divisor = 8 if S == 1 else 4
+    return tuple(round_efficientnet_filters(c * width_coefficient, divisor) for c in efficientnet_b0_widths(S))
+
+
+def efficientnet_repeats(repeats: int, depth_coefficient: float) -> int:
+    """Blocks of a stage after compound scaling: ceil(depth coefficient x B0's count); S keeps depth."""
+    return int(math.ceil(depth_coefficient * repeats))

@@ -149,9 +149,10 @@ def split_to_device(dataset: ImageDataset, config: TrainConfig, device: torch.de
 
 
 def prepare_data(spec: str, config: TrainConfig, device: torch.device | str = "cpu",
-                 data_dir: str | Path = DEFAULT_DATA_DIR, download: bool = False) -> DeviceData:
-    """The whole data path: load ``spec``, carve the validation split, put everything on ``device``."""
-    return split_to_device(load_dataset(spec, data_dir, download), config, device)
+                 data_dir: str | Path = DEFAULT_DATA_DIR, download: bool = False,
+                 crop: int | None = None) -> DeviceData:
+    """The whole data path: load ``spec`` (at ``crop``), carve the validation split, put everything on ``device``."""
+    return split_to_device(load_dataset(spec, data_dir, download, crop), config, device)
 
 
 class DataCache:
@@ -166,14 +167,15 @@ class DataCache:
         self.device = torch.device(device)
         self.data_dir = data_dir
         self.download = download
-        self._datasets: dict[str, ImageDataset] = {}
+        self._datasets: dict[tuple[str, int | None], ImageDataset] = {}
         self._on_device: dict[tuple, DeviceData] = {}
 
-    def get(self, spec: str, config: TrainConfig) -> DeviceData:
-        """The dataset ``spec`` split and batched as ``config`` says (loading it the first time)."""
-        if spec not in self._datasets:
-            self._datasets[spec] = load_dataset(spec, self.data_dir, self.download)
-        key = (spec, config.batch_size, config.val_fraction, config.seed)
+    def get(self, spec: str, config: TrainConfig, crop: int | None = None) -> DeviceData:
+        """The dataset ``spec`` at ``crop`` split and batched as ``config`` says (loading it the first time)."""
+        loaded = (spec, crop)
+        if loaded not in self._datasets:
+            self._datasets[loaded] = load_dataset(spec, self.data_dir, self.download, crop)
+        key = (spec, crop, config.batch_size, config.val_fraction, config.seed)
         if key not in self._on_device:
-            self._on_device[key] = split_to_device(self._datasets[spec], config, self.device)
+            self._on_device[key] = split_to_device(self._datasets[loaded], config, self.device)
         return self._on_device[key]

@@ -73,18 +73,20 @@ def _hold_out(images: Tensor, labels: Tensor) -> tuple[ImageSplit, ImageSplit]:
     return whole.carve(len(whole) - held_out_train_size(len(whole)), _HOLDOUT_SEED)
 
 
-def load_dataset(spec: str, data_dir: str | Path = DEFAULT_DATA_DIR, download: bool = False) -> ImageDataset:
+def load_dataset(spec: str, data_dir: str | Path = DEFAULT_DATA_DIR, download: bool = False,
+                 crop: int | None = None) -> ImageDataset:
     """Load the dataset named by ``spec`` (see :mod:`splitsearch.data.specs`) as uint8 tensors.
 
     ``data_dir`` is where torchvision datasets (cifar10, cifar100, svhn) live or are downloaded
-    to with ``download=True``; the other kinds ignore it.
+    to with ``download=True``; the other kinds ignore it.  ``crop`` is the image size an
+    ``imagefolder`` is resized to (:func:`~splitsearch.data.specs.dataset_info`).
 
     Raises:
         ValueError: unknown spec, missing or malformed files, or a torchvision dataset that is
             absent from ``data_dir`` or cannot be downloaded (the message names the directory).
     """
     kind, argument = split_spec(spec)
-    info = dataset_info(spec)
+    info = dataset_info(spec, crop)
     if kind == "digits":
         train, test = _load_digits()
     elif kind == "synthetic":

@@ -6,10 +6,14 @@ One spec string names a dataset everywhere (config files, every command):
 ``cifar10``           CIFAR-10 through torchvision
 ``cifar100``          CIFAR-100 through torchvision
 ``svhn``              SVHN through torchvision
-``imagenet``          ImageNet-sized inputs (224x224, 1000 classes); counting only for now
+``imagenet``          ImageNet-sized inputs (224x224 unless cropped, 1000 classes); counting only for now
 ``npz:PATH``          arrays ``x_train, y_train, x_test, y_test`` in an ``.npz`` file
 ``imagefolder:PATH``  one sub-folder per class (torchvision ImageFolder)
 ``synthetic:N``       N random 3x32x32 images of 10 classes, for tests
+
+A *crop* (``SplitConfig.crop``, ``--crop N``) sets the square input size of the datasets whose
+images are resized anyway, ``imagenet`` and ``imagefolder:PATH`` (224 by default); the others hold
+images of one fixed size and refuse any other crop.
 
 Model building and cost counting need only the input shape and the number of classes; this
 module answers that without loading the data (an ``npz`` file is opened, not decoded).  It also
@@ -21,7 +25,7 @@ batch of 128 leaves the 1,437 digits ten optimiser steps an epoch.
 from __future__ import annotations
 
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -130,12 +134,32 @@ def split_spec(spec: str) -> tuple[str, str]:
     raise DataError(f"unknown dataset {spec!r}; use one of: {known_specs()}")
 
 
-def dataset_info(spec: str) -> DatasetInfo:
+# Kinds whose images are resized to the input size, so a crop can choose it.
+CROPPABLE = ("imagenet", "imagefolder")
+
+
+def dataset_info(spec: str, crop: int | None = None) -> DatasetInfo:
     """Input shape, class count and augmentation defaults of the dataset named by ``spec``.
 
+    ``crop`` replaces the input size of a dataset that resizes its images (:data:`CROPPABLE`);
+    for the others it must equal their image size.
+
     Raises:
-        ValueError: unknown spec, or a file that does not hold what the spec says.
+        ValueError: unknown spec, a file that does not hold what the spec says, or a crop the
+            dataset cannot take.
     """
+    info = _native_info(spec)
+    if crop is None or crop == info.image_size:
+        return info
+    if isinstance(crop, bool) or not isinstance(crop, int) or crop < 1:
+        raise DataError(f"crop must be a positive image size in pixels, got {crop!r}")
+    if split_spec(spec)[0] not in CROPPABLE:
+        raise DataError(f"crop {crop}: {spec} has fixed {info.image_size}x{info.image_size} images; only "
+                        f"{' and '.join(CROPPABLE)} take another input size")
+    return replace(info, image_size=crop)
+
+
+def _native_info(spec: str) -> DatasetInfo:
     kind, argument = split_spec(spec)
     if kind in _BUILTIN:
         return DatasetInfo(spec, *_BUILTIN[kind])

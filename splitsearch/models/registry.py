@@ -105,6 +105,10 @@ class ArchFamily:
 _BOTTLENECK_WIDTH_UNIT = ("bottleneck base width 16/12/8 (S=1/2/4) x width_mult; bottleneck widths w, 2w, 4w "
                           "rounded to a multiple of the stage's split factor, outputs 4x that")
 
+_IMAGENET_RESNET_UNIT = ("stem and stage widths x width_mult, rounded to whole channels (stage outputs and "
+                         "bottleneck widths to multiples of the stage's split factor); finest step: 1 channel")
+_IMAGENET_BLOCKS = "blocks of the block-wise split: the four stages (the stem is not split)"
+
 _FAMILIES: list[ArchFamily] = [
     ArchFamily(
         r"densenet_bc190", "splitsearch.models.densenet:densenet_bc190", examples=("densenet_bc190",),
@@ -119,10 +123,43 @@ _FAMILIES: list[ArchFamily] = [
                    "rounded to whole channels; finest step: 1 channel",
     ),
     ArchFamily(
+        r"efficientnet_b(?P<variant>[1-7])", "splitsearch.models.efficientnet_imagenet:imagenet_efficientnet",
+        examples=("efficientnet_b7",), num_blocks=7, min_input_size=32, supports_block_split=False,
+        width_unit="ImageNet EfficientNet (torchvision's MBConv): the authors' divided B0 table x the variant's "
+                   "width coefficient (rounded to 8 at S=1, 4 at S>1) x width_mult, rounded to whole channels; finest step: 1 channel",
+    ),
+    ArchFamily(
         r"pyramidnet(?P<depth>\d+)", "splitsearch.models.pyramidnet:pyramidnet",
         examples=("pyramidnet164", "pyramidnet272"), num_blocks=3, min_input_size=4, supports_block_split=False,
         width_unit="stem 16 and alpha (270 or 200, / sqrt(S)) both x width_mult; each bottleneck width rounds "
                    "to whole channels, its output is 4x; finest step: 1 bottleneck channel",
+    ),
+    ArchFamily(
+        r"resnet(?P<depth>50|101|152)", "splitsearch.models.imagenet_resnet:imagenet_resnet",
+        examples=("resnet50",), num_blocks=4, min_input_size=32, priority=1,
+        width_unit="ImageNet bottleneck ResNet (3-conv stem, 4 stages): base width 64/44/32 (S=1/2/4) x width_mult; "
+                   + _IMAGENET_RESNET_UNIT + "; " + _IMAGENET_BLOCKS,
+    ),
+    ArchFamily(
+        r"resnext(?P<depth>50|101|152)_(?P<cardinality>\d+)x(?P<group_width>\d+)d",
+        "splitsearch.models.imagenet_resnet:imagenet_resnext", examples=("resnext101_64x4d",), num_blocks=4,
+        min_input_size=32,
+        width_unit="ImageNet ResNeXt: cardinality d // S, width per group (finest step 1 channel per group) and "
+                   "stem 64 x width_mult; " + _IMAGENET_BLOCKS,
+    ),
+    ArchFamily(
+        r"se_resnext(?P<depth>50|101|152)_(?P<cardinality>\d+)x(?P<group_width>\d+)d",
+        "splitsearch.models.imagenet_resnet:imagenet_se_resnext", examples=("se_resnext101_64x4d",), num_blocks=4,
+        min_input_size=32,
+        width_unit="ImageNet SE-ResNeXt (SE reduction 16): cardinality d // S, width per group x width_mult; "
+                   "stage outputs multiples of 16 x the split factor; " + _IMAGENET_BLOCKS,
+    ),
+    ArchFamily(
+        r"wrn(?P<depth>50)_(?P<k>\d+)", "splitsearch.models.imagenet_resnet:imagenet_wide_resnet",
+        examples=("wrn50_2", "wrn50_3"), num_blocks=4, min_input_size=32, priority=1,
+        width_unit="ImageNet WRN-d-k: bottleneck widths k' x planes; S=2 keeps base 64 and divides k "
+                   "(k' = floor(k/sqrt 2 + 0.4)), S=4 keeps k and takes base 32; " + _IMAGENET_RESNET_UNIT + "; "
+                   + _IMAGENET_BLOCKS,
     ),
     ArchFamily(
         r"resnet(?P<depth>\d+)", "splitsearch.models.resnet:cifar_resnet_basic",

@@ -134,7 +134,7 @@ def _confirm_one(study_name: str, trial: FrozenTrial, config: SplitConfig, seed:
     row = store.start_confirmation(study_name, trial.number, config, baseline)
     out_dir = Path(execution.runs_dir) / study_name / f"confirm-{trial.number}-seed{seed}"
     try:
-        trainer = Trainer(config, data.get(config.dataset, config.train), execution.device, out_dir, execution.mode,
+        trainer = Trainer(config, data.get(config.dataset, config.train, config.crop), execution.device, out_dir, execution.mode,
                           progress=progress)
         result = trainer.fit(resume=True, test=False)
     except Exception as error:  # noqa: BLE001 - a failed run is data; the next one goes on

@@ -109,7 +109,7 @@ def run_greedy_blocks(spec: StudySpec, storage_url: str, execution: ExecutionOpt
     check_budget(spec)
     execution = dataclasses.replace(execution, mode="sequential")
     data = execution.data_cache()
-    data.get(spec.base.dataset, spec.base.train)  # a missing dataset fails here, before the storage is touched
+    data.get(spec.base.dataset, spec.base.train, spec.base.crop)  # a missing dataset fails here, before the storage is touched
     num_blocks = resolve_arch(spec.base.arch)[0].num_blocks
     with sigterm_interrupts(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)

@@ -330,7 +330,7 @@ class SearchObjective:
     def _trainer(self, trial: optuna.Trial, record: TrialRecord, config: SplitConfig, candidate: int, out_dir: Path,
                  after_epoch: Callable[[EpochMetrics], bool]) -> Trainer:
         """A fresh trainer of the candidate (warm-started where the record says so) that writes into ``out_dir``."""
-        trainer = Trainer(config, self.data.get(config.dataset, config.train), self.execution.device, out_dir,
+        trainer = Trainer(config, self.data.get(config.dataset, config.train, config.crop), self.execution.device, out_dir,
                           self.execution.mode, callbacks=[after_epoch], progress=False,
                           on_write_error=lambda error: self._not_written(candidate, error))
         if record.warm_start_from is not None:

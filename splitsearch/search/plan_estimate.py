@@ -135,7 +135,7 @@ def plan_run(spec: StudySpec, execution: ExecutionOptions, data: DataCache | Non
     """
     base, base_cost = fitted(spec, spec.base)
     timed, _ = fitted(spec, spec.base.replace(S=largest_s(spec)))
-    loaded = (data or execution.data_cache()).get(timed.dataset, timed.train)
+    loaded = (data or execution.data_cache()).get(timed.dataset, timed.train, timed.crop)
     trainer = Trainer(timed, loaded, execution.device, mode=execution.mode, progress=False)
     fraction, source = expected_epoch_fraction(spec)
     return RunPlan(base, base_cost, timed, tuple(time_training_steps(trainer)), len(loaded.train), len(loaded.val),

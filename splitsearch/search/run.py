@@ -132,7 +132,7 @@ def run_study(spec: StudySpec, storage_url: str, execution: ExecutionOptions = E
     """
     check_budget(spec)
     data = data or execution.data_cache()  # ``run``'s plan may have loaded the dataset already
-    data.get(spec.base.dataset, spec.base.train)  # a missing dataset fails here, before the storage is touched
+    data.get(spec.base.dataset, spec.base.train, spec.base.crop)  # a missing dataset fails here, before the storage is touched
     with sigterm_interrupts(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         study, store = open_search(spec, storage_url, force, execution.heartbeat_seconds,

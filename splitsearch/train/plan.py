@@ -118,7 +118,8 @@ def plan_training(request: TrainRequest, device: str | None = None) -> TrainingP
     leaves no validation image is final too, as there is nothing to select on.
     """
     config = request.resolved_config()
-    data = prepare_data(config.dataset, config.train, device or request.device, request.data_dir, request.download)
+    data = prepare_data(config.dataset, config.train, device or request.device, request.data_dir, request.download,
+                        config.crop)
     return TrainingPlan(config, data, request.resolved_out_dir(), request.final or data.val.num_samples == 0)
 
 
