@@ -1,6 +1,7 @@
 """Training-step time of co-training: the undivided network, S members one after another, S members packed.
 
 Run:  python benchmarks/cotrain_step.py [--device auto|cpu|cuda] [--steps N] [--warmup N] [--batch-size 128]
+                                        [--cases ARCH:S,...]
 
 For WRN-16-8 divided by S = 4 and ResNet-110 (bottleneck) divided by S = 2, on 32x32 inputs of
 100 classes, one training step is forward, loss (the sum of the members' cross-entropies; the
@@ -56,6 +57,16 @@ def step_time(ensemble: Ensemble, batch_size: int, steps: int, warmup: int, devi
     return statistics.median(times)
 
 
+def parse_cases(text: str | None) -> tuple[tuple[str, int], ...]:
+    """``--cases`` (``ARCH:S,...``) as pairs; the default :data:`CASES` where not given."""
+    if text is None:
+        return CASES
+    try:
+        return tuple((arch, int(S)) for arch, S in (case.split(":") for case in text.split(",")))
+    except ValueError:
+        raise SystemExit(f"--cases: expected ARCH:S,... (e.g. resnet20:2), got {text!r}") from None
+
+
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -74,6 +85,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, help="measured steps (default: 3 on CPU, 30 on CUDA)")
     parser.add_argument("--warmup", type=int, help="warm-up steps (default: 1 on CPU, 10 on CUDA)")
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--cases", help="comma-separated ARCH:S (default: wrn16_8:4,resnet110:2)")
     options = parser.parse_args()
 
     name = "cuda" if options.device == "cuda" or (options.device == "auto" and torch.cuda.is_available()) else "cpu"
@@ -87,7 +99,7 @@ def main() -> None:
     print(f"{'network':<12}{'S':>3}{'undivided':>12}{'sequential':>12}{'fused':>10}"
           f"{'fused/undiv':>13}{'fused/seq':>11}  target")
     all_met = True
-    for arch, S in CASES:
+    for arch, S in parse_cases(options.cases):
         seconds = {}
         for label, members, mode in (("undivided", 1, "sequential"), ("sequential", S, "sequential"),
                                      ("fused", S, "fused")):

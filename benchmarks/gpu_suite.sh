@@ -1,21 +1,31 @@
 #!/usr/bin/env bash
-# The project's GPU measurements in one command, each part's output kept in one results folder.
+# Every GPU measurement of the project in one command, under 8 minutes on one GPU, into one results file.
 #
-#   benchmarks/gpu_suite.sh [--device cuda|cpu] [--quick] [--out DIR] [--data PATH] [--jobs N]
+#   benchmarks/gpu_suite.sh [--device cuda|cpu] [--quick] [--out DIR] [--data PATH] [--jobs N] [--only PART,...]
 #
-# Parts (each bounded by a timeout, so one slow part cannot eat the others' time; a run that a
-# timeout cuts short keeps the trainings that finished, one JSON line each):
-#   1. benchmarks/cotrain_step.py: training-step time, undivided vs S sequential vs S fused
-#   2. benchmarks/trainer_vs_reference.py --ablation, S=2: the trainer's schedule, co-training
-#      warm-up and padding taken one at a time between the authors' recipe and the reference's,
-#      6 seeds, many trainings at once on the one GPU (bf16 autocast on both sides)
-#   3. the same for S=1 and S=4 with the authors' recipe, the reference recipe and the reference
-# --quick: one epoch, one seed, a few sides (checks the script end to end; what the test runs).
-# Needs the CIFAR-10 subset (--data, default ../shared/data/cifar10-subset.npz beside the checkout).
+# Parts, each bounded by a timeout (the seconds below, 450 in all; sized from the 2026-11-30 H200
+# run: the old cotrain_step part took 16 s, a ResNet-20 10-epoch training 14-70 s, 12 at once),
+# so that one slow part cannot eat the others' time and the whole suite ends within 8 minutes on
+# the GPU; a part cut short keeps what it printed (every benchmark prints its rows as they come):
+#   cotrain_step       25s  training step: undivided vs S sequential vs S fused (bf16 autocast)
+#   mfu                35s  model FLOP utilisation of those steps (FlopCounterMode FLOPs / step time / peak)
+#   parallel_step      75s  member-parallel epoch vs undivided, sequential, fused (2 processes on the GPU(s))
+#   inference_latency  70s  one batch (1 and 100): undivided / sequential / packed / one process per
+#                           member, and the semantic split's G branches one after another / one process each
+#   train_epoch        60s  `splitsearch train` one epoch on synthetic:50000 (3x32x32, 10 classes; 36,000
+#                           training images after the test and validation splits), WRN-16-8 S=2, batch 128
+#   cuda_tests         45s  the CUDA-only tests (pytest -m cuda)
+#   ablation_S2        90s  trainer_vs_reference.py --ablation, S=2, seed 0, 10 epochs, many trainings at once
+#   recipes_S1_S4      50s  the authors' recipe vs the reference loop at S=1 and S=4, seed 0
+# --quick: tiny networks, data and counts (checks the script end to end on the CPU in a few minutes;
+#   tests/test_benchmarks.py runs it); --only: just these parts.
+# Writes DIR/results.md (every part's figures, its exit status and time, the environment), and
+# DIR/<part>.txt, DIR/trainings.jsonl, DIR/train_epoch/metrics.json.  Needs the CIFAR-10 subset
+# for the last two parts (--data, default ../shared/data/cifar10-subset.npz beside the checkout).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-device=cuda quick=0 out=gpu-results jobs=12
+device=cuda quick=0 out=gpu-results jobs=12 only=""
 data="$(cd .. && pwd)/shared/data/cifar10-subset.npz"
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -24,31 +34,63 @@ while [ $# -gt 0 ]; do
         --out) out="$2"; shift 2 ;;
         --data) data="$2"; shift 2 ;;
         --jobs) jobs="$2"; shift 2 ;;
-        *) echo "gpu_suite.sh: unknown option $1 (use --device, --quick, --out, --data, --jobs)" >&2; exit 2 ;;
+        --only) only="$2"; shift 2 ;;
+        *) echo "gpu_suite.sh: unknown option $1 (use --device, --quick, --out, --data, --jobs, --only)" >&2; exit 2 ;;
     esac
 done
-[ -f "$data" ] || { echo "gpu_suite.sh: $data not found; pass --data PATH to the CIFAR-10 subset .npz" >&2; exit 2; }
+case "$device" in cuda|cpu) ;; *) echo "gpu_suite.sh: --device must be cuda or cpu, not $device" >&2; exit 2 ;; esac
+parts_known=",cotrain_step,mfu,parallel_step,inference_latency,train_epoch,cuda_tests,ablation_S2,recipes_S1_S4,"
+for name in ${only//,/ }; do
+    [[ "$parts_known" == *",$name,"* ]] || { echo "gpu_suite.sh: unknown part $name (one of ${parts_known:1:-1})" >&2; exit 2; }
+done
+wants() { [ -z "$only" ] || [[ ",$only," == *",$1,"* ]]; }
+if { wants ablation_S2 || wants recipes_S1_S4; } && [ ! -f "$data" ]; then
+    echo "gpu_suite.sh: $data not found; pass --data PATH to the CIFAR-10 subset .npz" >&2; exit 2
+fi
 mkdir -p "$out"
+: > "$out/parts.tsv"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 
 if [ "$quick" = 1 ]; then
-    epochs=1 seeds=0 step_args="--steps 1 --warmup 0" budget=(600 600 600)
-    s2_sides="--sides authors,recipe,reference" s14_sides="authors,reference" s14=1
+    step_args="--steps 1 --warmup 0 --batch-size 8 --cases resnet8:2" mfu_args=""
+    parallel_args="--arch resnet8 --dataset synthetic:80 --epochs 2 --rounds 1"
+    latency_args="--arch resnet8 --batches 1 --repeats 1" train_arch=resnet8 train_data=synthetic:100
+    train_args="--epochs 1 --width-mult 0.25 --arch resnet8" s2_sides="--sides authors,recipe,reference" seeds=0
+    s14_sides="authors,reference" s14=1 budget=(600 600 600 600 600 600 600 600)
 else
-    epochs=10 seeds=0,1,2,3,4,5 step_args="" budget=(100 280 160)
-    s2_sides="--ablation" s14_sides="authors,recipe,reference" s14=1,4
+    step_args="" mfu_args="--steps 20 --warmup 5" parallel_args="--arch wrn16_8 --epochs 3 --rounds 1"
+    latency_args="--arch wrn16_8 --repeats 30" train_arch=wrn16_8 train_data=synthetic:50000
+    train_args="--epochs 10" s2_sides="--ablation" seeds=0 s14_sides="authors,reference" s14=1,4
+    budget=(25 35 75 70 60 45 90 50)
 fi
 
-part() {  # part NAME SECONDS COMMAND...: run with a timeout, output to the terminal and NAME.txt
+part() {  # part NAME SECONDS COMMAND...: run it under a timeout, output to the terminal and NAME.txt
     local name="$1" seconds="$2"; shift 2
+    wants "$name" || return 0
     echo "== $name: $* (at most ${seconds}s)"
     local started=$SECONDS
-    timeout "$seconds" "$@" 2>&1 | tee "$out/$name.txt"
-    local status=${PIPESTATUS[0]}
-    pkill -f "$2" 2>/dev/null  # the worker processes of a run the timeout cut short
-    echo "== $name: exit $status after $((SECONDS - started))s" | tee -a "$out/$name.txt"
+    # timeout runs the command in a process group of its own and signals the whole group, the
+    # worker processes of a part it cuts short included; --kill-after for one that ignores SIGTERM
+    # (2 s: eight parts cut short still end within 450 + 16 s).
+    timeout --kill-after=2 "$seconds" "$@" 2>&1 | tee "$out/$name.txt"
+    local status=${PIPESTATUS[0]} took=$((SECONDS - started))
+    echo "== $name: exit $status after ${took}s" | tee -a "$out/$name.txt"
+    printf '%s\t%s\t%s\t%s\n' "$name" "$status" "$took" "$seconds" >> "$out/parts.tsv"
 }
 
+train_epoch() {  # one epoch of `splitsearch train` on synthetic CIFAR-shaped data; seconds from metrics.json
+    local run="$out/train_epoch"
+    rm -rf "$run" && mkdir -p "$run"
+    python3 -c "from splitsearch.config import SplitConfig, TrainConfig; print(SplitConfig(arch='$train_arch', S=2, \
+dataset='$train_data', train=TrainConfig(batch_size=128)).to_yaml())" > "$run/config.yaml" || return 1
+    python3 -m splitsearch.cli train "$run/config.yaml" --epochs 1 --device "$device" --quiet --out "$run" || return 1
+    rm -f "$run"/*.pt  # checkpoints are not results
+    python3 -c "import json, sys; m = json.load(open(sys.argv[1])); h = m['history'][-1]
+print(f\"train_epoch: $train_arch S=2 on $train_data, batch 128, one epoch {h['seconds']:.1f}s (fit's wall time \
+{m['wall_seconds']:.1f}s, validation included)\")" "$run/metrics.json"
+}
+
+started_all=$SECONDS
 {
     date -u
     python3 -c "import torch; print('torch', torch.__version__, '| cuda', torch.version.cuda, '|',
@@ -57,8 +99,39 @@ part() {  # part NAME SECONDS COMMAND...: run with a timeout, output to the term
 } 2>&1 | tee "$out/environment.txt"
 
 part cotrain_step "${budget[0]}" python3 benchmarks/cotrain_step.py --device "$device" $step_args
-part ablation_S2 "${budget[1]}" python3 benchmarks/trainer_vs_reference.py $s2_sides -S 2 --seeds "$seeds" \
-    --epochs "$epochs" --device "$device" --jobs "$jobs" --data "$data" --out "$out/trainings.jsonl"
-part recipes_S1_S4 "${budget[2]}" python3 benchmarks/trainer_vs_reference.py --sides "$s14_sides" -S "$s14" \
-    --seeds "$seeds" --epochs "$epochs" --device "$device" --jobs "$jobs" --data "$data" --out "$out/trainings.jsonl"
-echo "results in $out/"
+part mfu "${budget[1]}" python3 benchmarks/mfu.py --device "$device" $step_args $mfu_args
+part parallel_step "${budget[2]}" python3 benchmarks/parallel_step.py --device "$device" $parallel_args
+part inference_latency "${budget[3]}" python3 benchmarks/inference_latency.py --device "$device" $latency_args
+export -f train_epoch; export out device train_arch train_data
+part train_epoch "${budget[4]}" bash -c train_epoch
+part cuda_tests "${budget[5]}" python3 -m pytest -q -m cuda -rs -p no:cacheprovider tests/test_cuda.py
+part ablation_S2 "${budget[6]}" python3 benchmarks/trainer_vs_reference.py $s2_sides -S 2 --seeds "$seeds" \
+    $train_args --device "$device" --jobs "$jobs" --data "$data" --out "$out/trainings.jsonl"
+part recipes_S1_S4 "${budget[7]}" python3 benchmarks/trainer_vs_reference.py --sides "$s14_sides" -S "$s14" \
+    --seeds "$seeds" $train_args --device "$device" --jobs "$jobs" --data "$data" --out "$out/trainings.jsonl"
+
+# The one results file: the environment, a line per part, then every part's output.
+{
+    echo "# splitsearch GPU suite: $(head -1 "$out/environment.txt")"
+    echo
+    echo "\`benchmarks/gpu_suite.sh --device $device$([ "$quick" = 1 ] && echo " --quick")\`," \
+         "$((SECONDS - started_all))s in all"
+    echo
+    echo '```'
+    tail -n +2 "$out/environment.txt"
+    echo '```'
+    echo
+    echo "| part | exit | seconds | at most |"
+    echo "| --- | --- | --- | --- |"
+    while IFS=$'\t' read -r name status took seconds; do
+        echo "| $name | $status$([ "$status" = 124 ] && echo " (cut short)") | $took | $seconds |"
+    done < "$out/parts.tsv"
+    while IFS=$'\t' read -r name _; do
+        printf '\n## %s\n\n```\n' "$name"
+        cat "$out/$name.txt"
+        echo '```'
+    done < "$out/parts.tsv"
+} > "$out/results.md"
+echo "results in $out/results.md ($((SECONDS - started_all))s)"
+failed=$(awk -F'\t' '$2 != 0' "$out/parts.tsv" | wc -l)
+[ "$failed" = 0 ] || { echo "gpu_suite.sh: $failed part(s) failed or were cut short: see $out/results.md" >&2; exit 1; }

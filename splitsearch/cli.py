@@ -275,8 +275,9 @@ def _data_dir_options(command: Any) -> Any:
                    "they must fit the config exactly. A checkpoint found with --resume wins over them.")
 @click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
               help="Member-parallel: train the S members in this many processes (a torch.distributed group, "
-                   "gloo on the CPU, one GPU each on CUDA), S/nproc members each; the same result as one "
-                   "process. Under torchrun the group is torchrun's and --nproc is not needed.")
+                   "gloo on the CPU, one GPU each on CUDA, or sharing the GPUs over gloo where there are fewer), "
+                   "S/nproc members each; the same result as one process. Under torchrun the group is torchrun's "
+                   "and --nproc is not needed.")
 @_data_dir_options
 @click.option("--quiet", is_flag=True, help="No progress bar or per-epoch lines.")
 def train(config_file: Path, dataset: str | None, epochs: int | None, seed: int | None, final: bool, device: str,

@@ -8,6 +8,9 @@ or spell out a module path, so a new family takes a transformation by implementi
 * :class:`SemanticNetwork` and :class:`SemanticBlock`: the stages and residual blocks the
   semantic split (:mod:`splitsearch.split.semantic`) cuts into groups, and the classifier it
   turns into G heads.
+* :class:`LayeredNetwork`: the network's forward as one sequence of its modules, so the cut
+  semantic split can be run as its shared lower layers and G separate branches
+  (:mod:`splitsearch.split.semantic_branches`).
 * :class:`BranchwiseModule`: a module with a forward of its own that keeps a split block's
   branches apart, so :func:`splitsearch.split.sequential.branch_sequential` may run it one
   branch at a time.
@@ -62,6 +65,19 @@ class SemanticNetwork(Protocol):
 
     def get_classifier(self) -> nn.Linear:
         """The linear layer that writes the logits; the cut makes it G heads."""
+        ...
+
+
+@runtime_checkable
+class LayeredNetwork(Protocol):
+    """A network whose forward is its modules run one after another (a stem, stages, a head)."""
+
+    def layer_sequence(self) -> nn.Sequential:
+        """Its own modules (shared, not copied), in the order the forward runs them.
+
+        Running the sequence is the forward, so a transformation can cut it in two: the layers
+        below a point, computed once, and the layers above it.
+        """
         ...
 
 

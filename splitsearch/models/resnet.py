@@ -135,6 +135,10 @@ class CifarResNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.stages(self.stem(x)))
 
+    def layer_sequence(self) -> nn.Sequential:
+        """The layered-network hook: stem, stages, then the classifier's pool, flatten (dropout) and linear."""
+        return nn.Sequential(self.stem, *self.stages, *self.classifier)
+
     def semantic_stages(self) -> tuple[nn.Sequential, ...]:
         """The semantic split's hook: its stages, each a sequence of blocks (and a fusion if block-split)."""
         return tuple(self.stages)

@@ -172,6 +172,19 @@ def _branch_body(body: nn.Sequential, branch: _Branch, path: str) -> nn.Sequenti
     return copy.deepcopy(body, replacements)
 
 
+def restrict_to_branch(body: nn.Sequential, index: int, count: int, name: str = "body") -> nn.Sequential:
+    """A copy of ``body`` that computes branch ``index`` of ``count`` alone, with the same weights.
+
+    ``body`` is split the way a split block is: every convolution grouped by ``count`` (or a dense
+    read of the body's input), batch norms and channel-wise layers between them.  The cut
+    semantic split's branches above its shared layers are built this way too.
+
+    Raises:
+        BranchSplitError: a module of ``body`` cannot be restricted to one branch.
+    """
+    return _branch_body(body, _Branch(index, count, _block_input_channels(body, name)), name)
+
+
 def _fusion_parts(fusion: Fusion, path: str) -> tuple[list[nn.Module], nn.Conv2d, nn.Module, nn.Module]:
     """A fusion's pool layers (none or one), 1x1 convolution, BN and activation."""
     *pools, mixing, norm, activation = fusion

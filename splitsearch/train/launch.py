@@ -52,10 +52,27 @@ def launched_by_torchrun() -> bool:
 
 
 def rank_device(device: str) -> str:
-    """The device of this rank: its own GPU (``cuda:LOCAL_RANK``) where ``device`` is CUDA."""
+    """The device of this rank: its own GPU (``cuda:LOCAL_RANK``) where ``device`` is CUDA.
+
+    Where the node has fewer GPUs than ranks, the ranks take them in turn (``LOCAL_RANK`` modulo
+    the GPU count): on one GPU every rank runs on ``cuda:0``.
+    """
     if device.startswith("cuda") and launched_by_torchrun():
-        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0')) % max(1, torch.cuda.device_count())}"
     return device
+
+
+def process_group_backend(device: str) -> str:
+    """nccl where every rank of the node has a GPU of its own, gloo otherwise.
+
+    NCCL refuses two ranks on one GPU, so ranks that share a GPU talk over gloo, which runs the
+    collectives the training and the branch-parallel inference use (broadcast, all-reduce) on
+    CUDA tensors too; on the CPU it is gloo anyway.
+    """
+    if not device.startswith("cuda"):
+        return "gloo"
+    ranks_here = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
+    return "nccl" if ranks_here <= torch.cuda.device_count() else "gloo"
 
 
 def launch(nproc: int, function: Callable[..., Any], device: str, *args: Any) -> Any:
@@ -116,7 +133,7 @@ class RankFailedError(RuntimeError):
 
 def run_as_rank(function: Callable[..., Any], device: str, *args: Any) -> Any:
     """``function(*args)`` as this process's rank of the group its environment describes (torchrun's)."""
-    backend = "nccl" if device.startswith("cuda") else "gloo"
+    backend = process_group_backend(device)
     if device.startswith("cuda"):
         torch.cuda.set_device(torch.device(rank_device(device)))
     dist.init_process_group(backend, timeout=COLLECTIVE_TIMEOUT)

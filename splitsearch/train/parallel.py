@@ -72,12 +72,17 @@ class MemberGroup:
     def gather(self, local: Tensor) -> Tensor:
         """``[k, ...]`` of this rank's members -> ``[S, ...]`` of all, in member order.
 
-        This rank's part keeps its autograd graph; the other ranks' parts are constants.
+        This rank's part keeps its autograd graph; the other ranks' parts are constants.  The
+        gather is an all-reduce of the ``[S, ...]`` tensor in which each rank filled its own rows
+        (zeros elsewhere, so the sum is exact): gloo all-reduces CUDA tensors but cannot
+        all-gather them, and ranks that share one GPU talk over gloo.
         """
         if self.world == 1:
             return local
-        parts = [torch.empty_like(local, dtype=torch.float32) for _ in range(self.world)]
-        dist.all_gather(parts, local.detach().float().contiguous())
+        full = local.new_zeros((self.members, *local.shape[1:]), dtype=torch.float32)
+        full[self.own] = local.detach().float()
+        dist.all_reduce(full)
+        parts = list(full.split(self.per_rank))
         parts[self.rank] = local.float()
         return torch.cat(parts)
 
