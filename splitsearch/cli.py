@@ -278,11 +278,21 @@ def _data_dir_options(command: Any) -> Any:
                    "gloo on the CPU, one GPU each on CUDA, or sharing the GPUs over gloo where there are fewer), "
                    "S/nproc members each; the same result as one process. Under torchrun the group is torchrun's "
                    "and --nproc is not needed.")
+@click.option("--data-parallel", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Data-parallel ranks per member rank: the processes form a grid of (processes / D) member "
+                   "ranks x D data ranks; the D ranks that hold the same members each train on a 1/D shard "
+                   "of every batch (DistributedDataParallel; the batch size stays the config's, the global "
+                   "batch). D must divide the processes and the member ranks must divide S. Each rank's "
+                   "BatchNorm sees its shard only, so results differ slightly from one process; see --sync-bn.")
+@click.option("--sync-bn", is_flag=True,
+              help="With --data-parallel: BatchNorm normalises with the statistics of the whole batch over the "
+                   "data ranks (SyncBatchNorm; CUDA only, refused on the CPU).")
 @_data_dir_options
 @click.option("--quiet", is_flag=True, help="No progress bar or per-epoch lines.")
 def train(config_file: Path, dataset: str | None, epochs: int | None, seed: int | None, final: bool, device: str,
-          mode: str, out_dir: Path | None, resume: bool, init_from: Path | None, nproc: int, data_dir: Path | None,
-          download: bool, data_path: str, loader_workers: int | None, quiet: bool) -> None:
+          mode: str, out_dir: Path | None, resume: bool, init_from: Path | None, nproc: int, data_parallel: int,
+          sync_bn: bool, data_dir: Path | None, download: bool, data_path: str, loader_workers: int | None,
+          quiet: bool) -> None:
     """Train the S networks of a config with co-training.
 
     By default a validation split (train.val_fraction of the training images) is carved out and
@@ -299,20 +309,23 @@ def train(config_file: Path, dataset: str | None, epochs: int | None, seed: int 
       splitsearch train cfg.yaml --dataset npz:../shared/data/cifar10-subset.npz --device cpu
       splitsearch train cfg.yaml --nproc 2            # S=2: one member per process
       torchrun --nproc-per-node 4 -m splitsearch.cli train cfg.yaml --device cuda   # one GPU per rank
+      splitsearch train cfg.yaml --nproc 4 --data-parallel 2   # S=2: 2 member ranks x 2 data ranks
     """
     from splitsearch.cost import count_config
     from splitsearch.data import DEFAULT_DATA_DIR
     from splitsearch.errors import CheckpointReadError
-    from splitsearch.train.launch import launch, launched_by_torchrun, run_as_rank
+    from splitsearch.train.launch import launch, launched_by_torchrun, run_as_rank, torchrun_world
     from splitsearch.train.loop import resolve_device
-    from splitsearch.train.parallel import MemberGroup
+    from splitsearch.train.parallel import check_data_parallel
     from splitsearch.train.plan import TrainingInterrupted, TrainRequest, run_training, run_training_rank
     from splitsearch.train.semantic_stage import CLASS_GROUPS_NAME, class_group_text
 
     request = TrainRequest(SplitConfig.from_yaml(config_file), str(resolve_device(device)), mode, dataset, epochs,
                            seed, final, out_dir, data_dir or DEFAULT_DATA_DIR, download, resume, init_from,
-                           data_path, loader_workers)
-    MemberGroup(rank=0, world=nproc, members=request.config.S)  # S must divide among the processes: say so now
+                           data_path, loader_workers, data_parallel, sync_bn)
+    processes = torchrun_world() if launched_by_torchrun() else nproc
+    # S must divide among the member ranks, the batch among the data ranks: say so now.
+    check_data_parallel(processes, data_parallel, request.resolved_config(), request.device, sync_bn)
     reporter = _TrainLines(quiet)
     try:
         if launched_by_torchrun():
@@ -333,7 +346,8 @@ def train(config_file: Path, dataset: str | None, epochs: int | None, seed: int 
         return
     config, result, out_dir, final = outcome.plan_config, outcome.result, outcome.out_dir, outcome.final
     cost = count_config(config)
-    processes = f", {nproc} processes" if nproc > 1 else ""
+    grid = f" ({processes // data_parallel} member ranks x {data_parallel} data ranks)" if data_parallel > 1 else ""
+    processes = f", {processes} processes{grid}" if processes > 1 else ""
     click.echo(f"\n{config.arch} S={config.S} on {config.dataset}, {outcome.ensemble_kind}{processes}, "
                f"{result.wall_seconds:.1f}s")
     if final:

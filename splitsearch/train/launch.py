@@ -51,6 +51,11 @@ def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ
 
 
+def torchrun_world() -> int:
+    """The number of ranks of the group torchrun started (1 outside one)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def rank_device(device: str) -> str:
     """The device of this rank: its own GPU (``cuda:LOCAL_RANK``) where ``device`` is CUDA.
 

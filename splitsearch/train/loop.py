@@ -144,7 +144,11 @@ class Trainer:
         progress: show a progress bar per epoch (rank 0 only).
         group: the members this process trains, in member-parallel training
             (:mod:`splitsearch.train.parallel`); all S by default.  Every rank writes nothing but
-            rank 0, which writes checkpoints and the model in the one-process format.
+            rank 0, which writes checkpoints and the model in the one-process format.  With data
+            ranks (``group.data_ranks`` > 1) this rank trains its members on its shard of each
+            batch, wrapped in ``DistributedDataParallel`` over the ranks that hold them.
+        sync_bn: with data ranks, BatchNorm normalises with the statistics of the whole batch
+            (``SyncBatchNorm`` over the data ranks, CUDA only) instead of this rank's shard.
         on_write_error: told a checkpoint, model or metrics file that could not be written, and
             training goes on without it.  The search passes one: its result goes to the database,
             and a checkpoint only lets an interrupted trial resume.  Without one (``train``, whose
@@ -154,7 +158,8 @@ class Trainer:
     def __init__(self, config: SplitConfig, data: DeviceData, device: torch.device | str = "cpu",
                  out_dir: str | Path | None = None, mode: str = "auto",
                  callbacks: Iterable[EpochCallback] = (), progress: bool = True,
-                 group: MemberGroup | None = None, on_write_error: WriteErrorHandler | None = None) -> None:
+                 group: MemberGroup | None = None, on_write_error: WriteErrorHandler | None = None,
+                 sync_bn: bool = False) -> None:
         self.config = config
         self.data = data
         self.device = torch.device(device)
@@ -164,10 +169,10 @@ class Trainer:
         self.group = group or MemberGroup.single(config.S)
         self.progress = progress and self.group.is_main
         self.mixed_precision = self.device.type == "cuda"
+        if self.group.processes > 1 and config.groups > 1:
+            raise TrainingError("the semantic split (groups > 1) trains in one process for now; "
+                                "leave out --nproc")
         if self.group.world > 1:
-            if config.groups > 1:
-                raise TrainingError("the semantic split (groups > 1) trains in one process for now; "
-                                    "leave out --nproc")
             mode = "sequential"  # a rank's members in the one-process checkpoint format
 
         # Augmentation settings the config leaves unset come from the dataset (digits: 1-pixel
@@ -181,6 +186,8 @@ class Trainer:
             else PlainStage(config, self.device, self.group.own)
         )
         self.ensemble: Ensemble = self.stage.build_ensemble(mode)
+        if sync_bn and self.group.data_ranks > 1:
+            self.ensemble = self.group.sync_batch_norm(self.ensemble, self.device)
         self.steps_per_epoch = len(data.train)
         self.total_steps = config.train.epochs * self.steps_per_epoch
         self._start_optimization(first_step=0)
@@ -232,6 +239,8 @@ class Trainer:
         for group in self.stage.optimizer_groups(self.config.train.lr):
             self.optimizer.add_param_group(group)
         self.scheduler = make_scheduler(self.optimizer, self.total_steps, self.config.train, first_step=first_step)
+        # What a training step calls: the ensemble itself, or DDP over this member rank's data ranks.
+        self.train_module = self.group.data_parallel(self.ensemble, self.device)
 
     def _change_members(self, change: MemberChange) -> None:
         """Train the stage's new members from here (the semantic split's cut, also when resuming after it)."""
@@ -252,7 +261,7 @@ class Trainer:
             weight = cot_weight(self.config.lambda_cot, step / self.total_steps, train.cot_warmup_fraction)
             totals += self._train_step(images, labels, weight)
             step += 1
-        totals = (totals / self.steps_per_epoch).tolist()
+        totals = (self.group.sum_over_data(totals) / self.steps_per_epoch).tolist()
         if not math.isfinite(totals[0]):
             raise NonFiniteLossError(
                 f"training diverged in epoch {epoch}: the mean loss is {totals[0]}; lower train.lr or check the data")
@@ -280,25 +289,39 @@ class Trainer:
             torch.cuda.synchronize(self.device)
 
     def _train_step(self, images: torch.Tensor, labels: torch.Tensor, lambda_cot: float) -> torch.Tensor:
+        """One optimiser step; returns this rank's share of the step's loss parts (summed over data ranks: the step's)."""
         train = self.settings
+        # Every rank draws all S views of the whole batch (and mixes them), so the generator
+        # advances as in one process; a data rank then keeps its shard of them.
         views = augment(images, self.config.S, train, self.generator, self.data.normalization)
         mixed_targets, mix_weight = None, 1.0
         if train.mixup_alpha > 0:
             mixed = mixup(views, labels, train.mixup_alpha, self.generator)
             views, mixed_targets, mix_weight = mixed.views, mixed.y_b, mixed.lam
+        batch, shard = len(labels), self.group.shard(len(labels))
+        labels = labels[shard]
+        if mixed_targets is not None:
+            mixed_targets = mixed_targets[shard]
+        if len(labels) == 0:
+            raise TrainingError(f"a batch of {batch} images cannot be shared by {self.group.data_ranks} data ranks: "
+                                f"use train.batch_size of at least {self.group.data_ranks}")
         with self._autocast():
             # This process's members see their views; the others' logits arrive as constants.
-            logits = self.group.gather(self.ensemble(views[self.group.own]))
+            logits = self.group.gather(self.train_module(views[self.group.own, shard].contiguous()))
         loss = cotraining_loss(logits, labels, lambda_cot, mixed_targets, mix_weight,
                                label_smoothing=train.label_smoothing or 0.0)
         regularisation = self.stage.regularisation(self.ensemble)
         total = loss.total + regularisation
+        # The loss is a mean over this shard; DDP averages the D ranks' gradients, so weighting
+        # each by its share of the batch (1 for equal shards) gives the gradient of the batch mean.
+        share = len(labels) / batch
         self.optimizer.zero_grad(set_to_none=True)
-        total.backward()
+        (total * (share * self.group.data_ranks) if share * self.group.data_ranks != 1 else total).backward()
         self.optimizer.step()
         self.stage.after_optimizer_step(self.scheduler.get_last_lr()[0])
         self.scheduler.step()
-        return torch.stack([total, loss.cross_entropy, loss.cotraining, regularisation]).detach()
+        parts = torch.stack([total, loss.cross_entropy, loss.cotraining, regularisation]).detach()
+        return parts * share if share != 1 else parts
 
     def evaluate(self, loader: TensorLoader | StreamLoader) -> tuple[float, list[float]]:
         """Accuracy of the ensemble (``config.train.combine``) and of each member on ``loader``."""
@@ -306,22 +329,29 @@ class Trainer:
             return float("nan"), [float("nan")] * self.config.S
         correct_ensemble = torch.zeros((), device=self.device)
         correct_members = torch.zeros(self.config.S, device=self.device)
-        for logits, labels in self.batch_logits(loader):
+        for logits, labels in self.batch_logits(loader, shared=True):
             combined = combine_logits(logits, self.config.train.combine)
             correct_ensemble += (combined.argmax(-1) == labels).sum()
             correct_members += (logits.argmax(-1) == labels).sum(-1)
+        correct = self.group.sum_over_data(torch.cat([correct_ensemble[None], correct_members]))
         count = loader.num_samples
-        return (correct_ensemble / count).item(), (correct_members / count).tolist()
+        return (correct[0] / count).item(), (correct[1:] / count).tolist()
 
     @torch.no_grad()
-    def batch_logits(self, loader: TensorLoader | StreamLoader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def batch_logits(self, loader: TensorLoader | StreamLoader,
+                     shared: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Every member's logits ``[S, B, K]`` (in float32, gathered from all ranks) and the labels, batch by batch.
 
         Evaluation mode, the images as the ensemble sees them in evaluation: normalised, the
-        same view for every member.
+        same view for every member.  ``shared``: the data ranks share the batches out (data rank
+        d takes every D-th from the d-th), for :meth:`evaluate` to sum their counts; otherwise
+        every rank sees every batch.  Either way with data rank 0's BatchNorm statistics.
         """
         self.ensemble.eval()
-        for images, labels in loader:
+        self.group.share_buffers(self.ensemble)
+        for index, (images, labels) in enumerate(loader):
+            if shared and not self.group.owns_batch(index):
+                continue
             views = self.data.normalization(images).unsqueeze(0).expand(self.group.per_rank, *images.shape)
             with self._autocast():
                 yield self.group.gather(self.ensemble(views.contiguous()).float()), labels
@@ -382,7 +412,7 @@ class Trainer:
                      ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
         """This process's ensemble and optimiser states, over all S members on rank 0 (None elsewhere)."""
         if self.group.world == 1:
-            return ensemble, optimizer
+            return (ensemble, optimizer) if self.group.is_main else (None, None)
         parts = self.group.gather_to_main((_to_cpu(ensemble), _to_cpu(optimizer)))
         if parts is None:
             return None, None

@@ -11,34 +11,96 @@ exactly the one-process gradient, and member-parallel and one-process training a
 algorithm (``tests/test_parallel.py`` checks the weights after a step).  BatchNorm statistics stay
 per member, as in one process.
 
+Data-parallel ranks inside one member (``--data-parallel D``) make the group a grid: ``world =
+M x D`` ranks, member rank ``m`` and data rank ``d`` at global rank ``m * D + d`` (the D ranks that
+hold the same members are neighbours, so on a cluster their gradient all-reduce, the heavy
+traffic, stays inside a node).  The D ranks of a member rank each take a 1/D shard of the same
+global batch, after all S views of the whole batch have been drawn (and mixed), so the union of
+the shards is exactly what one process trains on; their members are wrapped in
+``DistributedDataParallel`` over the subgroup of those D ranks.  The logits are all-gathered over
+the subgroup of the M ranks that hold the same shard.  BatchNorm sees a rank's shard (DDP's usual
+per-rank statistics; rank ``d = 0``'s running statistics are the ones kept) unless the layers are
+converted to ``SyncBatchNorm`` over the D ranks, which torch runs on GPUs only.
+
 Checkpoints are written by rank 0 in the one-process format (a sequential ensemble of all S
-members and one optimiser over them), so a run resumes on any number of ranks that divides S,
+members and one optimiser over them), so a run resumes on any grid whose member ranks divide S,
 one process included.  :class:`MemberGroup` is what the trainer asks; in one process
 (``MemberGroup.single(S)``) every collective is a no-op.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import torch
 import torch.distributed as dist
-from torch import Tensor
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
+from splitsearch.config import SplitConfig
 from splitsearch.errors import TrainingError
+
+
+SYNC_BN_NEEDS_CUDA = ("--sync-bn needs CUDA: torch's SyncBatchNorm runs on GPUs only; on the CPU leave it out "
+                      "(each data rank then normalises with its own shard's statistics)")
+
+
+def check_grid(processes: int, data_parallel: int, members: int) -> None:
+    """Refuse, in one line, a grid of ``processes`` ranks, ``data_parallel`` per member rank, that cannot hold S members.
+
+    Raises:
+        TrainingError: ``data_parallel`` does not divide ``processes``, or the member ranks
+            ``processes / data_parallel`` do not divide S.
+    """
+    if data_parallel < 1:
+        raise TrainingError(f"--data-parallel must be at least 1, got {data_parallel}")
+    if processes % data_parallel:
+        raise TrainingError(f"--data-parallel {data_parallel} does not divide the {processes} processes: "
+                            f"use a number of processes that is a multiple of {data_parallel}")
+    if data_parallel > 1 and members % (processes // data_parallel):
+        raise TrainingError(f"{processes // data_parallel} member ranks ({processes} processes / --data-parallel "
+                            f"{data_parallel}) cannot share {members} members equally: use member ranks that "
+                            f"divide S={members}")
+    MemberGroup(rank=0, world=processes // data_parallel, members=members)
+
+
+def check_data_parallel(processes: int, data_parallel: int, config: SplitConfig, device: str, sync_bn: bool) -> None:
+    """Refuse, in one line and before any process starts, a grid or BatchNorm option that cannot train ``config``.
+
+    Raises:
+        TrainingError: the grid cannot hold the S members (:func:`check_grid`), a batch has fewer
+            images than data ranks, or ``sync_bn`` without data ranks or off CUDA.
+    """
+    check_grid(processes, data_parallel, config.S)
+    if config.train.batch_size < data_parallel:
+        raise TrainingError(f"train.batch_size {config.train.batch_size} cannot be shared by {data_parallel} "
+                            f"data ranks: use a batch of at least {data_parallel} images")
+    if sync_bn and data_parallel == 1:
+        raise TrainingError("--sync-bn shares BatchNorm statistics between data ranks: use it with "
+                            "--data-parallel 2 or more")
+    if sync_bn and not device.startswith("cuda"):
+        raise TrainingError(SYNC_BN_NEEDS_CUDA)
 
 
 @dataclass(frozen=True)
 class MemberGroup:
-    """Which of the S members this process trains, and the collectives that join it to the others.
+    """Which of the S members this process trains, which shard of the batch, and the collectives that join it.
 
-    Rank r owns members ``r * k .. (r + 1) * k - 1`` with ``k = S / world``.
+    ``rank`` and ``world`` count member ranks: member rank r owns members ``r * k .. (r + 1) * k - 1``
+    with ``k = S / world``.  ``data_rank`` and ``data_ranks`` (D) place it among the ranks that hold
+    the same members; its global rank is ``rank * D + data_rank``.  ``member_group`` joins the
+    ranks of one data rank (different members; None: the default group), ``data_group`` the ranks
+    of one member rank (None where D = 1).
     """
 
     rank: int
     world: int
     members: int
+    data_rank: int = 0
+    data_ranks: int = 1
+    member_group: Any = field(default=None, compare=False, repr=False)
+    data_group: Any = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.members % self.world:
@@ -51,9 +113,31 @@ class MemberGroup:
         return cls(rank=0, world=1, members=members)
 
     @classmethod
-    def from_process_group(cls, members: int) -> MemberGroup:
-        """This rank's share of the initialised default process group."""
-        return cls(rank=dist.get_rank(), world=dist.get_world_size(), members=members)
+    def from_process_group(cls, members: int, data_parallel: int = 1) -> MemberGroup:
+        """This rank's place in the initialised default process group, a grid of ``world / D`` member ranks x D.
+
+        Every rank creates every subgroup, in the same order, as ``torch.distributed.new_group`` requires.
+
+        Raises:
+            TrainingError: the grid cannot hold the S members (:func:`check_grid`).
+        """
+        processes, rank = dist.get_world_size(), dist.get_rank()
+        check_grid(processes, data_parallel, members)
+        member_ranks = processes // data_parallel
+        member_rank, data_rank = divmod(rank, data_parallel)
+        data_group = member_group = None
+        if data_parallel > 1:
+            for m in range(member_ranks):
+                subgroup = dist.new_group([m * data_parallel + d for d in range(data_parallel)])
+                if m == member_rank:
+                    data_group = subgroup
+            if member_ranks > 1:
+                for d in range(data_parallel):
+                    subgroup = dist.new_group([m * data_parallel + d for m in range(member_ranks)])
+                    if d == data_rank:
+                        member_group = subgroup
+        return cls(rank=member_rank, world=member_ranks, members=members, data_rank=data_rank,
+                   data_ranks=data_parallel, member_group=member_group, data_group=data_group)
 
     @property
     def per_rank(self) -> int:
@@ -65,9 +149,22 @@ class MemberGroup:
         return slice(self.rank * self.per_rank, (self.rank + 1) * self.per_rank)
 
     @property
+    def processes(self) -> int:
+        """Ranks in the whole grid: member ranks x data ranks."""
+        return self.world * self.data_ranks
+
+    @property
     def is_main(self) -> bool:
         """Rank 0 writes files, prints and talks to Optuna and the store."""
-        return self.rank == 0
+        return self.rank == 0 and self.data_rank == 0
+
+    def shard(self, batch_size: int) -> slice:
+        """This data rank's part of a batch: D nearly equal, consecutive parts that cover it."""
+        return slice(batch_size * self.data_rank // self.data_ranks, batch_size * (self.data_rank + 1) // self.data_ranks)
+
+    def owns_batch(self, index: int) -> bool:
+        """Whether this data rank evaluates batch ``index`` of a validation or test split (every D-th)."""
+        return index % self.data_ranks == self.data_rank
 
     def gather(self, local: Tensor) -> Tensor:
         """``[k, ...]`` of this rank's members -> ``[S, ...]`` of all, in member order.
@@ -81,25 +178,65 @@ class MemberGroup:
             return local
         full = local.new_zeros((self.members, *local.shape[1:]), dtype=torch.float32)
         full[self.own] = local.detach().float()
-        dist.all_reduce(full)
+        dist.all_reduce(full, group=self.member_group)
         parts = list(full.split(self.per_rank))
         parts[self.rank] = local.float()
         return torch.cat(parts)
 
+    def sum_over_data(self, value: Tensor) -> Tensor:
+        """``value`` summed over the D ranks that hold this rank's members (itself where D = 1)."""
+        if self.data_ranks > 1:
+            dist.all_reduce(value, group=self.data_group)
+        return value
+
+    def data_parallel(self, module: nn.Module, device: torch.device) -> nn.Module:
+        """``module`` wrapped in ``DistributedDataParallel`` over this member rank's D data ranks (itself where D = 1).
+
+        Its gradients are averaged over the D ranks in backward; its parameters start as data
+        rank 0's.
+        """
+        if self.data_ranks == 1:
+            return module
+        return DistributedDataParallel(module, device_ids=[device] if device.type == "cuda" else None,
+                                       process_group=self.data_group)
+
+    def sync_batch_norm(self, module: nn.Module, device: torch.device) -> nn.Module:
+        """``module`` with its BatchNorm layers computing batch statistics over the D data ranks' shards.
+
+        Raises:
+            TrainingError: not on a GPU: torch's ``SyncBatchNorm`` refuses CPU tensors.
+        """
+        if device.type != "cuda":
+            raise TrainingError(SYNC_BN_NEEDS_CUDA)
+        return nn.SyncBatchNorm.convert_sync_batchnorm(module, process_group=self.data_group)
+
+    def share_buffers(self, module: nn.Module) -> None:
+        """Data rank 0's buffers (BatchNorm's running statistics) on the D ranks, as DDP does before each forward.
+
+        Per-rank BatchNorm leaves each rank's statistics of its own shards; rank 0's are the kept ones.
+        """
+        if self.data_ranks == 1:
+            return
+        source = self.rank * self.data_ranks  # the global rank of data rank 0
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src=source, group=self.data_group)
+
     def agree(self, flag: bool) -> bool:
         """Rank 0's ``flag`` on every rank (whether to stop: rank 0 alone asks Optuna)."""
-        if self.world == 1:
+        if self.processes == 1:
             return flag
         decision = [flag]
         dist.broadcast_object_list(decision, src=0)
         return bool(decision[0])
 
     def gather_to_main(self, value: Any) -> list[Any] | None:
-        """Every rank's ``value`` on rank 0 (in rank order); None on the others."""
+        """Every member rank's ``value`` (in rank order) on rank 0, sent by its data rank 0; None on the others."""
+        if self.data_rank != 0:
+            return None
         if self.world == 1:
             return [value]
         gathered = [None] * self.world if self.is_main else None
-        dist.gather_object(value, gathered, dst=0)
+        dist.gather_object(value, gathered, dst=0, group=self.member_group)
         return gathered
 
     # -- the one-process checkpoint format -----------------------------------------------------------

@@ -29,7 +29,11 @@ from splitsearch.train.parallel import MemberGroup
 
 @dataclass(frozen=True)
 class TrainRequest:
-    """A training as asked: the config and the overrides (None: keep the config's) and where it runs."""
+    """A training as asked: the config and the overrides (None: keep the config's) and where it runs.
+
+    ``data_parallel`` (D) is the number of ranks of a process group that train the same members
+    on shards of each batch (:mod:`splitsearch.train.parallel`); ``sync_bn`` has their BatchNorm
+    layers share batch statistics."""
 
     config: SplitConfig
     device: str = "cpu"
@@ -45,6 +49,8 @@ class TrainRequest:
     init_from: Path | None = None
     data_path: str = "auto"
     loader_workers: int | None = None
+    data_parallel: int = 1
+    sync_bn: bool = False
 
     def resolved_config(self) -> SplitConfig:
         """The config with the request's overrides applied."""
@@ -136,14 +142,15 @@ def run_training(request: TrainRequest, reporter: TrainReporter | None = None, d
             continues from it.
     """
     plan = plan_training(request, device)
-    group = MemberGroup.from_process_group(plan.config.S) if members_parallel else MemberGroup.single(plan.config.S)
+    group = (MemberGroup.from_process_group(plan.config.S, request.data_parallel) if members_parallel
+             else MemberGroup.single(plan.config.S))
     report = reporter if reporter is not None and group.is_main else None
     if report is not None:
         report.data_plan(plan)
     callbacks = [] if report is None else [lambda metrics: report.epoch(plan, metrics)]
     trainer = Trainer(plan.config, plan.data, device or request.device, plan.out_dir, request.mode,
                       callbacks=callbacks, progress=report is not None and report.progress, group=group,
-                      on_write_error=None if report is None else report.write_error)
+                      on_write_error=None if report is None else report.write_error, sync_bn=request.sync_bn)
     if request.init_from is not None:
         start_from(trainer, read_weights(request.init_from, plan.config.S)[group.own], request.init_from)
     try:
