@@ -593,6 +593,10 @@ def _study_option(command: Any) -> Any:
                    "--nproc: gloo on the CPU, one GPU each on CUDA), the most that share S equally (N=4: S=4 in "
                    "4, S=2 in 2, S=1 in 1); this worker reports to Optuna and prunes for them.  The semantic "
                    "split and greedy-blocks fine-tuning train in one process.")
+@click.option("--data-parallel", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Data-parallel trials (as train --data-parallel): of the --nproc-per-trial processes, D train "
+                   "the same members on shards of each batch, so N/D member ranks share S (N=4, D=2: S=2 and S=4 "
+                   "in 2 x 2, S=1 in 1 x 2). BatchNorm statistics are per rank.")
 @click.option("--storage-retry-seconds", type=click.FloatRange(min=0), default=180, show_default=True,
               help="How long a worker waits for a database it has lost (a restart, a fail-over, the network) "
                    "before it stops with exit status 2; see Outages above.")
@@ -608,8 +612,8 @@ def run(study_file: str | None, study_name: str | None, storage: str, n_trials: 
         sampler: str | None, pruner: str | None, seed: int | None, strategy: str, threshold: float,
         factors: tuple[int, ...], finetune_epochs: int | None, device: str, mode: str, runs_dir: Path,
         keep_checkpoints: bool, artifacts_dir: Path | None, keep_best: int, data_dir: Path | None, download: bool,
-        data_path: str, loader_workers: int | None, heartbeat_seconds: int, nproc_per_trial: int, storage_retry_seconds: float, force: bool, dry_run: bool,
-        verbose: int) -> None:
+        data_path: str, loader_workers: int | None, heartbeat_seconds: int, nproc_per_trial: int, data_parallel: int,
+        storage_retry_seconds: float, force: bool, dry_run: bool, verbose: int) -> None:
     """Search how to split a network: an Optuna study over split configurations under a budget.
 
     STUDY_FILE is a study YAML or a shipped study name (default: quickstart, which runs in a few
@@ -665,8 +669,8 @@ def run(study_file: str | None, study_name: str | None, storage: str, n_trials: 
     execution = _execution(device, mode, runs_dir, data_dir, download, data_path=data_path,
                            loader_workers=loader_workers, keep_checkpoints=keep_checkpoints,
                            heartbeat_seconds=heartbeat_seconds, nproc_per_trial=nproc_per_trial,
-                           storage_retry_seconds=storage_retry_seconds, artifacts_dir=artifacts_dir,
-                           keep_best=keep_best)
+                           data_parallel=data_parallel, storage_retry_seconds=storage_retry_seconds,
+                           artifacts_dir=artifacts_dir, keep_best=keep_best)
     # Optuna logs a failed trial with its traceback; the search prints one line per failure instead.
     optuna.logging.set_verbosity(optuna.logging.INFO if verbose >= 2 else optuna.logging.ERROR)
 

@@ -6,7 +6,7 @@ weights up to the order of floating-point sums.  That holds exactly only where a
 does not depend on the rest of its batch: BatchNorm in training mode does (each rank normalises
 with its shard's statistics, and torch's SyncBatchNorm, which would restore the whole batch's,
 runs on GPUs only).  So the equality tests train a small network of this file with GroupNorm
-(registered as an architecture family; the ranks receive it from the launcher), and the BatchNorm
+(an architecture family registered for the test; the ranks receive it from the launcher), and the BatchNorm
 network (resnet20) is tested for what per-rank statistics leave exact: validation metrics as one
 process measures them on the written checkpoint, and resuming in one process.  The 2 x 2 grid
 (four processes) is marked slow: ``python -m pytest -m slow tests/test_data_parallel.py``.
@@ -20,7 +20,8 @@ from torch import nn
 
 from splitsearch.config import SplitConfig, TrainConfig
 from splitsearch.data import prepare_data
-from splitsearch.models.registry import ArchFamily, BuildArgs, register_family
+from splitsearch.store import Store
+from splitsearch.models.registry import ArchFamily, BuildArgs
 from splitsearch.train.launch import launch
 from splitsearch.train.loop import CHECKPOINT_NAME, MODEL_NAME, Trainer
 from splitsearch.train.plan import TrainRequest, run_training_rank
@@ -48,8 +49,11 @@ def one_thread_per_process(monkeypatch):
 
 
 @pytest.fixture
-def group_norm_arch():
-    register_family(GROUP_NORM_FAMILY)
+def group_norm_arch(monkeypatch):
+    """``groupnorm_test_net`` registered in this process for this test only; the ranks learn it from the launcher."""
+    from splitsearch.models import registry
+
+    monkeypatch.setattr(registry, "_FAMILIES", [*registry._FAMILIES, GROUP_NORM_FAMILY])
     return "groupnorm_test_net"
 
 
@@ -177,8 +181,59 @@ def test_sync_bn_is_refused_in_one_line_where_it_cannot_run(tmp_path, capsys, op
     assert (code, out, err.strip()) == (2, "", message)
 
 
+def test_sync_bn_converts_every_batch_norm_and_keeps_the_one_process_checkpoint_keys():
+    """What --sync-bn does before training, checked without a GPU (SyncBatchNorm's forward needs one)."""
+    from splitsearch.build import build_networks
+    from splitsearch.ensemble import SequentialEnsemble
+    from splitsearch.errors import TrainingError
+    from splitsearch.train.parallel import MemberGroup
+
+    ensemble = SequentialEnsemble(build_networks(SplitConfig(arch="resnet20", S=2, width_mult=0.25)))
+    norms, keys = sum(isinstance(m, nn.BatchNorm2d) for m in ensemble.modules()), list(ensemble.state_dict())
+    group = MemberGroup(rank=0, world=1, members=2, data_rank=0, data_ranks=2)
+    with pytest.raises(TrainingError, match="--sync-bn needs CUDA"):
+        group.sync_batch_norm(ensemble, torch.device("cpu"))
+    converted = group.sync_batch_norm(ensemble, torch.device("cuda"))
+    assert norms > 0 and sum(isinstance(m, nn.SyncBatchNorm) for m in converted.modules()) == norms
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in converted.modules())
+    assert list(converted.state_dict()) == keys
+
+
 def test_a_batch_smaller_than_the_data_ranks_is_refused_in_one_line(tmp_path, capsys):
     code, out, err = run_cli(capsys, "train", write_config(tmp_path, "resnet20", epochs=1, batch_size=1),
                              "--device", "cpu", "--nproc", "2", "--data-parallel", "2")
     assert (code, out, err.strip()) == (
         2, "", "Error: train.batch_size 1 cannot be shared by 2 data ranks: use a batch of at least 2 images")
+
+
+def test_a_worker_gives_each_trial_member_ranks_that_share_its_S_times_the_data_ranks():
+    from splitsearch.search.execution import ExecutionOptions
+
+    execution = ExecutionOptions(nproc_per_trial=4, data_parallel=2)
+    grids = {S: (execution.trial_processes(SplitConfig(arch="resnet20", S=S)),
+                 execution.trial_data_parallel(SplitConfig(arch="resnet20", S=S))) for S in (1, 2, 4)}
+    assert grids == {1: (2, 2), 2: (4, 2), 4: (4, 2)}
+    semantic = SplitConfig(arch="resnet20", S=2, groups=2)
+    assert (execution.trial_processes(semantic), execution.trial_data_parallel(semantic)) == (1, 1)
+
+
+def test_a_worker_refuses_data_ranks_that_do_not_divide_its_processes_in_one_line(tmp_path, capsys):
+    code, out, err = run_cli(capsys, "run", "--storage", f"sqlite:///{tmp_path / 'study.db'}", "--device", "cpu",
+                             "--nproc-per-trial", "3", "--data-parallel", "2", "--runs-dir", tmp_path / "runs")
+    assert (code, out, err.strip()) == (
+        2, "", "Error: --data-parallel 2 does not divide --nproc-per-trial 3: use a multiple of 2 processes per trial")
+    assert not (tmp_path / "study.db").exists()
+
+
+@pytest.mark.slow  # three trials, each a new group of two processes: minutes on a busy 2-core machine
+def test_a_search_trains_its_trials_on_data_ranks(tmp_path, capsys):
+    """The quick-start study's baselines (S = 1, 2, 4), each trained by 1 member rank x 2 data ranks."""
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    code, out, err = run_cli(capsys, "run", "--study", "dp", "--storage", storage, "--epochs", "2", "--device", "cpu",
+                             "--runs-dir", tmp_path / "runs", "--n-trials", "3", "--nproc-per-trial", "2",
+                             "--data-parallel", "2")
+    assert code == 0, err
+    assert "3 complete" in out
+    rows = sorted(Store(storage).candidates("dp"), key=lambda row: row.trial_number)
+    assert [(row.state, row.S) for row in rows] == [("complete", 1), ("complete", 2), ("complete", 4)]
+    assert all(0 <= row.val_accuracy <= 1 for row in rows)

@@ -14,6 +14,7 @@ from typing import Any
 
 from splitsearch.config import SplitConfig
 from splitsearch.data import DEFAULT_DATA_DIR, DataCache
+from splitsearch.errors import TrainingError
 from splitsearch.search.artifacts import ARTIFACTS_FOLDER, DEFAULT_KEEP_BEST, ArtifactKeeper, file_store
 from splitsearch.search.worker import HEARTBEAT_SECONDS
 from splitsearch.storage_retry import RETRY_SECONDS
@@ -37,6 +38,8 @@ class ExecutionOptions:
             three beats belongs to a dead worker and is queued again.
         nproc_per_trial: train each trial's members in up to this many processes (member-parallel,
             :mod:`splitsearch.train.launch`); see :meth:`trial_processes`.
+        data_parallel: of those processes, how many train the same members on shards of each batch
+            (data ranks, :mod:`splitsearch.train.parallel`); it must divide ``nproc_per_trial``.
         storage_retry_seconds: how long the worker waits for an unreachable database before it
             stops (:mod:`splitsearch.storage_retry`).
         artifacts_dir: the artifact store's folder, where completed trials' weights are kept
@@ -57,6 +60,7 @@ class ExecutionOptions:
     heartbeat_seconds: int = HEARTBEAT_SECONDS
     storage_retry_seconds: float = RETRY_SECONDS
     nproc_per_trial: int = 1
+    data_parallel: int = 1
     artifacts_dir: Path | None = None
     artifact_store: Any = None
     keep_best: int = DEFAULT_KEEP_BEST
@@ -68,14 +72,27 @@ class ExecutionOptions:
         store = self.artifact_store or file_store(self.artifacts_dir or self.runs_dir / ARTIFACTS_FOLDER)
         return ArtifactKeeper(store, self.keep_best)
 
+    def __post_init__(self) -> None:
+        if self.nproc_per_trial % self.data_parallel:
+            raise TrainingError(f"--data-parallel {self.data_parallel} does not divide --nproc-per-trial "
+                                f"{self.nproc_per_trial}: use a multiple of {self.data_parallel} processes per trial")
+
     def trial_processes(self, config: SplitConfig) -> int:
         """How many processes train ``config``: the most, up to ``nproc_per_trial``, that share its S members equally.
 
         A study's candidates differ in S, so a worker asked for 4 processes trains S=4 in 4, S=2
-        in 2 and the undivided network in 1 (itself).  The semantic split trains in one process
-        for now (:class:`~splitsearch.train.loop.Trainer` refuses it in a group).
+        in 2 and the undivided network in 1 (itself).  With ``data_parallel`` D, ``nproc_per_trial
+        / D`` member ranks share S the same way, each with D data ranks (4 processes, D=2: S=2 and
+        S=4 in 2 x 2, S=1 in 1 x 2).  The semantic split trains in one process for now
+        (:class:`~splitsearch.train.loop.Trainer` refuses it in a group).
         """
-        return 1 if config.groups > 1 else math.gcd(config.S, self.nproc_per_trial)
+        if config.groups > 1:
+            return 1
+        return self.data_parallel * math.gcd(config.S, self.nproc_per_trial // self.data_parallel)
+
+    def trial_data_parallel(self, config: SplitConfig) -> int:
+        """The data ranks per member rank of the processes that train ``config`` (1: none)."""
+        return 1 if config.groups > 1 else self.data_parallel
 
     def data_cache(self) -> DataCache:
         """A dataset cache for this worker: each dataset loaded once, on ``device``."""

@@ -321,7 +321,8 @@ class SearchObjective:
         if resume and (out_dir / CHECKPOINT_NAME).is_file():
             read_checkpoint(out_dir / CHECKPOINT_NAME)
         request = TrainRequest(config, device=self.execution.device, mode=self.execution.mode, out_dir=out_dir,
-                               data_dir=self.execution.data_dir, download=self.execution.download, resume=resume)
+                               data_dir=self.execution.data_dir, download=self.execution.download, resume=resume,
+                               data_parallel=self.execution.trial_data_parallel(config))
         with EpochServer(after_epoch, lambda error: self._not_written(candidate, error)) as server:
             outcome = launch(processes, run_training_rank, self.execution.device, request, server.client())
         server.raise_failure()

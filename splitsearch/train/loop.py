@@ -289,7 +289,7 @@ class Trainer:
             torch.cuda.synchronize(self.device)
 
     def _train_step(self, images: torch.Tensor, labels: torch.Tensor, lambda_cot: float) -> torch.Tensor:
-        """One optimiser step; returns this rank's share of the step's loss parts (summed over data ranks: the step's)."""
+        """One optimiser step; returns this rank's share of the step's loss parts (their sum over data ranks)."""
         train = self.settings
         # Every rank draws all S views of the whole batch (and mixes them), so the generator
         # advances as in one process; a data rank then keeps its shard of them.

@@ -47,7 +47,7 @@ SYNC_BN_NEEDS_CUDA = ("--sync-bn needs CUDA: torch's SyncBatchNorm runs on GPUs 
 
 
 def check_grid(processes: int, data_parallel: int, members: int) -> None:
-    """Refuse, in one line, a grid of ``processes`` ranks, ``data_parallel`` per member rank, that cannot hold S members.
+    """Refuse, in one line, a grid of ``processes`` ranks, ``data_parallel`` per member rank, that cannot hold S.
 
     Raises:
         TrainingError: ``data_parallel`` does not divide ``processes``, or the member ranks
@@ -160,7 +160,8 @@ class MemberGroup:
 
     def shard(self, batch_size: int) -> slice:
         """This data rank's part of a batch: D nearly equal, consecutive parts that cover it."""
-        return slice(batch_size * self.data_rank // self.data_ranks, batch_size * (self.data_rank + 1) // self.data_ranks)
+        start, end = self.data_rank, self.data_rank + 1
+        return slice(batch_size * start // self.data_ranks, batch_size * end // self.data_ranks)
 
     def owns_batch(self, index: int) -> bool:
         """Whether this data rank evaluates batch ``index`` of a validation or test split (every D-th)."""
@@ -208,7 +209,17 @@ class MemberGroup:
         """
         if device.type != "cuda":
             raise TrainingError(SYNC_BN_NEEDS_CUDA)
-        return nn.SyncBatchNorm.convert_sync_batchnorm(module, process_group=self.data_group)
+        # torch's convert_sync_batchnorm visits a layer once, under its first name; a block that also
+        # names its last BatchNorm ``last_bn`` would keep the plain layer there.  So convert each
+        # layer once with it and put the result under every name the layer has.
+        converted: dict[nn.Module, nn.Module] = {}
+        for path, child in list(module.named_modules(remove_duplicate=False)):
+            if isinstance(child, nn.modules.batchnorm._BatchNorm) and path:
+                if child not in converted:
+                    converted[child] = nn.SyncBatchNorm.convert_sync_batchnorm(child, process_group=self.data_group)
+                parent, _, name = path.rpartition(".")
+                setattr(module.get_submodule(parent), name, converted[child])
+        return module
 
     def share_buffers(self, module: nn.Module) -> None:
         """Data rank 0's buffers (BatchNorm's running statistics) on the D ranks, as DDP does before each forward.
