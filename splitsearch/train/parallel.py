@@ -40,6 +40,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from splitsearch.config import SplitConfig
 from splitsearch.errors import TrainingError
+from splitsearch.train.launch import COLLECTIVE_TIMEOUT
 
 
 SYNC_BN_NEEDS_CUDA = ("--sync-bn needs CUDA: torch's SyncBatchNorm runs on GPUs only; on the CPU leave it out "
@@ -116,7 +117,8 @@ class MemberGroup:
     def from_process_group(cls, members: int, data_parallel: int = 1) -> MemberGroup:
         """This rank's place in the initialised default process group, a grid of ``world / D`` member ranks x D.
 
-        Every rank creates every subgroup, in the same order, as ``torch.distributed.new_group`` requires.
+        Every rank creates every subgroup, in the same order, as ``torch.distributed.new_group`` requires;
+        their collectives time out as the whole group's do (:data:`~splitsearch.train.launch.COLLECTIVE_TIMEOUT`).
 
         Raises:
             TrainingError: the grid cannot hold the S members (:func:`check_grid`).
@@ -128,12 +130,14 @@ class MemberGroup:
         data_group = member_group = None
         if data_parallel > 1:
             for m in range(member_ranks):
-                subgroup = dist.new_group([m * data_parallel + d for d in range(data_parallel)])
+                subgroup = dist.new_group([m * data_parallel + d for d in range(data_parallel)],
+                                          timeout=COLLECTIVE_TIMEOUT)
                 if m == member_rank:
                     data_group = subgroup
             if member_ranks > 1:
                 for d in range(data_parallel):
-                    subgroup = dist.new_group([m * data_parallel + d for m in range(member_ranks)])
+                    subgroup = dist.new_group([m * data_parallel + d for m in range(member_ranks)],
+                                              timeout=COLLECTIVE_TIMEOUT)
                     if d == data_rank:
                         member_group = subgroup
         return cls(rank=member_rank, world=member_ranks, members=members, data_rank=data_rank,
