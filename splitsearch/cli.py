@@ -654,6 +654,12 @@ def run(study_file: str | None, study_name: str | None, storage: str, n_trials: 
         raise click.UsageError("--dry-run plans --strategy sampler studies only")
     import optuna
 
+    # Checked before the search's own imports, so a grid that cannot be is refused alone on its line.
+    execution = _execution(device, mode, runs_dir, data_dir, download, data_path=data_path,
+                           loader_workers=loader_workers, keep_checkpoints=keep_checkpoints,
+                           heartbeat_seconds=heartbeat_seconds, nproc_per_trial=nproc_per_trial,
+                           data_parallel=data_parallel, storage_retry_seconds=storage_retry_seconds,
+                           artifacts_dir=artifacts_dir, keep_best=keep_best)
     from splitsearch.search.run import run_study
     from splitsearch.search.study import load_study_spec, resolve_study_file
     from splitsearch.search.worker import Terminated
@@ -666,11 +672,6 @@ def run(study_file: str | None, study_name: str | None, storage: str, n_trials: 
                  "dataset": dataset, "epochs": epochs, "objectives": objectives, "sampler": sampler,
                  "pruner": pruner, "seed": seed}
     spec = load_study_spec(resolve_study_file(study_file or "quickstart"), overrides)
-    execution = _execution(device, mode, runs_dir, data_dir, download, data_path=data_path,
-                           loader_workers=loader_workers, keep_checkpoints=keep_checkpoints,
-                           heartbeat_seconds=heartbeat_seconds, nproc_per_trial=nproc_per_trial,
-                           data_parallel=data_parallel, storage_retry_seconds=storage_retry_seconds,
-                           artifacts_dir=artifacts_dir, keep_best=keep_best)
     # Optuna logs a failed trial with its traceback; the search prints one line per failure instead.
     optuna.logging.set_verbosity(optuna.logging.INFO if verbose >= 2 else optuna.logging.ERROR)
 
