@@ -210,11 +210,11 @@ def test_a_worker_gives_each_trial_member_ranks_that_share_its_S_times_the_data_
     from splitsearch.search.execution import ExecutionOptions
 
     execution = ExecutionOptions(nproc_per_trial=4, data_parallel=2)
-    grids = {S: (execution.trial_processes(SplitConfig(arch="resnet20", S=S)),
-                 execution.trial_data_parallel(SplitConfig(arch="resnet20", S=S))) for S in (1, 2, 4)}
-    assert grids == {1: (2, 2), 2: (4, 2), 4: (4, 2)}
-    semantic = SplitConfig(arch="resnet20", S=2, groups=2)
-    assert (execution.trial_processes(semantic), execution.trial_data_parallel(semantic)) == (1, 1)
+    configs = {S: SplitConfig(arch="resnet20", S=S) for S in (1, 2, 4)}
+    configs["semantic"] = SplitConfig(arch="resnet20", S=2, groups=2)
+    grids = {key: (execution.trial_processes(config), execution.trial_member_ranks(config),
+                   execution.trial_data_parallel(config)) for key, config in configs.items()}
+    assert grids == {1: (2, 1, 2), 2: (4, 2, 2), 4: (4, 2, 2), "semantic": (1, 1, 1)}
 
 
 def test_a_worker_refuses_data_ranks_that_do_not_divide_its_processes_in_one_line(tmp_path, capsys):

@@ -94,6 +94,10 @@ class ExecutionOptions:
         """The data ranks per member rank of the processes that train ``config`` (1: none)."""
         return 1 if config.groups > 1 else self.data_parallel
 
+    def trial_member_ranks(self, config: SplitConfig) -> int:
+        """Among how many processes ``config``'s S members are shared out (each holding S / that many)."""
+        return self.trial_processes(config) // self.trial_data_parallel(config)
+
     def data_cache(self) -> DataCache:
         """A dataset cache for this worker: each dataset loaded once, on ``device``."""
         return DataCache(self.device, self.data_dir, self.download, self.data_path, self.loader_workers)

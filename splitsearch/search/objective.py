@@ -221,7 +221,7 @@ class SearchObjective:
                     return Latency(seconds=earlier.latency_seconds, iqr_seconds=earlier.latency_iqr_seconds or 0.0,
                                    batch_size=self.spec.latency_batch_size, runs=earlier.latency_runs or 0,
                                    execution=earlier.latency_execution or "")
-        processes = self.execution.trial_processes(config) if record.warm_start_from is None else 1
+        processes = self.execution.trial_member_ranks(config) if record.warm_start_from is None else 1
         return measure_latency(config, self.execution.device, self.execution.mode, self.spec.latency_batch_size,
                                processes)
 
