@@ -12,12 +12,12 @@ costs a bounded time.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
-from torch.utils.benchmark import Timer
 
 from splitsearch.build import build_networks
 from splitsearch.config import SplitConfig
@@ -76,7 +76,7 @@ def time_call(run: Callable[[], object], warmup: int = WARMUP_PASSES, min_second
     """
     for _ in range(warmup):
         run()
-    timer = Timer(stmt="run()", globals={"run": run}, num_threads=torch.get_num_threads())
+    timer = _timer_class()(stmt="run()", globals={"run": run}, num_threads=torch.get_num_threads())
     measurement = timer.adaptive_autorange(threshold=THRESHOLD, min_run_time=min_seconds, max_run_time=max_seconds)
     return Timing(median=measurement.median, iqr=measurement.iqr,
                   runs=len(measurement.raw_times) * measurement.number_per_run)
@@ -121,3 +121,20 @@ def measure_latency(config: SplitConfig, device: torch.device | str = "cpu", mod
         where += f", {share} of {config.S} members (one of {processes} processes; gather not timed)"
     return Latency(seconds=timing.median, iqr_seconds=timing.iqr, batch_size=batch_size, runs=timing.runs,
                    execution=where)
+
+
+def _timer_class() -> type:
+    """``torch.utils.benchmark.Timer``, imported when a latency is measured.
+
+    Importing it imports ``torch.utils.cpp_extension``, which logs "No CUDA runtime is found" on a
+    machine with a CUDA compiler and no GPU: a line about compiling extensions that a study's
+    output has no use for, so that logger is quietened for the import.
+    """
+    log = logging.getLogger("torch.utils.cpp_extension")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        from torch.utils.benchmark import Timer
+    finally:
+        log.setLevel(level)
+    return Timer
