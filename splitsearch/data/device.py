@@ -6,7 +6,7 @@ split is kept on the device as uint8, batches are cut from it with index tensors
 the whole path: spec -> load -> split -> device.
 
 Image folders too large for memory stream from disk instead (:mod:`splitsearch.data.stream`):
-:func:`to_device` gives them :class:`~splitsearch.data.stream.StreamLoader`\ s with the same
+:func:`to_device` gives them :class:`~splitsearch.data.stream.StreamLoader` objects with the same
 interface, so the trainer cannot tell the two apart except by the shape of a training batch.
 
 Normalisation uses the per-channel mean and std of the training split (after the validation
