@@ -74,8 +74,9 @@ def check_data_parallel(processes: int, data_parallel: int, config: SplitConfig,
             images than data ranks, or ``sync_bn`` without data ranks or off CUDA.
     """
     check_grid(processes, data_parallel, config.S)
-    if config.train.batch_size < data_parallel:
-        raise TrainingError(f"train.batch_size {config.train.batch_size} cannot be shared by {data_parallel} "
+    batch_size = config.train.with_dataset_defaults(config.input_info())[0].batch_size  # unset: the dataset's
+    if batch_size < data_parallel:
+        raise TrainingError(f"train.batch_size {batch_size} cannot be shared by {data_parallel} "
                             f"data ranks: use a batch of at least {data_parallel} images")
     if sync_bn and data_parallel == 1:
         raise TrainingError("--sync-bn shares BatchNorm statistics between data ranks: use it with "
