@@ -21,7 +21,6 @@ import torch
 
 from splitsearch.build import build_networks
 from splitsearch.config import SplitConfig
-from splitsearch.data.specs import dataset_info
 from splitsearch.ensemble import FusedEnsemble, SequentialEnsemble, make_ensemble
 from splitsearch.train.losses import combine_logits
 
@@ -106,7 +105,7 @@ def measure_latency(config: SplitConfig, device: torch.device | str = "cpu", mod
             warnings.simplefilter("ignore")
             ensemble = make_ensemble(config, mode=mode, device=device)
     ensemble.eval()
-    images = torch.randn(batch_size, *dataset_info(config.dataset).input_shape, device=device)
+    images = torch.randn(batch_size, *config.input_info().input_shape, device=device)
     views = images.unsqueeze(0).expand(share, *images.shape).contiguous()
 
     def forward() -> torch.Tensor:
