@@ -129,18 +129,12 @@ class MemberGroup:
         member_ranks = processes // data_parallel
         member_rank, data_rank = divmod(rank, data_parallel)
         data_group = member_group = None
-        if data_parallel > 1:
-            for m in range(member_ranks):
-                subgroup = dist.new_group([m * data_parallel + d for d in range(data_parallel)],
-                                          timeout=COLLECTIVE_TIMEOUT)
-                if m == member_rank:
-                    data_group = subgroup
+        if data_parallel > 1:  # torch makes every rank create every subgroup and hands each its own
+            grid = [[m * data_parallel + d for d in range(data_parallel)] for m in range(member_ranks)]
+            data_group, _ = dist.new_subgroups_by_enumeration(grid, timeout=COLLECTIVE_TIMEOUT)
             if member_ranks > 1:
-                for d in range(data_parallel):
-                    subgroup = dist.new_group([m * data_parallel + d for m in range(member_ranks)],
-                                              timeout=COLLECTIVE_TIMEOUT)
-                    if d == data_rank:
-                        member_group = subgroup
+                columns = [list(column) for column in zip(*grid)]
+                member_group, _ = dist.new_subgroups_by_enumeration(columns, timeout=COLLECTIVE_TIMEOUT)
         return cls(rank=member_rank, world=member_ranks, members=members, data_rank=data_rank,
                    data_ranks=data_parallel, member_group=member_group, data_group=data_group)
 
