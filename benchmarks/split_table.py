@@ -16,7 +16,12 @@ space, so the seeds are distinct candidates): the store keeps every result and p
 curve, ``splitsearch report`` works on it, and ``--workers`` real ``splitsearch run``
 processes (one thread each) share it.  The table is a JSON file: per configuration its
 params, MACs, and per seed the validation accuracy, the per-epoch validation curve and the
-seconds per epoch, with mean and sd over seeds.
+seconds per epoch, with mean and sd over seeds.  Each run also records its validation
+negative log-likelihood (NLL) and expected calibration error (ECE) per epoch
+(``nll_curve``, ``ece_curve``) and, measured once at the end and never searched on, its
+accuracy and NLL on the test split (``test_accuracy``, ``test_nll``; ``test_mean`` and
+``test_sd`` over seeds per configuration): what ``benchmarks/objective_noise.py`` ranks the
+search-time signals against.
 """
 
 from __future__ import annotations
@@ -66,7 +71,7 @@ def write_study(workdir: Path, lambdas: list[float], seeds: list[int], epochs: i
         "space": str(workdir / "space.yaml"), "budget_params": budget, "budget_mode": "fit",
         "objectives": ["accuracy"], "sampler": "random", "pruner": "none", "baselines": False,
         "n_trials": len(grid(lambdas)) * len(seeds), "seed": 0, "epochs": epochs,
-        "dataset_train": quickstart["dataset_train"],
+        "dataset_train": quickstart["dataset_train"], "record_test": True,
     }
     (workdir / "space.yaml").write_text(yaml.safe_dump(space, sort_keys=False))
     path = workdir / "study.yaml"
@@ -95,7 +100,7 @@ def enqueue_grid(study_file: Path, storage: str, lambdas: list[float], seeds: li
 def run_workers(study_file: Path, storage: str, workdir: Path, workers: int) -> None:
     """``workers`` real ``splitsearch run`` processes, one thread each, until the queue is empty."""
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = ["splitsearch", "run", str(study_file), "--storage", storage,
+    command = [sys.executable, "-m", "splitsearch.cli", "run", str(study_file), "--storage", storage,
                "--runs-dir", str(workdir / "runs"), "--device", "cpu"]
     processes = [subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                   text=True) for _ in range(workers)]
@@ -118,10 +123,15 @@ def read_table(storage: str, lambdas: list[float], seeds: list[int], epochs: int
                 continue
             config = candidate.config
             key = (config.S,) if config.S == 1 else (config.S, config.wd_rule, config.lambda_cot)
-            curve = [metrics.val_accuracy for metrics in store.epochs(candidate.id)]
+            epochs_trained = store.epochs(candidate.id)
             runs.setdefault(key, []).append({
-                "seed": config.train.seed, "val_accuracy": candidate.val_accuracy, "curve": curve,
-                "seconds_per_epoch": candidate.wall_seconds / candidate.epochs})
+                "seed": config.train.seed, "val_accuracy": candidate.val_accuracy,
+                "curve": [metrics.val_accuracy for metrics in epochs_trained],
+                "seconds_per_epoch": candidate.wall_seconds / candidate.epochs,
+                "val_nll": candidate.val_nll, "val_ece": candidate.val_ece,
+                "nll_curve": [metrics.val_nll for metrics in epochs_trained],
+                "ece_curve": [metrics.val_ece for metrics in epochs_trained],
+                "test_accuracy": candidate.test_accuracy, "test_nll": candidate.test_nll})
             costs[key] = {"params": candidate.params, "macs": candidate.macs, "width_mult": config.width_mult}
     finally:
         store.close()
@@ -133,17 +143,23 @@ def read_table(storage: str, lambdas: list[float], seeds: list[int], epochs: int
             raise SystemExit(f"{point}: runs for seeds {[run['seed'] for run in found]} of {seeds}; "
                              "run the command again to finish the table")
         accuracies = [run["val_accuracy"] for run in found]
+        tests = [run["test_accuracy"] for run in found]
         rows.append({**point, **costs[key], "mean": statistics.mean(accuracies),
-                     "sd": statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0, "runs": found})
+                     "sd": statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0,
+                     "test_mean": statistics.mean(tests), "test_sd": statistics.stdev(tests) if len(tests) > 1 else 0.0,
+                     "runs": found})
     return rows
 
 
 def print_table(rows: list[dict]) -> None:
-    print(f"{'S':>2} {'wd rule':<8}{'lambda':>7}{'params':>9}{'MACs':>11}{'val mean':>10}{'sd':>6}{'s/epoch':>9}")
+    print(f"{'S':>2} {'wd rule':<8}{'lambda':>7}{'params':>9}{'MACs':>11}{'val mean':>10}{'sd':>6}{'val NLL':>9}"
+          f"{'test mean':>10}{'s/epoch':>9}")
     for row in sorted(rows, key=lambda row: -row["mean"]):
         seconds = statistics.mean(run["seconds_per_epoch"] for run in row["runs"])
+        nll = statistics.mean(run["val_nll"] for run in row["runs"])
         print(f"{row['S']:>2} {row.get('wd_rule', '-'):<8}{row.get('lambda_cot', '-'):>7}{row['params']:>9,}"
-              f"{row['macs']:>11,}{row['mean']:>10.2%}{100 * row['sd']:>6.2f}{seconds:>9.2f}")
+              f"{row['macs']:>11,}{row['mean']:>10.2%}{100 * row['sd']:>6.2f}{nll:>9.3f}{row['test_mean']:>10.2%}"
+              f"{seconds:>9.2f}")
 
 
 def main() -> None:

@@ -545,9 +545,11 @@ def _study_option(command: Any) -> Any:
 @click.option("--dataset", help=f"Dataset spec ({known_specs()}).")
 @click.option("--epochs", type=click.IntRange(min=1), help="Training epochs per candidate.")
 @click.option("--objectives",
-              type=click.Choice(["accuracy", "accuracy,params", "accuracy,macs", "accuracy,activation",
-                                 "accuracy,latency"]),
-              help="accuracy: TPE + Hyperband pruning. accuracy,params / accuracy,macs / accuracy,activation "
+              type=click.Choice(["accuracy", "nll", "accuracy,params", "accuracy,macs", "accuracy,activation",
+                                 "accuracy,latency", "accuracy,ece"]),
+              help="accuracy: TPE + Hyperband pruning. nll: the same on the validation negative log-likelihood "
+                   "of the ensemble (minimised; continuous, so less noisy than accuracy on few images). "
+                   "accuracy,ece: Pareto search of accuracy against the expected calibration error. accuracy,params / accuracy,macs / accuracy,activation "
                    "(memory per image, split blocks run branch by branch) / accuracy,latency (milliseconds, "
                    "measured as --budget-latency says; run a latency study's workers on one kind of device): "
                    "Pareto search, multi-objective TPE unless --sampler nsga2; Optuna cannot prune "

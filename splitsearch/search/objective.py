@@ -1,8 +1,10 @@
 """What one trial does: sample a candidate, hold it to the budget, train it, record it.
 
 The objective is the validation accuracy of the ensemble (the test split is never looked at
-during a search), or (accuracy, cost) for a Pareto search, the cost being params, MACs,
-activation memory or the measured latency in milliseconds.  Where the study measures latency
+during a search), its validation negative log-likelihood (``nll``, minimised), or (accuracy,
+cost) for a Pareto search, the cost being params, MACs, activation memory, the measured latency
+in milliseconds or the expected calibration error (``ece``).  Whatever the objective, a trial
+records the ensemble's and members' accuracy and calibration (:mod:`splitsearch.train.calibration`).  Where the study measures latency
 (a latency budget or objective), it is measured before training (:mod:`splitsearch.latency`),
 on this worker's device and in the way the trial runs the members; a candidate over a latency
 budget is refused untrained, in either budget mode (a latency is checked, not fitted).  Every trial
@@ -37,6 +39,7 @@ from splitsearch.search.space import KEY_TYPES, config_value, parameter_names, s
 from splitsearch.search.study import StudySpec
 from splitsearch.search.worker import checkpoint_root, original_trial_number, retried_trial, settle_store, this_worker
 from splitsearch.store import CandidateRecord, Store
+from splitsearch.store.records import epoch_calibration
 from splitsearch.train.epoch_channel import EpochServer
 from splitsearch.train.launch import RankFailedError, launch
 from splitsearch.train.loop import (CHECKPOINT_NAME, METRICS_NAME, MODEL_NAME, EpochMetrics, Trainer, TrainResult,
@@ -132,11 +135,12 @@ class SearchObjective:
             stored, repeat_of = self._stored_result(config)
             if stored is not None:
                 self.store.record_reused(spec.name, trial.number, stored, baseline=record.baseline, latency=latency)
+                results = {name: getattr(stored, name) for name in _RESULT_COLUMNS}
                 TrialRecord(reused_from=f"{stored.study_name}#{stored.trial_number}", repeat_of=repeat_of,
                             member_val_accuracies=_as_tuple(stored.member_val_accuracies),
-                            val_standard_error=stored.val_standard_error,
-                            val_samples=stored.val_samples).write_to(trial)
-                return self._values(stored.val_accuracy, cost, latency)
+                            val_standard_error=stored.val_standard_error, val_accuracy=stored.val_accuracy,
+                            val_samples=stored.val_samples, **results).write_to(trial)
+                return self._values(stored.val_accuracy, stored.val_nll, stored.val_ece, cost, latency)
 
         frozen = trial.study.get_trials(deepcopy=False)[trial.number]
         candidate = self.store.start_candidate(spec.name, trial.number, config, cost, width_step, record.baseline,
@@ -161,21 +165,23 @@ class SearchObjective:
             TrialRecord(failure=reason).write_to(trial)
             self._remove(out_dir)
             raise
-        values = self._values(result.val_accuracy, cost, latency)
+        last = result.history[-1]
+        values = self._values(result.val_accuracy, last.val_nll, last.val_ece, cost, latency)
         self._keep_weights(trial, out_dir / MODEL_NAME, values)
         if not record.keep_weights:  # the greedy search fine-tunes the next candidate from it
             self._remove(out_dir)
+        results = {**epoch_calibration(last), **_test_columns(result)}
         # The standard error is the noise of the objective: a difference within a couple of them
         # is not a finding.  The class groups say which classes each semantic branch got.
-        TrialRecord(member_val_accuracies=tuple(result.history[-1].val_member_accuracies),
+        TrialRecord(member_val_accuracies=tuple(last.val_member_accuracies),
                     wall_seconds=result.wall_seconds, val_standard_error=result.val_standard_error,
-                    val_samples=result.val_samples,
+                    val_samples=result.val_samples, val_accuracy=result.val_accuracy,
                     class_groups=None if result.semantic is None else tuple(class_group_text(result.semantic)),
-                    ).write_to(trial)
+                    **results).write_to(trial)
         self.store.finish_candidate(candidate, "complete", val_accuracy=result.val_accuracy,
-                                    member_val_accuracies=result.history[-1].val_member_accuracies,
+                                    member_val_accuracies=last.val_member_accuracies,
                                     wall_seconds=result.wall_seconds, val_standard_error=result.val_standard_error,
-                                    val_samples=result.val_samples)
+                                    val_samples=result.val_samples, **results)
         return values
 
     # -- parts -------------------------------------------------------------------------------------
@@ -202,7 +208,9 @@ class SearchObjective:
         if (repeated := self.store.find_finished_in_study(self.spec.name, *key)) is not None:
             return repeated
         reusable = self.store.find_reusable(*key)
-        if reusable is None or reusable.val_accuracy is None:
+        # A result from before calibration was recorded cannot answer a study that searches on it.
+        needs_calibration = bool({"nll", "ece"} & set(self.spec.objectives))
+        if reusable is None or reusable.val_accuracy is None or (needs_calibration and reusable.val_nll is None):
             return None, None
         return reusable, None
 
@@ -275,7 +283,8 @@ class SearchObjective:
             if self.spec.multi_objective:
                 return False
             if metrics.epoch not in reported:
-                trial.report(metrics.val_accuracy, metrics.epoch)
+                trial.report(metrics.val_nll if self.spec.objectives == ("nll",) else metrics.val_accuracy,
+                             metrics.epoch)
             return can_prune and trial.should_prune()
 
         fit = partial(self._fit, trial, record, config, candidate, out_dir, after_epoch)
@@ -305,7 +314,8 @@ class SearchObjective:
         processes = self.execution.trial_processes(config)
         if processes > 1 and record.warm_start_from is None:
             return self._train_in_group(processes, config, candidate, out_dir, after_epoch, resume)
-        return self._trainer(trial, record, config, candidate, out_dir, after_epoch).fit(resume=resume, test=False)
+        trainer = self._trainer(trial, record, config, candidate, out_dir, after_epoch)
+        return trainer.fit(resume=resume, test=self.spec.record_test)
 
     def _train_in_group(self, processes: int, config: SplitConfig, candidate: int, out_dir: Path,
                         after_epoch: Callable[[EpochMetrics], bool], resume: bool) -> TrainResult:
@@ -389,15 +399,28 @@ class SearchObjective:
         if not self.execution.keep_checkpoints:
             shutil.rmtree(out_dir, ignore_errors=True)
 
-    def _values(self, accuracy: float, cost: CandidateCost,
+    def _values(self, accuracy: float, nll: float | None, ece: float | None, cost: CandidateCost,
                 latency: Latency | None) -> float | tuple[float, float]:
-        objectives = self.spec.objectives
-        if len(objectives) == 1:
-            return accuracy
-        if objectives[1] == "latency":
-            return accuracy, latency.milliseconds  # measured: the study measures latency (spec.measures_latency)
-        costs = {"params": cost.params, "macs": cost.macs, "activation": cost.deployed_activation_bytes}
-        return accuracy, float(costs[objectives[1]])
+        """The trial's objective values, in the study's order."""
+        figures = {"accuracy": accuracy, "nll": nll, "ece": ece, "params": cost.params, "macs": cost.macs,
+                   "activation": cost.deployed_activation_bytes,
+                   # measured: the study measures latency (spec.measures_latency)
+                   "latency": None if latency is None else latency.milliseconds}
+        values = tuple(float(figures[objective]) for objective in self.spec.objectives)
+        return values if len(values) > 1 else values[0]
+
+
+# What a trial copies from a stored result it reuses, beside the accuracy.
+_RESULT_COLUMNS = ("val_nll", "val_ece", "val_brier", "member_val_calibration", "test_accuracy", "test_nll",
+                   "test_ece", "test_brier")
+
+
+def _test_columns(result: TrainResult) -> dict[str, float | None]:
+    """The test split's figures of a result that measured it (``record_test``), else nothing."""
+    if result.test_calibration is None:
+        return {}
+    return {"test_accuracy": result.test_accuracy, "test_nll": result.test_calibration.nll,
+            "test_ece": result.test_calibration.ece, "test_brier": result.test_calibration.brier}
 
 
 def failure_reason(error: Exception) -> str:

@@ -73,6 +73,12 @@ class TrialRecord:
             known, but it is not a new candidate: :func:`count_trials` leaves it out of what
             ``n_trials`` counts.
         member_val_accuracies, val_standard_error, val_samples, wall_seconds: the result's details.
+        val_accuracy, val_nll, val_ece, val_brier: the ensemble's final validation accuracy and
+            calibration (:mod:`splitsearch.train.calibration`; lower is better), whatever the
+            study's objective (its value is the NLL in an ``nll`` study); ``member_val_calibration``
+            the members' as ``{"nll": [...], "ece": [...], "brier": [...]}``.
+        test_accuracy, test_nll, test_ece, test_brier: the same on the test split, in studies that
+            record it (``record_test``; never read by the search).
         class_groups: the semantic split's learned class groups, one line per member.
         warm_start_from, keep_weights, warm_started_tensors: the greedy block-wise search's
             fine-tuning: the trial whose weights this one starts from, whether this one's weights
@@ -108,6 +114,15 @@ class TrialRecord:
     reused_from: str | None = None
     repeat_of: int | None = None
     member_val_accuracies: tuple[float, ...] | None = None
+    val_accuracy: float | None = None
+    val_nll: float | None = None
+    val_ece: float | None = None
+    val_brier: float | None = None
+    member_val_calibration: Mapping[str, list[float]] | None = None
+    test_accuracy: float | None = None
+    test_nll: float | None = None
+    test_ece: float | None = None
+    test_brier: float | None = None
     val_standard_error: float | None = None
     val_samples: int | None = None
     wall_seconds: float | None = None

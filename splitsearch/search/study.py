@@ -36,11 +36,15 @@ from splitsearch.units import parse_bytes, parse_count, parse_duration
 from splitsearch.urls import mask_password, mask_url
 from splitsearch.errors import SplitsearchError
 
-OBJECTIVES = (("accuracy",), ("accuracy", "params"), ("accuracy", "macs"), ("accuracy", "activation"),
-              ("accuracy", "latency"))
+# accuracy, nll and ece are the ensemble's on the validation split (nll and ece:
+# splitsearch.train.calibration); the others are the candidate's cost.
+OBJECTIVES = (("accuracy",), ("nll",), ("accuracy", "params"), ("accuracy", "macs"), ("accuracy", "activation"),
+              ("accuracy", "latency"), ("accuracy", "ece"))
 # What optuna-dashboard calls each objective (instead of "Objective 0", "Objective 1").
-METRIC_NAMES = {"accuracy": "validation accuracy", "params": "parameters", "macs": "MACs",
-                "activation": "activation bytes", "latency": "latency (ms)"}
+METRIC_NAMES = {"accuracy": "validation accuracy", "nll": "validation NLL", "ece": "validation ECE",
+                "params": "parameters", "macs": "MACs", "activation": "activation bytes", "latency": "latency (ms)"}
+# Accuracy is maximised; a loss, a calibration error and a cost are minimised.
+MAXIMIZED = ("accuracy",)
 SAMPLERS = ("tpe", "random", "nsga2")
 PRUNERS = ("hyperband", "median", "none")
 BUDGET_MODES = ("fit", "reject")
@@ -66,6 +70,9 @@ class StudySpec:
     ``budget_latency`` (seconds) is a limit on the measured latency of one forward pass of
     ``latency_batch_size`` images (:mod:`splitsearch.latency`): it is checked, never fitted, so
     a candidate over it is refused untrained in either ``budget_mode``.
+    ``record_test``: a completed candidate is also measured on the test split and the figures are
+    recorded (store and trial attributes) but never read by the search: for studies of how well a
+    search-time signal predicts test accuracy (``benchmarks/split_table.py``).
     """
 
     name: str
@@ -86,6 +93,7 @@ class StudySpec:
     baselines: bool = True
     source: str = "command line"
     dataset_train_dropped: Mapping[str, Any] = field(default_factory=dict)
+    record_test: bool = False
 
     def __post_init__(self) -> None:
         where = self.source
@@ -112,6 +120,11 @@ class StudySpec:
     @property
     def multi_objective(self) -> bool:
         return len(self.objectives) > 1
+
+    @property
+    def directions(self) -> list[str]:
+        """Optuna's direction of each objective: ``maximize`` for accuracy, ``minimize`` for the others."""
+        return ["maximize" if objective in MAXIMIZED else "minimize" for objective in self.objectives]
 
     @property
     def has_budget(self) -> bool:
@@ -175,7 +188,7 @@ def resolve_study_file(name_or_path: str) -> Path:
 
 _FIELDS = {"name", "arch", "dataset", "space", "base", "dataset_train", "budget_params", "budget_macs",
            "budget_activation", "budget_latency", "latency_batch_size", "budget_mode", "objectives",
-           "sampler", "pruner", "n_trials", "timeout", "seed", "baselines", "epochs"}
+           "sampler", "pruner", "n_trials", "timeout", "seed", "baselines", "epochs", "record_test"}
 
 
 def load_study_spec(path: str | Path | None, overrides: Mapping[str, Any] | None = None) -> StudySpec:
@@ -187,7 +200,8 @@ def load_study_spec(path: str | Path | None, overrides: Mapping[str, Any] | None
     ``36M``), budget_activation (bytes per image, such as ``2MB``: the peak feature maps with
     split blocks run branch by branch), budget_latency (a duration such as ``5ms``: the median
     forward latency at latency_batch_size images, default 1), budget_mode, objectives, sampler, pruner, n_trials,
-    timeout, seed, baselines, epochs (shortcut for ``base.train.epochs``).
+    timeout, seed, baselines, epochs (shortcut for ``base.train.epochs``), record_test (also measure
+    every completed candidate on the test split, recorded and never searched on).
     """
     source = "command line"
     data: dict[str, Any] = {}
@@ -260,6 +274,7 @@ def _spec_from_mapping(data: dict[str, Any], source: str, written_for: str) -> S
         timeout=data.get("timeout"),
         seed=int(data.get("seed", 0)),
         baselines=bool(data.get("baselines", True)),
+        record_test=bool(data.get("record_test", False)),
         latency_batch_size=data.get("latency_batch_size", 1),
         source=source,
         dataset_train_dropped={} if same_dataset else dict(dataset_train),
@@ -390,7 +405,7 @@ def open_study(spec: StudySpec, storage: optuna.storages.BaseStorage, force: boo
         StudyError: the study exists with other settings and ``force`` is not set, or its
             creation never finished.
     """
-    directions = ["maximize", "minimize"] if spec.multi_objective else ["maximize"]
+    directions = spec.directions
     try:
         study = optuna.create_study(study_name=spec.name, storage=storage, directions=directions,
                                     sampler=make_sampler(spec), pruner=make_pruner(spec))

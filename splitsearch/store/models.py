@@ -91,7 +91,11 @@ class Candidate(Base):
     ``latency_seconds`` and ``latency_iqr_seconds`` are the candidate's forward latency (median
     and interquartile range) measured before training by the worker that wrote the row, where
     its study measures latency (:mod:`splitsearch.latency`); a latency is the worker's device's,
-    so a reused row has its own, not its source's.
+    so a reused row has its own, not its source's.  ``val_nll``, ``val_ece`` and ``val_brier`` are
+    the ensemble's calibration on the validation split (lower is better;
+    :mod:`splitsearch.train.calibration`), ``member_val_calibration`` each member's as
+    ``{"nll": [...], "ece": [...], "brier": [...]}``; ``test_*`` the same on the test split, for
+    studies that measure it (``record_test``).
     """
 
     __tablename__ = TABLE_PREFIX + "candidates"
@@ -124,6 +128,13 @@ class Candidate(Base):
     val_samples: Mapped[int | None]
     test_accuracy: Mapped[float | None]
     member_val_accuracies: Mapped[list[float] | None] = mapped_column(JSON(none_as_null=True))
+    val_nll: Mapped[float | None]
+    val_ece: Mapped[float | None]
+    val_brier: Mapped[float | None]
+    member_val_calibration: Mapped[dict[str, list[float]] | None] = mapped_column(JSON(none_as_null=True))
+    test_nll: Mapped[float | None]
+    test_ece: Mapped[float | None]
+    test_brier: Mapped[float | None]
     reused_from_id: Mapped[int | None] = mapped_column(ForeignKey(f"{TABLE_PREFIX}candidates.id"))
     retry_of: Mapped[int | None]
     retried_as: Mapped[int | None]
@@ -155,6 +166,10 @@ class EpochMetric(Base):
     val_accuracy: Mapped[float]
     member_val_accuracies: Mapped[list[float]] = mapped_column(JSON)
     seconds: Mapped[float]
+    val_nll: Mapped[float | None]
+    val_ece: Mapped[float | None]
+    val_brier: Mapped[float | None]
+    member_val_calibration: Mapped[dict[str, list[float]] | None] = mapped_column(JSON(none_as_null=True))
 
 
 class Confirmation(Base):
@@ -186,6 +201,10 @@ class Confirmation(Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     wall_seconds: Mapped[float | None]
+    val_nll: Mapped[float | None]
+    val_ece: Mapped[float | None]
+    val_brier: Mapped[float | None]
+    member_val_calibration: Mapped[dict[str, list[float]] | None] = mapped_column(JSON(none_as_null=True))
 
 
 class Worker(Base):

@@ -39,7 +39,9 @@ _INSERTS: dict[str, Callable[..., Any]] = {"postgresql": postgresql.insert, "sql
 
 # Epoch columns named as in EpochMetrics (whose member accuracies are ``val_member_accuracies``).
 _EPOCH_FIELDS = ("epoch", "train_loss", "train_cross_entropy", "train_cotraining", "lr", "lambda_cot",
-                 "val_accuracy", "seconds")
+                 "val_accuracy", "seconds", "val_nll", "val_ece", "val_brier")
+# The calibration figures, as columns of a row and as EpochMetrics' member lists (``val_member_<name>``).
+CALIBRATION_NAMES = ("nll", "ece", "brier")
 
 # The connections a store holds on a database server.
 STORE_CONNECTIONS = 1
@@ -86,6 +88,13 @@ class CandidateRecord:
     val_samples: int | None
     test_accuracy: float | None
     member_val_accuracies: tuple[float, ...] | None
+    val_nll: float | None
+    val_ece: float | None
+    val_brier: float | None
+    member_val_calibration: dict[str, list[float]] | None
+    test_nll: float | None
+    test_ece: float | None
+    test_brier: float | None
     reused_from_id: int | None
     retry_of: int | None
     retried_as: int | None
@@ -131,6 +140,10 @@ class ConfirmationRecord:
     started_at: datetime
     finished_at: datetime | None
     wall_seconds: float | None
+    val_nll: float | None
+    val_ece: float | None
+    val_brier: float | None
+    member_val_calibration: dict[str, list[float]] | None
 
     @classmethod
     def from_row(cls, row: Confirmation) -> ConfirmationRecord:
@@ -311,6 +324,7 @@ class Store:
         """Record one epoch; an epoch reported again (after a resume) replaces the earlier row."""
         values = {name: getattr(metrics, name) for name in _EPOCH_FIELDS}
         values["member_val_accuracies"] = list(metrics.val_member_accuracies)
+        values["member_val_calibration"] = epoch_calibration(metrics)["member_val_calibration"]
         statement = self._insert(EpochMetric).values(candidate_id=candidate_id, **values)
         statement = statement.on_conflict_do_update(
             index_elements=[EpochMetric.candidate_id, EpochMetric.epoch],
@@ -324,13 +338,15 @@ class Store:
                          test_accuracy: float | None = None,
                          member_val_accuracies: Sequence[float] | None = None,
                          wall_seconds: float | None = None, val_standard_error: float | None = None,
-                         val_samples: int | None = None, error: str | None = None) -> None:
+                         val_samples: int | None = None, error: str | None = None,
+                         **calibration: Any) -> None:
         """Record how a started candidate ended.
 
         Without ``wall_seconds`` the time since :meth:`start_candidate` is recorded, so a failed
         trial still says how long it ran.  ``val_standard_error`` is the binomial standard error
         of ``val_accuracy`` on ``val_samples`` images (:mod:`splitsearch.stats`); ``error`` is why
-        a failed candidate failed.
+        a failed candidate failed.  ``calibration``: the calibration columns
+        (:func:`epoch_calibration` of its last epoch; ``test_nll``, ``test_ece``, ``test_brier``).
 
         Raises:
             ValueError: ``state`` is not complete, pruned or failed.
@@ -338,6 +354,7 @@ class Store:
         """
         if state not in get_args(FinishState):
             raise ValueError(f"a candidate finishes as {', '.join(get_args(FinishState))}, not {state!r}")
+        _check_calibration_columns(calibration, _CANDIDATE_CALIBRATION)
         if error is not None:
             error = error[:_ERROR_LENGTH]
         finished_at = _now()
@@ -348,6 +365,7 @@ class Store:
                     state=state, val_accuracy=val_accuracy, val_standard_error=val_standard_error,
                     val_samples=val_samples, test_accuracy=test_accuracy, member_val_accuracies=members,
                     finished_at=finished_at, wall_seconds=wall_seconds, error=error,
+                    **dict.fromkeys(_CANDIDATE_CALIBRATION) | calibration,
                 ).returning(Candidate.started_at)
             ).scalar_one_or_none()
             if started_at is None:
@@ -393,6 +411,7 @@ class Store:
             val_accuracy=source.val_accuracy, val_standard_error=source.val_standard_error,
             val_samples=source.val_samples, test_accuracy=source.test_accuracy,
             member_val_accuracies=None if members is None else list(members),
+            **{name: getattr(source, name) for name in _CANDIDATE_CALIBRATION},
             reused_from_id=source.id, started_at=now, finished_at=now, wall_seconds=0.0,
         )
 
@@ -417,7 +436,7 @@ class Store:
         A confirmation started again after a crash gets its row back, reset to ``running``.
         """
         row = dict.fromkeys(("val_accuracy", "val_standard_error", "val_samples", "member_val_accuracies",
-                             "finished_at", "wall_seconds"))
+                             "finished_at", "wall_seconds", *_CONFIRMATION_CALIBRATION))
         row |= {"config_hash": config.config_hash(), "baseline": baseline, "epochs": config.train.epochs,
                 "state": "running", "started_at": _now()}
         statement = self._insert(Confirmation).values(
@@ -433,8 +452,8 @@ class Store:
     def finish_confirmation(self, confirmation_id: int, state: Literal["complete", "failed"],
                             val_accuracy: float | None = None, val_standard_error: float | None = None,
                             val_samples: int | None = None, member_val_accuracies: Sequence[float] | None = None,
-                            wall_seconds: float | None = None) -> None:
-        """Record how a confirmation ended.
+                            wall_seconds: float | None = None, **calibration: Any) -> None:
+        """Record how a confirmation ended; ``calibration``: :func:`epoch_calibration` of its last epoch.
 
         Raises:
             ValueError: ``state`` is not complete or failed.
@@ -442,13 +461,14 @@ class Store:
         """
         if state not in ("complete", "failed"):
             raise ValueError(f"a confirmation finishes as complete or failed, not {state!r}")
+        _check_calibration_columns(calibration, _CONFIRMATION_CALIBRATION)
         members = None if member_val_accuracies is None else list(member_val_accuracies)
         with self._sessions.begin() as session:
             found = session.execute(
                 update(Confirmation).where(Confirmation.id == confirmation_id).values(
                     state=state, val_accuracy=val_accuracy, val_standard_error=val_standard_error,
                     val_samples=val_samples, member_val_accuracies=members, finished_at=_now(),
-                    wall_seconds=wall_seconds,
+                    wall_seconds=wall_seconds, **dict.fromkeys(_CONFIRMATION_CALIBRATION) | calibration,
                 ).returning(Confirmation.id)
             ).scalar_one_or_none()
             if found is None:
@@ -544,7 +564,9 @@ class Store:
         with self._sessions() as session:
             return [
                 EpochMetrics(**{name: getattr(row, name) for name in _EPOCH_FIELDS},
-                             val_member_accuracies=list(row.member_val_accuracies))
+                             val_member_accuracies=list(row.member_val_accuracies),
+                             **{f"val_member_{name}": list(members) for name, members
+                                in (row.member_val_calibration or {}).items()})
                 for row in session.scalars(query)
             ]
 
@@ -563,6 +585,25 @@ class Store:
                  .order_by(Confirmation.trial_number, Confirmation.seed))
         with self._sessions() as session:
             return [ConfirmationRecord.from_row(row) for row in session.scalars(query)]
+
+
+_CONFIRMATION_CALIBRATION = ("val_nll", "val_ece", "val_brier", "member_val_calibration")
+_CANDIDATE_CALIBRATION = _CONFIRMATION_CALIBRATION + ("test_nll", "test_ece", "test_brier")
+
+
+def epoch_calibration(metrics: EpochMetrics) -> dict[str, Any]:
+    """The calibration columns of a row from an epoch's metrics: the ensemble's figures and the members'.
+
+    An epoch that measured none (a checkpoint of an older release) gives empty columns.
+    """
+    members = {name: list(getattr(metrics, f"val_member_{name}")) for name in CALIBRATION_NAMES}
+    return {"val_nll": metrics.val_nll, "val_ece": metrics.val_ece, "val_brier": metrics.val_brier,
+            "member_val_calibration": members if any(members.values()) else None}
+
+
+def _check_calibration_columns(given: dict[str, Any], known: tuple[str, ...]) -> None:
+    if unknown := sorted(set(given) - set(known)):
+        raise TypeError(f"unknown calibration column {unknown[0]} (known: {', '.join(known)})")
 
 
 def _describe(config: SplitConfig, cost: CandidateCost) -> dict[str, Any]:

@@ -2,8 +2,9 @@
 
 One :class:`Trainer` trains one candidate.  Every epoch it trains on the training split (each
 member sees its own augmented view of the batch, METHODS.md section 1), measures validation
-accuracy of the ensemble and of each member, calls the callbacks (the search reports to Optuna
-and prunes through them) and writes a checkpoint atomically.  A run stopped by a crash, Ctrl-C
+accuracy and calibration (NLL, ECE, Brier score; :mod:`splitsearch.train.calibration`) of the
+ensemble and of each member, calls the callbacks (the search reports to Optuna and prunes
+through them) and writes a checkpoint atomically.  A run stopped by a crash, Ctrl-C
 or a callback continues from its last checkpoint bit for bit (same device, same thread count).
 A write that fails (a full disk, a read-only folder) leaves the previous file whole; a checkpoint
 that cannot be read is refused, naming the file, before any of it is used.
@@ -32,6 +33,7 @@ from splitsearch.errors import CheckpointReadError, OutputWriteError, TrainingEr
 from splitsearch.stats import accuracy_standard_error
 from splitsearch.data import DeviceData, StreamLoader, TensorLoader
 from splitsearch.train.augment import augment, mixup
+from splitsearch.train.calibration import Calibration, CalibrationMeter, Scores, ensemble_log_probs
 from splitsearch.train.losses import combine_logits, cot_weight, cotraining_loss
 from splitsearch.train.optim import make_optimizer, make_scheduler
 from splitsearch.train.parallel import MemberGroup
@@ -60,6 +62,13 @@ class EpochMetrics:
     val_member_accuracies: list[float]
     seconds: float
     train_regularisers: float = 0.0
+    # Calibration on the validation split (splitsearch.train.calibration); absent in older checkpoints.
+    val_nll: float | None = None
+    val_ece: float | None = None
+    val_brier: float | None = None
+    val_member_nll: list[float] = field(default_factory=list)
+    val_member_ece: list[float] = field(default_factory=list)
+    val_member_brier: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -70,6 +79,8 @@ class TrainResult:
     stopped_early: bool = False
     test_accuracy: float | None = None
     test_member_accuracies: list[float] = field(default_factory=list)
+    test_calibration: Calibration | None = None
+    test_member_calibration: list[Calibration] = field(default_factory=list)
     wall_seconds: float = 0.0
     val_samples: int = 0
     test_samples: int = 0
@@ -97,8 +108,13 @@ class TrainResult:
             "val_standard_error": self.val_standard_error,
             "val_samples": self.val_samples,
             "val_member_accuracies": self.history[-1].val_member_accuracies if self.history else [],
+            "val_nll": self.history[-1].val_nll if self.history else None,
+            "val_ece": self.history[-1].val_ece if self.history else None,
+            "val_brier": self.history[-1].val_brier if self.history else None,
             "test_accuracy": self.test_accuracy,
             "test_member_accuracies": self.test_member_accuracies,
+            "test_calibration": None if self.test_calibration is None else asdict(self.test_calibration),
+            "test_member_calibration": [asdict(calibration) for calibration in self.test_member_calibration],
             "test_standard_error": self.test_standard_error,
             "test_samples": self.test_samples,
             "wall_seconds": self.wall_seconds,
@@ -225,7 +241,9 @@ class Trainer:
                              resumed_from_epoch=resumed_from_epoch, semantic=self.stage.summary())
         if not stopped_early:
             if test:
-                result.test_accuracy, result.test_member_accuracies = self.evaluate(self.data.test)
+                scores = self.evaluate(self.data.test)
+                result.test_accuracy, result.test_member_accuracies = scores.accuracy, scores.member_accuracies
+                result.test_calibration, result.test_member_calibration = scores.calibration, scores.member_calibration
             self.save_model()
         self._write_metrics(result)
         return result
@@ -267,11 +285,15 @@ class Trainer:
                 f"training diverged in epoch {epoch}: the mean loss is {totals[0]}; lower train.lr or check the data")
         if (change := self.stage.end_of_epoch(epoch, self.ensemble)) is not None:
             self._change_members(change)  # validated right away: the drop a cut causes shows in this epoch
-        val_accuracy, val_members = self.evaluate(self.data.val)
+        val = self.evaluate(self.data.val)
         return EpochMetrics(
             epoch=epoch, train_loss=totals[0], train_cross_entropy=totals[1], train_cotraining=totals[2],
-            lr=self.scheduler.get_last_lr()[0], lambda_cot=weight, val_accuracy=val_accuracy,
-            val_member_accuracies=val_members, seconds=time.perf_counter() - started, train_regularisers=totals[3],
+            lr=self.scheduler.get_last_lr()[0], lambda_cot=weight, val_accuracy=val.accuracy,
+            val_member_accuracies=val.member_accuracies, seconds=time.perf_counter() - started,
+            train_regularisers=totals[3], val_nll=val.calibration.nll, val_ece=val.calibration.ece,
+            val_brier=val.calibration.brier, val_member_nll=[member.nll for member in val.member_calibration],
+            val_member_ece=[member.ece for member in val.member_calibration],
+            val_member_brier=[member.brier for member in val.member_calibration],
         )
 
     def train_steps(self, count: int) -> None:
@@ -323,19 +345,22 @@ class Trainer:
         parts = torch.stack([total, loss.cross_entropy, loss.cotraining, regularisation]).detach()
         return parts * share if share != 1 else parts
 
-    def evaluate(self, loader: TensorLoader | StreamLoader) -> tuple[float, list[float]]:
-        """Accuracy of the ensemble (``config.train.combine``) and of each member on ``loader``."""
+    def evaluate(self, loader: TensorLoader | StreamLoader) -> Scores:
+        """Accuracy and calibration of the ensemble (``config.train.combine``) and of each member on ``loader``."""
         if loader.num_samples == 0:
-            return float("nan"), [float("nan")] * self.config.S
+            return Scores.empty(self.config.S)
         correct_ensemble = torch.zeros((), device=self.device)
         correct_members = torch.zeros(self.config.S, device=self.device)
+        meter = CalibrationMeter(1 + self.config.S, self.data.info.num_classes, self.device)
         for logits, labels in self.batch_logits(loader, shared=True):
             combined = combine_logits(logits, self.config.train.combine)
             correct_ensemble += (combined.argmax(-1) == labels).sum()
             correct_members += (logits.argmax(-1) == labels).sum(-1)
+            meter.update(ensemble_log_probs(logits, combined), labels)
         correct = self.group.sum_over_data(torch.cat([correct_ensemble[None], correct_members]))
         count = loader.num_samples
-        return (correct[0] / count).item(), (correct[1:] / count).tolist()
+        ensemble, *members = meter.compute(self.group.data_group if self.group.data_ranks > 1 else None)
+        return Scores((correct[0] / count).item(), (correct[1:] / count).tolist(), ensemble, members)
 
     @torch.no_grad()
     def batch_logits(self, loader: TensorLoader | StreamLoader,
