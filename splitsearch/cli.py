@@ -743,7 +743,7 @@ def _print_greedy_summary(study: Any) -> None:
 def _print_study_summary(study: Any) -> None:
     import optuna
 
-    from splitsearch.search.record import TrialRecord, count_trials, pareto_front
+    from splitsearch.search.record import TrialRecord, count_trials, pareto_front, trial_accuracy
     from splitsearch.search.run import no_new_candidates
 
     counts = count_trials(study)
@@ -765,7 +765,8 @@ def _print_study_summary(study: Any) -> None:
         best = study.best_trial
         record = TrialRecord.from_trial(best)
         latency = "" if record.latency_seconds is None else f", latency {format_duration(record.latency_seconds)}"
-        click.echo(f"best: trial {best.number}, validation accuracy {best.value:.2%}, "
+        nll = "" if record.val_nll is None else f", validation NLL {record.val_nll:.3f}"
+        click.echo(f"best: trial {best.number}, validation accuracy {trial_accuracy(best):.2%}{nll}, "
                    f"{format_count(record.params or 0)} params, {format_count(record.macs or 0)} MACs{latency}, "
                    f"{best.params}")
     elif counts.complete:
@@ -802,9 +803,10 @@ def confirm(study_name: str | None, storage: str, top: int, seeds: int, device: 
       splitsearch confirm --study quickstart
       splitsearch confirm --study cifar100-wrn28-10-36M --top 2 --seeds 5 --device cuda
     """
-    from splitsearch.search.confirm import confirm_study
+    from splitsearch.search.confirm import confirm_study, load_verdicts
     from splitsearch.search.record import TrialRecord
     from splitsearch.search.run import open_for_reading
+    from splitsearch.search.verdict import verdict_lines
 
     study, store = open_for_reading(study_name, storage)
     execution = _execution(device, mode, runs_dir, data_dir, download, data_path=data_path,
@@ -823,6 +825,10 @@ def confirm(study_name: str | None, storage: str, top: int, seeds: int, device: 
     except KeyboardInterrupt:
         raise click.ClickException("interrupted; finished runs are stored: run the same command to continue") from None
     click.echo(_confirmation_table(summaries))
+    verdicts = load_verdicts(study)
+    if verdicts:
+        click.echo(f"\nverdict of the pick (trial {verdicts[0].pick_trial}), paired by seed, 95 % t-intervals:")
+        click.echo("\n".join(f"  {line}" for line in verdict_lines(verdicts)))
     if summaries:
         click.echo(f"next: splitsearch export --study {study.study_name} -o best.yaml  (picks by confirmed mean)")
 
@@ -869,8 +875,10 @@ def export(study_name: str | None, storage: str, output: Path, pick: str, weight
     trained weights come too: `splitsearch train best.yaml --init-from best.pt` fine-tunes them.
     """
     from splitsearch.search.confirm import summarize
-    from splitsearch.search.export import export_best
+    from splitsearch.search.export import export_best, verdicts_of
+    from splitsearch.search.record import trial_accuracy
     from splitsearch.search.run import open_for_reading
+    from splitsearch.search.verdict import verdict_lines
 
     study, store = open_for_reading(study_name, storage)
     confirmed = summarize(study, store.confirmations(study.study_name))
@@ -880,9 +888,14 @@ def export(study_name: str | None, storage: str, output: Path, pick: str, weight
         spread = "" if summary.sd is None else f" +- {100 * summary.sd:.2f}"
         how = f"confirmed mean validation accuracy {summary.mean:.2%}{spread} over {len(summary.accuracies)} seeds"
     else:
-        value = trial.values[0] if trial.values else float("nan")
-        how = f"validation accuracy {value:.2%} in the search, not confirmed (splitsearch confirm)"
+        value = trial_accuracy(trial)
+        how = f"validation accuracy {float('nan') if value is None else value:.2%} in the search, not confirmed"
     click.echo(f"trial {trial.number} of {study.study_name} ({how}) written to {output}")
+    verdicts = verdicts_of(study, trial)
+    if verdicts:
+        click.echo("verdict:\n" + "\n".join(f"  {line}" for line in verdict_lines(verdicts)))
+    else:
+        click.echo("verdict: none, the pick was not compared with the baselines over seeds (splitsearch confirm)")
     if weights:
         from splitsearch.search.artifacts import download_weights, file_store
 

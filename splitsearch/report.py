@@ -27,7 +27,7 @@ from optuna.trial import FrozenTrial, TrialState
 from plotly.offline import get_plotlyjs
 
 from splitsearch.search.confirm import ConfirmedCandidate
-from splitsearch.search.record import StudyRecord, TrialRecord, count_trials, pareto_front
+from splitsearch.search.record import StudyRecord, TrialRecord, count_trials, pareto_front, trial_accuracy
 from splitsearch.units import format_bytes, format_count, format_duration
 
 ACCURACY = "validation accuracy"
@@ -482,8 +482,8 @@ def _is_searched_repeat(record: TrialRecord) -> bool:
 
 
 def _accuracy(trial: FrozenTrial) -> float:
-    """Validation accuracy: the first (or only) objective of every splitsearch study."""
-    return trial.values[0]
+    """Validation accuracy: recorded beside the objectives (an ``nll`` study's value is the NLL)."""
+    return trial_accuracy(trial)
 
 
 def _count(trial: FrozenTrial, key: str) -> int | None:

@@ -12,6 +12,11 @@ selected on.
 The confirmation seeds are the search's seed + 1 .. + R, so they never repeat the selection
 run, and confirming again with more seeds adds to the runs already recorded.  Finished runs are
 never repeated; a run cut off by a crash or Ctrl-C continues from its checkpoint.
+
+Every candidate shares its seeds with the baselines, so the pick is compared with each baseline
+seed by seed (:mod:`splitsearch.search.verdict`): :func:`study_verdicts` says whether it is
+better, worse or not distinguishable, and :func:`record_verdicts` keeps that in the study for
+``export``, the report and optuna-dashboard.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import dataclasses
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -28,9 +33,11 @@ from optuna.trial import FrozenTrial, TrialState
 from splitsearch.config import SplitConfig
 from splitsearch.data import DataCache
 from splitsearch.search.execution import ExecutionOptions
-from splitsearch.search.record import TrialRecord
+from splitsearch.search.record import StudyRecord, TrialRecord, trial_accuracy
+from splitsearch.search.verdict import METRICS, Verdict, paired_verdict
 from splitsearch.stats import mean_and_sd
 from splitsearch.store import ConfirmationRecord, Store
+from splitsearch.store.records import epoch_calibration
 from splitsearch.train.loop import Trainer, TrainResult
 
 
@@ -44,6 +51,7 @@ class ConfirmedCandidate:
         search_accuracy: the validation accuracy it reached in the search (None if it did not
             complete there, e.g. a pruned baseline).
         seeds, accuracies: the confirmation runs that completed.
+        nlls, eces: their validation NLL and ECE (None for a run recorded before calibration was).
     """
 
     trial_number: int
@@ -52,6 +60,8 @@ class ConfirmedCandidate:
     search_accuracy: float | None
     seeds: tuple[int, ...]
     accuracies: tuple[float, ...]
+    nlls: tuple[float | None, ...] = ()
+    eces: tuple[float | None, ...] = ()
 
     @property
     def mean(self) -> float:
@@ -61,9 +71,19 @@ class ConfirmedCandidate:
     def sd(self) -> float | None:
         return mean_and_sd(self.accuracies)[1]
 
+    def by_seed(self, metric: str = "accuracy") -> dict[int, float]:
+        """The runs' ``metric`` (``accuracy``, ``nll`` or ``ece``) by seed, runs that did not measure it left out."""
+        values = {"accuracy": self.accuracies, "nll": self.nlls, "ece": self.eces}[metric]
+        return {seed: value for seed, value in zip(self.seeds, values) if value is not None}
+
+    def mean_of(self, metric: str) -> float | None:
+        """The mean of ``metric`` over the runs that measured it (None when none did)."""
+        values = list(self.by_seed(metric).values())
+        return mean_and_sd(values)[0] if values else None
+
 
 def confirmation_targets(study: optuna.Study, top: int) -> list[FrozenTrial]:
-    """The top ``top`` completed trials with distinct configs, by validation accuracy, then the baselines.
+    """The top ``top`` completed trials with distinct configs, by the first objective, then the baselines.
 
     Baselines are included whatever the search did with them (a pruned baseline is still the
     yardstick); one rejected as over budget is not, as it was never trainable.
@@ -71,7 +91,8 @@ def confirmation_targets(study: optuna.Study, top: int) -> list[FrozenTrial]:
     if top < 0:
         raise ValueError(f"--top must be >= 0, got {top}")
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    ranked = sorted(complete, key=lambda trial: (-trial.values[0], trial.number))
+    sign = -1 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1
+    ranked = sorted(complete, key=lambda trial: (sign * trial.values[0], trial.number))
     targets: dict[str, FrozenTrial] = {}
     for trial in ranked:
         if len(targets) == top:
@@ -108,7 +129,9 @@ def confirm_study(study: optuna.Study, store: Store, top: int = 3, seeds: int = 
             that made the run fail.
 
     Returns:
-        The summaries of every confirmed candidate, best confirmed mean first.
+        The summaries of every confirmed candidate, best confirmed mean first.  The verdicts of
+        the pick against the baselines are recorded in the study (:func:`record_verdicts`;
+        :func:`load_verdicts` reads them).
 
     A run that raises an ordinary exception (a candidate that does not fit in memory, a
     non-finite loss) is recorded as failed and the others go on; Ctrl-C stops everything, and
@@ -124,7 +147,9 @@ def confirm_study(study: optuna.Study, store: Store, top: int = 3, seeds: int = 
             outcome = _confirm_one(study.study_name, trial, config, seed, store, execution, data, progress)
             if on_run is not None:
                 on_run(trial, seed, outcome)
-    return summarize(study, store.confirmations(study.study_name))
+    summaries = summarize(study, store.confirmations(study.study_name))
+    record_verdicts(study, study_verdicts(summaries, pick_metric(study)))
+    return summaries
 
 
 def _confirm_one(study_name: str, trial: FrozenTrial, config: SplitConfig, seed: int, store: Store,
@@ -146,7 +171,7 @@ def _confirm_one(study_name: str, trial: FrozenTrial, config: SplitConfig, seed:
     store.finish_confirmation(row, "complete", val_accuracy=result.val_accuracy,
                               val_standard_error=result.val_standard_error, val_samples=result.val_samples,
                               member_val_accuracies=result.history[-1].val_member_accuracies,
-                              wall_seconds=result.wall_seconds)
+                              wall_seconds=result.wall_seconds, **epoch_calibration(result.history[-1]))
     shutil.rmtree(out_dir, ignore_errors=True)
     return result
 
@@ -164,8 +189,61 @@ def summarize(study: optuna.Study, rows: list[ConfirmationRecord]) -> list[Confi
             trial_number=number,
             config_hash=runs[0].config_hash,
             baseline=runs[0].baseline,
-            search_accuracy=trial.values[0] if trial.state == TrialState.COMPLETE else None,
+            search_accuracy=trial_accuracy(trial) if trial.state == TrialState.COMPLETE else None,
             seeds=tuple(run.seed for run in runs),
             accuracies=tuple(run.val_accuracy for run in runs),
+            nlls=tuple(run.val_nll for run in runs),
+            eces=tuple(run.val_ece for run in runs),
         ))
     return sorted(summaries, key=lambda summary: (-summary.mean, summary.trial_number))
+
+
+def pick_metric(study: optuna.Study) -> str:
+    """What a confirmed pick is chosen on: the study's objective where it is one alone (accuracy or nll)."""
+    objectives = StudyRecord.from_study(study).objectives or ("accuracy",)
+    return objectives[0] if len(objectives) == 1 and objectives[0] in METRICS else "accuracy"
+
+
+def confirmed_pick(summaries: Sequence[ConfirmedCandidate], metric: str = "accuracy") -> ConfirmedCandidate | None:
+    """The confirmed candidate with the best mean ``metric`` (ties: the earlier trial); None without any."""
+    sign = 1 if METRICS[metric].higher_is_better else -1
+    measured = [summary for summary in summaries if summary.mean_of(metric) is not None]
+    if not measured:
+        return None
+    return max(measured, key=lambda summary: (sign * summary.mean_of(metric), -summary.trial_number))
+
+
+def study_verdicts(summaries: Sequence[ConfirmedCandidate], metric: str = "accuracy",
+                   calibration: bool = True) -> list[Verdict]:
+    """The confirmed pick (best mean ``metric``) against every confirmed baseline, paired by seed.
+
+    On ``metric``, then, with ``calibration``, on the ECE where the runs measured it (is the pick
+    better calibrated?).  Empty when nothing is confirmed.
+    """
+    pick = confirmed_pick(summaries, metric)
+    if pick is None:
+        return []
+    baselines = sorted((summary for summary in summaries if summary.baseline), key=lambda summary: summary.baseline)
+    metrics = [metric] + (["ece"] if calibration and metric != "ece" and pick.by_seed("ece") else [])
+    return [paired_verdict(baseline.baseline, pick.trial_number, baseline.trial_number, pick.by_seed(name),
+                           baseline.by_seed(name), name)
+            for name in metrics for baseline in baselines]
+
+
+def load_verdicts(study: optuna.Study) -> list[Verdict]:
+    """The verdicts ``confirm`` recorded in the study (empty before it ran)."""
+    return [Verdict.from_dict(row) for row in StudyRecord.from_study(study).verdicts or ()]
+
+
+def record_verdicts(study: optuna.Study, verdicts: Sequence[Verdict]) -> None:
+    """Keep the verdicts in the study: its user attributes (read by ``export`` and the report) and a
+    note optuna-dashboard shows on the study's page."""
+    StudyRecord(verdicts=tuple(verdict.to_dict() for verdict in verdicts)).write_to(study)
+    if verdicts:
+        from optuna_dashboard import save_note
+
+        lines = ["## Verdict of the confirmed pick", "",
+                 f"Trial {verdicts[0].pick_trial}, paired by seed against each baseline "
+                 "(95 % intervals from the t-distribution):", ""]
+        lines += [f"- **{verdict.baseline}**: {verdict.sentence()}" for verdict in verdicts]
+        save_note(study, "\n".join(lines))

@@ -37,7 +37,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from splitsearch.cost import count_config
-from splitsearch.search.record import StudyRecord, TrialRecord
+from splitsearch.search.record import StudyRecord, TrialRecord, trial_accuracy
 from splitsearch.search.run import load_existing_study, open_existing_storage
 from splitsearch.search.study import StudyError
 from splitsearch.search.worker import (
@@ -194,7 +194,7 @@ def _row_state(study: optuna.Study, store: Store, trials: dict[int, FrozenTrial]
         return None  # RUNNING or WAITING: a worker is on it, its row may say anything yet
     target = row_state_of(trial)
     record = TrialRecord.from_trial(trial)
-    accuracy = trial.values[0] if trial.values else None
+    accuracy = trial_accuracy(trial)
 
     def mend() -> str:
         store.settle_candidate(study.study_name, trial.number, target, val_accuracy=accuracy, error=record.failure)

@@ -480,7 +480,8 @@ def enqueue_tuned_baselines(study: optuna.Study, spec: StudySpec) -> list[str]:
                 if trial.state == optuna.trial.TrialState.COMPLETE and not records[trial.number].is_baseline]
     if not searched:
         return []
-    best = max(searched, key=lambda trial: (trial.values[0], -trial.number))
+    sign = 1 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else -1
+    best = max(searched, key=lambda trial: (sign * trial.values[0], -trial.number))
     training = {key: best.params[key] for key in keys if key in best.params}
     labels_seen = {record.baseline for record in records.values()}
     queued = []

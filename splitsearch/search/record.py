@@ -214,6 +214,8 @@ class StudyRecord:
         objectives, space_name, budget_params, budget_macs, budget_activation, budget_latency
             (seconds), latency_batch_size, budget_mode: what the report and the dashboard show.
         greedy_result: the greedy block-wise split's choice, once it has finished.
+        verdicts: the confirmed pick against each baseline, paired by seed
+            (:meth:`splitsearch.search.verdict.Verdict.to_dict` rows), written by ``confirm``.
     """
 
     settings: Mapping[str, Any] | None = None
@@ -228,6 +230,7 @@ class StudyRecord:
     latency_batch_size: int | None = None
     budget_mode: str | None = None
     greedy_result: GreedySummary | None = None
+    verdicts: tuple[Mapping[str, Any], ...] | None = None
 
     @classmethod
     def from_study(cls, study: _HasUserAttrs) -> StudyRecord:
@@ -237,6 +240,8 @@ class StudyRecord:
             values["objectives"] = tuple(values["objectives"])
         if values.get("greedy_result") is not None:
             values["greedy_result"] = GreedySummary.from_dict(values["greedy_result"])
+        if values.get("verdicts") is not None:
+            values["verdicts"] = tuple(values["verdicts"])
         return cls(**values)
 
     def write_to(self, study: _HasUserAttrs) -> None:
@@ -322,6 +327,15 @@ def count_trials(study: Any) -> TrialCounts:
         if trial.state.is_finished() and not record.is_baseline:
             counts["repeats_in_a_row"] = counts["repeats_in_a_row"] + 1 if record.is_repeat else 0
     return TrialCounts(**counts)
+
+
+def trial_accuracy(trial: Any) -> float | None:
+    """A finished trial's validation accuracy: recorded beside its value, or its first value in a study
+    made before accuracy was recorded (when the first objective was always accuracy)."""
+    recorded = TrialRecord.from_trial(trial).val_accuracy
+    if recorded is not None:
+        return recorded
+    return trial.values[0] if trial.values else None
 
 
 def pareto_front(study: Any) -> list[FrozenTrial]:
