@@ -8,6 +8,7 @@ left by another test (or another run) would change its answer.
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import threading
 from contextlib import contextmanager
@@ -31,6 +32,7 @@ from splitsearch.latency import Latency
 from splitsearch.store import VERSION_TABLE, Store, current_revision, upgrade
 from splitsearch.store.migrations import alembic_config, is_store_object, script_location
 from splitsearch.store.models import Base
+from splitsearch.store.records import epoch_calibration
 from splitsearch.train.loop import EpochMetrics
 
 from conftest import postgres_database
@@ -222,6 +224,50 @@ def test_upgrade_to_0005_keeps_rows_and_adds_the_latency(empty_url: str, cost: C
     command.downgrade(alembic_config(empty_url), "0004")
     engine = create_engine(empty_url, poolclass=NullPool)
     assert {column["name"] for column in inspect(engine).get_columns("splitsearch_candidates")} == before
+    engine.dispose()
+
+
+def test_upgrade_to_0006_keeps_rows_and_adds_the_calibration(empty_url: str, cost: CandidateCost) -> None:
+    command.upgrade(alembic_config(empty_url), "0005")
+    engine = create_engine(empty_url, poolclass=NullPool)
+    tables = ("splitsearch_candidates", "splitsearch_epoch_metrics", "splitsearch_confirmations")
+    before = {table: {column["name"] for column in inspect(engine).get_columns(table)} for table in tables}
+    assert not any({"val_nll", "val_ece", "val_brier", "member_val_calibration"} & columns
+                   for columns in before.values())
+    with engine.begin() as connection:  # a row as a worker of revision 0005 wrote it
+        connection.execute(text(
+            "INSERT INTO splitsearch_candidates (study_name, trial_number, config_yaml, config_hash, dataset, "
+            "epochs, arch, \"S\", width_mult, params, macs, flops, activation_bytes, state, started_at) VALUES "
+            "('old', 0, :yaml, 'h', 'digits', 3, 'resnet20', 2, 0.25, 1, 2, 4, 8, 'complete', CURRENT_TIMESTAMP)"),
+            {"yaml": CONFIG.to_yaml()})
+    engine.dispose()
+
+    upgrade(empty_url)
+    store = Store(empty_url)
+    [old] = store.candidates("old")
+    assert (old.state, old.val_nll, old.val_ece, old.member_val_calibration) == ("complete", None, None, None)
+    candidate = store.start_candidate("new", 0, CONFIG, cost)
+    calibrated = dataclasses.replace(epoch(1), val_nll=0.9, val_ece=0.05, val_brier=0.4, val_member_nll=[1.0, 1.1],
+                                     val_member_ece=[0.06, 0.07], val_member_brier=[0.45, 0.5])
+    store.record_epoch(candidate, calibrated)
+    store.finish_candidate(candidate, "complete", val_accuracy=0.5, test_accuracy=0.45, test_nll=1.2, test_ece=0.08,
+                           test_brier=0.6, **epoch_calibration(calibrated))
+    [new] = store.candidates("new")
+    assert (new.val_nll, new.val_ece, new.val_brier, new.test_nll, new.test_ece, new.test_brier) == (
+        0.9, 0.05, 0.4, 1.2, 0.08, 0.6)
+    assert new.member_val_calibration == {"nll": [1.0, 1.1], "ece": [0.06, 0.07], "brier": [0.45, 0.5]}
+    assert store.epochs(candidate) == [calibrated]
+    confirmation = store.start_confirmation("new", 0, CONFIG)
+    store.finish_confirmation(confirmation, "complete", val_accuracy=0.5, **epoch_calibration(calibrated))
+    [confirmed] = store.confirmations("new")
+    assert (confirmed.val_nll, confirmed.val_ece, confirmed.val_brier) == (0.9, 0.05, 0.4)
+    with pytest.raises(TypeError, match="unknown calibration column"):
+        store.finish_confirmation(confirmation, "complete", test_nll=1.0)
+    store.close()
+
+    command.downgrade(alembic_config(empty_url), "0005")
+    engine = create_engine(empty_url, poolclass=NullPool)
+    assert {table: {column["name"] for column in inspect(engine).get_columns(table)} for table in tables} == before
     engine.dispose()
 
 
