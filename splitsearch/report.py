@@ -29,6 +29,7 @@ from plotly.offline import get_plotlyjs
 from splitsearch.search.confirm import ConfirmedCandidate
 from splitsearch.search.record import StudyRecord, TrialRecord, count_trials, pareto_front, trial_accuracy
 from splitsearch.units import format_bytes, format_count, format_duration
+from splitsearch.verdict_figures import calibration_figure, calibration_points, verdict_rows, verdict_table_html
 
 ACCURACY = "validation accuracy"
 _COST_LABELS = {"params": "parameters", "macs": "MACs", "activation": "activation bytes per image",
@@ -76,7 +77,8 @@ def write_report(study: optuna.Study, path: str | Path, confirmed: Sequence[Conf
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f"<title>splitsearch report: {name}</title>\n{plotlyjs}\n</head>\n"
         '<body style="font-family: sans-serif; max-width: 1100px; margin: auto;">\n'
-        f"<h1>splitsearch report: {name}</h1>\n{_summary_html(study, confirmed)}\n{body}\n</body>\n</html>\n"
+        f"<h1>splitsearch report: {name}</h1>\n{_summary_html(study, confirmed)}\n"
+        f"{verdict_table_html(verdict_rows(study))}\n{body}\n</body>\n</html>\n"
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page, encoding="utf-8")
@@ -107,6 +109,7 @@ def _figure_functions(study: optuna.Study, confirmed: Sequence[ConfirmedCandidat
         functions.append((f"Pareto front: validation accuracy vs {_cost_label(study)}", _pareto_front))
     functions += [
         ("Confirmed validation accuracy (mean and sd over seeds)", functools.partial(_confirmed, confirmed=confirmed)),
+        ("Validation accuracy vs calibration error (ensemble and members)", _calibration),
         ("Parameter importances", _param_importances),
         ("Validation accuracy by S", functools.partial(_accuracy_by, param="S")),
         ("Validation accuracy by wd_rule", functools.partial(_accuracy_by, param="wd_rule")),
@@ -118,6 +121,14 @@ def _figure_functions(study: optuna.Study, confirmed: Sequence[ConfirmedCandidat
         ]
     functions.append(("Intermediate values (pruning)", _intermediate_values))
     return functions
+
+
+def _calibration(study: optuna.Study) -> go.Figure:
+    """Accuracy against ECE, each ensemble beside its members (:mod:`splitsearch.verdict_figures`)."""
+    points = calibration_points(study)
+    if not points:
+        raise _Skipped("No completed trial recorded its calibration (recorded since splitsearch measures ECE).")
+    return calibration_figure(points)
 
 
 def _optimisation_history(study: optuna.Study) -> go.Figure:

@@ -148,6 +148,14 @@ def test_confirm_prints_and_export_writes_the_verdict(confirmed_study, tmp_path,
     assert verdict["paper S=2"]["difference"] == pytest.approx(0.05)
     assert verdict["paper S=2"]["ci95"] == [pytest.approx(0.05), pytest.approx(0.05)]
 
+    # The report puts the verdict table above its figures.
+    code, _, err = run_cli(capsys, "report", "--study", "known", "--storage", confirmed_study,
+                           "-o", tmp_path / "report.html")
+    page = (tmp_path / "report.html").read_text()
+    assert code == 0, err
+    assert "better than the paper&#x27;s S=2 by 5.00 points" in page
+    assert page.index("Verdict of the confirmed pick (trial 0)") < page.index("Optimisation history")
+
 
 def test_a_searched_pick_that_ties_the_undivided_network_is_exported_with_its_verdict(confirmed_study, tmp_path,
                                                                                        capsys) -> None:
