@@ -12,7 +12,9 @@ On the real CIFAR-10 subset (5,085 training, 1,017 test images), a ResNet-20 stu
 distinct candidates and the baselines with ``--confirm-seeds`` more seeds, and the confirmed
 best candidate and the three baselines are each trained ``--final-seeds`` times on the whole
 training split (``splitsearch train --final``) for ``--final-epochs`` epochs.  It prints their
-test accuracy, mean +- sd over seeds, side by side, and the wall time of each stage.
+test accuracy, mean +- sd over seeds, side by side, and the wall time of each stage, and the
+verdicts a user gets: ``confirm``'s (the pick against each baseline, paired by confirmation
+seed, on validation accuracy) and the same paired comparison on the final test accuracies.
 
 The search and the confirmation run in this process (2 threads); the final trainings run two
 at a time, one thread each.  The budget of 90 minutes on 2 cores sets the scale: short
@@ -71,11 +73,12 @@ def main() -> None:
     import optuna
 
     from splitsearch.data import dataset_info
-    from splitsearch.search.confirm import confirm_study
+    from splitsearch.search.confirm import confirm_study, load_verdicts
     from splitsearch.search.execution import ExecutionOptions
     from splitsearch.search.record import TrialRecord
     from splitsearch.search.run import run_study
     from splitsearch.search.study import load_study_spec
+    from splitsearch.search.verdict import paired_verdict, verdict_lines
     from splitsearch.store import Store
     from splitsearch.units import format_count
 
@@ -112,6 +115,8 @@ def main() -> None:
         search = "pruned" if summary.search_accuracy is None else f"{summary.search_accuracy:.2%}"
         print(f"  {label:<16} {_describe(trials[summary.trial_number])}: search {search}, confirmed "
               f"{summary.mean:.2%} +- {100 * (summary.sd or 0):.2f} over seeds {list(summary.seeds)}")
+    print("verdict (confirm, validation accuracy):")
+    print("\n".join(f"  {line}" for line in verdict_lines(load_verdicts(study))))
 
     best = confirmed[0]
     finalists = {"confirmed best": trials[best.trial_number]}
@@ -136,6 +141,12 @@ def main() -> None:
         sd = statistics.stdev(runs) if len(runs) > 1 else 0.0
         print(f"{label:<16}{_describe(trial):<40}{format_count(TrialRecord.from_trial(trial).params):>8}"
               f"{means[label]:>11.2%}{100 * sd:>6.2f}   {', '.join(f'{run:.2%}' for run in runs)}")
+    by_seed = {label: {seed: accuracies[(trial.number, seed)] for seed in range(options.final_seeds)}
+               for label, trial in finalists.items()}
+    final = [paired_verdict(label, best.trial_number, finalists[label].number, by_seed["confirmed best"],
+                            by_seed[label]) for label in BASELINE_LABELS]
+    print("verdict (final test accuracy, paired by seed):")
+    print("\n".join(f"  {line}" for line in verdict_lines(final)))
     gain = 100 * (means["confirmed best"] - means["undivided"])
     versus_s2 = 100 * (means["confirmed best"] - means["paper S=2"])
     print(f"\nconfirmed best - undivided: {gain:+.2f} points (aim: >= +1); "

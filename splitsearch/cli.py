@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import astuple
 from pathlib import Path
 from typing import Any, Callable
 
@@ -351,22 +352,38 @@ def train(config_file: Path, dataset: str | None, epochs: int | None, seed: int 
     click.echo(f"\n{config.arch} S={config.S} on {config.dataset}, {outcome.ensemble_kind}{processes}, "
                f"{result.wall_seconds:.1f}s")
     if final:
-        click.echo(f"{'':<12}{'test acc':>10}   (the final report: {outcome.test_samples:,} test images, "
-                   f"+-{100 * result.test_standard_error:.1f} points standard error)")
+        click.echo(f"{'':<12}{'test acc':>10}{_CALIBRATION_HEADER}   (the final report: {outcome.test_samples:,} "
+                   f"test images, +-{100 * result.test_standard_error:.1f} points standard error)")
         rows = [result.test_accuracy, *result.test_member_accuracies]
+        calibration = [astuple(figures) for figures in (result.test_calibration, *result.test_member_calibration)]
     else:
-        click.echo(f"{'':<12}{'val acc':>10}   ({outcome.val_samples:,} validation images, "
+        click.echo(f"{'':<12}{'val acc':>10}{_CALIBRATION_HEADER}   ({outcome.val_samples:,} validation images, "
                    f"+-{100 * result.val_standard_error:.1f} points standard error; test not evaluated: "
                    "use --final for the chosen config)")
-        rows = [result.val_accuracy, *result.history[-1].val_member_accuracies]
-    for index, accuracy in enumerate(rows):
-        click.echo(f"{'ensemble' if index == 0 else 'member ' + str(index):<12}{accuracy:>10.2%}")
+        last = result.history[-1]
+        rows = [result.val_accuracy, *last.val_member_accuracies]
+        calibration = [(last.val_nll, last.val_ece, last.val_brier),
+                       *zip(last.val_member_nll, last.val_member_ece, last.val_member_brier)]
+    _echo_scores(rows, calibration)
     if result.semantic is not None:
         click.echo(f"semantic split G={config.groups} ({config.split_depth}), cut after epoch "
                    f"{result.semantic['grouping_epochs']}; class groups (also in {out_dir / CLASS_GROUPS_NAME}):")
         for member, groups in enumerate(class_group_text(result.semantic), start=1):
             click.echo(f"  member {member}: {groups}")
     click.echo(f"params {format_count(cost.params)}  MACs {format_count(cost.macs)}  output {out_dir}")
+
+
+# NLL, ECE and Brier score beside each accuracy (splitsearch.train.calibration; lower is better).
+_CALIBRATION_HEADER = f"{'NLL':>8}{'ECE':>8}{'Brier':>8}"
+
+
+def _echo_scores(accuracies: list[float], calibration: list[tuple[float | None, ...]]) -> None:
+    """One line per output (the ensemble, then each member): accuracy and, where measured, its
+    (NLL, ECE, Brier); an epoch of an older checkpoint has none."""
+    for index, accuracy in enumerate(accuracies):
+        figures = calibration[index] if index < len(calibration) else ()
+        text = "".join(f"{value:>8.3f}" for value in figures if value is not None)
+        click.echo(f"{'ensemble' if index == 0 else 'member ' + str(index):<12}{accuracy:>10.2%}{text}")
 
 
 class _TrainLines:
@@ -447,8 +464,9 @@ def evaluate(config_file: Path, weights: Path, split: str, dataset: str | None, 
     click.echo(f"{result.config.arch} S={result.config.S} on {result.config.dataset} {split} split "
                f"({result.samples:,} images, +-{100 * error:.1f} points standard error{processes}, "
                f"{result.seconds:.1f}s)")
-    for index, accuracy in enumerate([result.accuracy, *result.member_accuracies]):
-        click.echo(f"{'ensemble' if index == 0 else 'member ' + str(index):<12}{accuracy:>10.2%}")
+    click.echo(f"{'':<12}{'accuracy':>10}{_CALIBRATION_HEADER}")
+    _echo_scores([result.accuracy, *result.member_accuracies],
+                 [astuple(figures) for figures in (result.calibration, *result.member_calibration)])
     if predictions is not None:
         result.write_predictions(predictions)
         click.echo(f"predictions: {predictions}")

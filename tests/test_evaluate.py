@@ -34,7 +34,16 @@ def trained(tmp_path_factory) -> tuple[Path, Path]:
 
 def accuracies(out: str) -> list[str]:
     """The accuracy column of the printed table: ensemble, then each member."""
-    return [line.split()[-1] for line in out.splitlines() if line.startswith(("ensemble", "member"))]
+    return [next(word for word in line.split() if word.endswith("%")) for line in _table(out)]
+
+
+def calibration(out: str) -> list[list[str]]:
+    """The NLL, ECE and Brier columns of the printed table: ensemble, then each member."""
+    return [line.split()[-3:] for line in _table(out)]
+
+
+def _table(out: str) -> list[str]:
+    return [line for line in out.splitlines() if line.startswith(("ensemble", "member"))]
 
 
 def test_the_validation_split_gives_the_accuracies_the_training_reported(trained, capsys):
@@ -45,6 +54,10 @@ def test_the_validation_split_gives_the_accuracies_the_training_reported(trained
     last = json.loads((run / METRICS_NAME).read_text())["history"][-1]
     expected = [last["val_accuracy"], *last["val_member_accuracies"]]
     assert accuracies(out) == [f"{value:.2%}" for value in expected]
+    # Calibration too: the same weights on the same images give the figures the training reported.
+    figures = [(last["val_nll"], last["val_ece"], last["val_brier"]),
+               *zip(last["val_member_nll"], last["val_member_ece"], last["val_member_brier"])]
+    assert calibration(out) == [[f"{value:.3f}" for value in row] for row in figures]
     assert f"val split ({json.loads((run / METRICS_NAME).read_text())['val_samples']:,} images" in out
 
 

@@ -20,6 +20,7 @@ import torch
 
 from splitsearch.config import SplitConfig
 from splitsearch.errors import TrainingError
+from splitsearch.train.calibration import Calibration, CalibrationMeter, ensemble_log_probs
 from splitsearch.train.launch import rank_device
 from splitsearch.train.loop import Trainer
 from splitsearch.train.losses import combine_logits
@@ -31,7 +32,7 @@ SPLITS = ("test", "val")
 
 @dataclass(frozen=True)
 class Evaluation:
-    """What rank 0 measured: the ensemble's and each member's accuracy, and every image's prediction.
+    """What rank 0 measured: the ensemble's and each member's accuracy and calibration, and every image's prediction.
 
     ``labels``, ``predictions`` (the combined logits' argmax) and ``member_predictions``
     (``[S, N]``) follow the split's order, so a row of the predictions file is an image of it.
@@ -45,6 +46,8 @@ class Evaluation:
     predictions: torch.Tensor
     member_predictions: torch.Tensor
     seconds: float
+    calibration: Calibration
+    member_calibration: list[Calibration]
 
     @property
     def samples(self) -> int:
@@ -95,11 +98,14 @@ def evaluate_weights(request: TrainRequest, split: str, device: str | None = Non
     if not group.is_main:
         return None
     member_logits, labels = torch.cat(logits, dim=1).cpu(), torch.cat(labels).cpu()
-    predictions = combine_logits(member_logits, plan.config.train.combine).argmax(-1)
-    member_predictions = member_logits.argmax(-1)
+    combined = combine_logits(member_logits, plan.config.train.combine)
+    predictions, member_predictions = combined.argmax(-1), member_logits.argmax(-1)
+    meter = CalibrationMeter(1 + plan.config.S, plan.data.info.num_classes, "cpu")
+    meter.update(ensemble_log_probs(member_logits, combined), labels)
+    calibration, *member_calibration = meter.compute()
     return Evaluation(plan.config, split, (predictions == labels).float().mean().item(),
                       (member_predictions == labels).float().mean(-1).tolist(), labels, predictions,
-                      member_predictions, seconds)
+                      member_predictions, seconds, calibration, member_calibration)
 
 
 def evaluate_rank(request: TrainRequest, split: str) -> Evaluation | None:
