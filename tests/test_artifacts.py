@@ -93,7 +93,7 @@ def test_export_weights_reproduce_the_trials_validation_accuracy(kept_study, cap
     for mode in ("sequential", "fused"):  # the search trained them sequentially (the CPU's mode); fused packs them
         trainer = Trainer(config, data, "cpu", None, mode, progress=False)
         start_from(trainer, read_weights(folder / "best.pt", config.S), folder / "best.pt")
-        accuracy, _ = trainer.evaluate(data.val)
+        accuracy = trainer.evaluate(data.val).accuracy
         assert accuracy == study.best_trial.value, mode
 
 

@@ -93,7 +93,7 @@ def assert_same_metrics(one: Path, other: Path) -> None:
     for first, second in zip(history(one), history(other), strict=True):
         assert second["val_accuracy"] == first["val_accuracy"]
         assert second["val_member_accuracies"] == first["val_member_accuracies"]
-        for key in ("train_loss", "train_cross_entropy", "train_cotraining"):
+        for key in ("train_loss", "train_cross_entropy", "train_cotraining", "val_nll", "val_ece", "val_brier"):
             assert second[key] == pytest.approx(first[key], rel=1e-5), key
 
 
@@ -146,7 +146,14 @@ def test_per_rank_batch_norm_checkpoint_measures_as_reported_and_resumes_in_one_
 
     trainer = Trainer(config, prepare_data(config.dataset, config.train, "cpu"), "cpu", out_dir, progress=False)
     assert trainer.load_checkpoint()
-    assert trainer.evaluate(trainer.data.val) == (written[0]["val_accuracy"], written[0]["val_member_accuracies"])
+    scores = trainer.evaluate(trainer.data.val)
+    assert (scores.accuracy, scores.member_accuracies) == (written[0]["val_accuracy"],
+                                                           written[0]["val_member_accuracies"])
+    # The calibration the two ranks reported, each from its own batch (ECE's states gathered over the ranks).
+    assert (scores.calibration.nll, scores.calibration.ece, scores.calibration.brier) == (
+        pytest.approx(written[0]["val_nll"], rel=1e-5), pytest.approx(written[0]["val_ece"], rel=1e-5),
+        pytest.approx(written[0]["val_brier"], rel=1e-5))
+    assert [member.ece for member in scores.member_calibration] == pytest.approx(written[0]["val_member_ece"], rel=1e-5)
 
     train(capsys, config_path, out_dir, "--resume")
     resumed = history(out_dir)
