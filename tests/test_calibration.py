@@ -7,6 +7,7 @@ import math
 import optuna
 import pytest
 import torch
+import yaml
 
 from splitsearch.report import write_report
 from splitsearch.store import Store
@@ -94,6 +95,16 @@ def test_a_pareto_study_of_accuracy_and_ece_runs_to_the_end_and_stores_calibrati
     assert len(ensembles.x) == 4 and len(members.x) == sum(rows[number].S for number in points)
     page = write_report(study, tmp_path / "report.html").read_text()
     assert "Validation accuracy vs calibration error (ensemble and members)" in page
+
+    # export writes the pick's calibration into its provenance.
+    code, _, err = run_cli(capsys, "export", "--study", "calibrated", "--storage", storage, "--pick", "knee",
+                           "-o", tmp_path / "best.yaml")
+    assert code == 0, err
+    provenance = yaml.safe_load((tmp_path / "best.yaml").read_text())["provenance"]
+    row = rows[provenance["trial"]]
+    assert (provenance["val_nll"], provenance["val_ece"], provenance["val_brier"]) == (
+        pytest.approx(row.val_nll), pytest.approx(row.val_ece), pytest.approx(row.val_brier))
+    assert provenance["member_val_calibration"] == row.member_val_calibration
 
 
 def test_nll_is_a_single_objective_minimised(tmp_path, capsys) -> None:
