@@ -66,7 +66,7 @@ def greedy_spec(spec: StudySpec, factors: Sequence[int], finetune_epochs: int) -
     Raises:
         StudyError: a setting the procedure cannot honour (two objectives, no fine-tuning epoch).
     """
-    if spec.multi_objective:
+    if spec.objectives != ("accuracy",):
         raise StudyError("--strategy greedy-blocks maximises accuracy alone: drop --objectives")
     if spec.has_budget and spec.budget_mode == "fit":
         # The baseline is fitted to the budget; splitting only makes a network cheaper, so the
