@@ -136,7 +136,9 @@ def _optimisation_history(study: optuna.Study) -> go.Figure:
     _completed(study)
     if _is_multi_objective(study):
         return optuna.visualization.plot_optimization_history(study, target=_accuracy, target_name=ACCURACY)
-    return optuna.visualization.plot_optimization_history(study, target_name=ACCURACY)
+    objectives = StudyRecord.from_study(study).objectives or ("accuracy",)
+    return optuna.visualization.plot_optimization_history(
+        study, target_name="validation NLL" if objectives == ("nll",) else ACCURACY)
 
 
 def _accuracy_vs_params(study: optuna.Study) -> go.Figure:
