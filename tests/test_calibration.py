@@ -107,8 +107,8 @@ def test_a_pareto_study_of_accuracy_and_ece_runs_to_the_end_and_stores_calibrati
     assert provenance["member_val_calibration"] == row.member_val_calibration
 
 
-def test_nll_is_a_single_objective_minimised(tmp_path, capsys) -> None:
-    (tmp_path / "study.yaml").write_text(STUDY.replace("n_trials: 4", "n_trials: 1"))
+def test_nll_is_a_single_objective_minimised_and_test_figures_are_recorded_on_request(tmp_path, capsys) -> None:
+    (tmp_path / "study.yaml").write_text(STUDY.replace("n_trials: 4", "n_trials: 1") + "record_test: true\n")
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     code, out, err = run_cli(capsys, "run", tmp_path / "study.yaml", "--storage", storage, "--device", "cpu",
                              "--runs-dir", tmp_path / "runs", "--objectives", "nll", "--pruner", "none")
@@ -121,3 +121,8 @@ def test_nll_is_a_single_objective_minimised(tmp_path, capsys) -> None:
     assert study.best_trial.value == min(trial.value for trial in complete)
     assert all(trial.intermediate_values[1] == pytest.approx(trial.value) for trial in complete)
     assert "validation NLL" in out
+    # record_test: each completed candidate measured once on the test split, recorded beside its result.
+    for trial in complete:
+        row = rows[trial.number]
+        assert 0 <= row.test_accuracy <= 1 and row.test_nll > 0 and 0 <= row.test_ece <= 1
+        assert trial.user_attrs["test_accuracy"] == pytest.approx(row.test_accuracy)
