@@ -4,8 +4,9 @@ The objective is the validation accuracy of the ensemble (the test split is neve
 during a search), its validation negative log-likelihood (``nll``, minimised), or (accuracy,
 cost) for a Pareto search, the cost being params, MACs, activation memory, the measured latency
 in milliseconds or the expected calibration error (``ece``).  Whatever the objective, a trial
-records the ensemble's and members' accuracy and calibration (:mod:`splitsearch.train.calibration`).  Where the study measures latency
-(a latency budget or objective), it is measured before training (:mod:`splitsearch.latency`),
+records the ensemble's and members' accuracy and calibration
+(:mod:`splitsearch.train.calibration`).  Where the study measures latency (a latency budget or
+objective), it is measured before training (:mod:`splitsearch.latency`),
 on this worker's device and in the way the trial runs the members; a candidate over a latency
 budget is refused untrained, in either budget mode (a latency is checked, not fitted).  Every trial
 leaves a row in the store and user attributes that optuna-dashboard and the report show.  A
@@ -300,7 +301,7 @@ class SearchObjective:
         if result.stopped_early:
             self.store.finish_candidate(candidate, "pruned", val_accuracy=result.val_accuracy,
                                         member_val_accuracies=result.history[-1].val_member_accuracies,
-                                        wall_seconds=result.wall_seconds)
+                                        wall_seconds=result.wall_seconds, **epoch_calibration(result.history[-1]))
             raise optuna.TrialPruned(f"pruned after epoch {result.history[-1].epoch}")
         return result
 
