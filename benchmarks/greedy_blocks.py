@@ -1,4 +1,4 @@
-"""Seed 002's greedy block-wise split against TPE over the same space, on the same training budget.
+"""The greedy block-wise split (MalekHosseini et al. 2020) against TPE over the same space, on the same training budget.
 
 Run (about 15 minutes on 2 CPU cores with the defaults):
     python benchmarks/greedy_blocks.py
@@ -16,7 +16,7 @@ at ``--width`` (the full VGG16 takes minutes an epoch on this CPU):
 
 It prints, for the greedy choice and for TPE's best trial: the factors, validation accuracy and
 its drop against the greedy baseline, and the parameter, MAC and activation-memory reductions
-(activation memory per image with the split blocks run branch by branch, as seed 002 deploys
+(activation memory per image with the split blocks run branch by branch, as the block-wise split paper deploys
 them).  Validation on 508 images has a standard error of about 2 points: far above the paper's
 0.5-point threshold, so single decisions of the procedure are noise at this scale.
 """

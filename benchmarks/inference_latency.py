@@ -5,7 +5,7 @@ Run (a few minutes on 2 CPU cores):
     python benchmarks/inference_latency.py --arch wrn16_4 --batches 1,100 --repeats 50
     python benchmarks/inference_latency.py --device cuda --arch wrn16_8   # what benchmarks/gpu_suite.sh runs
 
-Seed 004 (Fig. 2 right, Fig. 6) measures the inference latency of its divided networks with one
+Zhao et al. (divide and co-train; Fig. 2 right, Fig. 6) measure the inference latency of its divided networks with one
 member per device.  The first table does the same for ``--arch`` on 32x32 inputs, S=2:
 
 * ``undivided``: the S=1 network, one process with every core's thread;
@@ -14,7 +14,7 @@ member per device.  The first table does the same for ``--arch`` on 32x32 inputs
 * ``parallel``: one process per member with cores/2 threads each (a torch.distributed group over
   gloo): both run their member on the same batch, the logits are gathered and averaged.
 
-The second table is SplitNet's test-time parallelism (seed 000): a semantic split of ``--arch``
+The second table is SplitNet's test-time parallelism (Kim et al. 2017): a semantic split of ``--arch``
 in ``--groups`` branches at ``--depth``, cut, with the same weights four ways:
 
 * ``unsplit``: the network before the cut (groups 1);

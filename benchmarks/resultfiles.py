@@ -2,7 +2,7 @@
 
 A benchmark calls :func:`save` once with its rows; the file lands in
 ``benchmarks/results/<date>-<machine>/<name>.json``.  The documentation's tables are generated
-from these files (``docs/gen_tables.py``), so no figure is typed by hand into the README or the
+from these files (``docs/hooks/result_tables.py``), so no figure is typed by hand into the README or the
 site.  A file holds::
 
     {"name": ..., "command": "python benchmarks/x.py --flag", "date": "2026-12-07",
