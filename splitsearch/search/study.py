@@ -173,21 +173,44 @@ def resolve_study_file(name_or_path: str) -> Path:
     raise StudyError(f"unknown study {name_or_path!r}: give a YAML path or one of {', '.join(known) or 'none'}")
 
 
-_FIELDS = {"name", "arch", "dataset", "space", "base", "dataset_train", "budget_params", "budget_macs",
-           "budget_activation", "budget_latency", "latency_batch_size", "budget_mode", "objectives",
-           "sampler", "pruner", "n_trials", "timeout", "seed", "baselines", "epochs"}
+# Every key a study file may hold, with its meaning: the loader refuses any other, and the
+# documentation's table of study keys is generated from this mapping.
+STUDY_KEYS: dict[str, str] = {
+    "name": "the study's name in the storage; running the same name again resumes it "
+            "(default: ARCH-SPACE)",
+    "arch": "the base network every candidate starts from (shortcut for base.arch)",
+    "dataset": "the dataset spec (shortcut for base.dataset)",
+    "space": "the search space: a YAML path or a shipped name (divide, blocks, full, semantic); default divide",
+    "base": "config fields every candidate starts from (arch, dataset, train, ...); the space changes some per trial",
+    "dataset_train": "train settings that belong to the file's own dataset; dropped, with a message, when the "
+                     "dataset is overridden with another one, whose defaults then apply",
+    "budget_params": "parameter budget of a candidate, all S networks together (a count such as 36M)",
+    "budget_macs": "MACs budget of a candidate for one image (a count such as 5.3G)",
+    "budget_activation": "activation-memory budget per image, split blocks run branch by branch "
+                         "(bytes such as 2MB or 2MiB)",
+    "budget_latency": "latency budget: the median forward time of latency_batch_size images on the "
+                      "worker's device (a duration such as 5ms); checked, never fitted",
+    "latency_batch_size": "images per timed forward pass for the latency budget and objective (default 1)",
+    "budget_mode": "fit (scale each candidate's width to use the budget) or reject (prune over-budget "
+                   "candidates untrained); default fit",
+    "objectives": "accuracy (default), or accuracy with one cost for a Pareto search: accuracy,params, "
+                  "accuracy,macs, accuracy,activation or accuracy,latency",
+    "sampler": "tpe (default), random or nsga2",
+    "pruner": "hyperband (default), median or none; multi-objective studies are not pruned",
+    "n_trials": "distinct candidates to finish (repeats not counted); default 20",
+    "timeout": "stop starting trials after this many seconds",
+    "seed": "the sampler's seed (default 0)",
+    "baselines": "queue the undivided network and the divide-and-co-train paper's S=2 and S=4 first "
+                 "(default true)",
+    "epochs": "training epochs per candidate (shortcut for base.train.epochs)",
+}
+_FIELDS = set(STUDY_KEYS)
 
 
 def load_study_spec(path: str | Path | None, overrides: Mapping[str, Any] | None = None) -> StudySpec:
     """Read a study YAML (or start from nothing) and apply command-line ``overrides``.
 
-    Recognised keys: name, arch, dataset, space, base (config fields), dataset_train (training
-    settings that belong to the file's dataset: dropped when ``dataset`` is overridden with
-    another one, whose defaults then apply), budget_params, budget_macs (counts such as
-    ``36M``), budget_activation (bytes per image, such as ``2MB``: the peak feature maps with
-    split blocks run branch by branch), budget_latency (a duration such as ``5ms``: the median
-    forward latency at latency_batch_size images, default 1), budget_mode, objectives, sampler, pruner, n_trials,
-    timeout, seed, baselines, epochs (shortcut for ``base.train.epochs``).
+    The keys a file may hold, and what each means, are :data:`STUDY_KEYS`.
     """
     source = "command line"
     data: dict[str, Any] = {}
