@@ -135,7 +135,8 @@ def count(config_file: Path | None, arch: str | None, S: int | None, block_facto
     (what the divide-and-co-train paper calls GFLOPs); FLOPs = 2 x MACs.  Activation memory is the
     peak of live feature maps in an inference of one image (float32): "all branches" with every
     split block's K branches at once (grouped convolutions, as training runs them), "branchwise"
-    with the branches run one after another, as seed 002 deploys them (budgets use this one).
+    with the branches run one after another, as the block-wise split paper deploys them (budgets
+    use this one).
 
     \b
     Examples:
@@ -561,9 +562,10 @@ def _study_option(command: Any) -> Any:
                    "[default: hyperband].")
 @click.option("--seed", type=int, help="Sampler seed [default: the study's, else 0].")
 @click.option("--strategy", type=click.Choice(["sampler", "greedy-blocks"]), default="sampler", show_default=True,
-              help="sampler: Optuna's --sampler draws candidates from --space.  greedy-blocks: seed 002's "
-                   "procedure; per block in order, the largest split factor before the first whose accuracy "
-                   "drop exceeds --threshold, each candidate fine-tuned from the network chosen so far.")
+              help="sampler: Optuna's --sampler draws candidates from --space.  greedy-blocks: the block-wise "
+                   "split paper's procedure; per block in order, the largest split factor before the first "
+                   "whose accuracy drop exceeds --threshold, each candidate fine-tuned from the network chosen "
+                   "so far.")
 @click.option("--threshold", type=click.FloatRange(min=0), default=0.5, show_default=True,
               help="greedy-blocks: the validation-accuracy drop against the unsplit baseline, in points, a kept "
                    "factor must stay under.")
@@ -638,8 +640,8 @@ def run(study_file: str | None, study_name: str | None, storage: str, n_trials: 
     worker started later continues its trial from the checkpoint.  A worker holds at most 3
     connections to the database.
 
-    --strategy greedy-blocks runs seed 002's greedy block-wise split instead of sampling: every
-    network it trains is an ordinary trial of the study (store, dashboard, report), and running
+    --strategy greedy-blocks runs the greedy block-wise split (MalekHosseini et al. 2020) instead
+    of sampling: every network it trains is an ordinary trial of the study (store, dashboard, report), and running
     the command again continues it.  --n-trials, --space and --pruner do not apply to it.
 
     \b
@@ -898,8 +900,8 @@ def export(study_name: str | None, storage: str, output: Path, pick: str, weight
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="The file to write [default: CONFIG_FILE with .onnx, or .torchscript.pt].")
 @click.option("--branchwise", is_flag=True,
-              help="Run each split block branch by branch (seed 002's memory-saving form: 1/K of the block's "
-                   "feature maps alive at a time), same weights and logits.")
+              help="Run each split block branch by branch (the block-wise split's memory-saving form: 1/K "
+                   "of the block's feature maps alive at a time), same weights and logits.")
 @click.option("--fused", is_flag=True,
               help="Pack the S members into one network (one grouped kernel per layer, for accelerators); "
                    "refused with one line for families that cannot be packed.")

@@ -13,7 +13,7 @@ and runs one forward pass of one image while two counters watch it:
   the bytes alive at once: the activation memory an inference of one image needs (float32),
   parameters and the input excluded.  ``activation_bytes`` counts split blocks in their grouped
   form, all K branches at once; ``sequential_activation_bytes`` counts them run branch by branch
-  (:mod:`splitsearch.split.sequential`), as seed 002 deploys them to save memory.  The two
+  (:mod:`splitsearch.split.sequential`), as the block-wise split paper deploys them to save memory.  The two
   agree for a network without split blocks, which is counted once.
 
 The S networks of a candidate share one architecture, so one is counted and the candidate's
@@ -95,7 +95,7 @@ class CandidateCost:
     @property
     def deployed_activation_bytes(self) -> int:
         """The activation memory budgets and objectives hold a candidate to: its split blocks run
-        branch by branch, as seed 002 deploys them, where they can; else all branches at once."""
+        branch by branch, as the block-wise split paper deploys them, where they can; else all branches at once."""
         sequential = self.sequential_activation_bytes
         return self.activation_bytes if sequential is None else sequential
 

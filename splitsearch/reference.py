@@ -1,4 +1,4 @@
-"""Published cost figures the zoo is checked against (seed 004, Tables 2 and 4; METHODS.md section 1).
+"""Published cost figures the zoo is checked against (Tables 2 and 4 of Zhao et al. 2020, Divide and Co-training).
 
 Each row: architecture, S, parameters and MACs of all S networks together for one image, and
 the crop it was counted at (Table 2: one 32x32 CIFAR-100 image, no crop; Table 4: one ImageNet
@@ -54,7 +54,7 @@ TABLE2_CIFAR100 = [
 ]
 
 
-# Seed 004, Table 4 (ImageNet): all S networks together for one crop x crop image (224 unless
+# Zhao et al., Table 4 (ImageNet): all S networks together for one crop x crop image (224 unless
 # given; the paper counts EfficientNet-B7 at 320 and SE-ResNeXt-101 64x4d at 416).  Only the
 # rows whose divided network the paper also lists at S = 1 (or, for SE-ResNeXt, the S = 2 row).
 TABLE4_IMAGENET = [

@@ -1,4 +1,4 @@
-"""Run seed 002's greedy block-wise split as an Optuna study (``splitsearch run --strategy greedy-blocks``).
+"""Run the greedy block-wise split (MalekHosseini et al. 2020) as an Optuna study (``run --strategy greedy-blocks``).
 
 Every network the procedure trains (:func:`splitsearch.search.strategies.greedy_block_split`) is
 an ordinary trial of the study: it is enqueued with its per-block factors, trained by the same
@@ -84,7 +84,7 @@ def greedy_spec(spec: StudySpec, factors: Sequence[int], finetune_epochs: int) -
             Param("train.epochs", "categorical", choices=tuple(sorted({epochs, finetune_epochs}))),
         ),
         fixed={"S": 1},
-        description=f"seed 002's greedy block-wise split: factors {list(factors)}, fine-tune {finetune_epochs} epochs",
+        description=f"greedy block-wise split: factors {list(factors)}, fine-tune {finetune_epochs} epochs",
     )
     return dataclasses.replace(spec, space=space, baselines=False, pruner="none", n_trials=None)
 

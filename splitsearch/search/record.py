@@ -155,7 +155,7 @@ class TrialRecord:
 
 @dataclass(frozen=True)
 class GreedySummary:
-    """What seed 002's greedy block-wise split chose and what it saves (the study's ``greedy_result``).
+    """What the greedy block-wise split chose and what it saves (the study's ``greedy_result``).
 
     ``*_baseline`` are the unsplit network's costs, the others the chosen network's; an
     activation figure is None where the family cannot measure it.

@@ -1,6 +1,6 @@
-"""Search strategies that are procedures, not samplers: seed 002's greedy block-wise split.
+"""Search strategies that are procedures, not samplers: the greedy block-wise split (MalekHosseini et al. 2020).
 
-The greedy algorithm (seed 002, Fig. 4; METHODS.md section 2) visits the blocks of a network in
+The greedy algorithm (the block-wise split paper's Fig. 4) visits the blocks of a network in
 order, first block first (its feature maps are the largest, so splitting it saves the most).
 For each block it tries increasing split factors; it keeps going while the validation accuracy
 stays within ``threshold`` points of the unsplit baseline, and stops at the first factor that
@@ -25,7 +25,7 @@ class GreedyError(SplitsearchError, ValueError):
     """The greedy procedure cannot run as asked (its factors or threshold), or has no baseline to compare with."""
 
 DEFAULT_FACTORS = (2, 4, 6, 8)
-DEFAULT_THRESHOLD = 0.5  # points of accuracy, as in seed 002
+DEFAULT_THRESHOLD = 0.5  # points of accuracy, as in the block-wise split paper
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ Evaluate = Callable[[tuple[int, ...], "tuple[int, ...] | None"], "float | None"]
 def greedy_block_split(num_blocks: int, evaluate: Evaluate,
                        threshold: float = DEFAULT_THRESHOLD, factors: Sequence[int] = DEFAULT_FACTORS,
                        on_step: Callable[[GreedyStep], None] | None = None) -> GreedyResult:
-    """Seed 002's greedy split: per block, the largest factor before the first one that drops too much.
+    """The greedy block-wise split: per block, the largest factor before the first one that drops too much.
 
     Args:
         num_blocks: blocks of the base network.

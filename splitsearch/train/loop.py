@@ -1,7 +1,7 @@
 """The co-training loop: S networks trained as one on device-resident data, resumable.
 
 One :class:`Trainer` trains one candidate.  Every epoch it trains on the training split (each
-member sees its own augmented view of the batch, METHODS.md section 1), measures validation
+member sees its own augmented view of the batch, Zhao et al. 2020), measures validation
 accuracy of the ensemble and of each member, calls the callbacks (the search reports to Optuna
 and prunes through them) and writes a checkpoint atomically.  A run stopped by a crash, Ctrl-C
 or a callback continues from its last checkpoint bit for bit (same device, same thread count).
@@ -388,7 +388,7 @@ class Trainer:
     def warm_start(self, members: Sequence[Mapping[str, torch.Tensor]]) -> list[str]:
         """Start from another candidate's trained members wherever the tensors fit; returns their names.
 
-        Seed 002 fine-tunes each split network from the one before it: blocks whose shapes did
+        The block-wise split paper fine-tunes each split network from the one before it: blocks whose shapes did
         not change keep their weights, a newly split block and its fusion start fresh.  Call it
         before :meth:`fit`; a checkpoint that ``fit(resume=True)`` finds wins over it.
 

@@ -1,4 +1,4 @@
-"""Co-training objective of divide-and-co-train (Zhao et al., Sec. 3.2; METHODS.md section 1).
+"""Co-training objective of divide-and-co-train (Zhao et al. 2020, Sec. 3.2).
 
 loss = sum_i CE(p_i, y) + lambda_cot * L_cot,   L_cot = H(mean_i p_i) - mean_i H(p_i)
 
