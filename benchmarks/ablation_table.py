@@ -49,9 +49,7 @@ def main() -> None:
     parser.add_argument("files", nargs="+", type=Path, help="JSON-lines files written by trainer_vs_reference.py --out")
     parser.add_argument("--base", default="authors", help="the side every other side is paired with")
     parser.add_argument("--save", metavar="NAME", help="also write the table as result file NAME "
-                        "(benchmarks/resultfiles.py; SPLITSEARCH_MACHINE names the machine the trainings ran on)")
-    parser.add_argument("--date", help="the date the trainings ran (the result file's folder) [default: today]")
-    parser.add_argument("--notes", default="", help="where the trainings come from, for the result file")
+                        "(benchmarks/resultfiles.py), on the machine that ran the trainings")
     options = parser.parse_args()
     runs = load(options.files)
     print(f"{'S':>2}  {'side':<20}  {'test accuracy, %':>24}  {'paired with ' + options.base:>26}")
@@ -65,7 +63,7 @@ def main() -> None:
                 rows.append({"S": S, "side": side, "test accuracy, %": mean_sd(list(values.values())).strip(),
                              f"paired with {options.base}, points": difference.strip()})
     if options.save:
-        resultfiles.save(options.save, rows, date=options.date, notes=options.notes)
+        resultfiles.save(options.save, rows, notes="Trainings: " + ", ".join(map(str, options.files)))
 
 
 if __name__ == "__main__":
