@@ -11,18 +11,19 @@ log = logging.getLogger("mkdocs.plugins.splitsearch")
 
 
 def cell(value: Any) -> str:
-    """One table cell: whole numbers with thousands separators, others as rounded, at most 4 decimals."""
+    """One table cell: counts as 11.01M or 5.249G, other whole numbers with separators, others at most 4 decimals."""
     if value is None:
         return ""
     if isinstance(value, bool):
         return "yes" if value else "no"
-    if isinstance(value, int):
-        return f"{value:,}"
+    if isinstance(value, (int, float)) and math.isfinite(value) and float(value).is_integer():
+        for scale, suffix in ((1e9, "G"), (1e6, "M")):  # counts such as params and MACs, as the papers print them
+            if abs(value) >= scale:
+                return f"{value / scale:.4g}{suffix}"
+        return f"{int(value):,}"
     if isinstance(value, float):
         if not math.isfinite(value):
             return f"{value:g}"
-        if value.is_integer() and abs(value) < 1e15:
-            return f"{int(value):,}"
         if abs(value) < 1e-3:
             return f"{value:.2g}"
         return f"{value:,.4f}".rstrip("0").rstrip(".")  # as the benchmark rounded it, at most 4 decimals
