@@ -41,6 +41,20 @@ def provenance(section, commit_of_run, extra=""):
             f"section \"{section}\"; the run was recorded in commit {commit_of_run}. {extra}").strip()
 
 readme = source("benchmarks/README.md")
+
+
+def cotrain_rows(text):
+    """The table rows of benchmarks/cotrain_step.py's console output."""
+    rows = []
+    for line in text.splitlines():
+        cells = line.split()
+        if cells and cells[0] in ("wrn16_8", "resnet110"):
+            rows.append({"network": cells[0], "S": int(cells[1]), "undivided (s)": float(cells[2].rstrip("s")),
+                         "sequential (s)": float(cells[3].rstrip("s")), "fused (s)": float(cells[4].rstrip("s")),
+                         "fused / undivided": float(cells[5].rstrip("x")),
+                         "fused / sequential": float(cells[6].rstrip("x")), "target": " ".join(cells[7:])})
+    return rows
+
 CPU2 = {"cpus": 2, "gpu": None}
 
 # 1. parallel_step
@@ -168,14 +182,7 @@ for name, finetune, marker, section in (
 
 # 7. GPU co-training step
 gpu = source("benchmarks/gpu_results/2026-11-30-h200/cotrain_step.txt")
-rows = []
-for line in gpu.splitlines():
-    cells = line.split()
-    if cells and cells[0] in ("wrn16_8", "resnet110"):
-        rows.append({"network": cells[0], "S": int(cells[1]), "undivided (s)": float(cells[2].rstrip("s")),
-                     "sequential (s)": float(cells[3].rstrip("s")), "fused (s)": float(cells[4].rstrip("s")),
-                     "fused / undivided": float(cells[5].rstrip("x")), "fused / sequential": float(cells[6].rstrip("x")),
-                     "target": " ".join(cells[7:])})
+rows = cotrain_rows(gpu)
 save("2026-11-30", "h200", "cotrain_step", "bash benchmarks/gpu_suite.sh --device cuda --data .bench_data/cifar10-subset.npz --out $OUT --jobs 12",
      {"gpu": "NVIDIA H200", "torch": "2.11.0+cu130", "cuda": "13.0", "driver": "580.159.04"}, list(rows[0]), rows,
      f"Transcribed (not re-run) from benchmarks/gpu_results/2026-11-30-h200/cotrain_step.txt at commit {SRC_COMMIT} "
@@ -222,15 +229,7 @@ save("2026-11-30", "h200", "trainer_vs_reference",
      "environment is that folder's environment.txt. " + setting)
 
 # 9. the CPU co-training step, the command line's answer times and the streaming rates (console output)
-text = block_after(readme, "## Co-training step time")
-rows = []
-for line in text.splitlines():
-    cells = line.split()
-    if cells and cells[0] in ("wrn16_8", "resnet110"):
-        rows.append({"network": cells[0], "S": int(cells[1]), "undivided (s)": float(cells[2].rstrip("s")),
-                     "sequential (s)": float(cells[3].rstrip("s")), "fused (s)": float(cells[4].rstrip("s")),
-                     "fused / undivided": float(cells[5].rstrip("x")), "fused / sequential": float(cells[6].rstrip("x")),
-                     "target": " ".join(cells[7:])})
+rows = cotrain_rows(block_after(readme, "## Co-training step time"))
 save("2026-11-21", "cpu2", "cotrain_step", "python benchmarks/cotrain_step.py", dict(CPU2, torch="2.14.1"),
      list(rows[0]), rows,
      provenance("Co-training step time", "d14b393", "cpu (2 threads), float32; batch 128, 3x32x32 inputs, 100 classes; "
