@@ -13,7 +13,7 @@ import statistics
 import time
 
 from splitsearch.config import SplitConfig
-from splitsearch.cost import count_config
+from splitsearch.cost.counting import count_config
 
 TARGET_SECONDS = 0.100
 
