@@ -20,7 +20,7 @@ PACKAGE = Path(splitsearch.__file__).parent
 # a module may import its own layer and the layers below it, never one above.  Every top-level
 # module of the package is in exactly one layer (test_every_module_is_in_a_layer).
 LAYERS = (
-    ("splitsearch.errors", "splitsearch.units", "splitsearch.stats", "splitsearch.metrics"),
+    ("splitsearch.errors", "splitsearch.units", "splitsearch.stats", "splitsearch.metrics", "splitsearch.lazy"),
     ("splitsearch.blocks",),
     ("splitsearch.models",),
     ("splitsearch.data",),

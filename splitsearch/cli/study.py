@@ -217,6 +217,15 @@ def confirm(study_name: str | None, storage: str, top: int, seeds: int, device: 
         click.echo(f"next: splitsearch export --study {study.study_name} -o best.yaml  (picks by confirmed mean)")
 
 
+def read_confirmed(study_name: str | None, storage: str) -> tuple[Any, list[Any]]:
+    """A finished study and its confirmed candidates, best mean first (what ``export`` and ``report`` read)."""
+    from splitsearch.search.confirm import summarize
+    from splitsearch.search.run import open_for_reading
+
+    study, store = open_for_reading(study_name, storage)
+    return study, summarize(study, store.confirmations(study.study_name))
+
+
 @click.command()
 @study_option
 @storage_option
@@ -236,12 +245,9 @@ def export(study_name: str | None, storage: str, output: Path, pick: str, weight
     provenance (study, trial, validation accuracy, confirmation) and its cost.  With --weights the
     trained weights come too: `splitsearch train best.yaml --init-from best.pt` fine-tunes them.
     """
-    from splitsearch.search.confirm import summarize
     from splitsearch.search.export import export_best
-    from splitsearch.search.run import open_for_reading
 
-    study, store = open_for_reading(study_name, storage)
-    confirmed = summarize(study, store.confirmations(study.study_name))
+    study, confirmed = read_confirmed(study_name, storage)
     trial = export_best(study, output, pick, confirmed)
     summary = next((summary for summary in confirmed if summary.trial_number == trial.number), None)
     if summary is not None and len(study.directions) == 1:
@@ -266,11 +272,8 @@ def export(study_name: str | None, storage: str, output: Path, pick: str, weight
 def report(study_name: str | None, storage: str, output: Path) -> None:
     """Write a self-contained HTML report of a study (plotly figures)."""
     from splitsearch.report import write_report
-    from splitsearch.search.confirm import summarize
-    from splitsearch.search.run import open_for_reading
 
-    study, store = open_for_reading(study_name, storage)
-    confirmed = summarize(study, store.confirmations(study.study_name))
+    study, confirmed = read_confirmed(study_name, storage)
     click.echo(f"report of {study.study_name} written to {write_report(study, output, confirmed)}")
 
 

@@ -21,17 +21,8 @@ search, from any worker.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from splitsearch.lazy import lazy_names
 
 __all__ = ["build_figures", "write_report"]
-
-
-def __getattr__(name: str) -> Any:
-    """``build_figures`` and ``write_report`` from :mod:`.page`, imported when first asked for, so that
-    :mod:`.data` loads without plotly."""
-    if name not in __all__:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.page"), name)
-    globals()[name] = value
-    return value
+# From :mod:`.page` when first asked for, so that :mod:`.data` loads without plotly.
+__getattr__ = lazy_names(__name__, {"build_figures": "page", "write_report": "page"})

@@ -16,9 +16,7 @@ Nothing here imports torch.  The names below load on first use, so that the comm
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from splitsearch.lazy import lazy_names
 _NAMES = {
     "VERSION_TABLE": "migrations", "current_revision": "migrations", "upgrade": "migrations",
     "CandidateRecord": "records", "ConfirmationRecord": "records", "FinishState": "records", "Store": "records",
@@ -27,11 +25,4 @@ _NAMES = {
 
 __all__ = sorted(_NAMES)
 
-
-def __getattr__(name: str) -> Any:
-    """``splitsearch.store.Store`` and the other names above, imported from their module when first asked for."""
-    if name not in _NAMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_NAMES[name]}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_names(__name__, _NAMES)
