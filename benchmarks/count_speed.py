@@ -14,7 +14,7 @@ import time
 
 import resultfiles
 from splitsearch.config import SplitConfig
-from splitsearch.cost import count_config
+from splitsearch.cost.counting import count_config
 
 TARGET_SECONDS = 0.100
 

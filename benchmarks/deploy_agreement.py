@@ -29,7 +29,7 @@ from splitsearch.config import SplitConfig
 from splitsearch.data.device import Normalization
 from splitsearch.data.loading import load_dataset
 from splitsearch.deploy import load_members, read_model_file
-from splitsearch.train.losses import combine_logits
+from splitsearch.ensemble import combine_logits
 
 
 def _timed(run, repeats: int) -> tuple[torch.Tensor, float]:

@@ -33,7 +33,7 @@ import optuna
 import torch
 
 from splitsearch.config import SplitConfig
-from splitsearch.cost import count_config
+from splitsearch.cost.counting import count_config
 from splitsearch.search.execution import ExecutionOptions
 from splitsearch.search.greedy import run_greedy_blocks
 from splitsearch.search.record import StudyRecord, TrialRecord
@@ -78,10 +78,10 @@ def main() -> None:
           f"points; storage {storage}", flush=True)
 
     started = time.perf_counter()
-    greedy_spec = load_study_spec(None, study_settings("greedy", options))
+    greedy_spec = load_study_spec(None, {**study_settings("greedy", options), "greedy": {
+        "threshold": options.threshold, "finetune_epochs": options.finetune_epochs}})
     execution = ExecutionOptions(runs_dir=workdir / "runs")
-    greedy, result = run_greedy_blocks(greedy_spec, storage, execution, options.threshold,
-                                       finetune_epochs=options.finetune_epochs,
+    greedy, result = run_greedy_blocks(greedy_spec, storage, execution,
                                        on_step=lambda line: print("  " + line, flush=True))
     greedy_minutes = (time.perf_counter() - started) / 60
     trained_epochs = sum(trial.params["train.epochs"] for trial in greedy.trials)

@@ -4,7 +4,7 @@ Run:  python benchmarks/reference_costs.py
 
 MACs are printed twice: as the authors counted them (thop's per-module rules: convolutions and
 linear layers plus batch norm, average pooling and conv biases; ``--macs-convention paper``,
-:mod:`splitsearch.paper_macs`) and as PyTorch's FlopCounterMode
+:mod:`splitsearch.cost.paper_macs`) and as PyTorch's FlopCounterMode
 counts them (convolutions and matrix products only; the default).  Ratios are counted / paper.
 Table 4 rows are ImageNet at the crop the paper counts them at (224, EfficientNet-B7 320,
 SE-ResNeXt-101 416).
@@ -16,8 +16,8 @@ import torch
 
 import resultfiles
 from splitsearch.config import SplitConfig
-from splitsearch.cost import count_config
-from splitsearch.reference import TABLE2_CIFAR100, TABLE4_IMAGENET
+from splitsearch.cost.counting import count_config
+from splitsearch.cost.published import TABLE2_CIFAR100, TABLE4_IMAGENET
 
 
 def main() -> None:

@@ -73,7 +73,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from splitsearch.config import SplitConfig
-    from splitsearch.cost import count_config
+    from splitsearch.cost.counting import count_config
     from splitsearch.data import dataset_info
 
     device = torch.device(args.device)

@@ -21,6 +21,7 @@ Example YAML::
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -28,7 +29,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal, Mapping, Sequence
 
 import yaml
 
@@ -344,6 +345,43 @@ def read_yaml(path: str | Path, error: type[ValueError]) -> Any:
 def dump_yaml(data: Mapping[str, Any]) -> str:
     """YAML text of plain data, keys in their given order, short lists inline."""
     return yaml.dump(dict(data), Dumper=_FlowListDumper, sort_keys=False)
+
+
+def apply_settings(data: Mapping[str, Any], settings: Sequence[str], error: type[ValueError] = ConfigError,
+                   aliases: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """``data`` with each ``KEY=VALUE`` of ``settings`` set (the command line's ``--set``).
+
+    KEY is dotted into nested mappings (``train.lr``), ``aliases`` maps a first part to another
+    (``{"train": "base.train"}``); VALUE is read as YAML (``0.2`` a number, ``[2, 4]`` a list,
+    ``none`` a string, ``null`` nothing).  Whether the key exists is for the reader of the result
+    to check, as it checks a file.  A malformed setting raises ``error`` in one line.
+    """
+    result = copy.deepcopy(dict(data))
+    for setting in settings:
+        key, equals, text = setting.partition("=")
+        path = [part.strip() for part in key.split(".")]
+        if not equals or not all(path):
+            raise error(f"--set {setting!r}: expected KEY=VALUE, e.g. train.lr=0.2")
+        if aliases and path[0] in aliases:
+            path = aliases[path[0]].split(".") + path[1:]
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise error(f"--set {setting!r}: the value is not valid YAML") from None
+        target = result
+        for depth, part in enumerate(path[:-1]):
+            target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise error(f"--set {setting!r}: {'.'.join(path[:depth + 1])} is not a section of keys")
+        target[path[-1]] = value
+    return result
+
+
+def with_settings(config: SplitConfig, settings: Sequence[str]) -> SplitConfig:
+    """``config`` with the ``--set KEY=VALUE`` settings applied (``train.lr=0.2``, ``S=4``), checked as a file is."""
+    if not settings:
+        return config
+    return SplitConfig.from_dict(apply_settings(config.to_dict(), settings), source="--set")
 
 
 # Sections a YAML may carry beside the config itself (written by ``export``).

@@ -41,10 +41,9 @@ from splitsearch.config import SplitConfig
 from splitsearch.data import DEFAULT_DATA_DIR, prepare_data
 from splitsearch.data.device import Normalization
 from splitsearch.data.loading import load_dataset
-from splitsearch.ensemble import fusion_blocker, pack
+from splitsearch.ensemble import combine_logits, fusion_blocker, pack
 from splitsearch.errors import SplitsearchError
 from splitsearch.split.sequential import BranchSplitError, branch_sequential, is_split_block
-from splitsearch.train.losses import combine_logits
 
 DeployFormat = Literal["torchscript", "onnx"]
 DEPLOY_FORMATS: tuple[str, ...] = ("torchscript", "onnx")

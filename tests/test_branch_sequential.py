@@ -17,7 +17,7 @@ from torch import nn
 from splitsearch.blocks.fusion import Fusion
 from splitsearch.build import build_args
 from splitsearch.config import SplitConfig
-from splitsearch.cost import count_config, count_module
+from splitsearch.cost.counting import count_config, count_module
 from splitsearch.models import build_network
 from splitsearch.models.vgg import vgg_block
 from splitsearch.split.sequential import BranchSequentialBlock, branch_sequential, is_split_block

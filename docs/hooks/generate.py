@@ -30,6 +30,8 @@ GENERATORS: dict[str, Callable[..., str]] = {
     "config-keys": reference_tables.config_keys,
     "train-keys": reference_tables.train_keys,
     "study-keys": reference_tables.study_keys,
+    "worker-keys": reference_tables.worker_keys,
+    "greedy-keys": reference_tables.greedy_keys,
     "space-types": reference_tables.space_types,
     "zoo": reference_tables.zoo,
     "result": result_tables.result,

@@ -55,7 +55,7 @@ def _default_text(field: dataclasses.Field) -> str:
     return "required"
 
 
-def _key_table(cls: type, prefix: str, where: str) -> str:
+def _key_table(cls: type, prefix: str, where: str, searchable: bool = True) -> str:
     from splitsearch.search.space import KEY_TYPES
 
     descriptions = _descriptions(cls, where)
@@ -64,8 +64,8 @@ def _key_table(cls: type, prefix: str, where: str) -> str:
     for field in dataclasses.fields(cls):
         key = prefix + field.name
         rows.append((f"`{key}`", _type_text(hints[field.name]), _default_text(field),
-                     "yes" if key in KEY_TYPES else "", descriptions.get(field.name, "")))
-    return markdown_table(("key", "type", "default", "searchable", "meaning"), rows)
+                     *(["yes" if key in KEY_TYPES else ""] if searchable else []), descriptions.get(field.name, "")))
+    return markdown_table(("key", "type", "default", *(["searchable"] if searchable else []), "meaning"), rows)
 
 
 def config_keys(where: str) -> str:
@@ -91,6 +91,31 @@ def study_keys(where: str) -> str:
         log.warning(f"{where}: splitsearch.search.study has no STUDY_KEYS mapping of key to meaning")
         return ""
     return markdown_table(("key", "meaning"), ((f"`{key}`", " ".join(text.split())) for key, text in known.items()))
+
+
+def greedy_keys(where: str) -> str:
+    """The keys of a study file's ``greedy:`` section (:class:`splitsearch.search.strategies.GreedySettings`)."""
+    from splitsearch.search.strategies import GreedySettings
+
+    return _key_table(GreedySettings, "greedy.", where, searchable=False)
+
+
+def worker_keys(where: str) -> str:
+    """The keys of a study file's ``worker:`` section: the loader's WORKER_SETTINGS, described by ExecutionOptions."""
+    from splitsearch.search.execution import WORKER_SETTINGS, ExecutionOptions
+
+    descriptions = {}
+    for section in Docstring(ExecutionOptions.__doc__ or "", parser="google").parse():
+        if section.kind.value == "attributes":
+            for item in section.value:  # "data_dir, download: ..." documents two fields at once
+                descriptions.update({name.strip(): " ".join(item.description.split()) for name in item.name.split(",")})
+    rows = []
+    for key, (kind, least) in WORKER_SETTINGS.items():
+        if key not in descriptions:
+            log.warning(f"{where}: ExecutionOptions.{key} has no description in its docstring's Attributes section")
+        bound = "" if least is None else f", at least {least:g}"
+        rows.append((f"`worker.{key}`", f"{_type_text(kind)}{bound}", descriptions.get(key, "")))
+    return markdown_table(("key", "type", "meaning"), rows)
 
 
 def space_types(where: str) -> str:

@@ -25,11 +25,14 @@ from typing import Callable
 from tqdm.auto import tqdm
 
 from splitsearch.config import SplitConfig
-from splitsearch.cost import CandidateCost, count_config, fit_width
+from splitsearch.cost.counting import count_config
+from splitsearch.cost.figures import CandidateCost
+from splitsearch.cost.fitting import fit_width
 from splitsearch.data import DataCache, dataset_info
+from splitsearch.metrics import EpochMetrics
 from splitsearch.search.execution import ExecutionOptions
 from splitsearch.search.study import StudySpec
-from splitsearch.train.loop import EpochMetrics, Trainer
+from splitsearch.train.loop import Trainer
 from splitsearch.units import format_count
 
 WARMUP_STEPS = 1

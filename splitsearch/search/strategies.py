@@ -16,7 +16,7 @@ an Optuna study, fine-tuned from the network chosen so far as the paper does.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from splitsearch.errors import SplitsearchError
 
@@ -26,6 +26,44 @@ class GreedyError(SplitsearchError, ValueError):
 
 DEFAULT_FACTORS = (2, 4, 6, 8)
 DEFAULT_THRESHOLD = 0.5  # points of accuracy, as in the block-wise split paper
+
+
+@dataclass(frozen=True)
+class GreedySettings:
+    """How the greedy block-wise split runs (a study file's ``greedy:`` section, or ``--set greedy.KEY=VALUE``).
+
+    Attributes:
+        threshold: the validation-accuracy drop against the unsplit baseline, in points, a kept
+            factor must stay under.
+        factors: the split factors tried for every block, increasing.
+        finetune_epochs: epochs each split candidate is fine-tuned (None: a third of the study's epochs).
+    """
+
+    threshold: float = DEFAULT_THRESHOLD
+    factors: tuple[int, ...] = DEFAULT_FACTORS
+    finetune_epochs: int | None = None
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any] | None) -> GreedySettings:
+        """The settings of a ``greedy:`` section; a wrong key or value raises :class:`GreedyError` in one line."""
+        data = dict(data or {})
+        if unknown := sorted(set(data) - {"threshold", "factors", "finetune_epochs"}):
+            raise GreedyError(f"unknown key greedy.{unknown[0]} (known keys: factors, finetune_epochs, threshold)")
+        factors = data.get("factors", DEFAULT_FACTORS)
+        if isinstance(factors, str):
+            factors = [part.strip() for part in factors.split(",")]
+        try:
+            factors = tuple(int(factor) for factor in factors)
+            threshold = float(data.get("threshold", DEFAULT_THRESHOLD))
+        except (TypeError, ValueError):
+            raise GreedyError("greedy.factors must be positive whole numbers (e.g. [2, 4, 6, 8]) and "
+                              "greedy.threshold a number of points") from None
+        finetune = data.get("finetune_epochs")
+        if finetune is not None and (isinstance(finetune, bool) or not isinstance(finetune, int) or finetune < 1):
+            raise GreedyError(f"greedy.finetune_epochs must be a whole number of at least 1, got {finetune!r}")
+        if threshold < 0 or not factors or min(factors) < 1:
+            raise GreedyError("greedy.threshold must be at least 0 and greedy.factors positive whole numbers")
+        return cls(threshold, factors, finetune)
 
 
 @dataclass(frozen=True)

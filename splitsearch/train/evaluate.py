@@ -19,10 +19,10 @@ from pathlib import Path
 import torch
 
 from splitsearch.config import SplitConfig
+from splitsearch.ensemble import combine_logits
 from splitsearch.errors import TrainingError
 from splitsearch.train.launch import rank_device
 from splitsearch.train.loop import Trainer
-from splitsearch.train.losses import combine_logits
 from splitsearch.train.parallel import MemberGroup
 from splitsearch.train.plan import TrainRequest, plan_training, read_weights, start_from
 

@@ -40,13 +40,15 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, TypeVar
 
 import optuna
-from optuna.storages._rdb import models  # the trial and heartbeat tables, for trials that never beat
+from optuna.storages._rdb import (
+    models,  # the trial and heartbeat tables, for trials that never beat
+)
 from optuna.trial import TrialState
 from sqlalchemy import exists, select
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 
 from splitsearch.errors import StorageUnavailableError
-from splitsearch.urls import mask_password, mask_url
+from splitsearch.store.urls import mask_password, mask_url
 
 # How long a worker waits for its storage by default (``--storage-retry-seconds``), in seconds.
 RETRY_SECONDS = 180.0

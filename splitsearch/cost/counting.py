@@ -7,7 +7,7 @@ and runs one forward pass of one image while two counters watch it:
   products the way PyTorch defines them (one multiply-add = 2 FLOPs).  MACs = FLOPs / 2.  The
   divide-and-co-train paper's "GFLOPs" are MACs.  Its authors counted with ``thop``, which adds
   batch norm, average pooling and conv biases; ``convention="paper"`` counts with thop's
-  per-module rules instead (:mod:`splitsearch.paper_macs`), so their Table 2 can be compared
+  per-module rules instead (:mod:`splitsearch.cost.paper_macs`), so their Table 2 can be compared
   row by row.
 * :class:`_PeakActivationMode` follows every tensor the forward creates and records the peak of
   the bytes alive at once: the activation memory an inference of one image needs (float32),
@@ -17,15 +17,14 @@ and runs one forward pass of one image while two counters watch it:
   agree for a network without split blocks, which is counted once.
 
 The S networks of a candidate share one architecture, so one is counted and the candidate's
-totals are S times that.  ``fit_width`` then finds the largest ``width_mult`` under a budget.
+totals are S times that.  :func:`splitsearch.cost.fitting.fit_width` then finds the largest
+``width_mult`` under a budget.
 """
 
 from __future__ import annotations
 
-import math
 import weakref
 from contextlib import ExitStack, contextmanager
-from dataclasses import asdict, dataclass
 from typing import Any, Iterator, Literal
 
 import torch
@@ -35,80 +34,13 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from splitsearch.build import build_one
 from splitsearch.config import SplitConfig
-from splitsearch.paper_macs import PaperMacs
-from splitsearch.split.sequential import BranchSplitError, branch_sequential, is_split_block
-from splitsearch.errors import SplitsearchError
-
-
-@dataclass(frozen=True)
-class NetworkCost:
-    """Cost of one small network for one input image.
-
-    ``sequential_activation_bytes`` is the peak with split blocks run branch by branch; ``None``
-    where a split block holds a module that cannot run so (see :class:`BranchSplitError`).
-    """
-
-    params: int
-    macs: int
-    activation_bytes: int
-    sequential_activation_bytes: int | None
-
-    @property
-    def flops(self) -> int:
-        return 2 * self.macs
-
-    def to_dict(self) -> dict[str, int]:
-        return {**asdict(self), "flops": self.flops}
-
-
-@dataclass(frozen=True)
-class CandidateCost:
-    """Cost of a candidate: all S networks together, and each one.
-
-    ``activation_bytes`` of the whole is the sum over networks: the S networks run concurrently.
-    """
-
-    networks: tuple[NetworkCost, ...]
-
-    @property
-    def params(self) -> int:
-        return sum(network.params for network in self.networks)
-
-    @property
-    def macs(self) -> int:
-        return sum(network.macs for network in self.networks)
-
-    @property
-    def flops(self) -> int:
-        return 2 * self.macs
-
-    @property
-    def activation_bytes(self) -> int:
-        return sum(network.activation_bytes for network in self.networks)
-
-    @property
-    def sequential_activation_bytes(self) -> int | None:
-        """The sum with split blocks run branch by branch; ``None`` if a network cannot run so."""
-        parts = [network.sequential_activation_bytes for network in self.networks]
-        return None if None in parts else sum(parts)
-
-    @property
-    def deployed_activation_bytes(self) -> int:
-        """The activation memory budgets and objectives hold a candidate to: its split blocks run
-        branch by branch, as the block-wise split paper deploys them, where they can; else all branches at once."""
-        sequential = self.sequential_activation_bytes
-        return self.activation_bytes if sequential is None else sequential
-
-    def to_dict(self) -> dict[str, Any]:
-        """The ``--json`` form: totals plus a ``networks`` list."""
-        return {
-            "params": self.params,
-            "macs": self.macs,
-            "flops": self.flops,
-            "activation_bytes": self.activation_bytes,
-            "sequential_activation_bytes": self.sequential_activation_bytes,
-            "networks": [network.to_dict() for network in self.networks],
-        }
+from splitsearch.cost.figures import CandidateCost, NetworkCost
+from splitsearch.cost.paper_macs import PaperMacs
+from splitsearch.split.sequential import (
+    BranchSplitError,
+    branch_sequential,
+    is_split_block,
+)
 
 
 class _PeakActivationMode(TorchDispatchMode):
@@ -207,7 +139,7 @@ def count_module(network: nn.Module, input_shape: tuple[int, ...], convention: M
 
     ``convention``: ``pytorch`` counts convolutions and matrix products only (PyTorch's
     FlopCounterMode); ``paper`` counts every leaf module by the authors' thop rules
-    (:mod:`splitsearch.paper_macs`), which adds batch norm, average pooling and conv biases.
+    (:mod:`splitsearch.cost.paper_macs`), which adds batch norm, average pooling and conv biases.
     A network with split blocks is run a second time, branch by branch, for
     ``sequential_activation_bytes``; its parameters and MACs are those of the grouped form.
 
@@ -271,121 +203,3 @@ def count_config(config: SplitConfig, convention: MacsConvention = "pytorch") ->
         network = build_one(config)
     one = count_module(network, config.input_info().input_shape, convention)
     return CandidateCost(networks=(one,) * config.S)
-
-
-# -- fitting the width to a budget ----------------------------------------------------------------
-
-@dataclass(frozen=True)
-class FitResult:
-    """The widest config under the budget, its cost, and the next wider network's cost.
-
-    ``step`` is how much more the next larger width costs (relative, in the budgeted quantity
-    that it breaks): the finest resolution the width knob offers at this size.
-    """
-
-    config: SplitConfig
-    cost: CandidateCost
-    next_cost: CandidateCost | None
-    budget_params: int | None
-    budget_macs: int | None
-    budget_activation: int | None = None
-
-    @property
-    def step(self) -> float | None:
-        if self.next_cost is None:
-            return None
-        ratios = []
-        if self.budget_params is not None and self.next_cost.params > self.budget_params:
-            ratios.append(self.next_cost.params / self.cost.params - 1)
-        if self.budget_macs is not None and self.next_cost.macs > self.budget_macs:
-            ratios.append(self.next_cost.macs / self.cost.macs - 1)
-        activation, next_activation = self.cost.deployed_activation_bytes, self.next_cost.deployed_activation_bytes
-        if self.budget_activation is not None and next_activation > self.budget_activation:
-            ratios.append(next_activation / activation - 1)
-        return max(ratios)
-
-    @property
-    def usage(self) -> float:
-        """Fraction of the tightest budget the fitted config uses (<= 1)."""
-        fractions = []
-        if self.budget_params is not None:
-            fractions.append(self.cost.params / self.budget_params)
-        if self.budget_macs is not None:
-            fractions.append(self.cost.macs / self.budget_macs)
-        if self.budget_activation is not None:
-            fractions.append(self.cost.deployed_activation_bytes / self.budget_activation)
-        return max(fractions)
-
-
-class BudgetError(SplitsearchError, ValueError):
-    """No width of the config fits the budget (or the budget is malformed)."""
-
-
-MIN_WIDTH_MULT = 1 / 64
-MAX_WIDTH_MULT = 64.0
-
-
-def within_budget(cost: CandidateCost, budget_params: int | None, budget_macs: int | None,
-                  budget_activation: int | None = None) -> bool:
-    return ((budget_params is None or cost.params <= budget_params)
-            and (budget_macs is None or cost.macs <= budget_macs)
-            and (budget_activation is None or cost.deployed_activation_bytes <= budget_activation))
-
-
-def fit_width(
-    config: SplitConfig,
-    budget_params: int | None = None,
-    budget_macs: int | None = None,
-    convention: MacsConvention = "pytorch",
-    tolerance: float = 1e-3,
-    budget_activation: int | None = None,
-) -> FitResult:
-    """Largest ``width_mult`` whose candidate stays within the budget(s).
-
-    Every channel count is a non-decreasing function of ``width_mult`` (see
-    :func:`splitsearch.models.layers.scale_channels`), so the cost is monotone and a bisection on
-    ``log(width_mult)`` finds the boundary; it stops when the bracket is narrower than
-    ``tolerance`` (relative), so the upper end is the next wider network in practice.
-    ``convention`` says how MACs are counted (see :func:`count_module`).
-
-    Raises:
-        BudgetError: no budget given, or even the narrowest network exceeds it.
-    """
-    if budget_params is None and budget_macs is None and budget_activation is None:
-        raise BudgetError("give a parameter, MACs or activation-memory budget")
-    budgets = (budget_params, budget_macs, budget_activation)
-
-    def cost_at(width_mult: float) -> CandidateCost:
-        return count_config(config.replace(width_mult=width_mult), convention)
-
-    low, high = config.width_mult, config.width_mult
-    low_cost = cost_at(low)
-    high_cost: CandidateCost | None = low_cost
-    # Bracket the boundary: low fits, high does not.
-    while not within_budget(low_cost, *budgets):
-        high, high_cost = low, low_cost
-        if low <= MIN_WIDTH_MULT:
-            raise BudgetError(
-                f"budget too small for {config.arch} with S={config.S}: even width_mult={low:.4g} costs "
-                f"{low_cost.params:,} params, {low_cost.macs:,} MACs and "
-                f"{low_cost.deployed_activation_bytes:,} bytes of activations"
-            )
-        low = max(low / 2, MIN_WIDTH_MULT)
-        low_cost = cost_at(low)
-    while high_cost is not None and within_budget(high_cost, *budgets):
-        low, low_cost = high, high_cost
-        if high >= MAX_WIDTH_MULT:
-            high_cost = None  # the budget allows more than the widest network we build
-            break
-        high = min(high * 2, MAX_WIDTH_MULT)
-        high_cost = cost_at(high)
-    while high_cost is not None and high / low > 1 + tolerance:
-        middle = math.sqrt(low * high)
-        middle_cost = cost_at(middle)
-        if within_budget(middle_cost, *budgets):
-            low, low_cost = middle, middle_cost
-        else:
-            high, high_cost = middle, middle_cost
-    # A short number in the YAML; rounding down keeps the config inside the budget.
-    fitted = config.replace(width_mult=math.floor(low * 1e6) / 1e6)
-    return FitResult(fitted, count_config(fitted, convention), high_cost, *budgets)

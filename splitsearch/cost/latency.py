@@ -21,8 +21,13 @@ import torch
 
 from splitsearch.build import build_networks
 from splitsearch.config import SplitConfig
-from splitsearch.ensemble import FusedEnsemble, SequentialEnsemble, make_ensemble
-from splitsearch.train.losses import combine_logits
+from splitsearch.cost.figures import Latency
+from splitsearch.ensemble import (
+    FusedEnsemble,
+    SequentialEnsemble,
+    combine_logits,
+    make_ensemble,
+)
 
 DEFAULT_BATCH_SIZE = 1
 WARMUP_PASSES = 3
@@ -40,29 +45,6 @@ class Timing:
     median: float
     iqr: float
     runs: int
-
-
-@dataclass(frozen=True)
-class Latency:
-    """A candidate's measured forward latency.
-
-    Attributes:
-        seconds: the median time of one forward pass of ``batch_size`` images.
-        iqr_seconds: the interquartile range of the measurements (their spread).
-        batch_size: images per pass.
-        runs: how many passes were timed (after the warm-up).
-        execution: how the members ran, e.g. ``sequential on cpu`` or ``fused on cuda``.
-    """
-
-    seconds: float
-    iqr_seconds: float
-    batch_size: int
-    runs: int
-    execution: str
-
-    @property
-    def milliseconds(self) -> float:
-        return self.seconds * 1000
 
 
 def time_call(run: Callable[[], object], warmup: int = WARMUP_PASSES, min_seconds: float = MIN_SECONDS,

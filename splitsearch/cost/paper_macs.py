@@ -36,8 +36,8 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops import StochasticDepth
 
-from splitsearch.models.pyramidnet import ShakeDrop
 from splitsearch.errors import SplitsearchError
+from splitsearch.models.pyramidnet import ShakeDrop
 
 # A rule maps (module, its input, its output) to MACs by kind of work.
 Rule = Callable[[nn.Module, Tensor, Tensor], dict[str, int]]
@@ -139,7 +139,7 @@ class PaperMacs:
                 if rule is None:
                     raise UncountedModuleError(
                         f"no paper-convention MACs rule for {name or 'the network'} ({type(module).__name__}); "
-                        "add one to splitsearch/paper_macs.py"
+                        "add one to splitsearch/cost/paper_macs.py"
                     )
                 hooks.append(module.register_forward_hook(self._hook(rule)))
             yield self

@@ -1,4 +1,5 @@
-"""Published cost figures the zoo is checked against (Tables 2 and 4 of Zhao et al. 2020, Divide and Co-training).
+"""Published cost figures the zoo is checked against (Zhao et al., "Towards Better Accuracy-efficiency
+Trade-offs: Divide and Co-training", Tables 2 and 4).
 
 Each row: architecture, S, parameters and MACs of all S networks together for one image, and
 the crop it was counted at (Table 2: one 32x32 CIFAR-100 image, no crop; Table 4: one ImageNet
