@@ -12,7 +12,7 @@ import yaml
 from splitsearch.report import write_report
 from splitsearch.store import Store
 from splitsearch.train.calibration import CalibrationMeter, ensemble_log_probs
-from splitsearch.verdict_figures import calibration_figure, calibration_points
+from splitsearch.report import data, draw
 
 from conftest import run_cli
 
@@ -85,12 +85,12 @@ def test_a_pareto_study_of_accuracy_and_ece_runs_to_the_end_and_stores_calibrati
         assert trial.user_attrs["val_nll"] == pytest.approx(row.val_nll)
 
     # The report draws every trial's ensemble beside its members.
-    points = {point["trial"]: point for point in calibration_points(study)}
+    points = {point["trial"]: point for point in data.calibration_points(study)}
     assert sorted(points) == sorted(trial.number for trial in complete)
     for trial in complete:
         assert points[trial.number]["member_eces"] == rows[trial.number].member_val_calibration["ece"]
         assert points[trial.number]["ece"] == pytest.approx(rows[trial.number].val_ece)
-    figure = calibration_figure(list(points.values()))
+    figure = draw.calibration(study)
     members, ensembles = figure.data[-2:]
     assert len(ensembles.x) == 4 and len(members.x) == sum(rows[number].S for number in points)
     page = write_report(study, tmp_path / "report.html").read_text()

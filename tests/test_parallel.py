@@ -22,11 +22,7 @@ from splitsearch.train.loop import CHECKPOINT_NAME, MODEL_NAME
 from conftest import run_cli
 
 
-@pytest.fixture(autouse=True)
-def one_thread_per_process(monkeypatch):
-    """Every process trains on one thread, as the tests' own process does: the thread count changes the
-    order of floating-point sums, and these tests compare weights bit for bit across processes."""
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+pytestmark = pytest.mark.usefixtures("one_thread_per_process")
 
 
 def write_config(tmp_path: Path, S: int, epochs: int) -> Path:

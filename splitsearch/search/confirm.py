@@ -32,13 +32,14 @@ from optuna.trial import FrozenTrial, TrialState
 
 from splitsearch.config import SplitConfig
 from splitsearch.data import DataCache
+from splitsearch.metrics import TrainResult
 from splitsearch.search.execution import ExecutionOptions
 from splitsearch.search.record import StudyRecord, TrialRecord, trial_accuracy
 from splitsearch.search.verdict import METRICS, Verdict, paired_verdict
 from splitsearch.stats import mean_and_sd
 from splitsearch.store import ConfirmationRecord, Store
 from splitsearch.store.records import epoch_calibration
-from splitsearch.train.loop import Trainer, TrainResult
+from splitsearch.train.loop import Trainer
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ cost) for a Pareto search, the cost being params, MACs, activation memory, the m
 in milliseconds or the expected calibration error (``ece``).  Whatever the objective, a trial
 records the ensemble's and members' accuracy and calibration
 (:mod:`splitsearch.train.calibration`).  Where the study measures latency (a latency budget or
-objective), it is measured before training (:mod:`splitsearch.latency`),
+objective), it is measured before training (:mod:`splitsearch.cost.latency`),
 on this worker's device and in the way the trial runs the members; a candidate over a latency
 budget is refused untrained, in either budget mode (a latency is checked, not fitted).  Every trial
 leaves a row in the store and user attributes that optuna-dashboard and the report show.  A
@@ -30,10 +30,13 @@ import optuna
 import torch
 
 from splitsearch.config import SplitConfig
-from splitsearch.cost import CandidateCost, count_config, fit_width
+from splitsearch.cost.counting import count_config
+from splitsearch.cost.figures import CandidateCost, Latency
+from splitsearch.cost.fitting import fit_width
+from splitsearch.cost.latency import measure_latency
 from splitsearch.data import DataCache
 from splitsearch.errors import CheckpointReadError, OutputWriteError
-from splitsearch.latency import Latency, measure_latency
+from splitsearch.metrics import EpochMetrics, TrainResult
 from splitsearch.search.execution import ExecutionOptions
 from splitsearch.search.record import TrialRecord
 from splitsearch.search.space import KEY_TYPES, config_value, parameter_names, suggest_config
@@ -43,8 +46,7 @@ from splitsearch.store import CandidateRecord, Store
 from splitsearch.store.records import epoch_calibration
 from splitsearch.train.epoch_channel import EpochServer
 from splitsearch.train.launch import RankFailedError, launch
-from splitsearch.train.loop import (CHECKPOINT_NAME, METRICS_NAME, MODEL_NAME, EpochMetrics, Trainer, TrainResult,
-                                   read_checkpoint)
+from splitsearch.train.loop import CHECKPOINT_NAME, METRICS_NAME, MODEL_NAME, Trainer, read_checkpoint
 from splitsearch.train.plan import TrainRequest, run_training_rank
 from splitsearch.train.semantic_stage import class_group_text
 from splitsearch.units import format_bytes, format_count, format_duration
@@ -331,7 +333,7 @@ class SearchObjective:
         """
         if resume and (out_dir / CHECKPOINT_NAME).is_file():
             read_checkpoint(out_dir / CHECKPOINT_NAME)
-        request = TrainRequest(config, device=self.execution.device, mode=self.execution.mode, out_dir=out_dir,
+        request = TrainRequest(config=config, device=self.execution.device, mode=self.execution.mode, out_dir=out_dir,
                                data_dir=self.execution.data_dir, download=self.execution.download, resume=resume,
                                data_parallel=self.execution.trial_data_parallel(config))
         with EpochServer(after_epoch, lambda error: self._not_written(candidate, error)) as server:

@@ -27,17 +27,10 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
+from splitsearch.metrics import Calibration
+
 # The bins of the expected calibration error, as the literature and torch-uncertainty report it.
 ECE_BINS = 15
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """NLL (nats), expected calibration error (0..1) and Brier score (0..2) of one output on one split."""
-
-    nll: float
-    ece: float
-    brier: float
 
 
 class CalibrationMeter:

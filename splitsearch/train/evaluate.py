@@ -2,7 +2,7 @@
 
 ``splitsearch evaluate`` answers "how good are these weights on this split" without training,
 for the weights ``train`` writes (``model.pt``) or ``export --weights`` keeps.  With ``--nproc``
-the S members run in as many processes, each on its own device (seed 004 measures the latency
+the S members run in as many processes, each on its own device (Zhao et al. measure the latency
 of exactly this, Fig. 6): every rank sees the same batch, runs its own members, and the
 members' logits are all-gathered and combined, so the figures equal one process's
 (``tests/test_evaluate.py`` checks it).  The ranks are started and supervised by
@@ -19,11 +19,12 @@ from pathlib import Path
 import torch
 
 from splitsearch.config import SplitConfig
+from splitsearch.ensemble import combine_logits
 from splitsearch.errors import TrainingError
-from splitsearch.train.calibration import Calibration, CalibrationMeter, ensemble_log_probs
+from splitsearch.metrics import Calibration
+from splitsearch.train.calibration import CalibrationMeter, ensemble_log_probs
 from splitsearch.train.launch import rank_device
 from splitsearch.train.loop import Trainer
-from splitsearch.train.losses import combine_logits
 from splitsearch.train.parallel import MemberGroup
 from splitsearch.train.plan import TrainRequest, plan_training, read_weights, start_from
 
