@@ -111,7 +111,7 @@ def test_nll_is_a_single_objective_minimised_and_test_figures_are_recorded_on_re
     (tmp_path / "study.yaml").write_text(STUDY.replace("n_trials: 4", "n_trials: 1") + "record_test: true\n")
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     code, out, err = run_cli(capsys, "run", tmp_path / "study.yaml", "--storage", storage, "--device", "cpu",
-                             "--runs-dir", tmp_path / "runs", "--objectives", "nll", "--pruner", "none")
+                             "--runs-dir", tmp_path / "runs", "--objectives", "nll", "--set", "pruner=none")
     assert code == 0, err
     study = optuna.load_study(study_name="calibrated", storage=storage)
     assert [direction.name for direction in study.directions] == ["MINIMIZE"]
