@@ -185,7 +185,9 @@ def test_empty_study_gives_a_report_of_notes(tmp_path: Path) -> None:
     assert build_figures(study) == []
     assert "<h1>splitsearch report: empty</h1>" in page and page.rstrip().endswith("</html>")
     assert "Trials: none yet" in page and "Best trial: none completed yet" in page
-    assert page.count("No completed trial yet.") == len(RESULT_TITLES)
+    # The result figures and the calibration figure (drawn only where trials recorded their calibration).
+    assert page.count("No completed trial yet.") == len(RESULT_TITLES) + 1
+    assert "<b>Verdict:</b> none yet" in page
     assert "No trial reported a per-epoch validation accuracy yet." in page
     assert not PLOTLYJS_BANNER.search(page) and "Plotly.newPlot(" not in page
 
