@@ -96,6 +96,11 @@ def test_verdicts_compare_the_best_confirmed_pick_with_every_baseline_on_shared_
     assert all(verdict.pick_trial == 4 for verdict in verdicts)
     assert verdicts[1].mean == pytest.approx((0.02 + 0.03 + 0.03) / 3)
     assert Verdict.from_dict(verdicts[1].to_dict()) == verdicts[1]
+    # An nll study picks by the lowest mean NLL and still says how the pick compares on accuracy.
+    by_nll = study_verdicts(summaries, "nll")
+    assert [verdict.metric for verdict in by_nll if verdict.baseline == "undivided"] == ["nll", "accuracy", "ece"]
+    undivided = next(verdict for verdict in by_nll if verdict.baseline == "undivided")
+    assert undivided.pick_trial == 4 and undivided.outcome == "better"  # NLL 0.9 against 1.0, 1.1, 1.0
 
 
 # -- the CLI on a study whose confirmations hold known values ---------------------------------------

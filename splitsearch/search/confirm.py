@@ -218,14 +218,15 @@ def study_verdicts(summaries: Sequence[ConfirmedCandidate], metric: str = "accur
                    calibration: bool = True) -> list[Verdict]:
     """The confirmed pick (best mean ``metric``) against every confirmed baseline, paired by seed.
 
-    On ``metric``, then, with ``calibration``, on the ECE where the runs measured it (is the pick
-    better calibrated?).  Empty when nothing is confirmed.
+    On ``metric``, on accuracy (what a user compares, also in an ``nll`` study), then, with
+    ``calibration``, on the ECE where the runs measured it (is the pick better calibrated?).
+    Empty when nothing is confirmed.
     """
     pick = confirmed_pick(summaries, metric)
     if pick is None:
         return []
     baselines = sorted((summary for summary in summaries if summary.baseline), key=lambda summary: summary.baseline)
-    metrics = [metric] + (["ece"] if calibration and metric != "ece" and pick.by_seed("ece") else [])
+    metrics = list(dict.fromkeys([metric, "accuracy"] + (["ece"] if calibration and pick.by_seed("ece") else [])))
     return [paired_verdict(baseline.baseline, pick.trial_number, baseline.trial_number, pick.by_seed(name),
                            baseline.by_seed(name), name)
             for name in metrics for baseline in baselines]
