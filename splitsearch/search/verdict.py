@@ -116,7 +116,7 @@ class Verdict:
         outcome = self.outcome
         if outcome == "same candidate":
             text = f"the pick is {name} itself"
-            return prefix + text + (": at this budget dividing does not pay" if undivided else "")
+            return prefix + text + (": at this budget dividing does not pay" if undivided and not prefix else "")
         if outcome == "too few seeds":
             shared = len(self.seeds)
             return (f"{prefix}cannot be compared with {name}: {shared} shared seed{'' if shared == 1 else 's'} "
