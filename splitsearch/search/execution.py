@@ -18,6 +18,7 @@ from splitsearch.errors import TrainingError
 from splitsearch.search.artifacts import ARTIFACTS_FOLDER, DEFAULT_KEEP_BEST, ArtifactKeeper, file_store
 from splitsearch.search.worker import HEARTBEAT_SECONDS
 from splitsearch.storage_retry import RETRY_SECONDS
+from splitsearch.train.plan import TrainRequest
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,14 @@ class ExecutionOptions:
     def trial_member_ranks(self, config: SplitConfig) -> int:
         """Among how many processes ``config``'s S members are shared out (each holding S / that many)."""
         return self.trial_processes(config) // self.trial_data_parallel(config)
+
+    def train_request(self, config: SplitConfig, out_dir: Path, resume: bool,
+                      warm_start_from: Path | None = None) -> TrainRequest:
+        """What the ranks of a process group train for ``config``, with this worker's device, mode and data."""
+        return TrainRequest(config, device=self.device, mode=self.mode, out_dir=out_dir, data_dir=self.data_dir,
+                            download=self.download, resume=resume, data_path=self.data_path,
+                            loader_workers=self.loader_workers, data_parallel=self.trial_data_parallel(config),
+                            warm_start_from=warm_start_from)
 
     def data_cache(self) -> DataCache:
         """A dataset cache for this worker: each dataset loaded once, on ``device``."""

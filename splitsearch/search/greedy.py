@@ -124,6 +124,7 @@ def run_greedy_blocks(spec: StudySpec, storage_url: str, execution: ExecutionOpt
             requeue_interrupted(study)
             raise
         finally:
+            objective.close()
             settle_store(study, store)
         evaluate.drop_weights(keep=None)
     StudyRecord(greedy_result=greedy_summary(study, result, evaluate.trial_numbers, threshold)).write_to(study)
