@@ -238,6 +238,22 @@ def _execution_options(command: Any) -> Any:
     return click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")(command)
 
 
+def _trial_process_options(command: Any) -> Any:
+    """--nproc-per-trial and --data-parallel: the process group each candidate of a study trains in."""
+    command = click.option(
+        "--data-parallel", type=click.IntRange(min=1), default=1, show_default=True,
+        help="Data-parallel trials (as train --data-parallel): of the --nproc-per-trial processes, D train the "
+             "same members on shards of each batch, so N/D member ranks share S (N=4, D=2: S=2 and S=4 in 2 x 2, "
+             "S=1 in 1 x 2). BatchNorm statistics are per rank.")(command)
+    return click.option(
+        "--nproc-per-trial", type=click.IntRange(min=1), default=1, show_default=True,
+        help="Member-parallel trials: train each candidate's S members in up to N processes (as train --nproc: "
+             "gloo on the CPU, one GPU each on CUDA), the most that share S equally (N=4: S=4 in 4, S=2 in 2, "
+             "S=1 in 1); this process reports and prunes for them.  The processes start with the first such "
+             "candidate and are kept for the next ones.  --strategy greedy-blocks trains undivided networks "
+             "(S=1), so there the N processes are data ranks.  The semantic split trains in one process.")(command)
+
+
 def _data_dir_options(command: Any) -> Any:
     """--data-dir and --download: where torchvision datasets (cifar10, cifar100, svhn) are found;
     --data-path and --loader-workers: whether an image folder is held in memory or streamed from disk."""
@@ -346,8 +362,9 @@ def train(config_file: Path, dataset: str | None, epochs: int | None, seed: int 
         return
     config, result, out_dir, final = outcome.plan_config, outcome.result, outcome.out_dir, outcome.final
     cost = count_config(config)
-    grid = f" ({processes // data_parallel} member ranks x {data_parallel} data ranks)" if data_parallel > 1 else ""
-    processes = f", {processes} processes{grid}" if processes > 1 else ""
+    joined, data_ranks = outcome.processes, outcome.data_ranks  # the ranks that joined the group
+    grid = f" ({joined // data_ranks} member ranks x {data_ranks} data ranks)" if data_ranks > 1 else ""
+    processes = f", {joined} processes{grid}" if joined > 1 else ""
     click.echo(f"\n{config.arch} S={config.S} on {config.dataset}, {outcome.ensemble_kind}{processes}, "
                f"{result.wall_seconds:.1f}s")
     if final:
@@ -443,7 +460,7 @@ def evaluate(config_file: Path, weights: Path, split: str, dataset: str | None, 
     if result is None:  # a rank other than 0 under torchrun: rank 0 reports
         return
     error = accuracy_standard_error(result.accuracy, result.samples)
-    processes = f", {nproc} processes" if nproc > 1 else ""
+    processes = f", {result.processes} processes" if result.processes > 1 else ""  # the ranks that joined
     click.echo(f"{result.config.arch} S={result.config.S} on {result.config.dataset} {split} split "
                f"({result.samples:,} images, +-{100 * error:.1f} points standard error{processes}, "
                f"{result.seconds:.1f}s)")
@@ -588,15 +605,7 @@ def _study_option(command: Any) -> Any:
 @click.option("--heartbeat", "heartbeat_seconds", type=click.IntRange(min=1), default=60, show_default=True,
               help="Seconds between a running trial's heartbeats; a trial silent for three beats belongs to a "
                    "dead worker and is queued again.")
-@click.option("--nproc-per-trial", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Member-parallel trials: train each candidate's S members in up to N processes (as train "
-                   "--nproc: gloo on the CPU, one GPU each on CUDA), the most that share S equally (N=4: S=4 in "
-                   "4, S=2 in 2, S=1 in 1); this worker reports to Optuna and prunes for them.  The semantic "
-                   "split and greedy-blocks fine-tuning train in one process.")
-@click.option("--data-parallel", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Data-parallel trials (as train --data-parallel): of the --nproc-per-trial processes, D train "
-                   "the same members on shards of each batch, so N/D member ranks share S (N=4, D=2: S=2 and S=4 "
-                   "in 2 x 2, S=1 in 1 x 2). BatchNorm statistics are per rank.")
+@_trial_process_options
 @click.option("--storage-retry-seconds", type=click.FloatRange(min=0), default=180, show_default=True,
               help="How long a worker waits for a database it has lost (a restart, a fail-over, the network) "
                    "before it stops with exit status 2; see Outages above.")
@@ -682,10 +691,13 @@ def run(study_file: str | None, study_name: str | None, storage: str, n_trials: 
     on_epoch = epoch_line if verbose else None
     try:
         if strategy == "greedy-blocks":
-            from splitsearch.search.greedy import run_greedy_blocks
+            from splitsearch.search.greedy import greedy_execution, run_greedy_blocks
 
+            execution = greedy_execution(execution)
+            ranks = f", {execution.data_parallel} data ranks" if execution.data_parallel > 1 else ""
             click.echo(f"study {spec.name!r} in {mask_url(storage)}: {spec.base.arch} on {spec.base.dataset}, "
-                       f"greedy block-wise split, factors {','.join(map(str, factors))}, threshold {threshold} points")
+                       f"greedy block-wise split, factors {','.join(map(str, factors))}, threshold {threshold} "
+                       f"points{ranks}")
             _echo_training_plan(spec)
             study, _ = run_greedy_blocks(spec, storage, execution, threshold, factors, finetune_epochs, force,
                                          on_step=tqdm.write, on_epoch=on_epoch, on_warning=_warning_line)
@@ -782,10 +794,12 @@ def _print_study_summary(study: Any) -> None:
 @_execution_options
 @click.option("--runs-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"), show_default=True,
               help="Checkpoints of unfinished confirmation runs (removed when a run completes).")
+@_trial_process_options
 @_data_dir_options
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def confirm(study_name: str | None, storage: str, top: int, seeds: int, device: str, mode: str, runs_dir: Path,
-            data_dir: Path | None, download: bool, data_path: str, loader_workers: int | None, quiet: bool) -> None:
+            nproc_per_trial: int, data_parallel: int, data_dir: Path | None, download: bool, data_path: str,
+            loader_workers: int | None, quiet: bool) -> None:
     """Retrain the best candidates and the baselines with more seeds: is the winner really better?
 
     Validation accuracy on a few hundred images moves by 2-2.5 points between runs, so the best
@@ -799,19 +813,22 @@ def confirm(study_name: str | None, storage: str, top: int, seeds: int, device: 
     Examples:
       splitsearch confirm --study quickstart
       splitsearch confirm --study cifar100-wrn28-10-36M --top 2 --seeds 5 --device cuda
+      splitsearch confirm --study quickstart --nproc-per-trial 2   # S=2 and S=4 runs in two processes
     """
     from splitsearch.search.confirm import confirm_study
+    from splitsearch.search.objective import failure_reason
     from splitsearch.search.record import TrialRecord
     from splitsearch.search.run import open_for_reading
 
-    study, store = open_for_reading(study_name, storage)
     execution = _execution(device, mode, runs_dir, data_dir, download, data_path=data_path,
-                           loader_workers=loader_workers)
+                           loader_workers=loader_workers, nproc_per_trial=nproc_per_trial,
+                           data_parallel=data_parallel)
+    study, store = open_for_reading(study_name, storage)
 
     def line(trial: Any, seed: int, outcome: Any) -> None:
         label = TrialRecord.from_trial(trial).baseline or f"trial {trial.number}"
         if isinstance(outcome, Exception):
-            tqdm.write(f"{label} (trial {trial.number}), seed {seed}: FAILED: {_one_line(outcome)}")
+            tqdm.write(f"{label} (trial {trial.number}), seed {seed}: FAILED: {failure_reason(outcome)}")
         else:
             tqdm.write(f"{label} (trial {trial.number}), seed {seed}: validation accuracy {outcome.val_accuracy:.2%} "
                        f"+-{100 * outcome.val_standard_error:.1f}  ({outcome.wall_seconds:.0f}s)")

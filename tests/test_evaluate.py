@@ -8,6 +8,9 @@ evaluation (real processes, gloo) gives the one-process figures and predictions.
 import csv
 import dataclasses
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -66,6 +69,17 @@ def test_a_member_a_process_gives_the_one_process_figures_and_predictions(traine
     assert len(one_rows) == 359 and list(one_rows[0]) == ["index", "label", "prediction", "member_1", "member_2"]
     correct = sum(row["label"] == row["prediction"] for row in one_rows)
     assert f"{correct / len(one_rows):.2%}" == one_figures[0]
+
+
+def test_the_line_counts_the_processes_that_joined_the_group_not_the_option(trained, tmp_path):
+    """Under torchrun the group is torchrun's and --nproc stays at its default of 1."""
+    config, run = trained
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           "-m", "splitsearch.cli", "evaluate", str(config), "--weights", str(run / MODEL_NAME),
+                           "--device", "cpu"], capture_output=True, text=True, cwd=tmp_path, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr
+    assert "2 processes" in done.stdout
 
 
 def test_weights_that_do_not_fit_are_one_line(trained, capsys, tmp_path):

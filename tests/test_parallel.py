@@ -102,21 +102,55 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+def _live_ranks(pid: int) -> set[int]:
+    """The live ranks that torch's launcher in process ``pid`` started (seen alive: they existed).
+
+    They are its children that multiprocessing spawned, but the resource tracker (no rank); any
+    other child (a tool a library runs for a moment) is not one.
+    """
+    found = set()
+    for child in _children(pid):
+        try:
+            command = Path(f"/proc/{child}/cmdline").read_bytes()
+        except OSError:  # ended meanwhile
+            continue
+        if _alive(child) and b"spawn_main" in command and b"resource_tracker" not in command:
+            found.add(child)
+    return found
+
+
 def _kill_after_first_checkpoint(command: list[str], out_dir: Path) -> set[int]:
-    """Start ``command``, SIGKILL it once a checkpoint holds a finished epoch; its child processes."""
+    """Start ``command``, SIGKILL it once a checkpoint holds a finished epoch; its ranks seen alive."""
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
-    children: set[int] = set()
+    ranks: set[int] = set()
     while time.monotonic() < deadline and process.poll() is None:
-        children |= _children(process.pid)
+        ranks |= _live_ranks(process.pid)
         if (out_dir / CHECKPOINT_NAME).exists():
             break
         time.sleep(0.05)
     assert process.poll() is None, f"finished or failed before the kill: {process.stderr.read()}"
-    children |= _children(process.pid)
+    ranks |= _live_ranks(process.pid)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    return children
+    return ranks
+
+
+def _run_watching_ranks(command: list[str]) -> tuple[int, str, set[int]]:
+    """Run ``command`` to its end: (exit status, stderr, the ranks seen alive while it ran)."""
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    ranks: set[int] = set()
+    while process.poll() is None:
+        ranks |= _live_ranks(process.pid)
+        time.sleep(0.05)
+    return process.returncode, process.stderr.read(), ranks
+
+
+def _assert_gone(pids: set[int]) -> None:
+    deadline = time.monotonic() + 15
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in pids), "a process of the group outlived its run"
 
 
 @pytest.mark.slow  # about a minute: three trainings, two of them process groups
@@ -129,18 +163,17 @@ def test_a_killed_run_resumes_on_another_number_of_processes_and_leaves_no_proce
 
     out_dir = tmp_path / "killed"
     command = [sys.executable, "-m", "splitsearch.cli", "train", str(config), "--quiet", "--device", "cpu",
-               "--nproc", first, "--out", str(out_dir)]
-    ranks = _kill_after_first_checkpoint(command, out_dir)
-    deadline = time.monotonic() + 15
-    while any(_alive(pid) for pid in ranks) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not any(_alive(pid) for pid in ranks), "a process of the group outlived the SIGKILL"
+               "--out", str(out_dir)]
+    ranks = _kill_after_first_checkpoint([*command, "--nproc", first], out_dir)
+    assert len(ranks) == {"1": 0, "2": 2}[first]  # one process starts no rank
+    _assert_gone(ranks)
     finished = len(torch.load(out_dir / CHECKPOINT_NAME, weights_only=True)["history"])
     assert 1 <= finished < 20
 
-    code, _, err = run_cli(capsys, "train", config, "--quiet", "--device", "cpu", "--nproc", then, "--resume",
-                           "--out", out_dir)
+    code, err, ranks = _run_watching_ranks([*command, "--nproc", then, "--resume"])
     assert code == 0, err
+    assert len(ranks) == {"1": 0, "2": 2}[then]
+    _assert_gone(ranks)
     assert_same_members(tmp_path / "straight", out_dir)
 
 
@@ -154,11 +187,12 @@ def test_ctrl_c_stops_every_rank_with_one_line_and_the_run_resumes(tmp_path):
     deadline = time.monotonic() + 120
     while not (out_dir / CHECKPOINT_NAME).exists() and time.monotonic() < deadline:
         time.sleep(0.05)
-    ranks = _children(process.pid)
+    ranks = _live_ranks(process.pid)
+    assert len(ranks) == 2  # the two ranks, alive
     os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground group
     _, err = process.communicate(timeout=60)
     assert process.returncode == 2
     assert err.strip() == (f"Error: interrupted; the last epoch is checkpointed in {out_dir}: continue with the same "
                            f"command and --resume --out {out_dir}")
-    assert not any(_alive(pid) for pid in ranks)
+    _assert_gone(ranks)
     assert len(torch.load(out_dir / CHECKPOINT_NAME, weights_only=True)["history"]) >= 1

@@ -7,10 +7,14 @@ processes; a rank that fails or dies makes the pool start new ones, and none out
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import optuna
 import pytest
@@ -18,12 +22,15 @@ import torch
 import torch.distributed as dist
 
 from splitsearch.search.execution import ExecutionOptions
+from splitsearch.search.greedy import run_greedy_blocks
 from splitsearch.search.run import run_study
 from splitsearch.search.study import load_study_spec
 from splitsearch.store import Store
 from splitsearch.train.launch import RankFailedError
 from splitsearch.train.pool import RankPool
 
+from conftest import run_cli
+from test_greedy import greedy_study
 from test_parallel import _alive, _children
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to find the ranks")
@@ -134,11 +141,36 @@ def live_children() -> set[int]:
             if _alive(pid) and b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()}
 
 
-def test_a_study_trains_every_trial_on_one_pool_and_records_what_one_process_records(tmp_path):
-    spec = study_spec(tmp_path, n_trials=4)
-    one = f"sqlite:///{tmp_path / 'one.db'}"
-    run_study(spec, one, ExecutionOptions(runs_dir=tmp_path / "one"), progress=False)
+@contextmanager
+def watching_children() -> Iterator[set[int]]:
+    """The children this process starts while the block runs (seen alive), sampled every 20 ms."""
+    before, seen, done = live_children(), set(), threading.Event()
 
+    def sample() -> None:
+        while not done.wait(0.02):
+            seen.update(live_children() - before)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        yield seen
+    finally:
+        done.set()
+        sampler.join()
+
+
+@pytest.fixture(scope="module")
+def one_process_study(tmp_path_factory) -> Path:
+    """The database of the 4-trial study trained in one process: the reference the pool must match."""
+    folder = tmp_path_factory.mktemp("one-process")
+    run_study(study_spec(folder, n_trials=4), f"sqlite:///{folder / 'one.db'}",
+              ExecutionOptions(runs_dir=folder / "runs"), progress=False)
+    return folder / "one.db"
+
+
+def test_a_study_trains_every_trial_on_one_pool_and_records_what_one_process_records(tmp_path, one_process_study):
+    spec = study_spec(tmp_path, n_trials=4)
+    one = f"sqlite:///{one_process_study}"
     before = live_children()
     ranks_by_trial: dict[int, set[int]] = {}
 
@@ -188,3 +220,44 @@ def test_a_rank_killed_between_trials_makes_the_next_trial_start_new_ranks(tmp_p
     assert warnings == ["rank 1 (exit code -9) of the kept process group died between trials; starting 2 new ranks"]
     assert [row[1] for row in rows(storage)] == ["complete"] * 4
     assert_all_gone(killed + sorted(ranks_by_trial[2]))
+
+
+def confirmations(storage: str) -> list[tuple]:
+    return sorted((row.trial_number, row.seed, row.state, row.val_accuracy, row.member_val_accuracies)
+                  for row in Store(storage).confirmations("pool"))
+
+
+def test_confirm_trains_its_runs_on_one_pool_and_records_what_one_process_records(tmp_path, one_process_study,
+                                                                                  capsys):
+    urls = {}
+    for way in ("one", "pool"):
+        shutil.copy(one_process_study, tmp_path / f"{way}.db")
+        urls[way] = f"sqlite:///{tmp_path / way}.db"
+    command = ("confirm", "--study", "pool", "--top", "1", "--seeds", "2", "--device", "cpu", "--quiet")
+    code, _, err = run_cli(capsys, *command, "--storage", urls["one"], "--runs-dir", tmp_path / "one")
+    assert code == 0, err
+    with watching_children() as ranks:
+        code, out, err = run_cli(capsys, *command, "--storage", urls["pool"], "--runs-dir", tmp_path / "pool",
+                                 "--nproc-per-trial", "2")
+    assert code == 0, err
+    runs = confirmations(urls["pool"])
+    assert len(runs) >= 4 and all(run[2] == "complete" for run in runs)  # the best and two baselines, 2 seeds
+    assert runs == confirmations(urls["one"])
+    assert len(ranks) == 2  # every run on the same two processes
+    assert_all_gone(list(ranks))
+
+
+def test_greedy_blocks_trains_its_networks_on_one_pool_of_data_ranks(tmp_path):
+    """The undivided networks of the procedure take the processes as data ranks; fine-tuned ones warm-start there."""
+    warm_started = {}
+    for way, processes in (("one", 1), ("pool", 2)):
+        with watching_children() as ranks:
+            study, result = run_greedy_blocks(greedy_study(), f"sqlite:///{tmp_path / way}.db",
+                                              ExecutionOptions(runs_dir=tmp_path / way, nproc_per_trial=processes),
+                                              threshold=100.0, factors=(2,), finetune_epochs=1)
+        trials = study.get_trials(deepcopy=False)
+        assert result.factors == (2, 2, 2) and all(trial.state == optuna.trial.TrialState.COMPLETE for trial in trials)
+        warm_started[way] = [trial.user_attrs.get("warm_started_tensors") for trial in trials]
+        assert len(ranks) == {"one": 0, "pool": 2}[way]
+    assert warm_started["pool"] == warm_started["one"] and all(count > 0 for count in warm_started["one"][1:])
+    assert_all_gone(list(ranks))

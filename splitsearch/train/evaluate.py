@@ -35,6 +35,7 @@ class Evaluation:
 
     ``labels``, ``predictions`` (the combined logits' argmax) and ``member_predictions``
     (``[S, N]``) follow the split's order, so a row of the predictions file is an image of it.
+    ``processes``: the ranks that joined the evaluation's group (1 in one process).
     """
 
     config: SplitConfig
@@ -45,6 +46,7 @@ class Evaluation:
     predictions: torch.Tensor
     member_predictions: torch.Tensor
     seconds: float
+    processes: int = 1
 
     @property
     def samples(self) -> int:
@@ -99,7 +101,7 @@ def evaluate_weights(request: TrainRequest, split: str, device: str | None = Non
     member_predictions = member_logits.argmax(-1)
     return Evaluation(plan.config, split, (predictions == labels).float().mean().item(),
                       (member_predictions == labels).float().mean(-1).tolist(), labels, predictions,
-                      member_predictions, seconds)
+                      member_predictions, seconds, group.processes)
 
 
 def evaluate_rank(request: TrainRequest, split: str) -> Evaluation | None:
