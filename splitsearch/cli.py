@@ -424,12 +424,16 @@ class _TrainLines:
 @click.option("--dataset", help=f"Dataset spec, overriding the config's ({known_specs()}).")
 @_execution_options
 @click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Run the S members in this many processes (one GPU each with --device cuda); must divide S.")
+              help="Run the S members in this many processes (one GPU each with --device cuda); the member ranks "
+                   "(processes / --data-parallel) must divide S.")
+@click.option("--data-parallel", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Data ranks per member rank, as train --data-parallel: the D ranks that hold the same members "
+                   "share the batches out. The figures equal one process's.")
 @click.option("--predictions", type=click.Path(dir_okay=False, path_type=Path),
               help="Write one CSV row per image: index, label, the ensemble's and each member's prediction.")
 @_data_dir_options
 def evaluate(config_file: Path, weights: Path, split: str, dataset: str | None, device: str, mode: str, nproc: int,
-             predictions: Path | None, data_dir: Path | None, download: bool, data_path: str,
+             data_parallel: int, predictions: Path | None, data_dir: Path | None, download: bool, data_path: str,
              loader_workers: int | None) -> None:
     """Evaluate trained weights on a split: the ensemble's and each member's accuracy, without training.
 
@@ -437,20 +441,22 @@ def evaluate(config_file: Path, weights: Path, split: str, dataset: str | None, 
     Examples:
       splitsearch evaluate best.yaml --weights best.pt
       splitsearch evaluate best.yaml --weights best.pt --nproc 2 --predictions test.csv   # a member a process
+      splitsearch evaluate best.yaml --weights best.pt --nproc 4 --data-parallel 2        # S=2: 2 x 2 ranks
       torchrun --nproc-per-node 4 -m splitsearch.cli evaluate cfg.yaml --weights model.pt --device cuda
     """
     from splitsearch.data import DEFAULT_DATA_DIR
     from splitsearch.stats import accuracy_standard_error
     from splitsearch.train.evaluate import evaluate_rank, evaluate_weights
     from splitsearch.train.plan import TrainRequest
-    from splitsearch.train.launch import launch, launched_by_torchrun, run_as_rank
+    from splitsearch.train.launch import launch, launched_by_torchrun, run_as_rank, torchrun_world
     from splitsearch.train.loop import resolve_device
-    from splitsearch.train.parallel import MemberGroup
+    from splitsearch.train.parallel import check_grid
 
     request = TrainRequest(SplitConfig.from_yaml(config_file), str(resolve_device(device)), mode, dataset,
                            data_dir=data_dir or DEFAULT_DATA_DIR, download=download, init_from=weights,
-                           data_path=data_path, loader_workers=loader_workers)
-    MemberGroup(rank=0, world=nproc, members=request.config.S)  # S must divide among the processes: say so now
+                           data_path=data_path, loader_workers=loader_workers, data_parallel=data_parallel)
+    # S must divide among the member ranks: say so now.
+    check_grid(torchrun_world() if launched_by_torchrun() else nproc, data_parallel, request.config.S)
     if launched_by_torchrun():
         result = run_as_rank(evaluate_rank, request.device, request, split)
     elif nproc > 1:

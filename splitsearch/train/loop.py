@@ -32,6 +32,7 @@ from splitsearch.errors import CheckpointReadError, OutputWriteError, TrainingEr
 from splitsearch.stats import accuracy_standard_error
 from splitsearch.data import DeviceData, StreamLoader, TensorLoader
 from splitsearch.train.augment import augment, mixup
+from splitsearch.train.logits import member_logits
 from splitsearch.train.losses import combine_logits, cot_weight, cotraining_loss
 from splitsearch.train.optim import make_optimizer, make_scheduler
 from splitsearch.train.parallel import MemberGroup
@@ -337,24 +338,10 @@ class Trainer:
         count = loader.num_samples
         return (correct[0] / count).item(), (correct[1:] / count).tolist()
 
-    @torch.no_grad()
     def batch_logits(self, loader: TensorLoader | StreamLoader,
                      shared: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Every member's logits ``[S, B, K]`` (in float32, gathered from all ranks) and the labels, batch by batch.
-
-        Evaluation mode, the images as the ensemble sees them in evaluation: normalised, the
-        same view for every member.  ``shared``: the data ranks share the batches out (data rank
-        d takes every D-th from the d-th), for :meth:`evaluate` to sum their counts; otherwise
-        every rank sees every batch.  Either way with data rank 0's BatchNorm statistics.
-        """
-        self.ensemble.eval()
-        self.group.share_buffers(self.ensemble)
-        for index, (images, labels) in enumerate(loader):
-            if shared and not self.group.owns_batch(index):
-                continue
-            views = self.data.normalization(images).unsqueeze(0).expand(self.group.per_rank, *images.shape)
-            with self._autocast():
-                yield self.group.gather(self.ensemble(views.contiguous()).float()), labels
+        """Every member's logits ``[S, B, K]`` and the labels, batch by batch (:func:`~splitsearch.train.logits.member_logits`)."""
+        return member_logits(self.ensemble, loader, self.data, self.group, self.mixed_precision, shared)
 
     def _autocast(self) -> torch.autocast:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.mixed_precision)

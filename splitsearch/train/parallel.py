@@ -249,6 +249,14 @@ class MemberGroup:
         dist.gather_object(value, gathered, dst=0, group=self.member_group)
         return gathered
 
+    def gather_over_data(self, value: Any) -> list[Any] | None:
+        """Every data rank's ``value`` of this member rank (in data-rank order) on its data rank 0; None on the others."""
+        if self.data_ranks == 1:
+            return [value]
+        gathered = [None] * self.data_ranks if self.data_rank == 0 else None
+        dist.gather_object(value, gathered, dst=self.rank * self.data_ranks, group=self.data_group)
+        return gathered
+
     # -- the one-process checkpoint format -----------------------------------------------------------
 
     def full_ensemble_state(self, parts: list[Mapping[str, Tensor]]) -> dict[str, Tensor]:

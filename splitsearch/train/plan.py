@@ -20,7 +20,7 @@ import torch
 
 from splitsearch.config import SplitConfig
 from splitsearch.data import DEFAULT_DATA_DIR, DataCache, DeviceData, prepare_data
-from splitsearch.ensemble import FusedEnsemble, pack_state_dicts
+from splitsearch.ensemble import Ensemble, FusedEnsemble, pack_state_dicts
 from splitsearch.errors import OutputWriteError, TrainingError
 from splitsearch.train.launch import rank_device
 from splitsearch.train.loop import EpochMetrics, Trainer, TrainResult
@@ -232,20 +232,27 @@ def read_weights(path: Path, members: int) -> list[dict[str, torch.Tensor]]:
 
 
 def start_from(trainer: Trainer, states: list[dict[str, torch.Tensor]], path: Path) -> None:
-    """Start ``trainer``'s members (this process's share) from ``states``, which must fit them exactly.
+    """Start ``trainer``'s members (this process's share) from ``states``, which must fit them exactly
+    (:func:`load_weights`)."""
+    load_weights(trainer.ensemble, states, path)
+
+
+def load_weights(ensemble: Ensemble, states: list[dict[str, torch.Tensor]], path: Path) -> None:
+    """Load ``states`` (from ``path``) into ``ensemble``'s members, which they must fit exactly.
 
     A warm start takes whatever fits, which suits a search's fine-tuning; weights a user names
     must be those of this config, so a missing or misshapen tensor is an error naming the first
     one, rather than a training that quietly starts partly from scratch.
     """
-    for network, state in zip(trainer.ensemble.members, states):
+    for network, state in zip(ensemble.members, states):
         for name, tensor in network.state_dict().items():
             theirs = state.get(name)
             if theirs is None or theirs.shape != tensor.shape:
                 found = "missing" if theirs is None else f"shaped {tuple(theirs.shape)}"
                 raise WeightsMismatchError(f"{path} does not fit the config: {name} is {found}, "
                                            f"the config needs {tuple(tensor.shape)}")
-    if isinstance(trainer.ensemble, FusedEnsemble):  # one packed network: the members packed the same way
-        trainer.ensemble.network.load_state_dict(pack_state_dicts(states, trainer.ensemble.template))
-    else:
-        trainer.warm_start(states)
+    if isinstance(ensemble, FusedEnsemble):  # one packed network: the members packed the same way
+        ensemble.network.load_state_dict(pack_state_dicts(states, ensemble.template))
+        return
+    for network, state in zip(ensemble.members, states):
+        network.load_state_dict({name: state[name] for name in network.state_dict()})
