@@ -251,7 +251,7 @@ def _trial_process_options(command: Any) -> Any:
              "gloo on the CPU, one GPU each on CUDA), the most that share S equally (N=4: S=4 in 4, S=2 in 2, "
              "S=1 in 1); this process reports and prunes for them.  The processes start with the first such "
              "candidate and are kept for the next ones.  --strategy greedy-blocks trains undivided networks "
-             "(S=1), so there the N processes are data ranks.  The semantic split trains in one process.")(command)
+             "(S=1), so there the N processes are data ranks; the semantic split trains member-parallel only.")(command)
 
 
 def _data_dir_options(command: Any) -> Any:

@@ -18,6 +18,7 @@ import torch
 
 from splitsearch.config import SplitConfig, TrainConfig
 from splitsearch.train.loop import CHECKPOINT_NAME, MODEL_NAME
+from splitsearch.train.semantic_stage import CLASS_GROUPS_NAME
 
 from conftest import run_cli
 
@@ -60,6 +61,61 @@ def test_two_processes_train_the_members_exactly_as_one_process(tmp_path, capsys
     assert_same_members(tmp_path / "one", tmp_path / "two")
     initial = torch.load(tmp_path / "two" / CHECKPOINT_NAME, weights_only=True)
     assert len(initial["history"]) == 2 and initial["ensemble_kind"] == "SequentialEnsemble"
+
+
+def write_semantic_config(tmp_path: Path, epochs: int) -> Path:
+    """A tiny semantic split, S=2 and G=2, that learns its groups for the first half of its epochs, then cuts."""
+    config = SplitConfig(arch="resnet20", S=2, groups=2, split_depth="deep", width_mult=0.25, dataset="synthetic:96",
+                         lambda_cot=0.5, train=TrainConfig(epochs=epochs, batch_size=16, val_fraction=0.25,
+                                                           grouping_fraction=0.5, cot_warmup_fraction=0.0))
+    path = tmp_path / f"semantic-{epochs}.yaml"
+    path.write_text(config.to_yaml())
+    return path
+
+
+def test_a_semantic_split_trains_member_parallel_exactly_as_one_process(tmp_path, capsys):
+    """Each rank learns and cuts its own member's groups; the checkpoint, model and groups are the one process's."""
+    path = write_semantic_config(tmp_path, epochs=2)
+    for nproc in ("1", "2"):
+        code, out, err = run_cli(capsys, "train", path, "--device", "cpu", "--quiet", "--nproc", nproc,
+                                 "--out", tmp_path / nproc)
+        assert code == 0, err
+        assert ("2 processes" in out) == (nproc == "2") and "class groups" in out
+    assert_same_members(tmp_path / "1", tmp_path / "2")
+    assert (tmp_path / "2" / CLASS_GROUPS_NAME).read_text() == (tmp_path / "1" / CLASS_GROUPS_NAME).read_text()
+    one, two = (torch.load(tmp_path / nproc / CHECKPOINT_NAME, weights_only=True) for nproc in ("1", "2"))
+    assert two["semantic"]["class_groups"] == one["semantic"]["class_groups"]
+    for key, value in one["semantic"]["groupings"].items():
+        torch.testing.assert_close(two["semantic"]["groupings"][key], value, rtol=0, atol=1e-6, msg=key)
+    assert [metrics["train_loss"] for metrics in two["history"]] == pytest.approx(
+        [metrics["train_loss"] for metrics in one["history"]], abs=1e-6)
+
+
+@pytest.mark.slow  # three trainings, two in process groups
+@pytest.mark.parametrize("stop_epoch", [1, 3], ids=["before-the-cut", "after-the-cut"])
+def test_a_semantic_split_stopped_in_one_process_resumes_in_two(tmp_path, capsys, stop_epoch):
+    from splitsearch.data import prepare_data
+    from splitsearch.train.loop import Trainer
+
+    path = write_semantic_config(tmp_path, epochs=4)  # cut after epoch 2
+    assert run_cli(capsys, "train", path, "--device", "cpu", "--quiet", "--out", tmp_path / "straight")[0] == 0
+    config = SplitConfig.from_yaml(path)
+    stopped = Trainer(config, prepare_data(config.dataset, config.train), out_dir=tmp_path / "resumed", progress=False,
+                      callbacks=[lambda metrics: metrics.epoch == stop_epoch])
+    assert len(stopped.fit().history) == stop_epoch
+    code, _, err = run_cli(capsys, "train", path, "--device", "cpu", "--quiet", "--nproc", "2", "--resume",
+                           "--out", tmp_path / "resumed")
+    assert code == 0, err
+    assert_same_members(tmp_path / "straight", tmp_path / "resumed")
+    assert (tmp_path / "resumed" / CLASS_GROUPS_NAME).read_text() == (tmp_path / "straight" / CLASS_GROUPS_NAME).read_text()
+
+
+def test_a_semantic_split_refuses_data_ranks_in_one_line(tmp_path, capsys):
+    code, out, err = run_cli(capsys, "train", write_semantic_config(tmp_path, epochs=2), "--device", "cpu",
+                             "--nproc", "2", "--data-parallel", "2")
+    assert code == 2 and out == ""
+    assert err == ("Error: the semantic split trains member-parallel only (each rank learns and cuts its own members' "
+                   "groups): leave out --data-parallel\n")
 
 
 def test_processes_that_cannot_share_the_members_are_refused_in_one_line(tmp_path, capsys):

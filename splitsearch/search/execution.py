@@ -84,15 +84,14 @@ class ExecutionOptions:
         A study's candidates differ in S, so a worker asked for 4 processes trains S=4 in 4, S=2
         in 2 and the undivided network in 1 (itself).  With ``data_parallel`` D, ``nproc_per_trial
         / D`` member ranks share S the same way, each with D data ranks (4 processes, D=2: S=2 and
-        S=4 in 2 x 2, S=1 in 1 x 2).  The semantic split trains in one process for now
-        (:class:`~splitsearch.train.loop.Trainer` refuses it in a group).
+        S=4 in 2 x 2, S=1 in 1 x 2).  The semantic split trains member-parallel only
+        (:func:`trial_data_parallel`).
         """
-        if config.groups > 1:
-            return 1
-        return self.data_parallel * math.gcd(config.S, self.nproc_per_trial // self.data_parallel)
+        return self.trial_data_parallel(config) * math.gcd(config.S, self.nproc_per_trial // self.data_parallel)
 
     def trial_data_parallel(self, config: SplitConfig) -> int:
-        """The data ranks per member rank of the processes that train ``config`` (1: none)."""
+        """The data ranks per member rank of the processes that train ``config`` (1: none; always 1 for a
+        semantic split, whose ranks each learn their own members' groups)."""
         return 1 if config.groups > 1 else self.data_parallel
 
     def trial_member_ranks(self, config: SplitConfig) -> int:

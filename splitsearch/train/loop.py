@@ -35,7 +35,7 @@ from splitsearch.train.augment import augment, mixup
 from splitsearch.train.logits import member_logits
 from splitsearch.train.losses import combine_logits, cot_weight, cotraining_loss
 from splitsearch.train.optim import make_optimizer, make_scheduler
-from splitsearch.train.parallel import MemberGroup
+from splitsearch.train.parallel import SEMANTIC_MEMBERS_ONLY, MemberGroup
 from splitsearch.train.semantic_stage import SemanticStage
 from splitsearch.train.stage import MemberChange, PlainStage, TrainingStage
 
@@ -170,9 +170,8 @@ class Trainer:
         self.group = group or MemberGroup.single(config.S)
         self.progress = progress and self.group.is_main
         self.mixed_precision = self.device.type == "cuda"
-        if self.group.processes > 1 and config.groups > 1:
-            raise TrainingError("the semantic split (groups > 1) trains in one process for now; "
-                                "leave out --nproc")
+        if self.group.data_ranks > 1 and config.groups > 1:
+            raise TrainingError(SEMANTIC_MEMBERS_ONLY)
         if self.group.world > 1:
             mode = "sequential"  # a rank's members in the one-process checkpoint format
 
@@ -183,7 +182,7 @@ class Trainer:
         # The semantic split (groups > 1) trains the unsplit members first, then cuts them.
         write_file = None if self.out_dir is None else self._write_file
         self.stage: TrainingStage = (
-            SemanticStage(config, self.device, class_names(data.info), write_file) if config.groups > 1
+            SemanticStage(config, self.device, class_names(data.info), write_file, self.group) if config.groups > 1
             else PlainStage(config, self.device, self.group.own)
         )
         self.ensemble: Ensemble = self.stage.build_ensemble(mode)
@@ -355,6 +354,7 @@ class Trainer:
         the state of all S members in the one-process format, the other ranks None.
         """
         ensemble, optimizer = self._all_members(self.ensemble.state_dict(), self.optimizer.state_dict())
+        entries = self.stage.checkpoint_entries()  # gathered from every rank, as the members are
         if ensemble is None:
             return None
         state = {
@@ -366,7 +366,7 @@ class Trainer:
             "history": [asdict(metrics) for metrics in self.history],
             "torch_rng": torch.get_rng_state(),
             "generator": self.generator.get_state(),
-            **self.stage.checkpoint_entries(),
+            **entries,
         }
         if self.device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
