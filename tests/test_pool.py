@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -30,8 +31,10 @@ from splitsearch.train.launch import RankFailedError
 from splitsearch.train.pool import RankPool
 
 from conftest import run_cli
+from test_disk_faults import sqlite_url, trained_epochs
 from test_greedy import greedy_study
 from test_parallel import _alive, _children
+from test_workers import assert_retry_continued, finish, start_worker, study_file, wait_until  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to find the ranks")
 
@@ -261,3 +264,25 @@ def test_greedy_blocks_trains_its_networks_on_one_pool_of_data_ranks(tmp_path):
         assert len(ranks) == {"one": 0, "pool": 2}[way]
     assert warm_started["pool"] == warm_started["one"] and all(count > 0 for count in warm_started["one"][1:])
     assert_all_gone(list(ranks))
+
+
+@pytest.mark.slow  # two workers' runs, about a minute and a half on a busy 2-core machine
+def test_ctrl_c_stops_the_worker_and_its_kept_ranks_in_one_line_and_the_retry_continues(study_file, tmp_path):
+    url = sqlite_url(tmp_path)
+    path = study_file(n_trials=3, epochs=4, images=960)  # trial 0: S=1 in the worker; trial 1: S=2 on the pool
+    worker = subprocess.Popen([sys.executable, "-m", "splitsearch.cli", "run", str(path), "--storage", url,
+                               "--device", "cpu", "--runs-dir", str(tmp_path / "runs"), "--nproc-per-trial", "2"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+    wait_until(lambda: len(trained_epochs(url, 1)) >= 1, what="trial 1 to train an epoch on the pool")
+    ranks = {pid for pid in _children(worker.pid)
+             if _alive(pid) and b"serve_rank" in Path(f"/proc/{pid}/cmdline").read_bytes()}
+    assert len(ranks) == 2
+    os.killpg(worker.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground group
+    _, err = worker.communicate(timeout=60)
+    assert worker.returncode == 2 and "Traceback" not in err, err[-3000:]
+    assert err.strip().splitlines()[-1].startswith("Error: interrupted; finished trials are stored")
+    assert_all_gone(list(ranks))
+
+    finish(start_worker(path, url, tmp_path / "runs", "--nproc-per-trial", "2"))
+    assert_retry_continued(url, 1)

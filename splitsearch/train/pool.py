@@ -69,13 +69,12 @@ class _Hello:
 
 @dataclass(frozen=True)
 class _Task:
-    """``function(*args)`` as rank ``index`` of group ``generation`` of ``world`` ranks."""
+    """A call, as a rank of group ``generation`` of ``world`` ranks: ``call`` pickles
+    ``(function, args, the architectures to register)``."""
 
     generation: int
     world: int
-    function: Callable[..., Any]
-    args: tuple[Any, ...]
-    families: list[registry.ArchFamily]
+    call: bytes
 
 
 @dataclass(frozen=True)
@@ -176,16 +175,18 @@ class RankPool:
         """
         if not 1 <= processes <= self.size:
             raise ValueError(f"a pool of {self.size} ranks cannot run {processes}")
-        self._ensure_running()
-        if new_group or processes != self._group_size:
-            self._generation += 1
-            for rank in self._ranks[processes:self._group_size]:
-                rank.send(pickle.dumps(_Leave()))
-            self._group_size = processes
-        task = pickle.dumps(_Task(self._generation, processes, function, args, registry.available_families()))
+        # A call that cannot be sent fails here, before any rank is touched.
+        call = pickle.dumps((function, args, registry.available_families()))
         try:
+            self._ensure_running()
+            if new_group or processes != self._group_size:
+                self._generation += 1
+                for rank in self._ranks[processes:self._group_size]:
+                    rank.send(pickle.dumps(_Leave()))
+                self._group_size = processes
+            message = pickle.dumps(_Task(self._generation, processes, call))
             for rank in self._ranks[:processes]:
-                rank.send(task)
+                rank.send(message)
             replies, exit_codes = self._collect(processes)
         except BaseException:  # Ctrl-C or SIGTERM while the ranks train: they stop with this process's call
             self._stop()
@@ -232,7 +233,8 @@ class RankPool:
         if self._store is None:
             self._store = dist.TCPStore(_HOST, 0, is_master=True, wait_for_workers=False, timeout=COLLECTIVE_TIMEOUT)
         hello = _Hello(self._store.port, self.device)
-        self._ranks = [_RankProcess(index, hello) for index in range(self.size)]
+        for index in range(self.size):  # one by one: a Ctrl-C meanwhile stops those started (run's except)
+            self._ranks.append(_RankProcess(index, hello))
 
     def _collect(self, processes: int) -> tuple[dict[int, _Reply], dict[int, int]]:
         """Every rank's reply to the task, and the exit codes of ranks that died instead.
@@ -290,9 +292,10 @@ class _Rank:
                 self.leave()
                 return None
             self.join(task.generation, task.world)
-            for family in task.families:
+            function, args, families = pickle.loads(task.call)
+            for family in families:
                 registry.register_family(family)
-            return pickle.dumps(_Reply(result=task.function(*task.args)))
+            return pickle.dumps(_Reply(result=function(*args)))
         except BaseException as error:  # noqa: BLE001 - every failure goes back to the worker, which decides
             return pickle.dumps(_Reply(report=rank_report(error)))
 
