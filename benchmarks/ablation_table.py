@@ -16,6 +16,8 @@ import json
 import statistics
 from pathlib import Path
 
+import resultfiles
+
 
 def load(paths: list[Path]) -> dict[tuple[str, int], dict[int, float]]:
     """``(side, S) -> {seed: test accuracy in points}``; a later file's run of the same key wins."""
@@ -46,15 +48,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("files", nargs="+", type=Path, help="JSON-lines files written by trainer_vs_reference.py --out")
     parser.add_argument("--base", default="authors", help="the side every other side is paired with")
+    parser.add_argument("--save", metavar="NAME", help="also write the table as result file NAME "
+                        "(benchmarks/resultfiles.py), on the machine that ran the trainings")
     options = parser.parse_args()
     runs = load(options.files)
     print(f"{'S':>2}  {'side':<20}  {'test accuracy, %':>24}  {'paired with ' + options.base:>26}")
+    rows = []
     for S in sorted({S for _, S in runs}):
         base = runs.get((options.base, S), {})
         for (side, size), values in sorted(runs.items()):
             if size == S:
                 difference = paired(values, base) if side != options.base else ""
                 print(f"{S:>2}  {side:<20}  {mean_sd(list(values.values())):>24}  {difference:>26}")
+                rows.append({"S": S, "side": side, "test accuracy, %": mean_sd(list(values.values())).strip(),
+                             f"paired with {options.base}, points": difference.strip()})
+    if options.save:
+        resultfiles.save(options.save, rows, notes="Trainings: " + ", ".join(map(str, options.files)))
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ import sys
 import tempfile
 import time
 
+import resultfiles
+
 HELP_TARGET_SECONDS = 1.0
 DRY_RUN_TARGET_SECONDS = 30.0
 
@@ -47,17 +49,26 @@ def main() -> None:
     torch_import = wall_seconds([sys.executable, "-c", "import torch"], args.repeats)
     print(f"references: python -c pass {bare:.2f} s, python -c 'import torch' {torch_import:.2f} s "
           f"(median of {args.repeats})")
+    rows = [{"command": "python -c pass", "seconds": round(bare, 2), "target (s)": None, "target": None},
+            {"command": "python -c 'import torch'", "seconds": round(torch_import, 2), "target (s)": None,
+             "target": None}]
     for command in (["--help"], ["run", "--help"], ["train", "--help"]):
         seconds = wall_seconds([entry, *command], args.repeats)
         verdict = "met" if seconds < HELP_TARGET_SECONDS else "NOT met"
         print(f"splitsearch {' '.join(command):<12} {seconds:5.2f} s  ({seconds / torch_import:.2f}x import torch; "
               f"target < {HELP_TARGET_SECONDS:.0f} s: {verdict})")
+        rows.append({"command": f"splitsearch {' '.join(command)}", "seconds": round(seconds, 2),
+                     "target (s)": HELP_TARGET_SECONDS, "target": verdict})
     if not args.skip_dry_run:
         with tempfile.TemporaryDirectory() as folder:  # the dry run stores nothing; a fresh folder shows it
             seconds = wall_seconds([entry, "run", "--budget-params", "36M", "--dry-run"], 1, cwd=folder)
         verdict = "met" if seconds < DRY_RUN_TARGET_SECONDS else "NOT met"
         print(f"splitsearch run --budget-params 36M --dry-run  {seconds:5.1f} s  "
               f"(target < {DRY_RUN_TARGET_SECONDS:.0f} s: {verdict})")
+        rows.append({"command": "splitsearch run --budget-params 36M --dry-run", "seconds": round(seconds, 1),
+                     "target (s)": DRY_RUN_TARGET_SECONDS, "target": verdict})
+    resultfiles.save("cli_startup", rows, notes=f"Median wall time of {args.repeats} fresh processes "
+                     "(the dry run: one), each started as a user starts it.")
 
 
 if __name__ == "__main__":

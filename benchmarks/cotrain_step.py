@@ -24,6 +24,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+import resultfiles
 from splitsearch.config import SplitConfig
 from splitsearch.ensemble import Ensemble, make_ensemble
 
@@ -99,6 +100,7 @@ def main() -> None:
     print(f"{'network':<12}{'S':>3}{'undivided':>12}{'sequential':>12}{'fused':>10}"
           f"{'fused/undiv':>13}{'fused/seq':>11}  target")
     all_met = True
+    rows = []
     for arch, S in parse_cases(options.cases):
         seconds = {}
         for label, members, mode in (("undivided", 1, "sequential"), ("sequential", S, "sequential"),
@@ -112,8 +114,14 @@ def main() -> None:
         all_met &= met
         print(f"{arch:<12}{S:>3}{seconds['undivided']:>11.3f}s{seconds['sequential']:>11.3f}s"
               f"{seconds['fused']:>9.3f}s{to_undivided:>12.2f}x{to_sequential:>10.2f}x  {'met' if met else 'NOT met'}")
+        rows.append({"network": arch, "S": S, **{f"{label} (s)": round(value, 4) for label, value in seconds.items()},
+                     "fused / undivided": round(to_undivided, 2), "fused / sequential": round(to_sequential, 2),
+                     "target": "met" if met else "NOT met"})
     print(f"target (fused within {TARGET_RATIO}x of the undivided network's step, and faster than sequential): "
           f"{'met' if all_met else 'NOT met'}")
+    resultfiles.save("cotrain_step", rows, notes=f"{name} ({hardware}), {precision}; batch {options.batch_size}, "
+                     f"3x32x32 inputs, 100 classes; median of {steps} steps after {warmup} warm-up. Target: the fused "
+                     f"step within {TARGET_RATIO}x of the undivided network's step, and faster than sequential.")
 
 
 if __name__ == "__main__":

@@ -12,8 +12,9 @@ import argparse
 import statistics
 import time
 
+import resultfiles
 from splitsearch.config import SplitConfig
-from splitsearch.cost import count_config
+from splitsearch.cost.counting import count_config
 
 TARGET_SECONDS = 0.100
 
@@ -39,6 +40,11 @@ def main() -> None:
           f"(min {min(times) * 1e3:.1f}, max {max(times) * 1e3:.1f})")
     verdict = "met" if median < TARGET_SECONDS else "NOT met"
     print(f"ratio to the {TARGET_SECONDS * 1e3:.0f} ms target: {median / TARGET_SECONDS:.2f}x -> target {verdict}")
+    resultfiles.save("count_speed", [{
+        "network": options.arch, "S": options.S, "dataset": options.dataset, "params": cost.params,
+        "MACs": cost.macs, "median (ms)": round(median * 1e3, 1), "min (ms)": round(min(times) * 1e3, 1),
+        "max (ms)": round(max(times) * 1e3, 1), "runs": options.repeats,
+        "target (ms)": TARGET_SECONDS * 1e3, "target": verdict}])
 
 
 if __name__ == "__main__":

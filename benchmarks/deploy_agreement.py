@@ -23,12 +23,13 @@ from pathlib import Path
 
 import torch
 
+import resultfiles
 from splitsearch.cli import main
 from splitsearch.config import SplitConfig
 from splitsearch.data.device import Normalization
 from splitsearch.data.loading import load_dataset
 from splitsearch.deploy import load_members, read_model_file
-from splitsearch.train.losses import combine_logits
+from splitsearch.ensemble import combine_logits
 
 
 def _timed(run, repeats: int) -> tuple[torch.Tensor, float]:
@@ -95,13 +96,20 @@ def main_benchmark() -> None:
     print(f"\n{config.arch} S={config.S} block_factors={list(factors)} on {config.dataset}, {args.epochs} epochs "
           f"(--final), {len(labels)} test images, torch {torch.__version__}")
     print(f"{'':<22}{'test acc':>9}{'agree':>9}{'max |diff|':>12}{'pass (ms)':>11}{'vs PyTorch':>11}")
+    found = []
     for name, logits, seconds in rows:
         accuracy = (logits.argmax(-1) == labels).float().mean().item()
         agree = (logits.argmax(-1) == reference.argmax(-1)).float().mean().item()
         difference = (logits - reference).abs().max().item()
         print(f"{name:<22}{accuracy:>9.2%}{agree:>9.2%}{difference:>12.2g}{1000 * seconds:>11.1f}"
               f"{seconds / reference_time:>10.2f}x")
+        found.append({"form": name, "test accuracy": round(accuracy, 4), "agreement": round(agree, 4),
+                      "max |diff|": difference, "pass (ms)": round(1000 * seconds, 1),
+                      "vs PyTorch": round(seconds / reference_time, 2)})
     print(f"largest |logit| {reference.abs().max().item():.3g}; files in {folder}")
+    resultfiles.save("deploy_agreement", found, notes=f"{config.arch} S={config.S} block_factors={list(factors)} on "
+                     f"{config.dataset}, {args.epochs} epochs (--final), {len(labels)} test images, one thread; "
+                     f"largest |logit| {reference.abs().max().item():.3g}.")
 
 
 if __name__ == "__main__":

@@ -48,6 +48,9 @@ if { wants ablation_S2 || wants recipes_S1_S4; } && [ ! -f "$data" ]; then
     echo "gpu_suite.sh: $data not found; pass --data PATH to the CIFAR-10 subset .npz" >&2; exit 2
 fi
 mkdir -p "$out"
+# The parts that write result files (benchmarks/resultfiles.py) write them into the run's folder, not into
+# benchmarks/results/: copy them there to keep a run, as its logs go to benchmarks/gpu_results/.
+export SPLITSEARCH_RESULTS="$out/results"
 : > "$out/parts.tsv"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 

@@ -1,4 +1,4 @@
-"""Seed 002's greedy block-wise split against TPE over the same space, on the same training budget.
+"""The greedy block-wise split (MalekHosseini et al. 2020) against TPE over the same space, on the same training budget.
 
 Run (about 15 minutes on 2 CPU cores with the defaults):
     python benchmarks/greedy_blocks.py
@@ -16,7 +16,7 @@ at ``--width`` (the full VGG16 takes minutes an epoch on this CPU):
 
 It prints, for the greedy choice and for TPE's best trial: the factors, validation accuracy and
 its drop against the greedy baseline, and the parameter, MAC and activation-memory reductions
-(activation memory per image with the split blocks run branch by branch, as seed 002 deploys
+(activation memory per image with the split blocks run branch by branch, as the block-wise split paper deploys
 them).  Validation on 508 images has a standard error of about 2 points: far above the paper's
 0.5-point threshold, so single decisions of the procedure are noise at this scale.
 """
@@ -33,7 +33,7 @@ import optuna
 import torch
 
 from splitsearch.config import SplitConfig
-from splitsearch.cost import count_config
+from splitsearch.cost.counting import count_config
 from splitsearch.search.execution import ExecutionOptions
 from splitsearch.search.greedy import run_greedy_blocks
 from splitsearch.search.record import StudyRecord, TrialRecord
@@ -78,10 +78,10 @@ def main() -> None:
           f"points; storage {storage}", flush=True)
 
     started = time.perf_counter()
-    greedy_spec = load_study_spec(None, study_settings("greedy", options))
+    greedy_spec = load_study_spec(None, {**study_settings("greedy", options), "greedy": {
+        "threshold": options.threshold, "finetune_epochs": options.finetune_epochs}})
     execution = ExecutionOptions(runs_dir=workdir / "runs")
-    greedy, result = run_greedy_blocks(greedy_spec, storage, execution, options.threshold,
-                                       finetune_epochs=options.finetune_epochs,
+    greedy, result = run_greedy_blocks(greedy_spec, storage, execution,
                                        on_step=lambda line: print("  " + line, flush=True))
     greedy_minutes = (time.perf_counter() - started) / 60
     trained_epochs = sum(trial.params["train.epochs"] for trial in greedy.trials)

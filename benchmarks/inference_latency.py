@@ -5,7 +5,7 @@ Run (a few minutes on 2 CPU cores):
     python benchmarks/inference_latency.py --arch wrn16_4 --batches 1,100 --repeats 50
     python benchmarks/inference_latency.py --device cuda --arch wrn16_8   # what benchmarks/gpu_suite.sh runs
 
-Seed 004 (Fig. 2 right, Fig. 6) measures the inference latency of its divided networks with one
+Zhao et al. (divide and co-train; Fig. 2 right, Fig. 6) measure the inference latency of its divided networks with one
 member per device.  The first table does the same for ``--arch`` on 32x32 inputs, S=2:
 
 * ``undivided``: the S=1 network, one process with every core's thread;
@@ -14,7 +14,7 @@ member per device.  The first table does the same for ``--arch`` on 32x32 inputs
 * ``parallel``: one process per member with cores/2 threads each (a torch.distributed group over
   gloo): both run their member on the same batch, the logits are gathered and averaged.
 
-The second table is SplitNet's test-time parallelism (seed 000): a semantic split of ``--arch``
+The second table is SplitNet's test-time parallelism (Kim et al. 2017): a semantic split of ``--arch``
 in ``--groups`` branches at ``--depth``, cut, with the same weights four ways:
 
 * ``unsplit``: the network before the cut (groups 1);
@@ -26,7 +26,7 @@ in ``--groups`` branches at ``--depth``, cut, with the same weights four ways:
   (:func:`~splitsearch.split.semantic_branches.branch_parallel_logits`).
 
 Every way runs in eval mode under ``torch.inference_mode``, with bf16 autocast on CUDA, as
-:func:`splitsearch.latency.measure_latency` (what a search's ``--budget-latency`` and latency
+:func:`splitsearch.cost.latency.measure_latency` (what a search's ``--budget-latency`` and latency
 objective measure) runs a candidate.  The single-process ways are timed by that module
 (``torch.utils.benchmark.Timer``'s median after 3 warm-up passes: ``measure_latency`` for the
 members, ``time_call`` for the semantic ways).  A parallel way needs its processes synchronised
@@ -93,7 +93,7 @@ def _inference(device: torch.device) -> contextlib.ExitStack:
 def single_process(arch: str, batch: int, device: str) -> dict[str, float]:
     """Seconds of one pass of each single-process way, as the search measures a candidate's latency."""
     from splitsearch.config import SplitConfig
-    from splitsearch.latency import measure_latency
+    from splitsearch.cost.latency import measure_latency
 
     return {way: measure_latency(SplitConfig(arch=arch, S=S, dataset="cifar10"), device, mode, batch).seconds
             for way, S, mode in (("undivided", 1, "sequential"), ("sequential", 2, "sequential"),
@@ -105,8 +105,7 @@ def parallel_rank(arch: str, batch: int, repeats: int, device: str) -> float | N
     import torch.distributed as dist
 
     from splitsearch.config import SplitConfig
-    from splitsearch.ensemble import make_ensemble
-    from splitsearch.train.losses import combine_logits
+    from splitsearch.ensemble import combine_logits, make_ensemble
     from splitsearch.train.parallel import MemberGroup
 
     place = _rank_device(device)
@@ -135,7 +134,7 @@ def _semantic_network(arch: str, groups: int, depth: str | None, device: torch.d
 
 
 def semantic_single_process(arch: str, groups: int, depth: str, batch: int, device: str) -> dict[str, float]:
-    from splitsearch.latency import time_call
+    from splitsearch.cost.latency import time_call
     from splitsearch.split.semantic_branches import semantic_branches
 
     place = torch.device(device)

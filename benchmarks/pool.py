@@ -72,7 +72,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="pool-benchmark-") as folder, \
             RankPool(PROCESSES, options.device) as pool:
         for trial in range(options.trials):
-            request = TrainRequest(quickstart_candidate(seed=trial), device=options.device, mode="sequential")
+            request = TrainRequest(config=quickstart_candidate(seed=trial), device=options.device, mode="sequential")
             launched = timed_trial(lambda req, client: launch(PROCESSES, run_training_rank, options.device, req, client),
                                    dataclasses.replace(request, out_dir=Path(folder) / f"launched-{trial}"))
             kept = timed_trial(lambda req, client: train_on(pool, PROCESSES, req, client),

@@ -14,7 +14,7 @@ recipe a careful PyTorch user would give a short CIFAR run:
 * ``torch.optim.lr_scheduler.OneCycleLR``: max lr 0.1, 15 % warm-up from lr/25, cosine
   annealing, stepped every iteration; momentum fixed at 0.9 (``cycle_momentum=False``), because
   OneCycleLR's default cycling between 0.85 and 0.95 cost S=2 about 2 points on the CIFAR-10
-  subset (benchmarks/README.md).  ``cycle_momentum=True`` is the loop exactly as the trainer
+  subset (result file ablation, benchmarks/results/).  ``cycle_momentum=True`` is the loop exactly as the trainer
   issue first described it, kept as a second reference (``reference-cycled`` in
   ``trainer_vs_reference.py``);
 * the loss: the sum of the members' cross-entropies plus 0.5 x the Jensen-Shannon divergence of

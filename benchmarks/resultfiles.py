@@ -2,14 +2,15 @@
 
 A benchmark calls :func:`save` once with its rows; the file lands in
 ``benchmarks/results/<date>-<machine>/<name>.json``.  The documentation's tables are generated
-from these files (``docs/gen_tables.py``), so no figure is typed by hand into the README or the
+from these files (``docs/hooks/result_tables.py``), so no figure is typed by hand into the README or the
 site.  A file holds::
 
     {"name": ..., "command": "python benchmarks/x.py --flag", "date": "2026-12-07",
      "machine": "cpu2", "environment": {...}, "columns": [...], "rows": [{...}, ...], "notes": "..."}
 
 ``machine`` is ``cpu<N>`` (N logical CPUs) without a GPU and the GPU's short name with one
-(``h100``, ``h200``); ``SPLITSEARCH_MACHINE`` overrides it.
+(``h100``, ``h200``); ``SPLITSEARCH_MACHINE`` overrides it.  ``SPLITSEARCH_RESULTS`` names another
+folder for the files (the GPU suite keeps them in its output folder).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable
 
-RESULTS = Path(__file__).resolve().parent / "results"
+# SPLITSEARCH_RESULTS moves the results elsewhere (benchmarks/gpu_suite.sh: into its --out folder; a test run).
+RESULTS = Path(os.environ.get("SPLITSEARCH_RESULTS") or Path(__file__).resolve().parent / "results")
 
 
 def machine_name() -> str:
@@ -73,7 +75,7 @@ def command_line() -> str:
     """The command that ran this benchmark, as a user would type it from the repository root."""
     script = Path(sys.argv[0])
     try:
-        script = script.resolve().relative_to(RESULTS.parents[1])
+        script = script.resolve().relative_to(Path(__file__).resolve().parents[1])
     except ValueError:
         pass
     return shlex.join(["python", str(script), *sys.argv[1:]])

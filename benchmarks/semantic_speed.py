@@ -22,6 +22,8 @@ import time
 import torch
 from torch import nn
 
+import resultfiles
+
 VARIANTS = (("unsplit", 1, None), ("fc", 2, "fc"), ("shallow", 2, "shallow"), ("deep", 2, "deep"),
             ("hierarchical", 4, "hierarchical"))
 
@@ -71,7 +73,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from splitsearch.config import SplitConfig
-    from splitsearch.cost import count_config
+    from splitsearch.cost.counting import count_config
     from splitsearch.data import dataset_info
 
     device = torch.device(args.device)
@@ -107,12 +109,19 @@ def main() -> None:
     print("-" * len(header))
     base_train = statistics.median(train_times["unsplit"])
     base_infer = statistics.median(infer_times["unsplit"])
+    rows = []
     for name, _, _ in VARIANTS:
         train, infer = statistics.median(train_times[name]), statistics.median(infer_times[name])
         macs_ratio = costs[name].macs / costs["unsplit"].macs
         print(f"{name:<14}{costs[name].params:>12,}{costs[name].macs:>14,}{macs_ratio:>12.3f}"
               f"{train * 1000:>10.0f}ms{train / base_train:>8.3f}{infer * 1000:>10.0f}ms{infer / base_infer:>8.3f}")
+        rows.append({"split": name, "params": costs[name].params, "MACs ratio": round(macs_ratio, 3),
+                     "train step (ms)": round(train * 1000), "train ratio": round(train / base_train, 3),
+                     "inference (ms)": round(infer * 1000), "inference ratio": round(infer / base_infer, 3)})
     print("ratio < MACs ratio: faster than the MACs predict; ratio > 1: slower than the unsplit network")
+    resultfiles.save("semantic_speed", rows, notes=f"{args.arch} on {args.dataset} input, batch {args.batch}, "
+                     f"{args.device} ({threads} threads), median of {args.rounds} interleaved rounds; ratios are to "
+                     "the unsplit network.")
 
 
 if __name__ == "__main__":

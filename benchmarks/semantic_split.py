@@ -82,7 +82,7 @@ def main() -> None:
     overrides = {key: yaml.safe_load(value) for key, _, value in (item.partition("=") for item in args.set)}
 
     from splitsearch.config import SplitConfig
-    from splitsearch.cost import count_config
+    from splitsearch.cost.counting import count_config
 
     dataset = f"npz:{args.data}"
     unsplit_count = count_config(SplitConfig(arch=args.arch, dataset=dataset)).params

@@ -41,7 +41,7 @@ DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar1
 ACCEPTED_GAP = 0.01
 
 # The settings the trainer's schedule, co-training warm-up and padding can take, as the
-# divide-and-co-train authors use them (METHODS.md section 1) and as the reference loop does.
+# divide-and-co-train authors use them (Zhao et al. 2020) and as the reference loop does.
 AUTHORS = {"lr_schedule": "warmup_cosine", "lr_warmup_fraction": 0.02, "cycle_momentum": False,
            "cot_warmup_fraction": 0.1333, "crop_fill": "zero"}
 RECIPE = {"lr_schedule": "onecycle", "lr_warmup_fraction": 0.15, "cycle_momentum": True,

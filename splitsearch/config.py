@@ -21,6 +21,7 @@ Example YAML::
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -28,7 +29,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal, Mapping, Sequence
 
 import yaml
 
@@ -53,30 +54,67 @@ class ConfigError(SplitsearchError, ValueError):
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How the S networks of a candidate are trained (METHODS.md section 1 defaults for CIFAR).
+    """How the S networks of a candidate are trained (defaults: the divide-and-co-train recipe for CIFAR).
 
-    Warm-ups are fractions of the run so that a 10-epoch test run scales a 300-epoch schedule:
-    lambda_cot warms up over 40 of 300 epochs (0.1333, the authors'); the learning rate over
-    the first 15 % (``lr_warmup_fraction``), then decays by a cosine (``lr_schedule:
-    warmup_cosine``) or follows torch's ``OneCycleLR`` (``onecycle``, optionally with
-    ``cycle_momentum``).  Random crops are padded with the training images' mean colour
-    (``crop_fill: mean``; ``zero`` pads black, as torchvision's ``RandomCrop`` on raw images).
-    Two of these defaults are not the authors': their learning-rate warm-up is about 2 % (6
-    of 300 epochs) and their crops are padded black.  Measured side by side on the CIFAR-10
-    subset (``benchmarks/trainer_vs_reference.py``, README "Training defaults"), black padding
-    cost S=2 and S=4 about 2 points and S=1 nothing, which made a search wrongly prefer the
-    undivided network; set ``lr_warmup_fraction: 0.02, crop_fill: zero`` for the authors' recipe.
+    The defaults follow Zhao et al., "Towards Better Accuracy-efficiency Trade-offs: Divide and
+    Co-training" (2020), except two.  Warm-ups are fractions of the run so that a 10-epoch test
+    run scales a 300-epoch schedule: lambda_cot warms up over 40 of 300 epochs (0.1333, the
+    authors'); the learning rate over the first 15 % (the authors': about 2 %, 6 of 300 epochs).
+    Random crops are padded with the training images' mean colour (the authors pad black, as
+    torchvision's ``RandomCrop`` on raw images).  Measured side by side on the CIFAR-10 subset
+    (``benchmarks/trainer_vs_reference.py``), black padding cost S=2 and S=4 about 2 points and
+    S=1 nothing, which made a search wrongly prefer the undivided network; set
+    ``lr_warmup_fraction: 0.02, crop_fill: zero`` for the authors' recipe.
 
-    ``batch_size``, ``crop_padding`` and ``hflip`` left unset (``None``) take the dataset's
-    defaults (:class:`splitsearch.data.specs.TrainingDefaults`): batch 128, 4-pixel padding and
-    flips on CIFAR; batch 32, 1 pixel and no flips on the 1,437 8x8 digits.
-    ``label_smoothing`` left unset is 0.1 on ImageNet-like datasets (seed 004's recipe) and no
-    smoothing elsewhere.  :meth:`with_dataset_defaults` fills them in.
+    Settings left unset (``None``) take the dataset's defaults
+    (:class:`splitsearch.data.specs.TrainingDefaults`); :meth:`with_dataset_defaults` fills them in.
 
-    The semantic split (``groups`` > 1) trains in two stages within ``epochs``: the first
-    ``grouping_fraction`` of them learn the groups (regularisers weighted ``gamma_disjoint``,
-    ``gamma_group_weight``, ``gamma_balance``, the authors' 1, 1, 10; assignments parametrised by
-    ``assignment``), then the network is cut and the rest fine-tune it (METHODS.md section 3).
+    Attributes:
+        epochs: training epochs of a candidate (a semantic split's two stages share them).
+        batch_size: images per optimiser step, all members together; unset: the dataset's
+            default, the largest of 128/64/32/16 that still gives 30 steps an epoch (128 on
+            CIFAR, 32 on digits; 256 on ImageNet-like datasets).
+        lr: peak learning rate of SGD.
+        momentum: SGD momentum.
+        nesterov: Nesterov momentum.
+        weight_decay: weight decay of the undivided network, on convolution and linear weights
+            only (not BatchNorm parameters or biases); the small networks' share follows
+            ``wd_rule``.
+        lr_warmup_fraction: share of the run over which the learning rate warms up linearly.
+        lr_schedule: ``warmup_cosine`` (linear warm-up, then cosine decay per step) or
+            ``onecycle`` (torch's ``OneCycleLR``).
+        cycle_momentum: with ``onecycle``, swing the momentum against the learning rate
+            (0.05 either side of ``momentum``).
+        cot_warmup_fraction: share of the run over which lambda_cot warms up linearly.
+        val_fraction: share of the training images held out as the validation split the search
+            optimises (seeded by ``seed``); 0 trains on every image and reports test accuracy.
+        seed: seed of the initial weights, the augmentation draws and the validation split.
+        crop_padding: pixels of padding around random crops; unset: 1/8 of the image side (4 on
+            CIFAR, 1 on 8x8 digits).
+        crop_fill: what the crop padding is filled with: ``mean`` (the training images' mean
+            colour) or ``zero`` (black, the authors').
+        hflip: random horizontal flips; unset: on, except on digits and SVHN (a mirrored digit
+            is another digit).
+        autoaugment: apply AutoAugment (CIFAR policy), per member.
+        random_erasing: probability of random erasing per image and member; 0 is off.
+        mixup_alpha: mixup's Beta(alpha, alpha) parameter; 0 is off.
+        label_smoothing: label smoothing of each member's cross-entropy (not of the co-training
+            term); unset: 0.1 on ImageNet-like datasets, none elsewhere.
+        combine: how the ensemble combines its members at evaluation: ``mean_logits`` (the
+            mean of the logits, the default), ``max_logits`` or ``mean_softmax``.
+        grouping_fraction: semantic split only: share of the epochs that learn the class and
+            feature groups before the network is cut; the rest fine-tune the cut network.
+        gamma_disjoint: semantic split only: weight of the disjointness regulariser (the
+            authors': 1).
+        gamma_group_weight: semantic split only: weight of the group-weight regulariser, which
+            pushes weights between groups to zero (the authors': 1).
+        gamma_balance: semantic split only: weight of the balance regulariser, which keeps the
+            groups of equal size (the authors': 10).
+        assignment: semantic split only: how the group assignments are parametrised:
+            ``softmax`` over free variables, or ``reduced_gradient`` (the reduced-gradient
+            method on the simplex of the SplitNet paper's supplement).
+        assignment_lr_mult: semantic split only: the assignments' learning rate as a multiple
+            of ``lr`` (at 1 they barely move in a short run).
     """
 
     epochs: int = 300
@@ -154,8 +192,8 @@ class SplitConfig:
     Attributes:
         arch: architecture name (``splitsearch.models.available_archs()``; ``wrn{d}_{k}`` etc.).
         S: number of small networks (divide and co-train); 1 is the undivided network.
-        block_factors: split factor K_b per block (seed 002); empty means all ones.
-        groups: semantic groups G (Kim et al.); 1 means no semantic split.
+        block_factors: split factor K_b per block (the block-wise split with fusion); empty means all ones.
+        groups: semantic groups G (SplitNet, Kim et al. 2017); 1 means no semantic split.
         split_depth: what the semantic split cuts: ``fc`` (the classifier), ``shallow`` (+ the
             last stage; the default), ``deep`` (+ the last two) or ``hierarchical`` (G/2
             supergroups in the second-to-last stage, G subgroups above).  None when groups is 1
@@ -307,6 +345,43 @@ def read_yaml(path: str | Path, error: type[ValueError]) -> Any:
 def dump_yaml(data: Mapping[str, Any]) -> str:
     """YAML text of plain data, keys in their given order, short lists inline."""
     return yaml.dump(dict(data), Dumper=_FlowListDumper, sort_keys=False)
+
+
+def apply_settings(data: Mapping[str, Any], settings: Sequence[str], error: type[ValueError] = ConfigError,
+                   aliases: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """``data`` with each ``KEY=VALUE`` of ``settings`` set (the command line's ``--set``).
+
+    KEY is dotted into nested mappings (``train.lr``), ``aliases`` maps a first part to another
+    (``{"train": "base.train"}``); VALUE is read as YAML (``0.2`` a number, ``[2, 4]`` a list,
+    ``none`` a string, ``null`` nothing).  Whether the key exists is for the reader of the result
+    to check, as it checks a file.  A malformed setting raises ``error`` in one line.
+    """
+    result = copy.deepcopy(dict(data))
+    for setting in settings:
+        key, equals, text = setting.partition("=")
+        path = [part.strip() for part in key.split(".")]
+        if not equals or not all(path):
+            raise error(f"--set {setting!r}: expected KEY=VALUE, e.g. train.lr=0.2")
+        if aliases and path[0] in aliases:
+            path = aliases[path[0]].split(".") + path[1:]
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise error(f"--set {setting!r}: the value is not valid YAML") from None
+        target = result
+        for depth, part in enumerate(path[:-1]):
+            target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise error(f"--set {setting!r}: {'.'.join(path[:depth + 1])} is not a section of keys")
+        target[path[-1]] = value
+    return result
+
+
+def with_settings(config: SplitConfig, settings: Sequence[str]) -> SplitConfig:
+    """``config`` with the ``--set KEY=VALUE`` settings applied (``train.lr=0.2``, ``S=4``), checked as a file is."""
+    if not settings:
+        return config
+    return SplitConfig.from_dict(apply_settings(config.to_dict(), settings), source="--set")
 
 
 # Sections a YAML may carry beside the config itself (written by ``export``).

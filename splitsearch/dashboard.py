@@ -3,7 +3,7 @@
 ``optuna_dashboard.run_server`` would open its own storage (a pool of up to 15 connections) and
 print a traceback for every request that meets a lost database.  Here the dashboard reads
 through the storage splitsearch opened (at most two connections, pinged before use); a request
-that meets an outage waits it out like any storage call (:mod:`splitsearch.storage_retry`), for
+that meets an outage waits it out like any storage call (:mod:`splitsearch.store.retry`), for
 :data:`RETRY_SECONDS`, and when the outage outlasts the wait it gets a ``503`` with the one-line
 reason, which the server also logs in one line.  The server keeps serving, and answers again
 once the database is back.
@@ -17,7 +17,7 @@ from typing import Any
 from wsgiref.simple_server import make_server
 
 from splitsearch.errors import StorageUnavailableError
-from splitsearch.storage_retry import PatientRDBStorage
+from splitsearch.store.retry import PatientRDBStorage
 
 # How long a page waits for a database that went away before it answers 503: a browser does not
 # wait minutes, and the dashboard polls again by itself.

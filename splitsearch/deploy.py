@@ -11,7 +11,7 @@ with PyTorch's own exporters (``torch.jit.trace``, ``torch.onnx.export``).  Insi
 * the ensemble's combination rule of the config (``train.combine``), as evaluation applies it.
 
 ``branchwise`` rewrites each member's split blocks to run branch by branch
-(:func:`~splitsearch.split.sequential.branch_sequential`), seed 002's memory-saving form, with the
+(:func:`~splitsearch.split.sequential.branch_sequential`), the block-wise split's memory-saving form, with the
 same weights; ``fused`` packs the members into one network (:func:`~splitsearch.ensemble.pack`),
 one grouped kernel per layer.  A semantic split (G > 1) deploys as it was cut: its class order
 lives in buffers of the split classifier, which the state dicts carry.
@@ -41,10 +41,9 @@ from splitsearch.config import SplitConfig
 from splitsearch.data import DEFAULT_DATA_DIR, prepare_data
 from splitsearch.data.device import Normalization
 from splitsearch.data.loading import load_dataset
-from splitsearch.ensemble import fusion_blocker, pack
+from splitsearch.ensemble import combine_logits, fusion_blocker, pack
 from splitsearch.errors import SplitsearchError
 from splitsearch.split.sequential import BranchSplitError, branch_sequential, is_split_block
-from splitsearch.train.losses import combine_logits
 
 DeployFormat = Literal["torchscript", "onnx"]
 DEPLOY_FORMATS: tuple[str, ...] = ("torchscript", "onnx")
@@ -261,7 +260,7 @@ def deploy(config: SplitConfig, weights: Path, output: Path, format: str = "onnx
         weights: its trained weights (``export --weights``, or a training's ``model.pt``).
         output: the file to write (replaced if there, once the new one has passed the check).
         format: ``torchscript`` (``torch.jit.trace``, load with ``torch.jit.load``) or ``onnx``.
-        branchwise: run split blocks branch by branch (seed 002's memory-saving form).
+        branchwise: run split blocks branch by branch (the block-wise split's memory-saving form).
         fused: pack the members into one network (one grouped kernel per layer).
         batch_size: images in the check batch.
         opset: ONNX opset (None: the exporter's default).

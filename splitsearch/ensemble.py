@@ -33,7 +33,7 @@ from typing import Literal, Mapping, Sequence
 import torch
 import torch.fx
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from splitsearch.build import build_networks
 from splitsearch.config import SplitConfig
@@ -496,3 +496,18 @@ def make_ensemble(config: SplitConfig, mode: EnsembleMode = "auto",
     warnings.warn(f"{config.arch}: running the {config.S} networks one after another, not fused: {blocker}",
                   stacklevel=2)
     return SequentialEnsemble(networks)
+
+
+def combine_logits(logits: Tensor, rule: str = "mean_logits") -> Tensor:
+    """Ensemble prediction [B, K] from member logits [S, B, K].
+
+    ``mean_logits`` (the paper's choice, Appendix C), ``max_logits`` or ``mean_softmax``
+    (returned as log-probabilities so argmax and cross-entropy still apply).
+    """
+    if rule == "mean_logits":
+        return logits.mean(0)
+    if rule == "max_logits":
+        return logits.max(0).values
+    if rule == "mean_softmax":
+        return logits.softmax(-1).mean(0).clamp_min(1e-12).log()
+    raise ValueError(f"unknown combine rule {rule!r}: use mean_logits, max_logits or mean_softmax")

@@ -35,6 +35,32 @@ def runs_in(path) -> "ExecutionOptions":
     return ExecutionOptions(runs_dir=path / "runs")
 
 
+def tiny_spec(name: str = "tiny", **overrides):
+    """A study definition that trains in seconds: ResNet-20 on 96 synthetic images, 2 epochs, 4 trials."""
+    from splitsearch.search.study import load_study_spec
+
+    settings = {
+        "name": name, "arch": "resnet20", "dataset": "synthetic:96", "space": "divide", "epochs": 2,
+        "n_trials": 4, "budget_params": "30K", "budget_mode": "fit", "pruner": "none",
+        "base": {"train": {"batch_size": 32, "val_fraction": 0.25}},
+    }
+    return load_study_spec(None, settings | overrides)
+
+
+@pytest.fixture
+def storage(tmp_path) -> str:
+    """A study's storage: a new SQLite database in the test's folder."""
+    return f"sqlite:///{tmp_path / 'study.db'}"
+
+
+@pytest.fixture
+def one_thread_per_process(monkeypatch):
+    """Every process a test starts trains on one thread, as the test's own process does: the thread
+    count changes the order of floating-point sums, and the process-group tests compare weights
+    and accuracies bit for bit with one process's."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+
 @pytest.fixture(autouse=True, scope="session")
 def one_torch_thread():
     """Run PyTorch on one thread: the tests' networks are tiny, and on a busy 2-core machine two

@@ -6,7 +6,8 @@ import optuna
 import pytest
 
 from splitsearch.config import SplitConfig
-from splitsearch.cost import count_config, fit_width
+from splitsearch.cost.counting import count_config
+from splitsearch.cost.fitting import fit_width
 from splitsearch.search.run import run_study
 from splitsearch.search.study import load_study_spec
 

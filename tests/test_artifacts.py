@@ -39,12 +39,12 @@ base: {train: {batch_size: 32, val_fraction: 0.25}}
 
 @pytest.fixture(scope="module")
 def kept_study(tmp_path_factory):
-    """A finished study run with --keep-best 2: (storage URL, study, artifacts folder, its folder)."""
+    """A finished study run with worker.keep_best 2: (storage URL, study, artifacts folder, its folder)."""
     folder = tmp_path_factory.mktemp("kept")
     (folder / "kept.yaml").write_text(STUDY)
     storage = f"sqlite:///{folder / 'kept.db'}"
     result = subprocess.run([sys.executable, "-m", "splitsearch.cli", "run", str(folder / "kept.yaml"), "--storage",
-                             storage, "--device", "cpu", "--runs-dir", str(folder / "runs"), "--keep-best", "2"],
+                             storage, "--device", "cpu", "--runs-dir", str(folder / "runs"), "--set", "worker.keep_best=2"],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     return storage, optuna.load_study(study_name="kept", storage=storage), folder / "runs" / "artifacts", folder

@@ -17,7 +17,7 @@ from torch import nn
 from splitsearch.blocks.fusion import Fusion
 from splitsearch.build import build_args
 from splitsearch.config import SplitConfig
-from splitsearch.cost import count_config, count_module
+from splitsearch.cost.counting import count_config, count_module
 from splitsearch.models import build_network
 from splitsearch.models.vgg import vgg_block
 from splitsearch.split.sequential import BranchSequentialBlock, branch_sequential, is_split_block
@@ -149,7 +149,7 @@ def test_an_unsplit_network_is_counted_once(monkeypatch: pytest.MonkeyPatch) -> 
     def second_pass(network: nn.Module) -> nn.Module:
         raise AssertionError("an unsplit network needs no branch-by-branch pass")
 
-    monkeypatch.setattr("splitsearch.cost.branch_sequential", second_pass)
+    monkeypatch.setattr("splitsearch.cost.counting.branch_sequential", second_pass)
     cost = count_config(SplitConfig(arch="resnet20", S=2, dataset="cifar10"))
     assert cost.sequential_activation_bytes == cost.activation_bytes
     assert cost.to_dict()["sequential_activation_bytes"] == cost.activation_bytes

@@ -96,31 +96,31 @@ def test_console_script_exits_non_zero_without_traceback():
 
 def test_an_internal_error_is_a_bug_and_keeps_its_traceback(capsys, monkeypatch):
     """Only errors a user can fix (SplitsearchError) and OSError become one line; a bug shows as one."""
-    import splitsearch.cost
+    import splitsearch.cost.counting
 
     def broken(*args, **kwargs):
         raise ValueError("an internal shape check failed")
 
-    monkeypatch.setattr(splitsearch.cost, "count_config", broken)
+    monkeypatch.setattr(splitsearch.cost.counting, "count_config", broken)
     with pytest.raises(ValueError, match="internal shape check"):
         run(capsys, "count", "--arch", "resnet20")
 
 
 def test_the_errors_a_user_can_fix_share_one_root():
     from splitsearch.config import ConfigError
-    from splitsearch.cost import BudgetError
+    from splitsearch.cost.fitting import BudgetError
     from splitsearch.data.specs import DataError
     from splitsearch.ensemble import FusionError
     from splitsearch.errors import SplitsearchError, TrainingError
     from splitsearch.models import ArchitectureError
+    from splitsearch.search.artifacts import WeightsNotKeptError
     from splitsearch.search.export import ExportError
     from splitsearch.search.space import SpaceError
     from splitsearch.search.strategies import GreedyError
     from splitsearch.search.study import StudyError
     from splitsearch.store.records import StoreError
-    from splitsearch.units import UnitError
-    from splitsearch.search.artifacts import WeightsNotKeptError
     from splitsearch.train.plan import WeightsMismatchError
+    from splitsearch.units import UnitError
 
     for error in (ConfigError, BudgetError, DataError, FusionError, TrainingError, ArchitectureError, ExportError,
                   SpaceError, GreedyError, StudyError, StoreError, UnitError, WeightsNotKeptError,

@@ -35,7 +35,7 @@ def searched(tmp_path_factory):
     (folder / "noisy.yaml").write_text(STUDY)
     storage = f"sqlite:///{folder / 'noisy.db'}"
     code = main(["run", str(folder / "noisy.yaml"), "--storage", storage, "--device", "cpu",
-                 "--runs-dir", str(folder / "runs"), "--pruner", "none"])
+                 "--runs-dir", str(folder / "runs"), "--set", "pruner=none"])
     assert code == 0
     return storage, optuna.load_study(study_name="noisy", storage=storage)
 

@@ -4,9 +4,10 @@ from torch import nn
 
 from splitsearch.build import build_args, build_networks
 from splitsearch.config import SplitConfig
-from splitsearch.cost import BudgetError, count_config, count_module, fit_width
+from splitsearch.cost.counting import count_config, count_module
+from splitsearch.cost.fitting import BudgetError, fit_width
+from splitsearch.cost.paper_macs import UncountedModuleError, paper_macs
 from splitsearch.models import available_archs, build_network
-from splitsearch.paper_macs import UncountedModuleError, paper_macs
 
 
 @pytest.mark.parametrize(

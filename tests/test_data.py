@@ -266,7 +266,7 @@ def test_crops_are_padded_with_the_mean_colour_by_default_and_black_if_asked(fil
     """The padding is the training images' mean colour (0 after normalisation) unless crop_fill: zero.
 
     Black padding cost S=2 and S=4 ResNet-20 about 2 points of test accuracy on the CIFAR-10
-    subset and S=1 nothing (benchmarks/README.md): it is the default no more.
+    subset and S=1 nothing (result file ablation, benchmarks/results/): it is the default no more.
     """
     images = random_images(64)
     norm = Normalization.of(images)

@@ -42,10 +42,7 @@ def group_norm_net(args: BuildArgs) -> nn.Module:
     )
 
 
-@pytest.fixture(autouse=True)
-def one_thread_per_process(monkeypatch):
-    """Every process trains on one thread, as the tests' own process does (see tests/test_parallel.py)."""
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+pytestmark = pytest.mark.usefixtures("one_thread_per_process")
 
 
 @pytest.fixture
@@ -138,7 +135,7 @@ def test_per_rank_batch_norm_checkpoint_measures_as_reported_and_resumes_in_one_
     (24 images in two batches, one per rank) and continues it."""
     config_path, out_dir = write_config(tmp_path, "resnet20", batch_size=16, width_mult=0.25), tmp_path / "run"
     config = SplitConfig.from_yaml(config_path)
-    request = TrainRequest(config, out_dir=out_dir, data_parallel=2)
+    request = TrainRequest(config=config, out_dir=out_dir, data_parallel=2)
     outcome = launch(2, run_training_rank, "cpu", request, StopAfterFirstEpoch())
     assert outcome.result.stopped_early
     written = history(out_dir)
@@ -220,9 +217,10 @@ def test_a_worker_gives_each_trial_member_ranks_that_share_its_S_times_the_data_
 
 def test_a_worker_refuses_data_ranks_that_do_not_divide_its_processes_in_one_line(tmp_path, capsys):
     code, out, err = run_cli(capsys, "run", "--storage", f"sqlite:///{tmp_path / 'study.db'}", "--device", "cpu",
-                             "--nproc-per-trial", "3", "--data-parallel", "2", "--runs-dir", tmp_path / "runs")
+                             "--nproc-per-trial", "3", "--set", "worker.data_parallel=2", "--runs-dir", tmp_path / "runs")
     assert (code, out, err.strip()) == (
-        2, "", "Error: --data-parallel 2 does not divide --nproc-per-trial 3: use a multiple of 2 processes per trial")
+        2, "", "Error: worker.data_parallel 2 does not divide --nproc-per-trial 3: use a multiple of 2 processes per "
+               "trial")
     assert not (tmp_path / "study.db").exists()
 
 
@@ -232,7 +230,7 @@ def test_a_search_trains_its_trials_on_data_ranks(tmp_path, capsys):
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     code, out, err = run_cli(capsys, "run", "--study", "dp", "--storage", storage, "--epochs", "2", "--device", "cpu",
                              "--runs-dir", tmp_path / "runs", "--n-trials", "3", "--nproc-per-trial", "2",
-                             "--data-parallel", "2")
+                             "--set", "worker.data_parallel=2")
     assert code == 0, err
     assert "3 complete" in out
     rows = sorted(Store(storage).candidates("dp"), key=lambda row: row.trial_number)

@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
-from splitsearch.cost import count_config
+from splitsearch.cost.counting import count_config
 from splitsearch.search.record import TrialRecord
 from splitsearch.store import Store
 from splitsearch.train.loop import CHECKPOINT_NAME
@@ -93,7 +93,7 @@ def test_a_killed_workers_trial_is_found_and_queued_again(study_file, tmp_path, 
 
 def test_rows_links_and_checkpoints_that_disagree_are_found_and_mended(storage_url, study_file, tmp_path, capsys):
     url, runs = storage_url, tmp_path / "runs"
-    finish(start_worker(study_file(n_trials=3, epochs=1), url, runs, "--keep-checkpoints"))
+    finish(start_worker(study_file(n_trials=3, epochs=1), url, runs, "--set", "worker.keep_checkpoints=true"))
     study = optuna.load_study(study_name="cluster", storage=url)
     assert [trial.state for trial in study.trials] == [TrialState.COMPLETE] * 3
     lost = rows(url)[1]

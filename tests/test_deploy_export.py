@@ -23,9 +23,9 @@ from splitsearch.data import prepare_data
 from splitsearch.data.device import Normalization
 from splitsearch.data.loading import load_dataset
 from splitsearch.deploy import DeployedEnsemble, training_normalization
+from splitsearch.ensemble import combine_logits
 from splitsearch.models import build_network
 from splitsearch.split.semantic import split_network
-from splitsearch.train.losses import combine_logits
 
 from conftest import run_cli as run
 

@@ -19,19 +19,13 @@ def greedy_study(name: str = "greedy"):
     return load_study_spec(None, {
         "name": name, "arch": "resnet20", "dataset": "synthetic:96", "epochs": 2,
         "base": {"width_mult": 0.5, "train": {"batch_size": 32, "val_fraction": 0.25}},
+            "greedy": {"threshold": 100, "factors": [2], "finetune_epochs": 1},
     })
-
-
-@pytest.fixture
-def storage(tmp_path):
-    return f"sqlite:///{tmp_path / 'study.db'}"
 
 
 def test_every_network_is_a_trial_fine_tuned_from_the_one_before(storage, tmp_path):
     lines: list[str] = []
-    # A threshold of 100 points keeps every factor: the walk visits each block once.
-    study, result = run_greedy_blocks(greedy_study(), storage, runs_in(tmp_path), threshold=100.0, factors=(2,),
-                                      finetune_epochs=1, on_step=lines.append)
+    study, result = run_greedy_blocks(greedy_study(), storage, runs_in(tmp_path), on_step=lines.append)
     assert result.factors == (2, 2, 2)
     trials = study.get_trials(deepcopy=False)
     assert [tuple(t.params[f"block_factors.{b}"] for b in range(3)) for t in trials] == [
@@ -61,13 +55,11 @@ def test_a_crash_resumes_where_it_stopped_and_nothing_is_trained_twice(storage, 
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run_greedy_blocks(greedy_study(), storage, runs_in(tmp_path), threshold=100.0, factors=(2,),
-                          finetune_epochs=1, on_step=crash_after_second_network)
+        run_greedy_blocks(greedy_study(), storage, runs_in(tmp_path), on_step=crash_after_second_network)
     # The next candidate starts from trial 1's weights: they survived the crash.
     assert list((tmp_path / "runs").rglob("trial-1/model.pt"))
 
-    study, result = run_greedy_blocks(greedy_study(), storage, runs_in(tmp_path), threshold=100.0, factors=(2,),
-                                      finetune_epochs=1)
+    study, result = run_greedy_blocks(greedy_study(), storage, runs_in(tmp_path))
     assert result.factors == (2, 2, 2)
     assert len(study.trials) == 4 and all(t.state == TrialState.COMPLETE for t in study.trials)
     assert study.trials[2].user_attrs["warm_start_from"] == 1
@@ -75,7 +67,7 @@ def test_a_crash_resumes_where_it_stopped_and_nothing_is_trained_twice(storage, 
 
 def test_cli_prints_the_choice_and_export_takes_it(storage, tmp_path, capsys):
     code, out, err = run_cli(capsys, "run", "--strategy", "greedy-blocks", "--arch", "resnet20", "--dataset",
-                             "synthetic:96", "--epochs", "1", "--factors", "2", "--threshold", "100", "--study", "g",
+                             "synthetic:96", "--epochs", "1", "--set", "greedy.factors=[2]", "--set", "greedy.threshold=100", "--study", "g",
                              "--storage", storage, "--runs-dir", tmp_path / "runs", "--device", "cpu")
     assert code == 0, err
     assert "chosen factors 2,2,2 (trial 3)" in out and "activation memory" in out

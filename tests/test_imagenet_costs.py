@@ -8,8 +8,8 @@ import torch
 from splitsearch.build import build_one
 from splitsearch.cli import main
 from splitsearch.config import ConfigError, SplitConfig
-from splitsearch.cost import count_config
-from splitsearch.reference import TABLE4_IMAGENET
+from splitsearch.cost.counting import count_config
+from splitsearch.cost.published import TABLE4_IMAGENET
 
 # The zoo's acceptance tolerance.  Table 4 prints parameters in M with one decimal and MACs in G
 # with one decimal, so a printed figure is known to better than 2 % for every row here.

@@ -15,7 +15,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
 from splitsearch.config import SplitConfig
-from splitsearch.latency import measure_latency
+from splitsearch.cost.latency import measure_latency
 from splitsearch.report import write_report
 from splitsearch.search.export import export_best
 from splitsearch.search.objective import SearchObjective
@@ -24,17 +24,17 @@ from splitsearch.search.study import StudyError, load_study_spec
 from splitsearch.store import Store
 from splitsearch.units import UnitError, format_duration, parse_duration
 
-from conftest import run_cli, runs_in
+from conftest import run_cli, runs_in, tiny_spec
 
 COMPLETE = (optuna.trial.TrialState.COMPLETE,)
 PRUNED = (optuna.trial.TrialState.PRUNED,)
-TINY = {"arch": "resnet20", "dataset": "synthetic:96", "space": "divide", "epochs": 1, "n_trials": 2,
-        "pruner": "none", "baselines": False,
-        "base": {"width_mult": 0.25, "train": {"batch_size": 32, "val_fraction": 0.25}}}
+# No budget, one epoch, no baselines: the latency is what these studies are about.
+LATENCY_STUDY = {"epochs": 1, "n_trials": 2, "baselines": False, "budget_params": None, "budget_mode": "reject",
+                 "base": {"width_mult": 0.25, "train": {"batch_size": 32, "val_fraction": 0.25}}}
 
 
-def tiny_spec(name: str, **overrides):
-    return load_study_spec(None, TINY | {"name": name} | overrides)
+def latency_spec(name: str, **overrides):
+    return tiny_spec(name, **(LATENCY_STUDY | overrides))
 
 
 # -- the duration parser ------------------------------------------------------------------------------
@@ -59,16 +59,16 @@ def test_durations_are_written_in_a_readable_unit():
 
 
 @pytest.mark.parametrize("argv", [("--budget-latency", "5"), ("--budget-latency", "-2ms"),
-                                  ("--latency-batch-size", "0")])
+                                  ("--set", "latency_batch_size=0")])
 def test_bad_latency_options_are_one_line_and_store_nothing(argv, capsys, tmp_path):
     code, _, err = run_cli(capsys, "run", *argv, "--storage", f"sqlite:///{tmp_path / 'x.db'}")
-    assert code == 2 and argv[0] in err and "Traceback" not in err
+    assert code == 2 and argv[-1].split("=")[0] in err and "Traceback" not in err
     assert not (tmp_path / "x.db").exists()
 
 
 def test_a_bad_latency_batch_size_in_a_study_file_is_refused():
     with pytest.raises(StudyError, match="latency_batch_size"):
-        tiny_spec("bad", latency_batch_size="four")
+        latency_spec("bad", latency_batch_size="four")
 
 
 def test_a_study_file_sets_the_latency_budget_and_batch(tmp_path):
@@ -83,10 +83,10 @@ def test_a_study_file_sets_the_latency_budget_and_batch(tmp_path):
         load_study_spec(path)
 
 
-def test_run_help_says_how_latency_is_measured(capsys):
+def test_run_help_offers_the_latency_budget_and_objective(capsys):
     code, out, _ = run_cli(capsys, "run", "--help")
     assert code == 0
-    for words in ("--budget-latency", "--latency-batch-size", "accuracy,latency", "inference_mode", "warm-up"):
+    for words in ("--budget-latency", "accuracy,latency"):
         assert words in out
 
 
@@ -102,12 +102,12 @@ def test_measure_latency_times_the_ensemble_as_it_runs():
 
 
 def test_latency_settings_are_part_of_the_study_only_where_measured():
-    plain = tiny_spec("plain")
+    plain = latency_spec("plain")
     assert "budget_latency" not in plain.settings() and not plain.measures_latency  # old fingerprints kept
-    five, six = tiny_spec("a", budget_latency="5ms"), tiny_spec("a", budget_latency="6ms")
+    five, six = latency_spec("a", budget_latency="5ms"), latency_spec("a", budget_latency="6ms")
     assert five.settings()["budget_latency"] == pytest.approx(5e-3) and five.fingerprint() != six.fingerprint()
-    assert tiny_spec("a", budget_latency="5ms", latency_batch_size=8).fingerprint() != five.fingerprint()
-    assert tiny_spec("a", objectives="accuracy,latency").measures_latency
+    assert latency_spec("a", budget_latency="5ms", latency_batch_size=8).fingerprint() != five.fingerprint()
+    assert latency_spec("a", objectives="accuracy,latency").measures_latency
 
 
 # -- the budget ---------------------------------------------------------------------------------------
@@ -116,7 +116,7 @@ def test_latency_settings_are_part_of_the_study_only_where_measured():
 def test_a_candidate_over_the_latency_budget_is_refused_untrained(budget_mode, tmp_path):
     url = f"sqlite:///{tmp_path / 'study.db'}"
     # fit: the width is fitted to the parameter budget first, and the latency is then checked.
-    spec = tiny_spec("too-slow", budget_latency="1us", budget_mode=budget_mode, n_trials=2, baselines=True,
+    spec = latency_spec("too-slow", budget_latency="1us", budget_mode=budget_mode, n_trials=2, baselines=True,
                      budget_params="50K")
     assert spec.budget_mode == budget_mode
     study = run_study(spec, url, runs_in(tmp_path), progress=False)
@@ -146,7 +146,7 @@ def latency_study(tmp_path_factory):
     whose last trial repeats its first candidate."""
     path = tmp_path_factory.mktemp("latency")
     url = f"sqlite:///{path / 'study.db'}"
-    spec = tiny_spec("fast-enough", objectives="accuracy,latency", budget_latency="60s", latency_batch_size=2)
+    spec = latency_spec("fast-enough", objectives="accuracy,latency", budget_latency="60s", latency_batch_size=2)
     study = run_study(spec, url, runs_in(path), progress=False)
     study.enqueue_trial(study.trials[0].params)
     store = Store(url)

@@ -16,13 +16,22 @@ from pathlib import Path
 import splitsearch
 
 PACKAGE = Path(splitsearch.__file__).parent
-# README's layout, bottom-up: a module may import its own layer and the layers below it.
+# The package's rooms, bottom-up, each a tuple of the top-level modules and packages of one layer:
+# a module may import its own layer and the layers below it, never one above.  Every top-level
+# module of the package is in exactly one layer (test_every_module_is_in_a_layer).
 LAYERS = (
+    ("splitsearch.errors", "splitsearch.units", "splitsearch.stats", "splitsearch.metrics", "splitsearch.lazy"),
     ("splitsearch.blocks",),
     ("splitsearch.models",),
-    ("splitsearch.split",),
-    ("splitsearch.build", "splitsearch.cost", "splitsearch.latency", "splitsearch.train", "splitsearch.deploy"),
+    ("splitsearch.data",),
+    ("splitsearch.config",),
+    ("splitsearch.split", "splitsearch.build"),
+    ("splitsearch.ensemble",),
+    ("splitsearch.cost", "splitsearch.deploy"),  # measure or export a candidate: never train one
+    ("splitsearch.store",),  # the database: no torch (test_the_store_loads_without_torch)
+    ("splitsearch.train",),
     ("splitsearch.search",),
+    ("splitsearch.report", "splitsearch.dashboard"),
     ("splitsearch.cli",),
 )
 
@@ -115,7 +124,27 @@ def test_every_layer_names_modules_of_the_package():
     graph = import_graph()
     assert all(prefix in graph for prefixes in LAYERS for prefix in prefixes)
     transformations = ("splitsearch.split.semantic", "splitsearch.split.grouping", "splitsearch.split.sequential")
-    assert all(layer(module) == layer("splitsearch.models") + 1 for module in transformations)
+    assert all(layer(module) == layer("splitsearch.models") + 3 for module in transformations)
+
+
+def test_every_module_is_in_a_layer():
+    """A new top-level module or package must take its place in LAYERS, or nothing checks its imports."""
+    assert sorted(module for module in import_graph() if module != "splitsearch" and layer(module) is None) == []
+
+
+def top_level(module: str) -> str:
+    """``splitsearch.search.run`` -> ``splitsearch.search``: the room a module lives in."""
+    return ".".join(module.split(".")[:2])
+
+
+def test_the_package_level_import_graph_has_no_cycle():
+    """Rooms import one way: no two packages import each other, even through different modules."""
+    rooms: dict[str, set[str]] = {}
+    for module, targets in import_graph().items():
+        if module != "splitsearch":
+            rooms.setdefault(top_level(module), set()).update(
+                top_level(target) for target in targets if target != "splitsearch" and top_level(target) != top_level(module))
+    assert find_cycle(rooms) is None
 
 
 def _without_torch(statements: str, heavy: tuple[str, ...] = ("torch",)) -> None:
@@ -135,3 +164,9 @@ def test_the_command_line_and_its_help_load_without_torch():
     libraries, 0.3-0.7 s more) only when they run."""
     _without_torch("from splitsearch.cli import main; main(['--help']); main(['run', '--help'])",
                    heavy=("torch", "sqlalchemy", "optuna"))
+
+
+def test_the_store_loads_without_torch():
+    """The store talks to the database only: a tool that reads results needs no torch."""
+    _without_torch("from splitsearch.store import Store, upgrade; from splitsearch.store.storage import open_storage; "
+                   "from splitsearch.store.retry import StoragePatience")

@@ -4,7 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from splitsearch.train.losses import combine_logits, cot_weight, cotraining_loss, js_divergence
+from splitsearch.ensemble import combine_logits
+from splitsearch.train.losses import cot_weight, cotraining_loss, js_divergence
 
 
 def test_js_divergence_equals_the_mean_kl_to_the_mixture():

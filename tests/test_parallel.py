@@ -23,11 +23,7 @@ from splitsearch.train.semantic_stage import CLASS_GROUPS_NAME
 from conftest import run_cli
 
 
-@pytest.fixture(autouse=True)
-def one_thread_per_process(monkeypatch):
-    """Every process trains on one thread, as the tests' own process does: the thread count changes the
-    order of floating-point sums, and these tests compare weights bit for bit across processes."""
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+pytestmark = pytest.mark.usefixtures("one_thread_per_process")
 
 
 def write_config(tmp_path: Path, S: int, epochs: int) -> Path:

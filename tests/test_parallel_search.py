@@ -22,11 +22,7 @@ from test_workers import (FINISHED, assert_retry_continued, assert_store_follows
                           start_worker, study_file, wait_until)
 
 
-@pytest.fixture(autouse=True)
-def one_thread_per_process(monkeypatch):
-    """One thread in every process: the thread count changes floating-point sums, and the test
-    compares a process group's accuracies with one process's exactly."""
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+pytestmark = pytest.mark.usefixtures("one_thread_per_process")
 
 
 def run_study(capsys, storage: str, tmp_path: Path, *extra: object) -> tuple[int, str, str]:
@@ -129,7 +125,7 @@ def test_rank_0_stops_the_whole_group_when_the_worker_says_stop(tmp_path):
         return True
 
     with EpochServer(prune_after_first_epoch, on_write_error=pytest.fail) as server:
-        outcome = launch(2, run_training_rank, "cpu", TrainRequest(config, out_dir=tmp_path / "run"), server.client())
+        outcome = launch(2, run_training_rank, "cpu", TrainRequest(config=config, out_dir=tmp_path / "run"), server.client())
     server.raise_failure()
     assert seen == [1]
     assert outcome.result.stopped_early and [metrics.epoch for metrics in outcome.result.history] == [1]
@@ -149,7 +145,7 @@ def test_an_error_in_the_workers_callback_stops_the_group_and_is_raised_in_the_w
         raise ConnectionError("the database went away")
 
     with EpochServer(storage_gone, on_write_error=pytest.fail) as server:
-        outcome = launch(2, run_training_rank, "cpu", TrainRequest(config, out_dir=tmp_path / "run"), server.client())
+        outcome = launch(2, run_training_rank, "cpu", TrainRequest(config=config, out_dir=tmp_path / "run"), server.client())
     assert outcome.result.stopped_early
     with pytest.raises(ConnectionError, match="went away"):
         server.raise_failure()

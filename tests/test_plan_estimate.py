@@ -1,14 +1,14 @@
 """Know the cost before paying it: `run` prints its plan, `run --dry-run` only that, and the bar has an ETA."""
 
 import io
-import time
+import re
 
 import pytest
 from tqdm import tqdm
 
+from splitsearch.metrics import EpochMetrics
 from splitsearch.search.plan_estimate import StudyProgress, expected_epoch_fraction, format_duration
 from splitsearch.search.study import load_study_spec, resolve_study_file
-from splitsearch.train.loop import EpochMetrics
 
 from conftest import run_cli as run
 
@@ -23,10 +23,10 @@ def _dry_run(capsys, tmp_path, *options):
 
 
 def test_dry_run_of_36m_on_digits_plans_warns_and_stores_nothing(tmp_path, capsys):
-    started = time.perf_counter()
     out, err = _dry_run(capsys, tmp_path, "--budget-params", "36M")
-    # A full epoch of this candidate takes over a minute here: a dry run that trained one would fail.
-    assert time.perf_counter() - started < 60
+    # The plan times a few steps, not an epoch (counted, not clocked: the machine may be loaded).
+    timed, per_epoch = map(int, re.search(r"median of (\d+) after .*?(\d+) steps \+", out).groups())
+    assert 1 <= timed < per_epoch
     assert "width factor 11.5" in out and "36M params" in out
     assert "plan: the study: 12 trials x 6 epochs" in out and "Hyperband trains about 80% of the epochs" in out
     assert " h\n" in out or " min\n" in out

@@ -256,8 +256,7 @@ def test_greedy_blocks_trains_its_networks_on_one_pool_of_data_ranks(tmp_path):
     for way, processes in (("one", 1), ("pool", 2)):
         with watching_children() as ranks:
             study, result = run_greedy_blocks(greedy_study(), f"sqlite:///{tmp_path / way}.db",
-                                              ExecutionOptions(runs_dir=tmp_path / way, nproc_per_trial=processes),
-                                              threshold=100.0, factors=(2,), finetune_epochs=1)
+                                              ExecutionOptions(runs_dir=tmp_path / way, nproc_per_trial=processes))
         trials = study.get_trials(deepcopy=False)
         assert result.factors == (2, 2, 2) and all(trial.state == optuna.trial.TrialState.COMPLETE for trial in trials)
         warm_started[way] = [trial.user_attrs.get("warm_started_tensors") for trial in trials]

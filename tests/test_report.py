@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +12,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from splitsearch.report import build_figures, write_report
+from splitsearch.report import build_figures, data, write_report
 
 BUDGET_PARAMS = 1_500_000
 PLOTLYJS_BANNER = re.compile(r"plotly\.js v\d")
@@ -118,9 +120,11 @@ def test_accuracy_vs_params_marks_baselines_and_budget(single_objective_study: o
     figure = dict(build_figures(single_objective_study))["Validation accuracy vs parameters"]
     traces = {trace.name: trace for trace in figure.data}
 
-    assert set(traces) == {"searched trials", "baselines"}
-    assert list(traces["baselines"].text) == ["undivided", "paper S=2"]
-    assert traces["baselines"].marker.symbol != traces["searched trials"].marker.symbol
+    # Each baseline is a legend entry of its own, with its own marker: no labels printed over each other.
+    assert set(traces) == {"searched trials", "undivided", "paper S=2"}
+    assert all(trace.text is None for trace in figure.data)
+    symbols = [traces[name].marker.symbol for name in ("searched trials", "undivided", "paper S=2")]
+    assert len(set(symbols)) == 3
     assert len(traces["searched trials"].x) == 4  # the completed trial without a params attr is left out
     assert figure.layout.xaxis.type == "log"
     (budget_line,) = figure.layout.shapes
@@ -162,8 +166,8 @@ def test_multi_objective_report(tmp_path: Path) -> None:
     assert f"Pareto front: 4 trials (#0, #1, #3, #4); {hypervolume}" in page
     assert "Trials: 7: 5 complete, 1 failed; 1 repeat (proposals of a candidate the study had finished" in page
     pareto = figures["Pareto front: validation accuracy vs parameters"]
-    baselines = next(trace for trace in pareto.data if trace.name == "baselines")
-    assert (list(baselines.text), list(baselines.x), list(baselines.y)) == (["undivided"], [500_000], [0.88])
+    baselines = next(trace for trace in pareto.data if trace.name == "undivided")
+    assert (list(baselines.x), list(baselines.y)) == ([500_000], [0.88])
     assert [annotation.text for annotation in pareto.layout.annotations] == [hypervolume]
 
 
@@ -214,3 +218,37 @@ def test_importances_note_when_all_trials_share_one_split(tmp_path: Path) -> Non
         _trial(study, _split(2, (1, 2, 2), "linear", 0.5), values=accuracy)
 
     assert "All completed trials share one parameter set" in _html(study, tmp_path)
+
+
+# -- the figures' data, without plotly --------------------------------------------------------------
+
+def test_the_figure_data_needs_no_plotly():
+    """What a figure shows is computed without the drawing library (as Optuna's _get_*_info functions)."""
+    check = ("import sys; import splitsearch.report.data; "
+             "assert 'plotly' not in sys.modules, 'plotly imported'")
+    subprocess.run([sys.executable, "-c", check], check=True)
+
+
+def test_accuracy_vs_params_data(single_objective_study: optuna.Study) -> None:
+    content = data.accuracy_vs_params(single_objective_study)
+    by_name = {series.name: series for series in content.series}
+    assert [(s.name, s.kind) for s in content.series] == [("searched trials", "searched"),
+                                                          ("undivided", "baseline"), ("paper S=2", "baseline")]
+    assert [(point.trial, point.x, point.y) for point in by_name["undivided"].points] == [(0, 1_200_000, 0.90)]
+    assert len(by_name["searched trials"].points) == 4 and content.budget == BUDGET_PARAMS
+    assert by_name["searched trials"].points[0].hover[:2] == ("trial #2", "S=2, block factors 1,2,2, "
+                                                                           "wd_rule=sqrt, λ_cot=0")
+
+
+def test_a_young_study_has_no_data_to_draw() -> None:
+    study = optuna.create_study(direction="maximize")
+    with pytest.raises(data.NothingToDraw, match="No completed trial yet"):
+        data.accuracy_vs_params(study)
+    with pytest.raises(data.NothingToDraw, match="No confirmation runs yet"):
+        data.confirmed_accuracy(study, [])
+
+
+def test_accuracy_by_s_data_orders_numbers_as_numbers(single_objective_study: optuna.Study) -> None:
+    content = data.accuracy_by(single_objective_study, "S")
+    assert content.categories == ("1", "2", "4")
+    assert [value for category, value, _ in content.points if category == "1"] == [0.90]

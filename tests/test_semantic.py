@@ -9,7 +9,7 @@ from torch import nn
 from splitsearch.blocks.semantic_groups import stage_groups
 from splitsearch.build import build_one, semantic_plan
 from splitsearch.config import ConfigError, SplitConfig
-from splitsearch.cost import count_config
+from splitsearch.cost.counting import count_config
 from splitsearch.split.grouping import SemanticGrouping, balance, disjointness
 from splitsearch.split.semantic import CLASSES, GroupedLinear, balanced_assignment, group_sizes, split_network
 

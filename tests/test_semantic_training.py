@@ -7,7 +7,7 @@ import torch
 
 from splitsearch.build import build_networks
 from splitsearch.config import SplitConfig, TrainConfig
-from splitsearch.cost import count_config
+from splitsearch.cost.counting import count_config
 from splitsearch.data import prepare_data
 from splitsearch.split.semantic import GroupedLinear
 from splitsearch.train.loop import METRICS_NAME, MODEL_NAME, Trainer

@@ -31,9 +31,9 @@ from splitsearch.errors import StorageUnavailableError
 from splitsearch.search.record import TrialRecord, count_trials
 from splitsearch.search.run import WORKER_CONNECTIONS
 from splitsearch.search.worker import retry_history
-from splitsearch.storage_retry import StoragePatience, is_transient
 from splitsearch.store import Store
-from splitsearch.urls import mask_url
+from splitsearch.store.retry import StoragePatience, is_transient
+from splitsearch.store.urls import mask_url
 from test_workers import (  # noqa: F401 - study_file is a fixture
     FINISHED,
     ROW_STATES,
@@ -149,7 +149,7 @@ def test_a_database_away_for_20_seconds_is_waited_out(private_postgres, study_fi
     store = Store(url)
     # A short heartbeat: its grace period (6 s) is far shorter than the outage, so the test also
     # shows that no worker takes the other's trial for a dead one when the database comes back.
-    workers = [start_worker(path, url, tmp_path / "runs", "--heartbeat", "2") for _ in range(2)]
+    workers = [start_worker(path, url, tmp_path / "runs", "--set", "worker.heartbeat_seconds=2") for _ in range(2)]
     wait_until(lambda: trial_in_progress(store, after=0, epochs=1), what="a trial's first epoch")
     private_postgres.stop()
     time.sleep(OUTAGE_SECONDS)
@@ -172,7 +172,7 @@ def test_a_database_away_longer_than_the_workers_wait_stops_them_and_a_later_run
     path = study_file(n_trials=3, epochs=3, images=480)
     runs = tmp_path / "runs"
     store = Store(url)
-    workers = [start_worker(path, secret, runs, "--storage-retry-seconds", "5") for _ in range(2)]
+    workers = [start_worker(path, secret, runs, "--set", "worker.storage_retry_seconds=5") for _ in range(2)]
     wait_until(lambda: trial_in_progress(store, after=0, epochs=1), what="a trial's first epoch")
     private_postgres.stop()
 
@@ -190,7 +190,7 @@ def test_a_database_away_longer_than_the_workers_wait_stops_them_and_a_later_run
 
     # A trial a worker took just before it gave up may never have beaten: with a short heartbeat
     # the later run finds it stale after 6 s (and every other one at once, by its dead process).
-    finish(start_worker(path, url, runs, "--heartbeat", "2"))
+    finish(start_worker(path, url, runs, "--set", "worker.heartbeat_seconds=2"))
     study = store_follows_optuna_but_for_trials_cut_before_training(url, runs)
     assert len(study.get_trials(states=FINISHED)) == 3
     rows = rows_of(store)

@@ -11,8 +11,9 @@ from __future__ import annotations
 import multiprocessing
 import threading
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import timezone
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import optuna
 import pytest
@@ -26,12 +27,12 @@ from sqlalchemy.pool import NullPool
 
 import splitsearch
 from splitsearch.config import SplitConfig, TrainConfig
-from splitsearch.cost import CandidateCost, count_config
-from splitsearch.latency import Latency
+from splitsearch.cost.counting import count_config
+from splitsearch.cost.figures import CandidateCost, Latency
+from splitsearch.metrics import EpochMetrics
 from splitsearch.store import VERSION_TABLE, Store, current_revision, upgrade
 from splitsearch.store.migrations import alembic_config, is_store_object, script_location
 from splitsearch.store.models import Base
-from splitsearch.train.loop import EpochMetrics
 
 from conftest import postgres_database
 
@@ -165,43 +166,65 @@ def test_downgrade_removes_only_the_store(empty_url: str) -> None:
         assert optuna.load_study(storage=storage, study_name="kept")
 
 
-def test_upgrade_to_0004_keeps_rows_and_adds_the_checkpoint_faults(empty_url: str, cost: CandidateCost) -> None:
-    command.upgrade(alembic_config(empty_url), "0003")
-    engine = create_engine(empty_url, poolclass=NullPool)
-    before = {column["name"] for column in inspect(engine).get_columns("splitsearch_candidates")}
-    assert not {"resume_refused", "checkpoint_error"} & before
-    with engine.begin() as connection:  # a row as a worker of revision 0003 wrote it
-        connection.execute(text(
-            "INSERT INTO splitsearch_candidates (study_name, trial_number, config_yaml, config_hash, dataset, "
-            "epochs, arch, \"S\", width_mult, params, macs, flops, activation_bytes, state, started_at) VALUES "
-            "('old', 0, :yaml, 'h', 'digits', 3, 'resnet20', 2, 0.25, 1, 2, 4, 8, 'complete', CURRENT_TIMESTAMP)"),
-            {"yaml": CONFIG.to_yaml()})
-    engine.dispose()
+@dataclass(frozen=True)
+class Revision:
+    """A revision of the store after the first: what it adds, and a use of it on a row written before it."""
 
-    upgrade(empty_url)
-    store = Store(empty_url)
-    [row] = store.candidates("old")
-    assert (row.state, row.resume_refused, row.checkpoint_error) == ("complete", None, None)
+    revision: str
+    added: frozenset[tuple[str, str]]  # (table, column)
+    use: Callable[[Store, Any, CandidateCost], None]
+
+    @property
+    def previous(self) -> str:
+        return f"{int(self.revision) - 1:04d}"
+
+
+def _use_checkpoint_faults(store: Store, row: Any, cost: CandidateCost) -> None:
+    assert (row.resume_refused, row.checkpoint_error) == (None, None)
     store.record_checkpoint_error(row.id, "cannot write runs/x/checkpoint.pt: [Errno 28] No space left on device")
     store.record_checkpoint_error(row.id, "cannot write runs/x/model.pt: [Errno 28] No space left on device")
     store.record_resume_refused(row.id, "the checkpoint runs/x/checkpoint.pt cannot be read (EOFError)")
     [row] = store.candidates("old")
     assert row.checkpoint_error.startswith("cannot write runs/x/checkpoint.pt")  # the first fault is kept
     assert row.resume_refused == "the checkpoint runs/x/checkpoint.pt cannot be read (EOFError)"
-    store.close()
 
-    command.downgrade(alembic_config(empty_url), "0003")
+
+def _use_latency(store: Store, row: Any, cost: CandidateCost) -> None:
+    assert (row.latency_seconds, row.latency_iqr_seconds) == (None, None)
+    latency = Latency(seconds=0.0125, iqr_seconds=0.0005, batch_size=1, runs=40, execution="sequential on cpu")
+    store.record_over_budget("new", 0, CONFIG, cost, latency=latency)
+    [new] = store.candidates("new")
+    assert (new.state, new.latency_seconds, new.latency_iqr_seconds) == ("over_budget", 0.0125, 0.0005)
+
+
+REVISIONS = [
+    Revision("0004", frozenset({("splitsearch_candidates", "resume_refused"),
+                                ("splitsearch_candidates", "checkpoint_error")}), _use_checkpoint_faults),
+    Revision("0005", frozenset({("splitsearch_candidates", "latency_seconds"),
+                                ("splitsearch_candidates", "latency_iqr_seconds")}), _use_latency),
+]
+
+
+def store_columns(url: str) -> set[tuple[str, str]]:
+    """Every (table, column) of the store's tables."""
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        inspector = inspect(engine)
+        return {(table, column["name"]) for table in inspector.get_table_names()
+                if table.startswith("splitsearch_") and table != VERSION_TABLE
+                for column in inspector.get_columns(table)}
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("revision", REVISIONS, ids=lambda revision: revision.revision)
+def test_a_revision_keeps_old_rows_adds_its_columns_and_goes_back(revision: Revision, empty_url: str,
+                                                                 cost: CandidateCost) -> None:
+    command.upgrade(alembic_config(empty_url), revision.previous)
+    before = store_columns(empty_url)
+    assert not revision.added & before
     engine = create_engine(empty_url, poolclass=NullPool)
-    assert {column["name"] for column in inspect(engine).get_columns("splitsearch_candidates")} == before
-    engine.dispose()
-
-
-def test_upgrade_to_0005_keeps_rows_and_adds_the_latency(empty_url: str, cost: CandidateCost) -> None:
-    command.upgrade(alembic_config(empty_url), "0004")
-    engine = create_engine(empty_url, poolclass=NullPool)
-    before = {column["name"] for column in inspect(engine).get_columns("splitsearch_candidates")}
-    assert not {"latency_seconds", "latency_iqr_seconds"} & before
-    with engine.begin() as connection:  # a row as a worker of revision 0004 wrote it
+    with engine.begin() as connection:  # a row as a worker of the previous revision wrote it
         connection.execute(text(
             "INSERT INTO splitsearch_candidates (study_name, trial_number, config_yaml, config_hash, dataset, "
             "epochs, arch, \"S\", width_mult, params, macs, flops, activation_bytes, state, started_at) VALUES "
@@ -210,19 +233,21 @@ def test_upgrade_to_0005_keeps_rows_and_adds_the_latency(empty_url: str, cost: C
     engine.dispose()
 
     upgrade(empty_url)
+    assert revision.added <= store_columns(empty_url)
     store = Store(empty_url)
     [row] = store.candidates("old")
-    assert (row.state, row.latency_seconds, row.latency_iqr_seconds) == ("complete", None, None)
-    latency = Latency(seconds=0.0125, iqr_seconds=0.0005, batch_size=1, runs=40, execution="sequential on cpu")
-    store.record_over_budget("new", 0, CONFIG, cost, latency=latency)
-    [new] = store.candidates("new")
-    assert (new.state, new.latency_seconds, new.latency_iqr_seconds) == ("over_budget", 0.0125, 0.0005)
+    assert row.state == "complete"
+    revision.use(store, row, cost)
     store.close()
 
-    command.downgrade(alembic_config(empty_url), "0004")
-    engine = create_engine(empty_url, poolclass=NullPool)
-    assert {column["name"] for column in inspect(engine).get_columns("splitsearch_candidates")} == before
-    engine.dispose()
+    command.downgrade(alembic_config(empty_url), revision.previous)
+    assert store_columns(empty_url) == before
+
+
+def test_every_revision_after_the_first_three_is_tested_above(empty_url: str) -> None:
+    """A new migration needs a row in REVISIONS (the first three are covered by the tests before)."""
+    assert [revision.revision for revision in REVISIONS] == [f"{number:04d}" for number in
+                                                             range(4, int(head_revision(empty_url)) + 1)]
 
 
 def test_workers_upgrading_together(postgres_url: str) -> None:

@@ -171,8 +171,8 @@ def test_sigkill_in_trial_0_and_in_a_later_trial_then_restart_at_once(postgres_u
 def test_a_dead_worker_is_found_by_heartbeat_and_its_trial_continued_elsewhere(postgres_url, study_file, tmp_path):
     path = study_file(n_trials=5, epochs=3, images=960)
     store = Store(postgres_url)
-    survivor = start_worker(path, postgres_url, tmp_path / "runs", "--heartbeat", "2")
-    victim = start_worker(path, postgres_url, tmp_path / "runs", "--heartbeat", "2")
+    survivor = start_worker(path, postgres_url, tmp_path / "runs", "--set", "worker.heartbeat_seconds=2")
+    victim = start_worker(path, postgres_url, tmp_path / "runs", "--set", "worker.heartbeat_seconds=2")
 
     def victims_trial() -> int | None:
         try:

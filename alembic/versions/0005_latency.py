@@ -2,7 +2,7 @@
 
 Candidates get ``latency_seconds`` and ``latency_iqr_seconds``: the median forward latency and
 its interquartile range, measured before training where the study measures latency (a latency
-budget or objective; :mod:`splitsearch.latency`).
+budget or objective; :mod:`splitsearch.cost.latency`).
 
 Written by hand and self-contained, like 0001 to 0004; the tests check that the migrations
 build exactly what :mod:`splitsearch.store.models` describes.

@@ -1,4 +1,4 @@
-"""Division rules of divide-and-co-train (Zhao et al., seed 004 Appendix A; METHODS.md section 1).
+"""Division rules of divide-and-co-train (Zhao et al. 2020, Appendix A).
 
 Each rule maps the undivided network's width hyper-parameter to the one of each of the S small
 networks, so that S small networks together cost about what the large one costs.  S = 1, 2, 4

@@ -1,4 +1,4 @@
-"""Block-wise split factors (seed 002; METHODS.md section 2): one K_b per block, and what it groups.
+"""Block-wise split factors (MalekHosseini et al. 2020): one K_b per block, and what it groups.
 
 A block split by K becomes K slim parallel branches, written as grouped convolutions
 (``groups=K``); :mod:`splitsearch.blocks.fusion` explains the whole form.  These two rules need

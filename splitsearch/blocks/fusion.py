@@ -1,9 +1,9 @@
-"""Block-wise split with fusion (seed 002; METHODS.md section 2).
+"""Block-wise split with fusion (MalekHosseini et al. 2020).
 
 A block split by K becomes K slim parallel branches, written here as grouped convolutions
 (``groups=K``): branch k owns channels ``[k*C/K, (k+1)*C/K)`` of every layer in the block.
 The first convolution of a split block (and a projection shortcut, which reads the same input)
-stays dense: every branch sees the block's whole input, as seed 002's Eq. 2 counts it
+stays dense: every branch sees the block's whole input, as the paper's Eq. 2 counts it
 (``L0 x L1/K1`` weights per branch; :mod:`splitsearch.blocks.factors` holds these rules).  After
 the block a :class:`Fusion` mixes the branches: the block's pooling (if it down-samples there),
 the concatenation (free: the branches already sit side by side on the channel axis) and a 1x1

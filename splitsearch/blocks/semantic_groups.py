@@ -1,4 +1,4 @@
-"""The semantic split's settings and per-stage rules (Kim et al., SplitNet; METHODS.md section 3).
+"""The semantic split's settings and per-stage rules (SplitNet, Kim et al. 2017).
 
 How many groups each stage gets for a split depth (``fc``: classifier only; ``shallow``: + last
 stage; ``deep``: + last two stages; ``hierarchical``: G/2 supergroups in the second-to-last

@@ -15,10 +15,8 @@ lives in :mod:`splitsearch.train.augment`.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from splitsearch.data.specs import DATA_PATHS, DEFAULT_DATASET, DatasetInfo, TrainingDefaults, dataset_info, known_specs
+from splitsearch.lazy import lazy_names
 
 # The steps that need torch, each name imported from its module on first use: the specs (all the
 # config needs) load without torch.
@@ -36,11 +34,4 @@ __all__ = [
     "load_dataset", "prepare_data", "split_to_device", "split_validation", "to_device",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    """``splitsearch.data.prepare_data`` and the other torch steps, imported when first asked for."""
-    if name not in _TORCH_STEPS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_TORCH_STEPS[name]}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_names(__name__, _TORCH_STEPS)

@@ -19,7 +19,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -31,8 +31,21 @@ from splitsearch.data.specs import DatasetInfo
 from splitsearch.data.splits import DataSplits, split_validation
 from splitsearch.data.stream import StreamLoader, sample_images
 
-if TYPE_CHECKING:  # the config module imports this package for dataset facts
-    from splitsearch.config import TrainConfig
+
+
+class LoaderSettings(Protocol):
+    """The training settings the data path reads (a :class:`~splitsearch.config.TrainConfig` has them).
+
+    A protocol rather than the config class itself: the config imports this package for its
+    dataset facts, so the data path must not import the config back.
+    """
+
+    batch_size: int | None
+    val_fraction: float
+    seed: int
+    hflip: Any
+
+    def with_dataset_defaults(self, info: DatasetInfo) -> tuple[LoaderSettings, Any]: ...
 
 @dataclass(frozen=True)
 class Normalization:
@@ -136,7 +149,7 @@ class DeviceData:
         return isinstance(self.train, StreamLoader)
 
 
-def to_device(splits: DataSplits, config: TrainConfig, device: torch.device | str = "cpu",
+def to_device(splits: DataSplits, config: LoaderSettings, device: torch.device | str = "cpu",
               workers: int | None = None) -> DeviceData:
     """Put the splits on ``device`` with loaders of ``config.batch_size``.
 
@@ -157,7 +170,7 @@ def to_device(splits: DataSplits, config: TrainConfig, device: torch.device | st
     )
 
 
-def _streaming(splits: DataSplits, config: TrainConfig, device: torch.device | str, workers: int | None
+def _streaming(splits: DataSplits, config: LoaderSettings, device: torch.device | str, workers: int | None
                ) -> DeviceData:
     """Streaming loaders for splits of files; the normalisation measured on a sample of the training images."""
     size = splits.info.image_size
@@ -175,7 +188,7 @@ def _streaming(splits: DataSplits, config: TrainConfig, device: torch.device | s
     )
 
 
-def split_to_device(dataset: ImageDataset, config: TrainConfig, device: torch.device | str = "cpu",
+def split_to_device(dataset: ImageDataset, config: LoaderSettings, device: torch.device | str = "cpu",
                     workers: int | None = None) -> DeviceData:
     """Carve ``dataset``'s validation split (``config.val_fraction``, ``config.seed``) and put all on ``device``.
 
@@ -185,7 +198,7 @@ def split_to_device(dataset: ImageDataset, config: TrainConfig, device: torch.de
     return to_device(split_validation(dataset, config.val_fraction, config.seed), config, device, workers)
 
 
-def prepare_data(spec: str, config: TrainConfig, device: torch.device | str = "cpu",
+def prepare_data(spec: str, config: LoaderSettings, device: torch.device | str = "cpu",
                  data_dir: str | Path = DEFAULT_DATA_DIR, download: bool = False, crop: int | None = None,
                  data_path: str = "auto", workers: int | None = None) -> DeviceData:
     """The whole data path: load ``spec`` (at ``crop``), carve the validation split, put everything on ``device``.
@@ -212,7 +225,7 @@ class DataCache:
         self._datasets: dict[tuple[str, int | None], ImageDataset] = {}
         self._on_device: dict[tuple, DeviceData] = {}
 
-    def get(self, spec: str, config: TrainConfig, crop: int | None = None) -> DeviceData:
+    def get(self, spec: str, config: LoaderSettings, crop: int | None = None) -> DeviceData:
         """The dataset ``spec`` at ``crop`` split and batched as ``config`` says (loading it the first time)."""
         loaded = (spec, crop)
         if loaded not in self._datasets:

@@ -24,7 +24,7 @@ padding and mirror images would wreck 8x8 digits, where a mirrored 2 is not a 2,
 batch of 128 leaves the 1,437 digits ten optimiser steps an epoch.
 
 ImageNet-like datasets (inputs of :data:`IMAGENET_LIKE_SIZE` pixels or more: ``imagenet:PATH``
-and image folders at their default 224) take the ImageNet recipe of seed 004 instead: batch 256
+and image folders at their default 224) take the ImageNet recipe of Zhao et al. (divide and co-train) instead: batch 256
 and label smoothing 0.1; their images stream from disk with random-resized crops
 (:mod:`splitsearch.data.stream`) when they do not fit in memory.
 """
@@ -72,7 +72,7 @@ class TrainingDefaults:
     (digits, house numbers).  ``batch_size``: 128 (the papers' CIFAR batch) unless the training
     split is too small for 30 optimiser steps an epoch, then 64, 32 or 16; ImageNet-like
     datasets start the same ladder at 256.  ``label_smoothing``: 0.1 on ImageNet-like datasets
-    (seed 004), None elsewhere (no smoothing; not reported as a default, as it changes nothing).
+    (Zhao et al.'s ImageNet recipe), None elsewhere (no smoothing; not reported as a default, as it changes nothing).
     """
 
     crop_padding: int

@@ -1,4 +1,4 @@
-"""ImageNet bottleneck ResNets of seed 004's Table 4: ResNet, WRN-d-k, ResNeXt and SE-ResNeXt.
+"""ImageNet bottleneck ResNets of Table 4 of Zhao et al. (divide and co-train): ResNet, WRN-d-k, ResNeXt and SE-ResNeXt.
 
 The divide-and-co-train authors' ImageNet layout (their public code) differs from torchvision's
 in two places, and both change the counts, so this module builds the networks from the

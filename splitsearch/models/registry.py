@@ -40,7 +40,7 @@ class BuildArgs:
     ``width_mult`` scales every channel count of the divided network (channels are rounded to the
     nearest valid integer, see :func:`splitsearch.models.layers.scale_channels`), so ``1.0`` is the
     network exactly as the paper divides it.  ``block_factors`` has one split factor per block
-    (seed 002); all ones is the unsplit network.  ``groups`` and ``split_depth`` are the semantic
+    (block-wise split with fusion); all ones is the unsplit network.  ``groups`` and ``split_depth`` are the semantic
     split (:mod:`splitsearch.split.semantic`): the builder only rounds the split stages' widths so
     the groups come out equal; it always builds the unsplit network, which the split cuts.
     """

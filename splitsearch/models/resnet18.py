@@ -1,4 +1,4 @@
-"""CIFAR ResNet18, cut into the five blocks seed 002 splits.
+"""CIFAR ResNet18, cut into the five blocks the block-wise split paper splits.
 
 A 3x3 stem of width w (BN, ReLU, no max-pool), four stages of two basic blocks with widths
 w, 2w, 4w, 8w and strides 1, 2, 2, 2, global average pooling and a linear layer.  The residual
@@ -6,7 +6,7 @@ blocks and projection shortcuts (2x2 average pool, 1x1 conv, BN) are those of
 :mod:`splitsearch.models.resnet`, the divide-and-co-train authors' form.  Divided by S, the base
 width follows the authors' ImageNet-ResNet table (64, 44, 32 for S = 1, 2, 4).
 
-Block-wise split (seed 002 splits ResNet18 at five positions): block 1 is the stem, blocks 2-5
+Block-wise split (MalekHosseini et al. 2020 split ResNet18 at five positions): block 1 is the stem, blocks 2-5
 are the four stages.  Splitting a stage follows :func:`~splitsearch.models.resnet.make_stage`.
 The stem is a single convolution, and the convention keeps the first convolution of every split
 block dense, so splitting the stem by K_1 > 1 groups nothing: it only appends a fusion

@@ -1,4 +1,4 @@
-"""CIFAR VGG16 with BatchNorm, cut into the five blocks seed 002 splits.
+"""CIFAR VGG16 with BatchNorm, cut into the five blocks the block-wise split paper splits.
 
 Thirteen conv3x3-BN-ReLU layers in five groups (64, 64 | 128, 128 | 256 x3 | 512 x3 | 512 x3),
 each group closed by a 2x2 max-pool; on a 32x32 input the last map is 1x1x512 and a single
@@ -6,7 +6,7 @@ linear layer classifies it, as in the common CIFAR VGG.  The head is the shared
 :class:`~splitsearch.models.layers.Classifier`: its global average pool is the identity on that
 1x1 map (no parameters, no MACs) and keeps larger inputs working.
 
-Block-wise split (seed 002): each conv group is one block, so ``block_factors`` has five entries.
+Block-wise split (MalekHosseini et al. 2020): each conv group is one block, so ``block_factors`` has five entries.
 Block b split by K_b keeps its first convolution dense, groups the others by K_b, and replaces
 its max-pool by a :class:`~splitsearch.blocks.fusion.Fusion` that pools, then mixes the branches
 with a 1x1 convolution.  K_b = 1 leaves the block exactly as in the unsplit VGG.

@@ -29,11 +29,12 @@ from optuna.trial import FrozenTrial, TrialState
 
 from splitsearch.config import SplitConfig
 from splitsearch.data import DataCache
+from splitsearch.metrics import TrainResult
 from splitsearch.search.execution import ExecutionOptions
 from splitsearch.search.record import TrialRecord
 from splitsearch.stats import mean_and_sd
 from splitsearch.store import ConfirmationRecord, Store
-from splitsearch.train.loop import Trainer, TrainResult
+from splitsearch.train.loop import Trainer
 from splitsearch.train.plan import train_on
 from splitsearch.train.pool import RankPool
 

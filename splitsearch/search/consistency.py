@@ -36,7 +36,7 @@ from typing import Any, Callable
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from splitsearch.cost import count_config
+from splitsearch.cost.counting import count_config
 from splitsearch.search.record import StudyRecord, TrialRecord
 from splitsearch.search.run import load_existing_study, open_existing_storage
 from splitsearch.search.study import StudyError

@@ -10,15 +10,45 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from splitsearch.config import SplitConfig
 from splitsearch.data import DEFAULT_DATA_DIR, DataCache
 from splitsearch.errors import TrainingError
 from splitsearch.search.artifacts import ARTIFACTS_FOLDER, DEFAULT_KEEP_BEST, ArtifactKeeper, file_store
 from splitsearch.search.worker import HEARTBEAT_SECONDS
-from splitsearch.storage_retry import RETRY_SECONDS
+from splitsearch.store.retry import RETRY_SECONDS
 from splitsearch.train.plan import TrainRequest
+
+
+# What a study file's ``worker:`` section (or ``--set worker.KEY=VALUE``) may set: the worker's
+# settings that are not options of ``splitsearch run`` itself, with their type and least value.
+WORKER_SETTINGS: dict[str, tuple[type, float | None]] = {
+    "heartbeat_seconds": (int, 1), "storage_retry_seconds": (float, 0), "keep_best": (int, 0),
+    "keep_checkpoints": (bool, None), "artifacts_dir": (Path, None), "data_parallel": (int, 1),
+}
+
+
+def worker_settings(data: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The :class:`ExecutionOptions` fields a ``worker:`` section sets, checked and converted.
+
+    Raises:
+        TrainingError: an unknown key or a value of the wrong type (one line).
+    """
+    settings = {}
+    for key, value in dict(data or {}).items():
+        if key not in WORKER_SETTINGS:
+            raise TrainingError(f"unknown key worker.{key} (known keys: {', '.join(sorted(WORKER_SETTINGS))})")
+        kind, least = WORKER_SETTINGS[key]
+        plain_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if kind is bool and not isinstance(value, bool):
+            raise TrainingError(f"worker.{key} must be true or false, got {value!r}")
+        if kind in (int, float) and not (plain_number and (kind is float or isinstance(value, int))
+                                         and value >= least):
+            raise TrainingError(f"worker.{key} must be a {'whole ' if kind is int else ''}number of at least "
+                                f"{least:g}, got {value!r}")
+        settings[key] = Path(value) if kind is Path else kind(value)
+    return settings
 
 
 @dataclass(frozen=True)
@@ -42,7 +72,7 @@ class ExecutionOptions:
         data_parallel: of those processes, how many train the same members on shards of each batch
             (data ranks, :mod:`splitsearch.train.parallel`); it must divide ``nproc_per_trial``.
         storage_retry_seconds: how long the worker waits for an unreachable database before it
-            stops (:mod:`splitsearch.storage_retry`).
+            stops (:mod:`splitsearch.store.retry`).
         artifacts_dir: the artifact store's folder, where completed trials' weights are kept
             (default ``runs_dir/artifacts``; :mod:`splitsearch.search.artifacts`).
         artifact_store: any Optuna ``ArtifactStore`` to keep them in instead (``Boto3ArtifactStore``
@@ -75,7 +105,7 @@ class ExecutionOptions:
 
     def __post_init__(self) -> None:
         if self.nproc_per_trial % self.data_parallel:
-            raise TrainingError(f"--data-parallel {self.data_parallel} does not divide --nproc-per-trial "
+            raise TrainingError(f"worker.data_parallel {self.data_parallel} does not divide --nproc-per-trial "
                                 f"{self.nproc_per_trial}: use a multiple of {self.data_parallel} processes per trial")
 
     def trial_processes(self, config: SplitConfig) -> int:
@@ -101,7 +131,7 @@ class ExecutionOptions:
     def train_request(self, config: SplitConfig, out_dir: Path, resume: bool,
                       warm_start_from: Path | None = None) -> TrainRequest:
         """What the ranks of a process group train for ``config``, with this worker's device, mode and data."""
-        return TrainRequest(config, device=self.device, mode=self.mode, out_dir=out_dir, data_dir=self.data_dir,
+        return TrainRequest(config=config, device=self.device, mode=self.mode, out_dir=out_dir, data_dir=self.data_dir,
                             download=self.download, resume=resume, data_path=self.data_path,
                             loader_workers=self.loader_workers, data_parallel=self.trial_data_parallel(config),
                             warm_start_from=warm_start_from)

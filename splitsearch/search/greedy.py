@@ -1,4 +1,4 @@
-"""Run seed 002's greedy block-wise split as an Optuna study (``splitsearch run --strategy greedy-blocks``).
+"""Run the greedy block-wise split (MalekHosseini et al. 2020) as an Optuna study (``run --strategy greedy-blocks``).
 
 Every network the procedure trains (:func:`splitsearch.search.strategies.greedy_block_split`) is
 an ordinary trial of the study: it is enqueued with its per-block factors, trained by the same
@@ -26,7 +26,8 @@ import optuna
 from optuna.storages import fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
 
-from splitsearch.cost import count_config, fit_width
+from splitsearch.cost.counting import count_config
+from splitsearch.cost.fitting import fit_width
 from splitsearch.models import resolve_arch
 from splitsearch.search.execution import ExecutionOptions
 from splitsearch.search.objective import SearchObjective, warn
@@ -34,8 +35,6 @@ from splitsearch.search.record import GreedySummary, StudyRecord, TrialRecord
 from splitsearch.search.run import check_budget, open_search
 from splitsearch.search.space import Param, SearchSpace
 from splitsearch.search.strategies import (
-    DEFAULT_FACTORS,
-    DEFAULT_THRESHOLD,
     GreedyResult,
     GreedyStep,
     greedy_block_split,
@@ -48,7 +47,7 @@ from splitsearch.search.worker import (
     settle_store,
     sigterm_interrupts,
 )
-from splitsearch.train.loop import EpochMetrics
+from splitsearch.metrics import EpochMetrics
 
 _POLL_SECONDS = 5.0
 
@@ -74,8 +73,6 @@ def greedy_spec(spec: StudySpec, factors: Sequence[int], finetune_epochs: int) -
         fitted = fit_width(spec.base, budget_params=spec.budget_params, budget_macs=spec.budget_macs,
                            budget_activation=spec.budget_activation)
         spec = dataclasses.replace(spec, base=fitted.config, budget_mode="reject")
-    if finetune_epochs < 1:
-        raise StudyError(f"--finetune-epochs must be at least 1, got {finetune_epochs}")
     epochs = spec.base.train.epochs
     space = SearchSpace(
         name="greedy-blocks",
@@ -84,7 +81,7 @@ def greedy_spec(spec: StudySpec, factors: Sequence[int], finetune_epochs: int) -
             Param("train.epochs", "categorical", choices=tuple(sorted({epochs, finetune_epochs}))),
         ),
         fixed={"S": 1},
-        description=f"seed 002's greedy block-wise split: factors {list(factors)}, fine-tune {finetune_epochs} epochs",
+        description=f"the greedy block-wise split: factors {list(factors)}, fine-tune {finetune_epochs} epochs",
     )
     return dataclasses.replace(spec, space=space, baselines=False, pruner="none", n_trials=None)
 
@@ -97,8 +94,7 @@ def greedy_execution(execution: ExecutionOptions) -> ExecutionOptions:
 
 
 def run_greedy_blocks(spec: StudySpec, storage_url: str, execution: ExecutionOptions = ExecutionOptions(),
-                      threshold: float = DEFAULT_THRESHOLD, factors: Sequence[int] = DEFAULT_FACTORS,
-                      finetune_epochs: int | None = None, force: bool = False,
+                      force: bool = False,
                       on_step: Callable[[str], None] | None = None,
                       on_epoch: Callable[[int, EpochMetrics], None] | None = None,
                       on_warning: Callable[[str], None] = warn) -> tuple[optuna.Study, GreedyResult]:
@@ -111,8 +107,8 @@ def run_greedy_blocks(spec: StudySpec, storage_url: str, execution: ExecutionOpt
     ``execution.nproc_per_trial`` asks for one (on ranks kept across them).  Optuna's experimental-feature
     warnings are silenced while it runs, as in :func:`~splitsearch.search.run.run_study`.
     """
-    if finetune_epochs is None:
-        finetune_epochs = default_finetune_epochs(spec.base.train.epochs)
+    threshold, factors = spec.greedy.threshold, spec.greedy.factors
+    finetune_epochs = spec.greedy.finetune_epochs or default_finetune_epochs(spec.base.train.epochs)
     spec = greedy_spec(spec, factors, finetune_epochs)
     check_budget(spec)
     execution = greedy_execution(execution)

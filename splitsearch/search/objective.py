@@ -3,7 +3,7 @@
 The objective is the validation accuracy of the ensemble (the test split is never looked at
 during a search), or (accuracy, cost) for a Pareto search, the cost being params, MACs,
 activation memory or the measured latency in milliseconds.  Where the study measures latency
-(a latency budget or objective), it is measured before training (:mod:`splitsearch.latency`),
+(a latency budget or objective), it is measured before training (:mod:`splitsearch.cost.latency`),
 on this worker's device and in the way the trial runs the members; a candidate over a latency
 budget is refused untrained, in either budget mode (a latency is checked, not fitted).  Every trial
 leaves a row in the store and user attributes that optuna-dashboard and the report show.  A
@@ -27,10 +27,13 @@ import optuna
 import torch
 
 from splitsearch.config import SplitConfig
-from splitsearch.cost import CandidateCost, count_config, fit_width
+from splitsearch.cost.counting import count_config
+from splitsearch.cost.figures import CandidateCost, Latency
+from splitsearch.cost.fitting import fit_width
+from splitsearch.cost.latency import measure_latency
 from splitsearch.data import DataCache
 from splitsearch.errors import CheckpointReadError, OutputWriteError
-from splitsearch.latency import Latency, measure_latency
+from splitsearch.metrics import EpochMetrics, TrainResult
 from splitsearch.search.execution import ExecutionOptions
 from splitsearch.search.record import TrialRecord
 from splitsearch.search.space import KEY_TYPES, config_value, parameter_names, suggest_config
@@ -39,8 +42,7 @@ from splitsearch.search.worker import checkpoint_root, original_trial_number, re
 from splitsearch.store import CandidateRecord, Store
 from splitsearch.train.epoch_channel import EpochServer
 from splitsearch.train.launch import RankFailedError
-from splitsearch.train.loop import (CHECKPOINT_NAME, METRICS_NAME, MODEL_NAME, EpochMetrics, Trainer, TrainResult,
-                                   read_checkpoint)
+from splitsearch.train.loop import CHECKPOINT_NAME, METRICS_NAME, MODEL_NAME, Trainer, read_checkpoint
 from splitsearch.train.plan import train_on
 from splitsearch.train.pool import RankPool
 from splitsearch.train.semantic_stage import class_group_text

@@ -25,11 +25,14 @@ from typing import Callable
 from tqdm.auto import tqdm
 
 from splitsearch.config import SplitConfig
-from splitsearch.cost import CandidateCost, count_config, fit_width
+from splitsearch.cost.counting import count_config
+from splitsearch.cost.figures import CandidateCost
+from splitsearch.cost.fitting import fit_width
 from splitsearch.data import DataCache, dataset_info
+from splitsearch.metrics import EpochMetrics
 from splitsearch.search.execution import ExecutionOptions
 from splitsearch.search.study import StudySpec
-from splitsearch.train.loop import EpochMetrics, Trainer
+from splitsearch.train.loop import Trainer
 from splitsearch.units import format_count
 
 WARMUP_STEPS = 1
@@ -42,8 +45,9 @@ EVAL_STEP_FRACTION = 1 / 3
 # More parameters than this per training image is far outside what a dataset supports.
 PARAMS_PER_IMAGE_LIMIT = 1000
 # Median training epochs spent with Hyperband over those spent without it, over 100 replays of
-# TPE studies of 10 and 20 trials on the quick-start's space (benchmarks/README.md, the sampler
-# replays on the 6-epoch digits table: 48 of 60 and 77 of 120 epochs).
+# TPE studies of 10 and 20 trials on the quick-start's space (the sampler replays on the 6-epoch
+# digits table, result file benchmarks/results/2026-12-01-cpu2/sampler_efficiency_6_epochs.json:
+# 48 of 60 and 77 of 120 epochs).
 HYPERBAND_MEASURED = ((10, 48 / 60), (20, 77 / 120))
 
 
@@ -192,7 +196,7 @@ def expected_epoch_fraction(spec: StudySpec) -> tuple[float, str]:
         trials = spec.n_trials or HYPERBAND_MEASURED[-1][0]
         measured_at, fraction = min(HYPERBAND_MEASURED, key=lambda item: abs(item[0] - trials))
         return fraction, (f"Hyperband trains about {fraction:.0%} of the epochs (median of 100 replayed "
-                          f"{measured_at}-trial studies, benchmarks/README.md)")
+                          f"{measured_at}-trial studies; the documentation's search benchmarks)")
     if spec.pruner == "median":
         return 1.0, "the median pruner's saving is not measured, so none is assumed"
     return 1.0, "no pruning"

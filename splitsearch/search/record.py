@@ -62,7 +62,7 @@ class TrialRecord:
             over the budget (untrained), by how much (the largest relative excess), and which
             budgets it broke, e.g. ``latency (batch 1, sequential on cpu) 2.1 ms over the budget of 1 us``.
         latency_seconds, latency_iqr_seconds, latency_runs, latency_execution: the candidate's
-            forward latency measured before training (:mod:`splitsearch.latency`), where the study
+            forward latency measured before training (:mod:`splitsearch.cost.latency`), where the study
             measures it: the median, its interquartile range, the passes timed, and how the
             members ran (``sequential on cpu``).  A repeat carries its original trial's.
         interrupted: stopped by Ctrl-C, SIGTERM or a dead worker (retried from its checkpoint).
@@ -155,7 +155,7 @@ class TrialRecord:
 
 @dataclass(frozen=True)
 class GreedySummary:
-    """What seed 002's greedy block-wise split chose and what it saves (the study's ``greedy_result``).
+    """What the greedy block-wise split chose and what it saves (the study's ``greedy_result``).
 
     ``*_baseline`` are the unsplit network's costs, the others the chosen network's; an
     activation figure is None where the family cannot measure it.

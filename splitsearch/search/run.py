@@ -21,7 +21,7 @@ from optuna.storages import fail_stale_trials
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
-from splitsearch.cost import fit_width
+from splitsearch.cost.fitting import fit_width
 from splitsearch.search.objective import (
     SearchObjective,
     enqueue_baselines,
@@ -34,26 +34,27 @@ from splitsearch.search.execution import ExecutionOptions
 from splitsearch.search.plan_estimate import StudyProgress
 from splitsearch.search.record import TrialCounts, TrialRecord, count_trials
 from splitsearch.search.study import (
-    OPTUNA_CONNECTIONS,
     StudyError,
     StudySpec,
     make_sampler,
-    open_storage,
     open_study,
     publish_settings,
 )
 from splitsearch.search.worker import (
     HEARTBEAT_SECONDS,
+    MAX_RETRIES,
     recover_dead_local_trials,
     requeue_interrupted,
+    retry_callback,
     settle_store,
     sigterm_interrupts,
 )
-from splitsearch.storage_retry import RETRY_SECONDS, PatientRDBStorage, StoragePatience
+from splitsearch.metrics import EpochMetrics
 from splitsearch.store import Store, upgrade
 from splitsearch.store.records import STORE_CONNECTIONS
-from splitsearch.train.loop import EpochMetrics
-from splitsearch.urls import mask_url
+from splitsearch.store.retry import RETRY_SECONDS, PatientRDBStorage, StoragePatience
+from splitsearch.store.storage import OPTUNA_CONNECTIONS, open_storage
+from splitsearch.store.urls import mask_url
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 # The most connections a worker holds on a database server: Optuna's storage (its main thread, and
@@ -87,8 +88,8 @@ def open_search(spec: StudySpec, storage_url: str, force: bool = False,
     requeues what dead workers on this machine left running, and requeues interrupted trials.
     Both wait out an outage of the database for up to ``retry_seconds``, together.
     """
-    storage = open_storage(storage_url, heartbeat_seconds=heartbeat_seconds,
-                           patience=StoragePatience(storage_url, retry_seconds))
+    storage = open_storage(storage_url, StoragePatience(storage_url, retry_seconds), heartbeat_seconds,
+                           stale_trial_callback=retry_callback(MAX_RETRIES))
     store = open_store(storage)
     study, created = open_study(spec, storage, force=force)
     if created:
@@ -231,9 +232,9 @@ def open_store(storage: PatientRDBStorage) -> Store:
 
 def open_existing_storage(storage_url: str, patience: StoragePatience | None = None) -> PatientRDBStorage:
     """The storage at ``storage_url``, without heartbeats, which must exist: a mistyped SQLite path
-    is not made into a new database.  ``patience``: see :func:`~splitsearch.search.study.open_storage`."""
+    is not made into a new database.  ``patience``: see :func:`~splitsearch.store.storage.open_storage`."""
     if storage_url.startswith("sqlite:///") and not storage_url.endswith(":memory:"):
         path = Path(storage_url.removeprefix("sqlite:///"))
         if not path.is_file():
             raise StudyError(f"no database at {path} (storage {mask_url(storage_url)})")
-    return open_storage(storage_url, heartbeat=False, patience=patience)
+    return open_storage(storage_url, patience)

@@ -1,6 +1,6 @@
-"""Search strategies that are procedures, not samplers: seed 002's greedy block-wise split.
+"""Search strategies that are procedures, not samplers: the greedy block-wise split (MalekHosseini et al. 2020).
 
-The greedy algorithm (seed 002, Fig. 4; METHODS.md section 2) visits the blocks of a network in
+The greedy algorithm (the block-wise split paper's Fig. 4) visits the blocks of a network in
 order, first block first (its feature maps are the largest, so splitting it saves the most).
 For each block it tries increasing split factors; it keeps going while the validation accuracy
 stays within ``threshold`` points of the unsplit baseline, and stops at the first factor that
@@ -16,7 +16,7 @@ an Optuna study, fine-tuned from the network chosen so far as the paper does.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from splitsearch.errors import SplitsearchError
 
@@ -25,7 +25,45 @@ class GreedyError(SplitsearchError, ValueError):
     """The greedy procedure cannot run as asked (its factors or threshold), or has no baseline to compare with."""
 
 DEFAULT_FACTORS = (2, 4, 6, 8)
-DEFAULT_THRESHOLD = 0.5  # points of accuracy, as in seed 002
+DEFAULT_THRESHOLD = 0.5  # points of accuracy, as in the block-wise split paper
+
+
+@dataclass(frozen=True)
+class GreedySettings:
+    """How the greedy block-wise split runs (a study file's ``greedy:`` section, or ``--set greedy.KEY=VALUE``).
+
+    Attributes:
+        threshold: the validation-accuracy drop against the unsplit baseline, in points, a kept
+            factor must stay under.
+        factors: the split factors tried for every block, increasing.
+        finetune_epochs: epochs each split candidate is fine-tuned (None: a third of the study's epochs).
+    """
+
+    threshold: float = DEFAULT_THRESHOLD
+    factors: tuple[int, ...] = DEFAULT_FACTORS
+    finetune_epochs: int | None = None
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any] | None) -> GreedySettings:
+        """The settings of a ``greedy:`` section; a wrong key or value raises :class:`GreedyError` in one line."""
+        data = dict(data or {})
+        if unknown := sorted(set(data) - {"threshold", "factors", "finetune_epochs"}):
+            raise GreedyError(f"unknown key greedy.{unknown[0]} (known keys: factors, finetune_epochs, threshold)")
+        factors = data.get("factors", DEFAULT_FACTORS)
+        if isinstance(factors, str):
+            factors = [part.strip() for part in factors.split(",")]
+        try:
+            factors = tuple(int(factor) for factor in factors)
+            threshold = float(data.get("threshold", DEFAULT_THRESHOLD))
+        except (TypeError, ValueError):
+            raise GreedyError("greedy.factors must be positive whole numbers (e.g. [2, 4, 6, 8]) and "
+                              "greedy.threshold a number of points") from None
+        finetune = data.get("finetune_epochs")
+        if finetune is not None and (isinstance(finetune, bool) or not isinstance(finetune, int) or finetune < 1):
+            raise GreedyError(f"greedy.finetune_epochs must be a whole number of at least 1, got {finetune!r}")
+        if threshold < 0 or not factors or min(factors) < 1:
+            raise GreedyError("greedy.threshold must be at least 0 and greedy.factors positive whole numbers")
+        return cls(threshold, factors, finetune)
 
 
 @dataclass(frozen=True)
@@ -68,7 +106,7 @@ Evaluate = Callable[[tuple[int, ...], "tuple[int, ...] | None"], "float | None"]
 def greedy_block_split(num_blocks: int, evaluate: Evaluate,
                        threshold: float = DEFAULT_THRESHOLD, factors: Sequence[int] = DEFAULT_FACTORS,
                        on_step: Callable[[GreedyStep], None] | None = None) -> GreedyResult:
-    """Seed 002's greedy split: per block, the largest factor before the first one that drops too much.
+    """The greedy block-wise split: per block, the largest factor before the first one that drops too much.
 
     Args:
         num_blocks: blocks of the base network.

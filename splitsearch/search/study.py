@@ -21,20 +21,18 @@ import uuid
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import optuna
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from splitsearch.config import ConfigError, SplitConfig, read_yaml
+from splitsearch.config import ConfigError, SplitConfig, apply_settings, read_yaml
 from splitsearch.data.specs import DEFAULT_DATASET
-from splitsearch.search.record import StudyRecord
-from splitsearch.search.space import SearchSpace, config_value, load_space, space_fingerprint
-from splitsearch.search.worker import HEARTBEAT_SECONDS, MAX_RETRIES, retry_callback
-from splitsearch.storage_retry import CONNECT_TIMEOUT_SECONDS, PatientRDBStorage, StoragePatience
-from splitsearch.units import parse_bytes, parse_count, parse_duration
-from splitsearch.urls import mask_password, mask_url
 from splitsearch.errors import SplitsearchError
+from splitsearch.search.record import StudyRecord
+from splitsearch.search.execution import worker_settings
+from splitsearch.search.space import SearchSpace, config_value, load_space, space_fingerprint
+from splitsearch.search.strategies import GreedySettings
+from splitsearch.units import parse_bytes, parse_count, parse_duration
 
 OBJECTIVES = (("accuracy",), ("accuracy", "params"), ("accuracy", "macs"), ("accuracy", "activation"),
               ("accuracy", "latency"))
@@ -63,8 +61,11 @@ class StudySpec:
     ``dataset_train_dropped`` holds the study file's ``dataset_train`` settings when ``dataset``
     was overridden with another dataset (they were written for the file's own; the new one's
     defaults apply instead), so the caller can say so.
+    ``worker`` holds the :class:`~splitsearch.search.execution.ExecutionOptions` fields the file
+    sets for the worker that reads it (:data:`~splitsearch.search.execution.WORKER_SETTINGS`),
+    ``greedy`` how ``--strategy greedy-blocks`` runs; neither is part of what the study searches.
     ``budget_latency`` (seconds) is a limit on the measured latency of one forward pass of
-    ``latency_batch_size`` images (:mod:`splitsearch.latency`): it is checked, never fitted, so
+    ``latency_batch_size`` images (:mod:`splitsearch.cost.latency`): it is checked, never fitted, so
     a candidate over it is refused untrained in either ``budget_mode``.
     """
 
@@ -86,6 +87,8 @@ class StudySpec:
     baselines: bool = True
     source: str = "command line"
     dataset_train_dropped: Mapping[str, Any] = field(default_factory=dict)
+    worker: Mapping[str, Any] = field(default_factory=dict)
+    greedy: GreedySettings = GreedySettings()
 
     def __post_init__(self) -> None:
         where = self.source
@@ -173,21 +176,54 @@ def resolve_study_file(name_or_path: str) -> Path:
     raise StudyError(f"unknown study {name_or_path!r}: give a YAML path or one of {', '.join(known) or 'none'}")
 
 
-_FIELDS = {"name", "arch", "dataset", "space", "base", "dataset_train", "budget_params", "budget_macs",
-           "budget_activation", "budget_latency", "latency_batch_size", "budget_mode", "objectives",
-           "sampler", "pruner", "n_trials", "timeout", "seed", "baselines", "epochs"}
+# Every key a study file may hold, with its meaning: the loader refuses any other, and the
+# documentation's table of study keys is generated from this mapping.
+STUDY_KEYS: dict[str, str] = {
+    "name": "the study's name in the storage; running the same name again resumes it "
+            "(default: ARCH-SPACE)",
+    "arch": "the base network every candidate starts from (shortcut for base.arch)",
+    "dataset": "the dataset spec (shortcut for base.dataset)",
+    "space": "the search space: a YAML path or a shipped name (divide, blocks, full, semantic); default divide",
+    "base": "config fields every candidate starts from (arch, dataset, train, ...); the space changes some per trial",
+    "dataset_train": "train settings that belong to the file's own dataset; dropped, with a message, when the "
+                     "dataset is overridden with another one, whose defaults then apply",
+    "budget_params": "parameter budget of a candidate, all S networks together (a count such as 36M)",
+    "budget_macs": "MACs budget of a candidate for one image (a count such as 5.3G)",
+    "budget_activation": "activation-memory budget per image, split blocks run branch by branch "
+                         "(bytes such as 2MB or 2MiB)",
+    "budget_latency": "latency budget: the median forward time of latency_batch_size images on the "
+                      "worker's device (a duration such as 5ms); checked, never fitted",
+    "latency_batch_size": "images per timed forward pass for the latency budget and objective (default 1)",
+    "budget_mode": "fit (scale each candidate's width to use the budget) or reject (prune over-budget "
+                   "candidates untrained); default fit",
+    "objectives": "accuracy (default), or accuracy with one cost for a Pareto search: accuracy,params, "
+                  "accuracy,macs, accuracy,activation or accuracy,latency",
+    "sampler": "tpe (default), random or nsga2",
+    "pruner": "hyperband (default), median or none; multi-objective studies are not pruned",
+    "n_trials": "distinct candidates to finish (repeats not counted); default 20",
+    "timeout": "stop starting trials after this many seconds",
+    "seed": "the sampler's seed (default 0)",
+    "baselines": "queue the undivided network and the divide-and-co-train paper's S=2 and S=4 first "
+                 "(default true)",
+    "epochs": "training epochs per candidate (shortcut for base.train.epochs)",
+    "worker": "settings of the worker that reads the file, not of what the study searches (a section; "
+              "its keys are listed below)",
+    "greedy": "how --strategy greedy-blocks runs (a section; its keys are listed below)",
+}
+_FIELDS = set(STUDY_KEYS)
+# ``--set train.lr=0.2`` is short for ``--set base.train.lr=0.2``.
+_SETTING_ALIASES = {"train": "base.train"}
 
 
-def load_study_spec(path: str | Path | None, overrides: Mapping[str, Any] | None = None) -> StudySpec:
-    """Read a study YAML (or start from nothing) and apply command-line ``overrides``.
+def load_study_spec(path: str | Path | None, overrides: Mapping[str, Any] | None = None,
+                    settings: Sequence[str] = ()) -> StudySpec:
+    """Read a study YAML (or start from nothing), apply ``--set KEY=VALUE`` ``settings``, then ``overrides``.
 
-    Recognised keys: name, arch, dataset, space, base (config fields), dataset_train (training
-    settings that belong to the file's dataset: dropped when ``dataset`` is overridden with
-    another one, whose defaults then apply), budget_params, budget_macs (counts such as
-    ``36M``), budget_activation (bytes per image, such as ``2MB``: the peak feature maps with
-    split blocks run branch by branch), budget_latency (a duration such as ``5ms``: the median
-    forward latency at latency_batch_size images, default 1), budget_mode, objectives, sampler, pruner, n_trials,
-    timeout, seed, baselines, epochs (shortcut for ``base.train.epochs``).
+    The keys a file may hold, and what each means, are :data:`STUDY_KEYS`; the ``worker``
+    section's are :data:`~splitsearch.search.execution.WORKER_SETTINGS`, the ``greedy``
+    section's :class:`~splitsearch.search.strategies.GreedySettings`.  A setting's key is dotted
+    (``sampler``, ``base.width_mult``, ``train.lr`` for ``base.train.lr``, ``worker.keep_best``)
+    and checked like a key of the file.  ``overrides`` (the command line's own options) win.
     """
     source = "command line"
     data: dict[str, Any] = {}
@@ -197,12 +233,26 @@ def load_study_spec(path: str | Path | None, overrides: Mapping[str, Any] | None
         if not isinstance(loaded, dict):
             raise StudyError(f"{path}: expected a mapping of study settings")
         data.update(loaded)
+    written_for = _dataset_of(data, source)
+    if settings:
+        data = apply_settings(_without_dataset_train_of(data, settings), settings, StudyError, _SETTING_ALIASES)
+        source = f"{source} with --set" if path is not None else "--set"
     unknown = sorted(set(data) - _FIELDS)
     if unknown:
         raise StudyError(f"{source}: unknown key {unknown[0]} (known keys: {', '.join(sorted(_FIELDS))})")
-    written_for = _dataset_of(data, source)
     data.update({key: value for key, value in (overrides or {}).items() if value is not None})
     return _spec_from_mapping(data, source, written_for)
+
+
+def _without_dataset_train_of(data: dict[str, Any], settings: Sequence[str]) -> dict[str, Any]:
+    """``data`` without the ``dataset_train`` keys that ``settings`` set for training: a setting wins over the file."""
+    keys = {key.split(".", 1)[1] if key.startswith("train.") else key.removeprefix("base.train.")
+            for key in (setting.partition("=")[0].strip() for setting in settings)
+            if key.startswith(("train.", "base.train."))}
+    dataset_train = data.get("dataset_train")
+    if not keys or not isinstance(dataset_train, Mapping):
+        return data
+    return {**data, "dataset_train": {key: value for key, value in dataset_train.items() if key not in keys}}
 
 
 def _dataset_of(data: Mapping[str, Any], source: str) -> str:
@@ -243,6 +293,8 @@ def _spec_from_mapping(data: dict[str, Any], source: str, written_for: str) -> S
                                         else parse_bytes(data["budget_activation"]))
         budgets["budget_latency"] = (None if data.get("budget_latency") is None
                                      else parse_duration(data["budget_latency"]))
+        worker = worker_settings(_section(data, "worker"))
+        greedy = GreedySettings.from_mapping(_section(data, "greedy"))
     except (ConfigError, ValueError) as error:
         raise StudyError(f"{source}: {error}") from None
     objectives = data.get("objectives", ("accuracy",))
@@ -263,77 +315,20 @@ def _spec_from_mapping(data: dict[str, Any], source: str, written_for: str) -> S
         latency_batch_size=data.get("latency_batch_size", 1),
         source=source,
         dataset_train_dropped={} if same_dataset else dict(dataset_train),
+        worker=worker,
+        greedy=greedy,
         **budgets,
     )
 
 
+def _section(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    section = data.get(key) or {}
+    if not isinstance(section, Mapping):
+        raise StudyError(f"{key} must be a section of keys, e.g. {key}: {{...}}")
+    return section
+
+
 # -- opening the Optuna study ---------------------------------------------------------------------
-
-# Optuna's engine on a server: a stale connection (dropped while a long epoch trained) is found by
-# a ping before use; one connection is kept for the main thread, and a second is opened only
-# while the heartbeat thread beats during a query of the main thread.
-OPTUNA_CONNECTIONS = 2
-_POSTGRES_ENGINE = {"pool_pre_ping": True, "pool_size": 1, "max_overflow": OPTUNA_CONNECTIONS - 1,
-                    "connect_args": {"connect_timeout": CONNECT_TIMEOUT_SECONDS}}
-
-
-def open_storage(url: str, heartbeat: bool = True, heartbeat_seconds: int | None = None,
-                 patience: StoragePatience | None = None) -> PatientRDBStorage:
-    """Optuna's RDB storage at ``url``, with heartbeats so a dead worker's trial is retried.
-
-    A running trial beats every ``heartbeat_seconds`` (default
-    :data:`~splitsearch.search.worker.HEARTBEAT_SECONDS`); one silent for three beats belongs
-    to a dead worker, and is failed and queued again.  Once opened, the storage waits out an
-    outage as ``patience`` says (by default for :data:`~splitsearch.storage_retry.RETRY_SECONDS`;
-    :mod:`splitsearch.storage_retry`); its ``patience`` is meant for the store of the same
-    database too.  Opening itself is not retried: a storage this
-    worker never reached is more likely a wrong URL, password or database name than an outage,
-    and the user learns it at once.  On PostgreSQL the storage holds at most
-    :data:`OPTUNA_CONNECTIONS` connections.
-
-    Raises:
-        StudyError: the database cannot be reached or opened (one line, no traceback, no password).
-    """
-    options: dict[str, Any] = {}
-    if heartbeat:
-        interval = heartbeat_seconds or HEARTBEAT_SECONDS
-        options = {"heartbeat_interval": interval, "grace_period": 3 * interval,
-                   "heartbeat_stale_trial_callback": retry_callback(MAX_RETRIES)}
-    engine_kwargs = {"connect_args": {"timeout": 30}} if url.startswith("sqlite") else dict(_POSTGRES_ENGINE)
-    patience = patience or StoragePatience(url)
-    attempt = 1
-    while True:
-        try:
-            return PatientRDBStorage(url, patience, engine_kwargs=engine_kwargs, **options)
-        except SQLAlchemyError as error:
-            if not _lost_creation_race(error):
-                raise _cannot_open(url, error) from None
-            # Workers starting together on a new PostgreSQL database race to create Optuna's
-            # tables and enum types; the loser finds them made on its next try.
-            if attempt == 3:
-                raise StudyError(f"cannot open storage {mask_url(url)}: its tables are being created by another "
-                                 "worker")
-            time.sleep(attempt)
-            attempt += 1
-        except (ImportError, ValueError) as error:
-            raise _cannot_open(url, error) from None
-
-
-def _cannot_open(url: str, error: Exception) -> StudyError:
-    reason = str(getattr(error, "orig", None) or error).splitlines()[0]
-    return StudyError(f"cannot open storage {mask_url(url)}: {mask_password(reason, url)}")
-
-
-# PostgreSQL's codes for "created meanwhile by another session": unique violation (a row of the
-# system catalogue), duplicate object (an enum type such as studydirection), duplicate table.
-_CREATION_RACE_SQLSTATES = {"23505", "42710", "42P07"}
-
-
-def _lost_creation_race(error: SQLAlchemyError) -> bool:
-    """Whether opening the storage failed only because another worker created the schema at the same time."""
-    sqlstate = getattr(getattr(error, "orig", None), "sqlstate", None)
-    return isinstance(error, IntegrityError) or sqlstate in _CREATION_RACE_SQLSTATES
-
 
 def make_sampler(spec: StudySpec, seed: int | None = None) -> optuna.samplers.BaseSampler:
     """The study's sampler, seeded with ``seed`` (default: the study's seed).

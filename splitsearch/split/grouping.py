@@ -4,7 +4,7 @@ For every node set of a :class:`~splitsearch.split.semantic.SemanticPlan` an ass
 ``A [G, D]`` says how much node i belongs to group g (each column a distribution).  As in the
 authors' code, the assignments never enter the forward pass: they are trained only through the
 regularisers, jointly with the weights, which the group-weight term pushes towards the
-block-diagonal form the cut keeps (METHODS.md section 3).
+block-diagonal form the cut keeps (SplitNet, Kim et al. 2017).
 
 * Group weight ``R_W``: the l2,1 norm of the inter-group connections of each split layer,
   rows and columns (``W_bar`` = mean over the kernel taps of ``W**2``).
@@ -19,7 +19,7 @@ classifier's term by its tiny initial weights (std 1e-3) and the penalty would t
 classifier at zero (measured: chance accuracy on the CIFAR-10 subset).
 Two parametrisations: ``softmax`` over free variables initialised N(0, 0.01) (the paper's
 default, trained by the network's optimiser) and ``reduced_gradient``, SimpleMKL's reduced
-gradient on the simplex (seed 001 section 1), which the supplement reports converging faster.
+gradient on the simplex (the SplitNet supplement, section 1), which the supplement reports converging faster.
 """
 
 from __future__ import annotations
@@ -154,7 +154,7 @@ class SemanticGrouping(nn.Module):
         Per node (a column ``d`` over the groups) with ``mu`` its largest component: the
         direction of component m != mu is ``g_m - g_mu`` (0 where ``d_m`` is 0 and would only
         fall further), that of mu minus their sum, so the column stays summing to one; the step
-        is ``lr``, cut where a component would turn negative (SimpleMKL, seed 001 section 1).
+        is ``lr``, cut where a component would turn negative (SimpleMKL, as in the SplitNet supplement).
         """
         if self.parametrisation != "reduced_gradient":
             raise ValueError("reduced_gradient_step is for the reduced_gradient parametrisation")

@@ -1,4 +1,4 @@
-"""Semantic split (Kim et al., SplitNet; METHODS.md section 3): G branches cut along learned groups.
+"""Semantic split (SplitNet, Kim et al. 2017): G branches cut along learned groups.
 
 SplitNet learns which classes, and which channels of the top layers, belong together, then cuts
 the top of the network into G branches with no connection between them.  This module holds the
@@ -94,7 +94,7 @@ def plan_for(network: nn.Module, groups: int, depth: str) -> SemanticPlan:
 
     Raises:
         ValueError: the network has no semantic hooks, or a stage to split holds a module that is
-            not a block the cut knows (a block-split stage's fusion: seed 002's split and this one
+            not a block the cut knows (a block-split stage's fusion: the block-wise split and this one
             do not compose on one stage).
     """
     if not isinstance(network, SemanticNetwork):

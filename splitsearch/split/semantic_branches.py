@@ -1,6 +1,6 @@
 """A cut semantic split as its parts: the shared lower layers, then G branches that share nothing.
 
-SplitNet (seed 000) calls the cut network "embarrassingly model-parallelizable" at test time:
+SplitNet (Kim et al. 2017) calls the cut network "embarrassingly model-parallelizable" at test time:
 above the layers every branch reads, branch g touches only its own channels and writes only its
 own classes' logits.  :func:`split_network` runs the G branches at once as grouped convolutions
 (fast on one device); :func:`semantic_branches` rewrites the same cut network, with the same

@@ -1,9 +1,10 @@
-"""Run split blocks branch by branch, as seed 002 deploys them, so their memory can be counted.
+"""Run split blocks branch by branch, as the block-wise split paper deploys them, to count their memory.
 
 :mod:`splitsearch.blocks.fusion` writes a block split by K as grouped convolutions: the K slim
 branches run at once, side by side on the channel axis, so the feature maps alive inside the
-block are as wide as in the unsplit block.  Seed 002's memory saving comes from running the
-branches one after another: only one branch's maps (1/K of the width) are alive at a time.
+block are as wide as in the unsplit block.  The memory saving of the block-wise split
+(MalekHosseini et al. 2020) comes from running the branches one after another: only one branch's
+maps (1/K of the width) are alive at a time.
 
 :func:`branch_sequential` rewrites a network that way, with the same weights.  Branch k is a
 copy of the block's modules restricted to the channels branch k owns; its output is pooled and

@@ -1,12 +1,28 @@
-"""The SQL store: every candidate a study trains, its epochs and its confirmations, beside Optuna's tables.
+"""Everything that talks to the database: Optuna's storage and the store's own tables beside it.
+
+=======================  =====================================================================
+:mod:`.urls`             database URLs as they may be shown (passwords masked), the default one
+:mod:`.retry`            waiting out a database that goes away for a while
+:mod:`.storage`          opening Optuna's storage
+:mod:`.models`           the store's tables (SQLAlchemy), beside Optuna's
+:mod:`.migrations`       creating and upgrading them with Alembic, in a version table of their own
+:mod:`.records`          :class:`Store`: every candidate a study trains, its epochs, its confirmations
+=======================  =====================================================================
 
 Call :func:`upgrade` once per database (every worker may), then write through a :class:`Store`.
+Nothing here imports torch.  The names below load on first use, so that the command line reads
+:mod:`.urls` for its option defaults without SQLAlchemy's import time.
 """
 
-from splitsearch.store.migrations import VERSION_TABLE, current_revision, upgrade
-from splitsearch.store.records import CandidateRecord, ConfirmationRecord, FinishState, Store, WorkerRecord
+from __future__ import annotations
 
-__all__ = [
-    "VERSION_TABLE", "CandidateRecord", "ConfirmationRecord", "FinishState", "Store", "WorkerRecord",
-    "current_revision", "upgrade",
-]
+from splitsearch.lazy import lazy_names
+_NAMES = {
+    "VERSION_TABLE": "migrations", "current_revision": "migrations", "upgrade": "migrations",
+    "CandidateRecord": "records", "ConfirmationRecord": "records", "FinishState": "records", "Store": "records",
+    "WorkerRecord": "records",
+}
+
+__all__ = sorted(_NAMES)
+
+__getattr__ = lazy_names(__name__, _NAMES)

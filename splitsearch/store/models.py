@@ -90,7 +90,7 @@ class Candidate(Base):
     not be written (it trained on without, so it could not have resumed from there).
     ``latency_seconds`` and ``latency_iqr_seconds`` are the candidate's forward latency (median
     and interquartile range) measured before training by the worker that wrote the row, where
-    its study measures latency (:mod:`splitsearch.latency`); a latency is the worker's device's,
+    its study measures latency (:mod:`splitsearch.cost.latency`); a latency is the worker's device's,
     so a reused row has its own, not its source's.
     """
 

@@ -5,7 +5,7 @@ a crash never leaves half a candidate, and rows are written with ``INSERT ... ON
 UPDATE`` keyed on the tables' unique constraints, so two workers never collide on a row and a
 retried trial or a re-reported epoch replaces what was there.  Being one transaction, each
 public method is also called again while the database is unreachable, for a bounded time
-(:mod:`splitsearch.storage_retry`).  Every write transaction starts
+(:mod:`splitsearch.store.retry`).  Every write transaction starts
 with a write: on SQLite that takes the write lock at once (waiting up to the connection
 timeout), where reading first and then writing can fail at once with "database is locked".
 """
@@ -23,14 +23,14 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import aliased, sessionmaker
 
 from splitsearch.config import SplitConfig
-from splitsearch.cost import CandidateCost
+from splitsearch.cost.figures import CandidateCost
 from splitsearch.errors import SplitsearchError
-from splitsearch.storage_retry import CONNECT_TIMEOUT_SECONDS, StoragePatience, patient
+from splitsearch.metrics import EpochMetrics
 from splitsearch.store.models import STATES, Candidate, Confirmation, EpochMetric, Worker
-from splitsearch.train.loop import EpochMetrics
+from splitsearch.store.retry import CONNECT_TIMEOUT_SECONDS, StoragePatience, patient
 
 if TYPE_CHECKING:
-    from splitsearch.latency import Latency
+    from splitsearch.cost.figures import Latency
 
 FinishState = Literal["complete", "pruned", "failed", "interrupted"]
 
@@ -162,7 +162,7 @@ class Store:
         """Connect lazily to ``url``, e.g. ``sqlite:///splitsearch.db`` or ``postgresql+psycopg://...``.
 
         ``patience``: how long a call waits for an unreachable database; pass the one of Optuna's
-        storage of the same database (:func:`splitsearch.search.study.open_storage`), so an
+        storage of the same database (:func:`splitsearch.store.storage.open_storage`), so an
         outage is announced and timed once.  By default, a patience of its own.
 
         Raises:

@@ -1,7 +1,7 @@
 """The S members' views of a batch, drawn on the training device: crop, flip, AutoAugment, erasing, mixup.
 
 Divide-and-co-train gives each of the S small networks its own random augmentation of the same
-batch ("different views", METHODS.md section 1).  :func:`augment` draws S independent crops,
+batch ("different views", Zhao et al. 2020).  :func:`augment` draws S independent crops,
 flips and erasures for a whole uint8 batch with a few tensor operations, on the device that holds
 the data, in torchvision's usual order.  Which padding and flips suit a dataset comes from
 :class:`splitsearch.data.specs.TrainingDefaults` unless the config sets them.

@@ -18,7 +18,7 @@ from types import TracebackType
 from typing import Any, Callable
 
 from splitsearch.errors import OutputWriteError
-from splitsearch.train.loop import EpochMetrics
+from splitsearch.metrics import EpochMetrics
 
 
 @dataclass

@@ -3,7 +3,7 @@
 ``splitsearch evaluate`` answers "how good are these weights on this split" without training,
 for the weights ``train`` writes (``model.pt``) or ``export --weights`` keeps, a semantic split's
 cut members included.  With ``--nproc`` the S members run in as many processes, each on its own
-device (seed 004 measures the latency of exactly this, Fig. 6): every rank sees the same batch,
+device (Zhao et al. measure the latency of exactly this, Fig. 6): every rank sees the same batch,
 runs its own members, and the members' logits are all-gathered and combined, so the figures
 equal one process's (``tests/test_evaluate.py`` checks it).  With ``--data-parallel D`` the
 processes form a grid as in training: the D ranks that hold the same members share the batches
@@ -21,11 +21,10 @@ from pathlib import Path
 import torch
 
 from splitsearch.config import SplitConfig
-from splitsearch.ensemble import make_ensemble
+from splitsearch.ensemble import combine_logits, make_ensemble
 from splitsearch.errors import TrainingError
 from splitsearch.train.launch import rank_device
 from splitsearch.train.logits import member_logits
-from splitsearch.train.losses import combine_logits
 from splitsearch.train.parallel import MemberGroup
 from splitsearch.train.plan import TrainRequest, load_weights, plan_training, read_weights
 

@@ -56,6 +56,27 @@ def torchrun_world() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def group_size(nproc: int) -> int:
+    """How many processes a command's ``--nproc`` runs in: torchrun's group under torchrun, else ``nproc``."""
+    return torchrun_world() if launched_by_torchrun() else nproc
+
+
+def run_in_processes(nproc: int, on_rank: Callable[..., Any], in_one_process: Callable[..., Any], device: str,
+                     *args: Any) -> Any:
+    """The one dispatch of a command that may run on several processes.
+
+    Under torchrun this process is one rank of torchrun's group and runs ``on_rank(*args)``; with
+    ``nproc`` > 1 it launches ``nproc`` ranks of ``on_rank`` (:func:`launch`) and waits for them;
+    otherwise it runs ``in_one_process(*args)`` itself.  Returns rank 0's result (None on the
+    other ranks under torchrun).
+    """
+    if launched_by_torchrun():
+        return run_as_rank(on_rank, device, *args)
+    if nproc > 1:
+        return launch(nproc, on_rank, device, *args)
+    return in_one_process(*args)
+
+
 def rank_device(device: str) -> str:
     """The device of this rank: its own GPU (``cuda:LOCAL_RANK``) where ``device`` is CUDA.
 

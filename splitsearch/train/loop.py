@@ -1,7 +1,7 @@
 """The co-training loop: S networks trained as one on device-resident data, resumable.
 
 One :class:`Trainer` trains one candidate.  Every epoch it trains on the training split (each
-member sees its own augmented view of the batch, METHODS.md section 1), measures validation
+member sees its own augmented view of the batch, Zhao et al. 2020), measures validation
 accuracy of the ensemble and of each member, calls the callbacks (the search reports to Optuna
 and prunes through them) and writes a checkpoint atomically.  A run stopped by a crash, Ctrl-C
 or a callback continues from its last checkpoint bit for bit (same device, same thread count).
@@ -18,7 +18,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
@@ -26,14 +26,14 @@ import torch
 from tqdm.auto import tqdm
 
 from splitsearch.config import SplitConfig
-from splitsearch.data.specs import class_names
-from splitsearch.ensemble import Ensemble, SequentialEnsemble
-from splitsearch.errors import CheckpointReadError, OutputWriteError, TrainingError
-from splitsearch.stats import accuracy_standard_error
 from splitsearch.data import DeviceData, StreamLoader, TensorLoader
+from splitsearch.data.specs import class_names
+from splitsearch.ensemble import Ensemble, SequentialEnsemble, combine_logits
+from splitsearch.errors import CheckpointReadError, OutputWriteError, TrainingError
+from splitsearch.metrics import EpochMetrics, TrainResult
 from splitsearch.train.augment import augment, mixup
 from splitsearch.train.logits import member_logits
-from splitsearch.train.losses import combine_logits, cot_weight, cotraining_loss
+from splitsearch.train.losses import cot_weight, cotraining_loss
 from splitsearch.train.optim import make_optimizer, make_scheduler
 from splitsearch.train.parallel import SEMANTIC_MEMBERS_ONLY, MemberGroup
 from splitsearch.train.semantic_stage import SemanticStage
@@ -45,67 +45,6 @@ MODEL_NAME = "model.pt"
 # What a checkpoint must hold beside the stage's entries; one without them is refused as incomplete.
 _CHECKPOINT_KEYS = ("config", "ensemble_kind", "ensemble", "optimizer", "scheduler", "history", "torch_rng",
                     "generator")
-
-
-@dataclass(frozen=True)
-class EpochMetrics:
-    """What one epoch produced; ``epoch`` counts from 1."""
-
-    epoch: int
-    train_loss: float
-    train_cross_entropy: float
-    train_cotraining: float
-    lr: float
-    lambda_cot: float
-    val_accuracy: float
-    val_member_accuracies: list[float]
-    seconds: float
-    train_regularisers: float = 0.0
-
-
-@dataclass
-class TrainResult:
-    """The outcome of :meth:`Trainer.fit`."""
-
-    history: list[EpochMetrics]
-    stopped_early: bool = False
-    test_accuracy: float | None = None
-    test_member_accuracies: list[float] = field(default_factory=list)
-    wall_seconds: float = 0.0
-    val_samples: int = 0
-    test_samples: int = 0
-    resumed_from_epoch: int = 0
-    semantic: dict[str, Any] | None = None
-
-    @property
-    def val_accuracy(self) -> float | None:
-        return self.history[-1].val_accuracy if self.history else None
-
-    @property
-    def val_standard_error(self) -> float | None:
-        """Binomial standard error of the final validation accuracy (:mod:`splitsearch.stats`)."""
-        return accuracy_standard_error(self.val_accuracy, self.val_samples)
-
-    @property
-    def test_standard_error(self) -> float | None:
-        return accuracy_standard_error(self.test_accuracy, self.test_samples)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "history": [asdict(metrics) for metrics in self.history],
-            "stopped_early": self.stopped_early,
-            "val_accuracy": self.val_accuracy,
-            "val_standard_error": self.val_standard_error,
-            "val_samples": self.val_samples,
-            "val_member_accuracies": self.history[-1].val_member_accuracies if self.history else [],
-            "test_accuracy": self.test_accuracy,
-            "test_member_accuracies": self.test_member_accuracies,
-            "test_standard_error": self.test_standard_error,
-            "test_samples": self.test_samples,
-            "wall_seconds": self.wall_seconds,
-            "resumed_from_epoch": self.resumed_from_epoch,
-            "semantic": self.semantic,
-        }
 
 
 class NonFiniteLossError(ArithmeticError):
@@ -375,7 +314,7 @@ class Trainer:
     def warm_start(self, members: Sequence[Mapping[str, torch.Tensor]]) -> list[str]:
         """Start from another candidate's trained members wherever the tensors fit; returns their names.
 
-        Seed 002 fine-tunes each split network from the one before it: blocks whose shapes did
+        The block-wise split paper fine-tunes each split network from the one before it: blocks whose shapes did
         not change keep their weights, a newly split block and its fusion start fresh.  Call it
         before :meth:`fit`; a checkpoint that ``fit(resume=True)`` finds wins over it.
 

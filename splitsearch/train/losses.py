@@ -1,4 +1,4 @@
-"""Co-training objective of divide-and-co-train (Zhao et al., Sec. 3.2; METHODS.md section 1).
+"""Co-training objective of divide-and-co-train (Zhao et al. 2020, Sec. 3.2).
 
 loss = sum_i CE(p_i, y) + lambda_cot * L_cot,   L_cot = H(mean_i p_i) - mean_i H(p_i)
 
@@ -85,18 +85,3 @@ def cot_weight(lambda_cot: float, progress: float, warmup_fraction: float) -> fl
     if warmup_fraction <= 0 or progress >= warmup_fraction:
         return lambda_cot
     return max(lambda_cot * progress / warmup_fraction, min(_MIN_WARMUP_WEIGHT, lambda_cot))
-
-
-def combine_logits(logits: Tensor, rule: str = "mean_logits") -> Tensor:
-    """Ensemble prediction [B, K] from member logits [S, B, K].
-
-    ``mean_logits`` (the paper's choice, Appendix C), ``max_logits`` or ``mean_softmax``
-    (returned as log-probabilities so argmax and cross-entropy still apply).
-    """
-    if rule == "mean_logits":
-        return logits.mean(0)
-    if rule == "max_logits":
-        return logits.max(0).values
-    if rule == "mean_softmax":
-        return logits.softmax(-1).mean(0).clamp_min(1e-12).log()
-    raise ValueError(f"unknown combine rule {rule!r}: use mean_logits, max_logits or mean_softmax")

@@ -2,7 +2,7 @@
 
 Weight decay applies to convolution and linear weights only, chosen by module type (the
 authors' parameter-name filter misses BN layers named ``bn*``); BN parameters and biases are not
-decayed.  The small networks' decay follows a dividing rule (METHODS.md section 1).
+decayed.  The small networks' decay follows a dividing rule (Zhao et al. 2020, Eq. 6 and 16).
 """
 
 from __future__ import annotations

@@ -22,13 +22,14 @@ from splitsearch.config import SplitConfig
 from splitsearch.data import DEFAULT_DATA_DIR, DataCache, DeviceData, prepare_data
 from splitsearch.ensemble import Ensemble, FusedEnsemble, pack_state_dicts
 from splitsearch.errors import OutputWriteError, TrainingError
+from splitsearch.metrics import EpochMetrics, TrainResult
 from splitsearch.train.launch import rank_device
-from splitsearch.train.loop import EpochMetrics, Trainer, TrainResult
+from splitsearch.train.loop import Trainer
 from splitsearch.train.parallel import MemberGroup
 from splitsearch.train.pool import RankPool
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TrainRequest:
     """A training as asked: the config and the overrides (None: keep the config's) and where it runs.
 

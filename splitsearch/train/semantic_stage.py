@@ -1,4 +1,4 @@
-"""The semantic split inside a training run: learn the groups, cut, then fine-tune (Kim et al., SplitNet, ICML 2017).
+"""The semantic split inside a training run: learn the groups, cut, then fine-tune (SplitNet, Kim et al. 2017).
 
 :class:`SemanticStage` is the :class:`~splitsearch.train.stage.TrainingStage` with which the
 :class:`~splitsearch.train.loop.Trainer` runs a ``groups`` > 1 candidate.  During the first

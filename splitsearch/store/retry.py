@@ -1,0 +1,284 @@
+"""Waiting out a database that goes away for a while: a lost connection, a restart, a fail-over.
+
+A database on a cluster restarts, fails over or drops off the network now and then.  A worker
+must neither die of it at once nor take a lost connection for a failed candidate.  Every call
+to the storage, Optuna's (:class:`PatientRDBStorage`) and the store's
+(:class:`~splitsearch.store.Store`), goes through one :class:`StoragePatience`, which on a
+*transient* error (:func:`is_transient`: the connection failed, not the request) logs one line
+per outage, waits with exponential backoff (:data:`FIRST_WAIT` doubling to :data:`MAX_WAIT`
+seconds) and calls again, until the outage has lasted ``seconds``.  Then it gives up with
+:class:`~splitsearch.errors.StorageUnavailableError` (one line naming the storage, password
+masked; exit status 2), and every later call of the dying process fails at once instead of
+waiting again.  Any other error is raised at once: a bug, a constraint violation or a wrong
+password must surface, not be waited on.
+
+Retrying a whole call is safe because each call is one transaction, which the database either
+committed or rolled back.  The blind spot is a connection lost after the server committed and
+before its answer arrived: the call then runs twice.  The store's writes are upserts, so that is
+harmless there; for Optuna it can leave, at worst, a trial created or taken from the queue that
+no worker then runs: it never beats, so it is found stale one grace period later (below).
+
+Heartbeats are the exception: a beat that cannot reach the storage is skipped, not retried (the
+next beat tries again), so the heartbeat thread never blocks the end of a trial and never gives
+up for the worker; the main thread decides when the outage has lasted too long.  While the
+database is away, the trial in progress keeps training until its next storage write (the end of
+its epoch), which then waits: the epoch's report reaches the storage when the database is back.
+Right after an outage every running trial's heartbeat looks old, so for one heartbeat grace
+period a worker fails no trial as stale (:meth:`PatientRDBStorage._get_stale_trial_ids`); and a
+trial whose worker gave up before its first heartbeat is found stale too, which Optuna alone
+would leave running for ever.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, TypeVar
+
+import optuna
+from optuna.storages._rdb import (
+    models,  # the trial and heartbeat tables, for trials that never beat
+)
+from optuna.trial import TrialState
+from sqlalchemy import exists, select
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
+
+from splitsearch.errors import StorageUnavailableError
+from splitsearch.store.urls import mask_password, mask_url
+
+# How long a worker waits for its storage by default (``--storage-retry-seconds``), in seconds.
+RETRY_SECONDS = 180.0
+# Backoff between tries: the first wait, doubled after each failed try up to the last.
+FIRST_WAIT = 1.0
+MAX_WAIT = 15.0
+
+# libpq's connect timeout: a server that does not answer at all (a network partition) fails a try
+# after this many seconds rather than the operating system's minutes, so the retries keep their pace.
+CONNECT_TIMEOUT_SECONDS = 10
+
+# PostgreSQL's error codes that say the connection or the server failed, not the request:
+# connection exceptions (class 08, less 08P01, a protocol violation), an administrator's or a
+# crash's shutdown, a server starting up, and no connection slot free.
+_TRANSIENT_SQLSTATES = frozenset({"08000", "08001", "08003", "08004", "08006", "57P01", "57P02", "57P03", "53300"})
+# What libpq says, before the server could answer with a code, when it cannot be reached or is not ready.
+_UNREACHABLE_MESSAGES = ("connection refused", "could not connect", "server closed the connection",
+                         "connection reset", "timeout expired", "no such file or directory",
+                         "the database system is starting up", "the database system is shutting down",
+                         "the database system is in recovery mode", "the database system is not yet accepting")
+
+_log = logging.getLogger(__name__)
+Result = TypeVar("Result")
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether ``error``, or an error it was raised from, says the connection to the database failed.
+
+    Optuna wraps a database error in ``StorageInternalError``, so the whole chain of causes is
+    read.  Transient: a connection SQLAlchemy found broken (``connection_invalidated``), a
+    disconnection, and the database driver's errors with a code of :data:`_TRANSIENT_SQLSTATES`
+    or, from before the server could answer, a message of :data:`_UNREACHABLE_MESSAGES`.
+    """
+    for cause in _causes(error):
+        if isinstance(cause, DisconnectionError):
+            return True
+        if isinstance(cause, DBAPIError) and (cause.connection_invalidated or _driver_says_unreachable(cause)):
+            return True
+    return False
+
+
+def _driver_says_unreachable(error: DBAPIError) -> bool:
+    sqlstate = getattr(error.orig, "sqlstate", None)
+    if sqlstate is not None:
+        return sqlstate in _TRANSIENT_SQLSTATES
+    message = str(error.orig).lower()
+    return isinstance(error, OperationalError) and any(text in message for text in _UNREACHABLE_MESSAGES)
+
+
+def _causes(error: BaseException) -> list[BaseException]:
+    """``error`` and the errors it was raised from or while handling, outermost first."""
+    chain: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+class StoragePatience:
+    """How long one process waits for its storage, and the outage in progress, shared by its threads.
+
+    One instance serves Optuna's storage and the store of the same database, so an outage is
+    announced once and timed once, whichever call met it first, and a call waiting between two
+    tries goes on as soon as another thread (a heartbeat, say) has reached the database.
+    """
+
+    def __init__(self, url: str, seconds: float = RETRY_SECONDS, final: bool = True,
+                 announce: Callable[[str], None] = _log.warning) -> None:
+        """``final``: whether giving up is final, so that every later call fails at once (a worker
+        or a command on its way out); a server (the dashboard) passes False and goes on: each
+        later call tries once more, and fails at once while the outage lasts."""
+        self.url = url
+        self.seconds = seconds
+        self.final = final
+        self._announce = announce
+        self._lock = threading.Lock()
+        self._reachable = threading.Event()
+        self._reachable.set()
+        self._outage_since: float | None = None
+        self._outage_ended: float | None = None
+        self._given_up: str | None = None
+
+    def call(self, function: Callable[..., Result], /, *args: Any, **kwargs: Any) -> Result:
+        """``function(*args, **kwargs)``, called again while the storage is unreachable, for a bounded time.
+
+        Raises:
+            StorageUnavailableError: the outage lasted ``seconds`` (now or in an earlier call).
+        """
+        wait = FIRST_WAIT
+        while True:
+            self._raise_if_given_up()
+            try:
+                result = function(*args, **kwargs)
+            except Exception as error:
+                if not is_transient(error):
+                    raise
+                self._reachable.wait(self._time_left(error, wait))
+                wait = min(2 * wait, MAX_WAIT)
+            else:
+                self._connected()
+                return result
+
+    def beat(self, function: Callable[..., object], /, *args: Any) -> None:
+        """One try of a heartbeat: a transient error is noted (an outage begins) and the beat skipped."""
+        if self._given_up is not None:
+            return
+        try:
+            function(*args)
+        except Exception as error:
+            if not is_transient(error):
+                raise
+            self._begin_outage(error)
+        else:
+            self._connected()
+
+    def seconds_since_outage(self) -> float:
+        """Seconds since the last outage this process saw ended: 0 during one, infinity if none."""
+        with self._lock:
+            if self._outage_since is not None:
+                return 0.0
+            return math.inf if self._outage_ended is None else time.monotonic() - self._outage_ended
+
+    def _time_left(self, error: Exception, wait: float) -> float:
+        """How long to wait before the next try; gives up once the outage has lasted ``seconds``."""
+        since = self._begin_outage(error)
+        left = since + self.seconds - time.monotonic()
+        if left <= 0:
+            message = (f"storage {mask_url(self.url)} unreachable for {self.seconds:g} s ({self._reason(error)}); "
+                       "giving up: run again when the database is back (interrupted trials continue from their "
+                       "checkpoints)")
+            if self.final:
+                with self._lock:
+                    self._given_up = message
+            raise StorageUnavailableError(message)
+        return min(wait, left)
+
+    def _begin_outage(self, error: Exception) -> float:
+        """When the outage in progress began; the first error of an outage is announced in one line."""
+        with self._lock:
+            if self._outage_since is None:
+                self._outage_since = time.monotonic()
+                self._reachable.clear()
+                self._announce(f"storage {mask_url(self.url)} unreachable ({self._reason(error)}); "
+                               f"retrying for up to {self.seconds:g} s")
+            return self._outage_since
+
+    def _connected(self) -> None:
+        if self._outage_since is not None:
+            with self._lock:
+                self._outage_since = None
+                self._outage_ended = time.monotonic()
+                self._reachable.set()
+
+    def _raise_if_given_up(self) -> None:
+        if self._given_up is not None:
+            raise StorageUnavailableError(self._given_up)
+
+    def _reason(self, error: Exception) -> str:
+        """The database driver's first line about ``error``, password masked."""
+        driver = next((cause.orig for cause in _causes(error) if isinstance(cause, DBAPIError)), None)
+        lines = str(driver or error).strip().splitlines() or [type(error).__name__]
+        return mask_password(" ".join(lines[0].split()), self.url)
+
+
+def patient(method: Callable[..., Result]) -> Callable[..., Result]:
+    """Decorates a method of an object with a ``patience`` attribute: each call waits out an outage."""
+    @functools.wraps(method)
+    def call(self: Any, *args: Any, **kwargs: Any) -> Result:
+        return self.patience.call(method, self, *args, **kwargs)
+
+    return call
+
+
+class PatientRDBStorage(optuna.storages.RDBStorage):
+    """Optuna's RDB storage whose database calls wait out an outage through ``patience``.
+
+    Only the entry points (:data:`_OPTUNA_ENTRY_POINTS`, each one transaction of its own) are
+    retried, never the helpers they call inside an open transaction.  Heartbeats are tried once
+    (:meth:`StoragePatience.beat`).
+    """
+
+    def __init__(self, url: str, patience: StoragePatience, **kwargs: Any) -> None:
+        self.patience = patience
+        super().__init__(url, **kwargs)
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        self.patience.beat(super().record_heartbeat, trial_id)
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        """The running trials whose heartbeat is too old, or that never beat; none right after an outage.
+
+        While the database was away no worker could beat, so right after it comes back every
+        running trial looks stale; failing them would retry trials their workers are still
+        training.  So for one grace period after an outage no trial is stale: a worker that
+        really died is found one grace period later.
+        """
+        grace = self.grace_period or 2 * (self.heartbeat_interval or 0)
+        if self.patience.seconds_since_outage() < grace:
+            return []
+        return self.patience.call(self._stale_or_never_beaten, study_id, grace)
+
+    def _stale_or_never_beaten(self, study_id: int, grace: float) -> list[int]:
+        """Optuna's stale trials, and the running trials started over ``grace`` seconds ago that never beat.
+
+        Optuna leaves a trial without any heartbeat alone, but with heartbeats on, every trial
+        beats as it starts: one that never did lost its worker before the first beat, typically
+        a worker that gave up on an outage right after it took the trial.  Its start is the
+        clock of the worker that took it, so the machines' clocks must agree within ``grace``.
+        """
+        trials, beats = models.TrialModel.__table__, models.TrialHeartbeatModel.__table__
+        started_before = datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(seconds=grace)  # naive UTC
+        never_beaten = select(trials.c.trial_id).where(
+            trials.c.study_id == study_id, trials.c.state == TrialState.RUNNING,
+            trials.c.datetime_start < started_before, ~exists().where(beats.c.trial_id == trials.c.trial_id))
+        with self.scoped_session() as session:
+            orphans = list(session.scalars(never_beaten))
+        return super()._get_stale_trial_ids(study_id) + orphans
+
+
+# The methods of Optuna's RDBStorage that open, use and close a session of their own: the public
+# ones, and the private ones Optuna's trial cache calls.
+_OPTUNA_ENTRY_POINTS = (
+    "create_new_study", "delete_study", "set_study_user_attr", "set_study_system_attr", "get_study_id_from_name",
+    "get_study_name_from_id", "get_study_directions", "get_study_user_attrs", "get_study_system_attrs",
+    "get_trial_user_attrs", "get_trial_system_attrs", "get_all_studies", "create_new_trial", "_create_new_trial",
+    "set_trial_param", "_set_trial_param", "get_trial_param", "set_trial_state_values",
+    "set_trial_intermediate_value", "set_trial_user_attr", "set_trial_system_attr",
+    "get_trial_id_from_study_id_trial_number", "get_trial", "get_all_trials", "_get_trials", "get_best_trial",
+    "_get_best_trial_id",
+)
+for _name in _OPTUNA_ENTRY_POINTS:
+    setattr(PatientRDBStorage, _name, patient(getattr(optuna.storages.RDBStorage, _name)))
