@@ -14,9 +14,9 @@ Faults follow :func:`~splitsearch.train.launch.launch`'s rules.  A rank that rai
 call with its error (one line for an error a user can fix, its traceback otherwise).  The other
 ranks may be waiting for it at a collective, so the pool stops every rank and the next call
 starts new ones; a rank that died, during a call or between calls, does the same (between calls
-``on_restart`` is told).  The ranks ignore Ctrl-C and SIGTERM: the worker decides, and stops
-them when it is interrupted.  The kernel kills them when the worker dies (Linux's
-``PR_SET_PDEATHSIG``), so no rank outlives it.
+``on_restart`` is told).  The ranks run in a session of their own and ignore Ctrl-C and SIGTERM:
+the worker decides, and stops them when it is interrupted.  The kernel kills them when the worker
+dies (Linux's ``PR_SET_PDEATHSIG``), so no rank outlives it.
 """
 
 from __future__ import annotations
@@ -99,7 +99,8 @@ class _RankProcess:
             self.process = subprocess.Popen(
                 [sys.executable, "-c", _RANK_MAIN, json.dumps(sys.path), str(theirs.fileno()), str(index),
                  str(os.getpid())],
-                pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
+                # A session of its own: a terminal's Ctrl-C reaches the worker alone, which stops the ranks.
+                pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, start_new_session=True)
         self.connection = Connection(ours.detach())
         self.send(pickle.dumps(hello))
 
