@@ -218,7 +218,8 @@ def test_a_worker_gives_each_trial_member_ranks_that_share_its_S_times_the_data_
     configs["semantic"] = SplitConfig(arch="resnet20", S=2, groups=2)
     grids = {key: (execution.trial_processes(config), execution.trial_member_ranks(config),
                    execution.trial_data_parallel(config)) for key, config in configs.items()}
-    assert grids == {1: (2, 1, 2), 2: (4, 2, 2), 4: (4, 2, 2), "semantic": (1, 1, 1)}
+    # The semantic split's ranks each learn their own members' groups: member ranks, no data ranks.
+    assert grids == {1: (2, 1, 2), 2: (4, 2, 2), 4: (4, 2, 2), "semantic": (2, 2, 1)}
 
 
 def test_a_worker_refuses_data_ranks_that_do_not_divide_its_processes_in_one_line(tmp_path, capsys):

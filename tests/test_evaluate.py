@@ -8,6 +8,9 @@ evaluation (real processes, gloo) gives the one-process figures and predictions.
 import csv
 import dataclasses
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -61,24 +64,36 @@ def test_the_validation_split_gives_the_accuracies_the_training_reported(trained
     assert f"val split ({json.loads((run / METRICS_NAME).read_text())['val_samples']:,} images" in out
 
 
-def test_a_member_a_process_gives_the_one_process_figures_and_predictions(trained, capsys, tmp_path, monkeypatch):
+def test_a_member_a_process_or_a_grid_of_data_ranks_gives_the_one_process_figures_and_predictions(
+        trained, capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     config, run = trained
     outputs = {}
-    for nproc in (1, 2):
-        predictions = tmp_path / f"predictions-{nproc}.csv"
+    for nproc, data_parallel in ((1, 1), (2, 1), (2, 2)):  # one process, a member a process, 1 x 2 data ranks
+        predictions = tmp_path / f"predictions-{nproc}-{data_parallel}.csv"
         code, out, err = run_cli(capsys, "evaluate", config, "--weights", run / MODEL_NAME, "--device", "cpu",
-                                 "--nproc", nproc, "--predictions", predictions)
+                                 "--nproc", nproc, "--data-parallel", data_parallel, "--predictions", predictions)
         assert code == 0, err
         with open(predictions, newline="") as file:
-            outputs[nproc] = (accuracies(out), list(csv.DictReader(file)))
+            outputs[nproc, data_parallel] = (accuracies(out), list(csv.DictReader(file)))
         assert ("2 processes" in out) == (nproc == 2)
-    (one_figures, one_rows), (two_figures, two_rows) = outputs[1], outputs[2]
-    assert two_figures == one_figures and two_rows == one_rows
+    one_figures, one_rows = outputs[1, 1]
+    assert outputs[2, 1] == outputs[2, 2] == (one_figures, one_rows)
     # The file says what the table says: the ensemble's accuracy over the test split's rows.
     assert len(one_rows) == 359 and list(one_rows[0]) == ["index", "label", "prediction", "member_1", "member_2"]
     correct = sum(row["label"] == row["prediction"] for row in one_rows)
     assert f"{correct / len(one_rows):.2%}" == one_figures[0]
+
+
+def test_the_line_counts_the_processes_that_joined_the_group_not_the_option(trained, tmp_path):
+    """Under torchrun the group is torchrun's and --nproc stays at its default of 1."""
+    config, run = trained
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           "-m", "splitsearch.cli", "evaluate", str(config), "--weights", str(run / MODEL_NAME),
+                           "--device", "cpu"], capture_output=True, text=True, cwd=tmp_path, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr
+    assert "2 processes" in done.stdout
 
 
 def test_weights_that_do_not_fit_are_one_line(trained, capsys, tmp_path):
@@ -101,3 +116,30 @@ def test_a_split_without_images_is_one_line(trained, capsys, tmp_path):
                            "--device", "cpu")
     assert code == 2
     assert err.startswith("Error: the val split of digits has no images") and err.count("\n") == 1
+
+
+@pytest.fixture(scope="module")
+def trained_semantic(tmp_path_factory) -> tuple[Path, Path]:
+    """A tiny semantic split (S=2, G=2), cut after its first epoch: (its config, its output folder)."""
+    folder = tmp_path_factory.mktemp("semantic")
+    config = SplitConfig(arch="resnet20", S=2, groups=2, split_depth="deep", width_mult=0.25, dataset="synthetic:160",
+                         train=TrainConfig(epochs=2, batch_size=32, lr=0.05, val_fraction=0.2, grouping_fraction=0.5))
+    path = folder / "config.yaml"
+    path.write_text(config.to_yaml())
+    from splitsearch.cli import main
+
+    assert main(["train", str(path), "--device", "cpu", "--quiet", "--out", str(folder / "run")]) == 0
+    return path, folder / "run"
+
+
+def test_a_semantic_split_evaluates_its_cut_members_to_the_accuracies_its_training_reported(
+        trained_semantic, capsys, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    config, run = trained_semantic
+    last = json.loads((run / METRICS_NAME).read_text())["history"][-1]
+    expected = [f"{value:.2%}" for value in (last["val_accuracy"], *last["val_member_accuracies"])]
+    for nproc in (1, 2):
+        code, out, err = run_cli(capsys, "evaluate", config, "--weights", run / MODEL_NAME, "--split", "val",
+                                 "--device", "cpu", "--nproc", nproc)
+        assert code == 0, err
+        assert accuracies(out) == expected

@@ -18,6 +18,7 @@ import torch
 
 from splitsearch.config import SplitConfig, TrainConfig
 from splitsearch.train.loop import CHECKPOINT_NAME, MODEL_NAME
+from splitsearch.train.semantic_stage import CLASS_GROUPS_NAME
 
 from conftest import run_cli
 
@@ -56,6 +57,61 @@ def test_two_processes_train_the_members_exactly_as_one_process(tmp_path, capsys
     assert_same_members(tmp_path / "one", tmp_path / "two")
     initial = torch.load(tmp_path / "two" / CHECKPOINT_NAME, weights_only=True)
     assert len(initial["history"]) == 2 and initial["ensemble_kind"] == "SequentialEnsemble"
+
+
+def write_semantic_config(tmp_path: Path, epochs: int) -> Path:
+    """A tiny semantic split, S=2 and G=2, that learns its groups for the first half of its epochs, then cuts."""
+    config = SplitConfig(arch="resnet20", S=2, groups=2, split_depth="deep", width_mult=0.25, dataset="synthetic:96",
+                         lambda_cot=0.5, train=TrainConfig(epochs=epochs, batch_size=16, val_fraction=0.25,
+                                                           grouping_fraction=0.5, cot_warmup_fraction=0.0))
+    path = tmp_path / f"semantic-{epochs}.yaml"
+    path.write_text(config.to_yaml())
+    return path
+
+
+def test_a_semantic_split_trains_member_parallel_exactly_as_one_process(tmp_path, capsys):
+    """Each rank learns and cuts its own member's groups; the checkpoint, model and groups are the one process's."""
+    path = write_semantic_config(tmp_path, epochs=2)
+    for nproc in ("1", "2"):
+        code, out, err = run_cli(capsys, "train", path, "--device", "cpu", "--quiet", "--nproc", nproc,
+                                 "--out", tmp_path / nproc)
+        assert code == 0, err
+        assert ("2 processes" in out) == (nproc == "2") and "class groups" in out
+    assert_same_members(tmp_path / "1", tmp_path / "2")
+    assert (tmp_path / "2" / CLASS_GROUPS_NAME).read_text() == (tmp_path / "1" / CLASS_GROUPS_NAME).read_text()
+    one, two = (torch.load(tmp_path / nproc / CHECKPOINT_NAME, weights_only=True) for nproc in ("1", "2"))
+    assert two["semantic"]["class_groups"] == one["semantic"]["class_groups"]
+    for key, value in one["semantic"]["groupings"].items():
+        torch.testing.assert_close(two["semantic"]["groupings"][key], value, rtol=0, atol=1e-6, msg=key)
+    assert [metrics["train_loss"] for metrics in two["history"]] == pytest.approx(
+        [metrics["train_loss"] for metrics in one["history"]], abs=1e-6)
+
+
+@pytest.mark.slow  # three trainings, two in process groups
+@pytest.mark.parametrize("stop_epoch", [1, 3], ids=["before-the-cut", "after-the-cut"])
+def test_a_semantic_split_stopped_in_one_process_resumes_in_two(tmp_path, capsys, stop_epoch):
+    from splitsearch.data import prepare_data
+    from splitsearch.train.loop import Trainer
+
+    path = write_semantic_config(tmp_path, epochs=4)  # cut after epoch 2
+    assert run_cli(capsys, "train", path, "--device", "cpu", "--quiet", "--out", tmp_path / "straight")[0] == 0
+    config = SplitConfig.from_yaml(path)
+    stopped = Trainer(config, prepare_data(config.dataset, config.train), out_dir=tmp_path / "resumed", progress=False,
+                      callbacks=[lambda metrics: metrics.epoch == stop_epoch])
+    assert len(stopped.fit().history) == stop_epoch
+    code, _, err = run_cli(capsys, "train", path, "--device", "cpu", "--quiet", "--nproc", "2", "--resume",
+                           "--out", tmp_path / "resumed")
+    assert code == 0, err
+    assert_same_members(tmp_path / "straight", tmp_path / "resumed")
+    assert (tmp_path / "resumed" / CLASS_GROUPS_NAME).read_text() == (tmp_path / "straight" / CLASS_GROUPS_NAME).read_text()
+
+
+def test_a_semantic_split_refuses_data_ranks_in_one_line(tmp_path, capsys):
+    code, out, err = run_cli(capsys, "train", write_semantic_config(tmp_path, epochs=2), "--device", "cpu",
+                             "--nproc", "2", "--data-parallel", "2")
+    assert code == 2 and out == ""
+    assert err == ("Error: the semantic split trains member-parallel only (each rank learns and cuts its own members' "
+                   "groups): leave out --data-parallel\n")
 
 
 def test_processes_that_cannot_share_the_members_are_refused_in_one_line(tmp_path, capsys):
@@ -98,21 +154,55 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+def _live_ranks(pid: int) -> set[int]:
+    """The live ranks that torch's launcher in process ``pid`` started (seen alive: they existed).
+
+    They are its children that multiprocessing spawned, but the resource tracker (no rank); any
+    other child (a tool a library runs for a moment) is not one.
+    """
+    found = set()
+    for child in _children(pid):
+        try:
+            command = Path(f"/proc/{child}/cmdline").read_bytes()
+        except OSError:  # ended meanwhile
+            continue
+        if _alive(child) and b"spawn_main" in command and b"resource_tracker" not in command:
+            found.add(child)
+    return found
+
+
 def _kill_after_first_checkpoint(command: list[str], out_dir: Path) -> set[int]:
-    """Start ``command``, SIGKILL it once a checkpoint holds a finished epoch; its child processes."""
+    """Start ``command``, SIGKILL it once a checkpoint holds a finished epoch; its ranks seen alive."""
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
-    children: set[int] = set()
+    ranks: set[int] = set()
     while time.monotonic() < deadline and process.poll() is None:
-        children |= _children(process.pid)
+        ranks |= _live_ranks(process.pid)
         if (out_dir / CHECKPOINT_NAME).exists():
             break
         time.sleep(0.05)
     assert process.poll() is None, f"finished or failed before the kill: {process.stderr.read()}"
-    children |= _children(process.pid)
+    ranks |= _live_ranks(process.pid)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    return children
+    return ranks
+
+
+def _run_watching_ranks(command: list[str]) -> tuple[int, str, set[int]]:
+    """Run ``command`` to its end: (exit status, stderr, the ranks seen alive while it ran)."""
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    ranks: set[int] = set()
+    while process.poll() is None:
+        ranks |= _live_ranks(process.pid)
+        time.sleep(0.05)
+    return process.returncode, process.stderr.read(), ranks
+
+
+def _assert_gone(pids: set[int]) -> None:
+    deadline = time.monotonic() + 15
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in pids), "a process of the group outlived its run"
 
 
 @pytest.mark.slow  # about a minute: three trainings, two of them process groups
@@ -125,18 +215,17 @@ def test_a_killed_run_resumes_on_another_number_of_processes_and_leaves_no_proce
 
     out_dir = tmp_path / "killed"
     command = [sys.executable, "-m", "splitsearch.cli", "train", str(config), "--quiet", "--device", "cpu",
-               "--nproc", first, "--out", str(out_dir)]
-    ranks = _kill_after_first_checkpoint(command, out_dir)
-    deadline = time.monotonic() + 15
-    while any(_alive(pid) for pid in ranks) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not any(_alive(pid) for pid in ranks), "a process of the group outlived the SIGKILL"
+               "--out", str(out_dir)]
+    ranks = _kill_after_first_checkpoint([*command, "--nproc", first], out_dir)
+    assert len(ranks) == {"1": 0, "2": 2}[first]  # one process starts no rank
+    _assert_gone(ranks)
     finished = len(torch.load(out_dir / CHECKPOINT_NAME, weights_only=True)["history"])
     assert 1 <= finished < 20
 
-    code, _, err = run_cli(capsys, "train", config, "--quiet", "--device", "cpu", "--nproc", then, "--resume",
-                           "--out", out_dir)
+    code, err, ranks = _run_watching_ranks([*command, "--nproc", then, "--resume"])
     assert code == 0, err
+    assert len(ranks) == {"1": 0, "2": 2}[then]
+    _assert_gone(ranks)
     assert_same_members(tmp_path / "straight", out_dir)
 
 
@@ -150,11 +239,12 @@ def test_ctrl_c_stops_every_rank_with_one_line_and_the_run_resumes(tmp_path):
     deadline = time.monotonic() + 120
     while not (out_dir / CHECKPOINT_NAME).exists() and time.monotonic() < deadline:
         time.sleep(0.05)
-    ranks = _children(process.pid)
+    ranks = _live_ranks(process.pid)
+    assert len(ranks) == 2  # the two ranks, alive
     os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground group
     _, err = process.communicate(timeout=60)
     assert process.returncode == 2
     assert err.strip() == (f"Error: interrupted; the last epoch is checkpointed in {out_dir}: continue with the same "
                            f"command and --resume --out {out_dir}")
-    assert not any(_alive(pid) for pid in ranks)
+    _assert_gone(ranks)
     assert len(torch.load(out_dir / CHECKPOINT_NAME, weights_only=True)["history"]) >= 1

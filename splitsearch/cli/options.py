@@ -165,6 +165,12 @@ nproc_option = _shared("--nproc", type=click.IntRange(min=1), default=1, show_de
                             "torchrun's.")
 """--nproc: member-parallel ``train`` and ``evaluate``."""
 
+nproc_per_trial_option = _shared(
+    "--nproc-per-trial", type=click.IntRange(min=1), default=1, show_default=True,
+    help="Train a candidate's S members in up to N processes, the most that share S equally (started once, "
+         "kept for the next candidates).")
+"""--nproc-per-trial: the process group a search's candidates (``run``) and confirmation runs (``confirm``) train in."""
+
 dataset_override_option = _shared("--dataset", help="Dataset spec, overriding the config's.")
 """--dataset of the commands that read a trained config (``train``, ``evaluate``)."""
 

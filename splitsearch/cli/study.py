@@ -17,6 +17,7 @@ from splitsearch.cli.options import (
     budget_options,
     data_options,
     execution_options,
+    nproc_per_trial_option,
     quiet_option,
     runs_dir_option,
     set_option,
@@ -44,8 +45,7 @@ from splitsearch.cli.options import (
 @click.option("--strategy", type=click.Choice(["sampler", "greedy-blocks"]), default="sampler", show_default=True,
               help="sampler: Optuna samples the space; greedy-blocks: the block-wise split's greedy procedure.")
 @execution_options
-@click.option("--nproc-per-trial", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Train a candidate's S members in up to N processes, the most that share S equally.")
+@nproc_per_trial_option
 @data_options
 @runs_dir_option
 @set_option
@@ -98,11 +98,13 @@ def run(study_file: str | None, study_name: str | None, storage: str, strategy: 
     on_epoch = epoch_line if verbose else None
     try:
         if strategy == "greedy-blocks":
-            from splitsearch.search.greedy import run_greedy_blocks
+            from splitsearch.search.greedy import greedy_execution, run_greedy_blocks
 
+            execution = greedy_execution(execution)
+            ranks = f", {execution.data_parallel} data ranks" if execution.data_parallel > 1 else ""
             click.echo(f"study {spec.name!r} in {mask_url(storage)}: {spec.base.arch} on {spec.base.dataset}, "
                        f"greedy block-wise split, factors {','.join(map(str, spec.greedy.factors))}, threshold "
-                       f"{spec.greedy.threshold} points")
+                       f"{spec.greedy.threshold} points{ranks}")
             echo_training_plan(spec)
             study, _ = run_greedy_blocks(spec, storage, execution, force, on_step=tqdm.write, on_epoch=on_epoch,
                                          on_warning=warning_line)
@@ -170,6 +172,7 @@ def echo_run_plan(spec: Any, execution: Any, data: Any) -> None:
 @click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True,
               help="Retrainings per candidate, with seeds the search did not use (its seed + 1, + 2, ...).")
 @execution_options
+@nproc_per_trial_option
 @runs_dir_option
 @data_options
 @quiet_option
@@ -188,10 +191,11 @@ def confirm(study_name: str | None, storage: str, top: int, seeds: int, device: 
     Examples:
       splitsearch confirm --study quickstart
       splitsearch confirm --study cifar100-wrn28-10-36M --top 2 --seeds 5 --device cuda
+      splitsearch confirm --study quickstart --nproc-per-trial 2   # S=2 and S=4 runs in two processes
     """
-    from splitsearch.cli import one_line
     from splitsearch.search.confirm import confirm_study, load_verdicts
     from splitsearch.search.execution import ExecutionOptions
+    from splitsearch.search.objective import failure_reason
     from splitsearch.search.record import TrialRecord
     from splitsearch.search.run import open_for_reading
     from splitsearch.search.summary import confirmation_table
@@ -205,7 +209,7 @@ def confirm(study_name: str | None, storage: str, top: int, seeds: int, device: 
     def line(trial: Any, seed: int, outcome: Any) -> None:
         label = TrialRecord.from_trial(trial).baseline or f"trial {trial.number}"
         if isinstance(outcome, Exception):
-            tqdm.write(f"{label} (trial {trial.number}), seed {seed}: FAILED: {one_line(outcome)}")
+            tqdm.write(f"{label} (trial {trial.number}), seed {seed}: FAILED: {failure_reason(outcome)}")
         else:
             tqdm.write(f"{label} (trial {trial.number}), seed {seed}: validation accuracy {outcome.val_accuracy:.2%} "
                        f"+-{100 * outcome.val_standard_error:.1f}  ({outcome.wall_seconds:.0f}s)")

@@ -90,8 +90,9 @@ def train(config_file: Path, settings: tuple[str, ...], nproc: int, data_paralle
         return
     config, result, out_dir, final = outcome.plan_config, outcome.result, outcome.out_dir, outcome.final
     cost = count_config(config)
-    grid = f" ({processes // data_parallel} member ranks x {data_parallel} data ranks)" if data_parallel > 1 else ""
-    where = f", {processes} processes{grid}" if processes > 1 else ""
+    joined, data_ranks = outcome.processes, outcome.data_ranks  # the ranks that joined the group
+    grid = f" ({joined // data_ranks} member ranks x {data_ranks} data ranks)" if data_ranks > 1 else ""
+    where = f", {joined} processes{grid}" if joined > 1 else ""
     click.echo(f"\n{config.arch} S={config.S} on {config.dataset}, {outcome.ensemble_kind}{where}, "
                f"{result.wall_seconds:.1f}s")
     if final:
@@ -180,6 +181,8 @@ def echo_data_plan(config: SplitConfig, data: Any) -> None:
 @dataset_override_option
 @execution_options
 @nproc_option
+@click.option("--data-parallel", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Of the --nproc processes, D hold the same members and share out the batches.")
 @click.option("--predictions", type=click.Path(dir_okay=False, path_type=Path),
               help="Write one CSV row per image: index, label, the ensemble's and each member's prediction.")
 @data_options
@@ -191,6 +194,7 @@ def evaluate(config_file: Path, weights: Path, split: str, nproc: int, predictio
     Examples:
       splitsearch evaluate best.yaml --weights best.pt
       splitsearch evaluate best.yaml --weights best.pt --nproc 2 --predictions test.csv   # a member a process
+      splitsearch evaluate best.yaml --weights best.pt --nproc 4 --data-parallel 2        # S=2: 2 x 2 ranks
       torchrun --nproc-per-node 4 -m splitsearch.cli evaluate cfg.yaml --weights model.pt --device cuda
     """
     from splitsearch.data import DEFAULT_DATA_DIR
@@ -198,18 +202,18 @@ def evaluate(config_file: Path, weights: Path, split: str, nproc: int, predictio
     from splitsearch.train.evaluate import evaluate_rank, evaluate_weights
     from splitsearch.train.launch import group_size, run_in_processes
     from splitsearch.train.loop import resolve_device
-    from splitsearch.train.parallel import MemberGroup
+    from splitsearch.train.parallel import check_grid
     from splitsearch.train.plan import TrainRequest
 
     request = TrainRequest(**{**request, "config": SplitConfig.from_yaml(config_file), "init_from": weights,
                               "device": str(resolve_device(request["device"])), "data_dir": data_dir or DEFAULT_DATA_DIR})
-    processes = group_size(nproc)
-    MemberGroup(rank=0, world=processes, members=request.config.S)  # S must divide among the processes: say so now
+    # S must divide among the member ranks: say so now.
+    check_grid(group_size(nproc), request.data_parallel, request.config.S)
     result = run_in_processes(nproc, evaluate_rank, evaluate_weights, request.device, request, split)
     if result is None:  # a rank other than 0 under torchrun: rank 0 reports
         return
     error = accuracy_standard_error(result.accuracy, result.samples)
-    where = f", {processes} processes" if processes > 1 else ""
+    where = f", {result.processes} processes" if result.processes > 1 else ""  # the ranks that joined
     click.echo(f"{result.config.arch} S={result.config.S} on {result.config.dataset} {split} split "
                f"({result.samples:,} images, +-{100 * error:.1f} points standard error{where}, "
                f"{result.seconds:.1f}s)")

@@ -11,7 +11,9 @@ selected on.
 
 The confirmation seeds are the search's seed + 1 .. + R, so they never repeat the selection
 run, and confirming again with more seeds adds to the runs already recorded.  Finished runs are
-never repeated; a run cut off by a crash or Ctrl-C continues from its checkpoint.
+never repeated; a run cut off by a crash or Ctrl-C continues from its checkpoint.  Runs train in
+process groups as a search's trials do (``execution.nproc_per_trial``), on ranks kept across
+the runs (:class:`~splitsearch.train.pool.RankPool`).
 
 Every candidate shares its seeds with the baselines, so the pick is compared with each baseline
 seed by seed (:mod:`splitsearch.search.verdict`): :func:`study_verdicts` says whether it is
@@ -40,6 +42,8 @@ from splitsearch.stats import mean_and_sd
 from splitsearch.store import ConfirmationRecord, Store
 from splitsearch.store.records import epoch_calibration
 from splitsearch.train.loop import Trainer
+from splitsearch.train.plan import train_on
+from splitsearch.train.pool import RankPool
 
 
 @dataclass(frozen=True)
@@ -123,8 +127,9 @@ def confirm_study(study: optuna.Study, store: Store, top: int = 3, seeds: int = 
     Args:
         study: a finished (or running) study; its trials hold their configs as user attrs.
         store: where each run is recorded (the study's own database).
-        execution: device and mode of the runs; checkpoints of unfinished runs go to
-            ``execution.runs_dir/<study>/confirm-<trial>-seed<seed>`` and are deleted when a run completes.
+        execution: device, mode and processes of the runs (as a search's trials); checkpoints of
+            unfinished runs go to ``execution.runs_dir/<study>/confirm-<trial>-seed<seed>`` and are
+            deleted when a run completes.
         data: the dataset cache to share with other work (one is made from ``execution`` if not given).
         on_run: called after each run with the trial, the seed and the result, or the exception
             that made the run fail.
@@ -140,29 +145,35 @@ def confirm_study(study: optuna.Study, store: Store, top: int = 3, seeds: int = 
     """
     data = data or execution.data_cache()
     done = {(row.trial_number, row.seed) for row in store.confirmations(study.study_name) if row.state == "complete"}
-    for trial in confirmation_targets(study, top):
-        config = TrialRecord.from_trial(trial).config
-        for seed in confirmation_seeds(config, seeds):
-            if (trial.number, seed) in done:
-                continue
-            outcome = _confirm_one(study.study_name, trial, config, seed, store, execution, data, progress)
-            if on_run is not None:
-                on_run(trial, seed, outcome)
+    with RankPool(execution.nproc_per_trial, execution.device) as pool:
+        for trial in confirmation_targets(study, top):
+            config = TrialRecord.from_trial(trial).config
+            for seed in confirmation_seeds(config, seeds):
+                if (trial.number, seed) in done:
+                    continue
+                outcome = _confirm_one(study.study_name, trial, config, seed, store, execution, data, progress, pool)
+                if on_run is not None:
+                    on_run(trial, seed, outcome)
     summaries = summarize(study, store.confirmations(study.study_name))
     record_verdicts(study, study_verdicts(summaries, pick_metric(study)))
     return summaries
 
 
 def _confirm_one(study_name: str, trial: FrozenTrial, config: SplitConfig, seed: int, store: Store,
-                 execution: ExecutionOptions, data: DataCache, progress: bool) -> TrainResult | Exception:
+                 execution: ExecutionOptions, data: DataCache, progress: bool, pool: RankPool
+                 ) -> TrainResult | Exception:
+    """One confirmation run, here or on ``pool``'s ranks; its result, or the exception it failed with."""
     config = config.replace(train=dataclasses.replace(config.train, seed=seed))
     baseline = TrialRecord.from_trial(trial).baseline
     row = store.start_confirmation(study_name, trial.number, config, baseline)
     out_dir = Path(execution.runs_dir) / study_name / f"confirm-{trial.number}-seed{seed}"
     try:
-        trainer = Trainer(config, data.get(config.dataset, config.train, config.crop), execution.device, out_dir, execution.mode,
-                          progress=progress)
-        result = trainer.fit(resume=True, test=False)
+        if (processes := execution.trial_processes(config)) > 1:
+            result = train_on(pool, processes, execution.train_request(config, out_dir, resume=True)).result
+        else:
+            trainer = Trainer(config, data.get(config.dataset, config.train, config.crop), execution.device, out_dir,
+                              execution.mode, progress=progress)
+            result = trainer.fit(resume=True, test=False)
     except Exception as error:  # noqa: BLE001 - a failed run is data; the next one goes on
         store.finish_confirmation(row, "failed")
         return error

@@ -18,6 +18,7 @@ from splitsearch.errors import TrainingError
 from splitsearch.search.artifacts import ARTIFACTS_FOLDER, DEFAULT_KEEP_BEST, ArtifactKeeper, file_store
 from splitsearch.search.worker import HEARTBEAT_SECONDS
 from splitsearch.store.retry import RETRY_SECONDS
+from splitsearch.train.plan import TrainRequest
 
 
 # What a study file's ``worker:`` section (or ``--set worker.KEY=VALUE``) may set: the worker's
@@ -113,20 +114,27 @@ class ExecutionOptions:
         A study's candidates differ in S, so a worker asked for 4 processes trains S=4 in 4, S=2
         in 2 and the undivided network in 1 (itself).  With ``data_parallel`` D, ``nproc_per_trial
         / D`` member ranks share S the same way, each with D data ranks (4 processes, D=2: S=2 and
-        S=4 in 2 x 2, S=1 in 1 x 2).  The semantic split trains in one process for now
-        (:class:`~splitsearch.train.loop.Trainer` refuses it in a group).
+        S=4 in 2 x 2, S=1 in 1 x 2).  The semantic split trains member-parallel only
+        (:func:`trial_data_parallel`).
         """
-        if config.groups > 1:
-            return 1
-        return self.data_parallel * math.gcd(config.S, self.nproc_per_trial // self.data_parallel)
+        return self.trial_data_parallel(config) * math.gcd(config.S, self.nproc_per_trial // self.data_parallel)
 
     def trial_data_parallel(self, config: SplitConfig) -> int:
-        """The data ranks per member rank of the processes that train ``config`` (1: none)."""
+        """The data ranks per member rank of the processes that train ``config`` (1: none; always 1 for a
+        semantic split, whose ranks each learn their own members' groups)."""
         return 1 if config.groups > 1 else self.data_parallel
 
     def trial_member_ranks(self, config: SplitConfig) -> int:
         """Among how many processes ``config``'s S members are shared out (each holding S / that many)."""
         return self.trial_processes(config) // self.trial_data_parallel(config)
+
+    def train_request(self, config: SplitConfig, out_dir: Path, resume: bool,
+                      warm_start_from: Path | None = None) -> TrainRequest:
+        """What the ranks of a process group train for ``config``, with this worker's device, mode and data."""
+        return TrainRequest(config=config, device=self.device, mode=self.mode, out_dir=out_dir, data_dir=self.data_dir,
+                            download=self.download, resume=resume, data_path=self.data_path,
+                            loader_workers=self.loader_workers, data_parallel=self.trial_data_parallel(config),
+                            warm_start_from=warm_start_from)
 
     def data_cache(self) -> DataCache:
         """A dataset cache for this worker: each dataset loaded once, on ``device``."""

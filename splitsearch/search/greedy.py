@@ -86,6 +86,13 @@ def greedy_spec(spec: StudySpec, factors: Sequence[int], finetune_epochs: int) -
     return dataclasses.replace(spec, space=space, baselines=False, pruner="none", n_trials=None)
 
 
+def greedy_execution(execution: ExecutionOptions) -> ExecutionOptions:
+    """How the procedure trains: one network after another (S is 1: nothing to fuse), and every
+    process of ``--nproc-per-trial`` a data rank, as an undivided network has no members to share out."""
+    data_parallel = execution.data_parallel if execution.data_parallel > 1 else execution.nproc_per_trial
+    return dataclasses.replace(execution, mode="sequential", data_parallel=data_parallel)
+
+
 def run_greedy_blocks(spec: StudySpec, storage_url: str, execution: ExecutionOptions = ExecutionOptions(),
                       force: bool = False,
                       on_step: Callable[[str], None] | None = None,
@@ -96,14 +103,15 @@ def run_greedy_blocks(spec: StudySpec, storage_url: str, execution: ExecutionOpt
     ``on_step`` receives one line per evaluated network, ``on_epoch`` every epoch's metrics,
     ``on_warning`` a line per disk fault ridden out (as in :func:`~splitsearch.search.run.run_study`).
     The result is also stored as the study's ``greedy_result`` (:class:`~splitsearch.search.record.StudyRecord`).
-    Networks run in the sequential mode (S is 1: nothing to fuse).  Optuna's experimental-feature
+    Networks train as :func:`greedy_execution` says, each in a process group of data ranks where
+    ``execution.nproc_per_trial`` asks for one (on ranks kept across them).  Optuna's experimental-feature
     warnings are silenced while it runs, as in :func:`~splitsearch.search.run.run_study`.
     """
     threshold, factors = spec.greedy.threshold, spec.greedy.factors
     finetune_epochs = spec.greedy.finetune_epochs or default_finetune_epochs(spec.base.train.epochs)
     spec = greedy_spec(spec, factors, finetune_epochs)
     check_budget(spec)
-    execution = dataclasses.replace(execution, mode="sequential")
+    execution = greedy_execution(execution)
     data = execution.data_cache()
     data.get(spec.base.dataset, spec.base.train, spec.base.crop)  # a missing dataset fails here, before the storage is touched
     num_blocks = resolve_arch(spec.base.arch)[0].num_blocks
@@ -120,6 +128,7 @@ def run_greedy_blocks(spec: StudySpec, storage_url: str, execution: ExecutionOpt
             requeue_interrupted(study)
             raise
         finally:
+            objective.close()
             settle_store(study, store)
         evaluate.drop_weights(keep=None)
     StudyRecord(greedy_result=greedy_summary(study, result, evaluate.trial_numbers, threshold)).write_to(study)

@@ -45,9 +45,10 @@ from splitsearch.search.worker import checkpoint_root, original_trial_number, re
 from splitsearch.store import CandidateRecord, Store
 from splitsearch.store.records import epoch_calibration
 from splitsearch.train.epoch_channel import EpochServer
-from splitsearch.train.launch import RankFailedError, launch
+from splitsearch.train.launch import RankFailedError
 from splitsearch.train.loop import CHECKPOINT_NAME, METRICS_NAME, MODEL_NAME, Trainer, read_checkpoint
-from splitsearch.train.plan import TrainRequest, run_training_rank
+from splitsearch.train.plan import train_on
+from splitsearch.train.pool import RankPool
 from splitsearch.train.semantic_stage import class_group_text
 from splitsearch.units import format_bytes, format_count, format_duration
 
@@ -88,7 +89,12 @@ class SearchObjective:
         data: the worker's dataset cache (one is made from ``execution`` if not given).
         on_epoch: optional per-epoch hook (the CLI prints a line per epoch with ``-v``).
         on_warning: told, in one line, each fault the worker rides out: a checkpoint it cannot
-            read (once per trial) or write (once per kind of fault: a full disk fails them all).
+            read (once per trial) or write (once per kind of fault: a full disk fails them all),
+            a rank of the kept process group that died between trials.
+
+    Trials that train in a process group (``execution.nproc_per_trial``) run on the ranks of one
+    :class:`~splitsearch.train.pool.RankPool`, started with the first of them and kept until
+    :meth:`close`.
     """
 
     def __init__(self, spec: StudySpec, store: Store, execution: ExecutionOptions, data: DataCache | None = None,
@@ -100,7 +106,12 @@ class SearchObjective:
         self.on_epoch = on_epoch
         self.on_warning = on_warning
         self.data = data or execution.data_cache()
+        self.pool = RankPool(execution.nproc_per_trial, execution.device, on_restart=on_warning)
         self._write_faults_told: set[str] = set()
+
+    def close(self) -> None:
+        """End the ranks of the kept process group, if any started."""
+        self.pool.close()
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
         try:
@@ -232,7 +243,7 @@ class SearchObjective:
                     return Latency(seconds=earlier.latency_seconds, iqr_seconds=earlier.latency_iqr_seconds or 0.0,
                                    batch_size=self.spec.latency_batch_size, runs=earlier.latency_runs or 0,
                                    execution=earlier.latency_execution or "")
-        processes = self.execution.trial_member_ranks(config) if record.warm_start_from is None else 1
+        processes = self.execution.trial_member_ranks(config)
         return measure_latency(config, self.execution.device, self.execution.mode, self.spec.latency_batch_size,
                                processes)
 
@@ -309,36 +320,39 @@ class SearchObjective:
 
     def _fit(self, trial: optuna.Trial, record: TrialRecord, config: SplitConfig, candidate: int, out_dir: Path,
              after_epoch: Callable[[EpochMetrics], bool], resume: bool) -> TrainResult:
-        """Train the candidate here, or member-parallel in a process group (``--nproc-per-trial``).
+        """Train the candidate here, or in a process group (``--nproc-per-trial``).
 
         Raises:
             CheckpointReadError: ``resume`` and the checkpoint in ``out_dir`` cannot be read.
         """
         processes = self.execution.trial_processes(config)
-        if processes > 1 and record.warm_start_from is None:
-            return self._train_in_group(processes, config, candidate, out_dir, after_epoch, resume)
+        if processes > 1:
+            return self._train_in_group(trial, record, processes, config, candidate, out_dir, after_epoch, resume)
         trainer = self._trainer(trial, record, config, candidate, out_dir, after_epoch)
         return trainer.fit(resume=resume, test=self.spec.record_test)
 
-    def _train_in_group(self, processes: int, config: SplitConfig, candidate: int, out_dir: Path,
-                        after_epoch: Callable[[EpochMetrics], bool], resume: bool) -> TrainResult:
-        """Train ``config`` member-parallel in ``processes`` new processes; this worker answers rank 0's epochs.
+    def _train_in_group(self, trial: optuna.Trial, record: TrialRecord, processes: int, config: SplitConfig,
+                        candidate: int, out_dir: Path, after_epoch: Callable[[EpochMetrics], bool],
+                        resume: bool) -> TrainResult:
+        """Train ``config`` on ``processes`` ranks of the kept pool; this worker answers rank 0's epochs.
 
-        The ranks load the dataset themselves and continue the trial's checkpoint (written in the
-        one-process format, so a retry may run on any number of processes); the worker reads it
-        first, so a damaged one is refused here as it would be in one process.  A file rank 0
-        cannot write is handled here too (:meth:`_not_written`).  A rank's failure comes back as
-        :class:`~splitsearch.errors.TrainingError` or :class:`~splitsearch.train.launch.RankFailedError`,
-        Ctrl-C or SIGTERM as KeyboardInterrupt.
+        The ranks keep the dataset from trial to trial and continue the trial's checkpoint
+        (written in the one-process format, so a retry may run on any number of processes); the
+        worker reads it first, so a damaged one is refused here as it would be in one process.
+        A fine-tuned candidate's ranks warm-start from the weights file of the trial it starts
+        from.  A file rank 0 cannot write is handled here too (:meth:`_not_written`).  A rank's
+        failure comes back as :class:`~splitsearch.errors.TrainingError` or
+        :class:`~splitsearch.train.launch.RankFailedError`, Ctrl-C or SIGTERM as KeyboardInterrupt.
         """
         if resume and (out_dir / CHECKPOINT_NAME).is_file():
             read_checkpoint(out_dir / CHECKPOINT_NAME)
-        request = TrainRequest(config=config, device=self.execution.device, mode=self.execution.mode, out_dir=out_dir,
-                               data_dir=self.execution.data_dir, download=self.execution.download, resume=resume,
-                               data_parallel=self.execution.trial_data_parallel(config))
+        warm_start = None if record.warm_start_from is None else self._weights_file(trial, record.warm_start_from)
+        request = self.execution.train_request(config, out_dir, resume, warm_start_from=warm_start)
         with EpochServer(after_epoch, lambda error: self._not_written(candidate, error)) as server:
-            outcome = launch(processes, run_training_rank, self.execution.device, request, server.client())
+            outcome = train_on(self.pool, processes, request, server.client())
         server.raise_failure()
+        if outcome.warm_started_tensors is not None:
+            TrialRecord(warm_started_tensors=outcome.warm_started_tensors).write_to(trial)
         return outcome.result
 
     def _trainer(self, trial: optuna.Trial, record: TrialRecord, config: SplitConfig, candidate: int, out_dir: Path,
@@ -369,13 +383,18 @@ class SearchObjective:
                             "model.pt was not written keeps no weights)")
 
     def _trained_members(self, trial: optuna.Trial, number: int) -> list[dict[str, torch.Tensor]]:
-        """The trained members of trial ``number`` of this study, kept by its ``keep_weights`` attribute."""
+        """The trained members of trial ``number`` of this study (:meth:`_weights_file`)."""
+        return torch.load(self._weights_file(trial, number), map_location=self.execution.device,
+                          weights_only=True)["members"]
+
+    def _weights_file(self, trial: optuna.Trial, number: int) -> Path:
+        """The weights file of trial ``number`` of this study, kept by its ``keep_weights`` attribute."""
         source = trial.study.get_trials(deepcopy=False)[number]
         path = (checkpoint_root(trial.study, self.execution.runs_dir) / f"trial-{original_trial_number(source)}"
                 / MODEL_NAME)
         if not path.is_file():
             raise FileNotFoundError(f"the weights of trial {number} to fine-tune from are gone ({path})")
-        return torch.load(path, map_location=self.execution.device, weights_only=True)["members"]
+        return path
 
     def _keep_weights(self, trial: optuna.Trial, model_file: Path, values: float | tuple[float, float]) -> None:
         """Upload the completed trial's weights to the artifact store.

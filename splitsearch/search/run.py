@@ -145,6 +145,7 @@ def run_study(spec: StudySpec, storage_url: str, execution: ExecutionOptions = E
             requeue_interrupted(study)  # another worker may take the interrupted trial at once
             raise
         finally:
+            objective.close()
             settle_store(study, store)
     return study
 

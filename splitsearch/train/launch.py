@@ -159,16 +159,24 @@ class RankFailedError(RuntimeError):
 
 def run_as_rank(function: Callable[..., Any], device: str, *args: Any) -> Any:
     """``function(*args)`` as this process's rank of the group its environment describes (torchrun's)."""
-    backend = process_group_backend(device)
-    if device.startswith("cuda"):
-        torch.cuda.set_device(torch.device(rank_device(device)))
-    dist.init_process_group(backend, timeout=COLLECTIVE_TIMEOUT)
-    if "OMP_NUM_THREADS" not in os.environ:  # as torchrun does: the ranks share the cores, not fight over them
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // dist.get_world_size()))
+    join_group(device)
     try:
         return function(*args)
     finally:
         dist.destroy_process_group()
+
+
+def join_group(device: str, **rendezvous: Any) -> None:
+    """Join the process group as this rank, on its own GPU where ``device`` is CUDA.
+
+    ``rendezvous``: ``init_process_group``'s store, rank and world size (default: the environment's,
+    torchrun's).  The collectives time out after :data:`COLLECTIVE_TIMEOUT`.
+    """
+    if device.startswith("cuda"):
+        torch.cuda.set_device(torch.device(rank_device(device)))
+    dist.init_process_group(process_group_backend(device), timeout=COLLECTIVE_TIMEOUT, **rendezvous)
+    if "OMP_NUM_THREADS" not in os.environ:  # as torchrun does: the ranks share the cores, not fight over them
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // dist.get_world_size()))
 
 
 def _rank_main(function: Callable[..., Any], device: str, reports: str, parent: int,
@@ -180,14 +188,13 @@ def _rank_main(function: Callable[..., Any], device: str, reports: str, parent: 
     so a rank ends at once and quietly on it; its checkpoint is the last one written whole.
     """
     signal.signal(signal.SIGINT, _exit_quietly)
-    _die_with(parent)
+    die_with(parent)
     for family in families:
         registry.register_family(family)
     try:
         return run_as_rank(function, device, *args)
     except BaseException as error:
-        report = {"user": isinstance(error, SplitsearchError), "message": f"{type(error).__name__}: {error}",
-                  "traceback": traceback.format_exc(), "time": time.time()}
+        report = rank_report(error)
         (Path(reports) / f"rank-{int(os.environ.get('RANK', '0')):05d}.json").write_text(json.dumps(report))
         raise
 
@@ -196,7 +203,7 @@ def _exit_quietly(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)  # a process ends on SystemExit without printing a traceback
 
 
-def _die_with(parent: int) -> None:
+def die_with(parent: int) -> None:
     """Have the kernel kill this process when its parent dies (Linux), so no rank outlives a SIGKILL."""
     if sys.platform.startswith("linux"):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -204,20 +211,40 @@ def _die_with(parent: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _failure(reports: Path, error: ChildFailedError) -> Exception:
-    """The failed rank's own report: one line for an error a user can fix, its traceback otherwise.
+def rank_report(error: BaseException) -> dict[str, Any]:
+    """What a rank that raised ``error`` tells the process that started it (plain data, JSON-ready).
+
+    Call it in the ``except`` block: the traceback is the one being handled.
+    """
+    return {"user": isinstance(error, SplitsearchError), "message": f"{type(error).__name__}: {error}",
+            "traceback": traceback.format_exc(), "time": time.time()}
+
+
+def failure_of(reports: dict[int, dict[str, Any]]) -> Exception | None:
+    """The group's failure from its ranks' reports (by rank): one line for an error a user can fix,
+    the traceback otherwise; None without a report.
 
     An error a user can fix is never caused by another rank, so the lowest rank with one is
     reported.  Otherwise the first rank to fail, in time: when one rank raises, the others fail
     after it at their next collective ("connection closed by peer") and report that too.
     """
-    found = [(json.loads(path.read_text()), int(path.stem.removeprefix("rank-")))
-             for path in reports.glob("rank-*.json")]
-    for report, rank in sorted(found, key=lambda pair: (not pair[0]["user"], 0 if pair[0]["user"] else pair[0]["time"],
-                                                        pair[1])):
+    for rank, report in sorted(reports.items(), key=lambda pair: (not pair[1]["user"],
+                                                                  0 if pair[1]["user"] else pair[1]["time"], pair[0])):
         if report["user"]:
             return TrainingError(f"rank {rank}: {report['message'].partition(': ')[2]}")
         return RankFailedError(f"rank {rank} failed:\n{report['traceback']}", f"rank {rank}: {report['message']}")
-    ranks = ", ".join(f"rank {rank} (exit code {failure.exitcode})" for rank, failure in sorted(error.failures.items()))
+    return None
+
+
+def died_without_report(exit_codes: dict[int, int]) -> RankFailedError:
+    """The failure of ranks (by rank, with their exit codes) that died before they could say why."""
+    ranks = ", ".join(f"rank {rank} (exit code {code})" for rank, code in sorted(exit_codes.items()))
     message = f"{ranks} of the process group died without a report (killed?)"
     return RankFailedError(message, message)
+
+
+def _failure(reports: Path, error: ChildFailedError) -> Exception:
+    """The failed rank's own report (:func:`failure_of`), else which ranks died."""
+    found = {int(path.stem.removeprefix("rank-")): json.loads(path.read_text()) for path in reports.glob("rank-*.json")}
+    return failure_of(found) or died_without_report({rank: failure.exitcode
+                                                     for rank, failure in error.failures.items()})

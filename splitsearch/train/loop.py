@@ -34,9 +34,10 @@ from splitsearch.errors import CheckpointReadError, OutputWriteError, TrainingEr
 from splitsearch.metrics import EpochMetrics, TrainResult
 from splitsearch.train.augment import augment, mixup
 from splitsearch.train.calibration import CalibrationMeter, Scores, ensemble_log_probs
+from splitsearch.train.logits import member_logits
 from splitsearch.train.losses import cot_weight, cotraining_loss
 from splitsearch.train.optim import make_optimizer, make_scheduler
-from splitsearch.train.parallel import MemberGroup
+from splitsearch.train.parallel import SEMANTIC_MEMBERS_ONLY, MemberGroup
 from splitsearch.train.semantic_stage import SemanticStage
 from splitsearch.train.stage import MemberChange, PlainStage, TrainingStage
 
@@ -110,9 +111,8 @@ class Trainer:
         self.group = group or MemberGroup.single(config.S)
         self.progress = progress and self.group.is_main
         self.mixed_precision = self.device.type == "cuda"
-        if self.group.processes > 1 and config.groups > 1:
-            raise TrainingError("the semantic split (groups > 1) trains in one process for now; "
-                                "leave out --nproc")
+        if self.group.data_ranks > 1 and config.groups > 1:
+            raise TrainingError(SEMANTIC_MEMBERS_ONLY)
         if self.group.world > 1:
             mode = "sequential"  # a rank's members in the one-process checkpoint format
 
@@ -123,7 +123,7 @@ class Trainer:
         # The semantic split (groups > 1) trains the unsplit members first, then cuts them.
         write_file = None if self.out_dir is None else self._write_file
         self.stage: TrainingStage = (
-            SemanticStage(config, self.device, class_names(data.info), write_file) if config.groups > 1
+            SemanticStage(config, self.device, class_names(data.info), write_file, self.group) if config.groups > 1
             else PlainStage(config, self.device, self.group.own)
         )
         self.ensemble: Ensemble = self.stage.build_ensemble(mode)
@@ -287,24 +287,10 @@ class Trainer:
         ensemble, *members = meter.compute(self.group.data_group if self.group.data_ranks > 1 else None)
         return Scores((correct[0] / count).item(), (correct[1:] / count).tolist(), ensemble, members)
 
-    @torch.no_grad()
     def batch_logits(self, loader: TensorLoader | StreamLoader,
                      shared: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Every member's logits ``[S, B, K]`` (in float32, gathered from all ranks) and the labels, batch by batch.
-
-        Evaluation mode, the images as the ensemble sees them in evaluation: normalised, the
-        same view for every member.  ``shared``: the data ranks share the batches out (data rank
-        d takes every D-th from the d-th), for :meth:`evaluate` to sum their counts; otherwise
-        every rank sees every batch.  Either way with data rank 0's BatchNorm statistics.
-        """
-        self.ensemble.eval()
-        self.group.share_buffers(self.ensemble)
-        for index, (images, labels) in enumerate(loader):
-            if shared and not self.group.owns_batch(index):
-                continue
-            views = self.data.normalization(images).unsqueeze(0).expand(self.group.per_rank, *images.shape)
-            with self._autocast():
-                yield self.group.gather(self.ensemble(views.contiguous()).float()), labels
+        """Every member's logits ``[S, B, K]`` and the labels, batch by batch (:func:`~splitsearch.train.logits.member_logits`)."""
+        return member_logits(self.ensemble, loader, self.data, self.group, self.mixed_precision, shared)
 
     def _autocast(self) -> torch.autocast:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.mixed_precision)
@@ -318,6 +304,7 @@ class Trainer:
         the state of all S members in the one-process format, the other ranks None.
         """
         ensemble, optimizer = self._all_members(self.ensemble.state_dict(), self.optimizer.state_dict())
+        entries = self.stage.checkpoint_entries()  # gathered from every rank, as the members are
         if ensemble is None:
             return None
         state = {
@@ -329,7 +316,7 @@ class Trainer:
             "history": [asdict(metrics) for metrics in self.history],
             "torch_rng": torch.get_rng_state(),
             "generator": self.generator.get_state(),
-            **self.stage.checkpoint_entries(),
+            **entries,
         }
         if self.device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)

@@ -47,6 +47,10 @@ SYNC_BN_NEEDS_CUDA = ("--sync-bn needs CUDA: torch's SyncBatchNorm runs on GPUs 
                       "(each data rank then normalises with its own shard's statistics)")
 
 
+SEMANTIC_MEMBERS_ONLY = ("the semantic split trains member-parallel only (each rank learns and cuts its own "
+                         "members' groups): leave out --data-parallel")
+
+
 def check_grid(processes: int, data_parallel: int, members: int) -> None:
     """Refuse, in one line, a grid of ``processes`` ranks, ``data_parallel`` per member rank, that cannot hold S.
 
@@ -78,6 +82,8 @@ def check_data_parallel(processes: int, data_parallel: int, config: SplitConfig,
     if batch_size < data_parallel:
         raise TrainingError(f"train.batch_size {batch_size} cannot be shared by {data_parallel} "
                             f"data ranks: use a batch of at least {data_parallel} images")
+    if data_parallel > 1 and config.groups > 1:
+        raise TrainingError(SEMANTIC_MEMBERS_ONLY)
     if sync_bn and data_parallel == 1:
         raise TrainingError("--sync-bn shares BatchNorm statistics between data ranks: use it with "
                             "--data-parallel 2 or more")
@@ -249,25 +255,36 @@ class MemberGroup:
         dist.gather_object(value, gathered, dst=0, group=self.member_group)
         return gathered
 
+    def gather_over_data(self, value: Any) -> list[Any] | None:
+        """Every data rank's ``value`` of this member rank (in data-rank order) on its data rank 0; None on the others."""
+        if self.data_ranks == 1:
+            return [value]
+        gathered = [None] * self.data_ranks if self.data_rank == 0 else None
+        dist.gather_object(value, gathered, dst=self.rank * self.data_ranks, group=self.data_group)
+        return gathered
+
     # -- the one-process checkpoint format -----------------------------------------------------------
 
-    def full_ensemble_state(self, parts: list[Mapping[str, Tensor]]) -> dict[str, Tensor]:
-        """A sequential ensemble's state dict over all S members from each rank's over its own."""
+    def full_ensemble_state(self, parts: list[Mapping[str, Tensor]], prefix: str = "networks.") -> dict[str, Tensor]:
+        """A sequential ensemble's state dict over all S members from each rank's over its own.
+
+        ``prefix``: where the members' list sits in the state dict (``""``: a list of per-member modules).
+        """
         state = {}
         for rank, part in enumerate(parts):
             for key, value in part.items():
-                index, _, rest = key.removeprefix("networks.").partition(".")
-                state[f"networks.{rank * self.per_rank + int(index)}.{rest}"] = value
+                index, _, rest = key.removeprefix(prefix).partition(".")
+                state[f"{prefix}{rank * self.per_rank + int(index)}.{rest}"] = value
         return state
 
-    def own_ensemble_state(self, full: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        """This rank's part of a sequential ensemble's state dict over all S members."""
+    def own_ensemble_state(self, full: Mapping[str, Tensor], prefix: str = "networks.") -> dict[str, Tensor]:
+        """This rank's part of a sequential ensemble's state dict over all S members (``prefix`` as above)."""
         state = {}
         for key, value in full.items():
-            index, _, rest = key.removeprefix("networks.").partition(".")
+            index, _, rest = key.removeprefix(prefix).partition(".")
             member = int(index) - self.own.start
             if 0 <= member < self.per_rank:
-                state[f"networks.{member}.{rest}"] = value
+                state[f"{prefix}{member}.{rest}"] = value
         return state
 
     def full_optimizer_state(self, parts: list[Mapping[str, Any]]) -> dict[str, Any]:

@@ -19,13 +19,14 @@ from typing import Protocol
 import torch
 
 from splitsearch.config import SplitConfig
-from splitsearch.data import DEFAULT_DATA_DIR, DeviceData, prepare_data
-from splitsearch.ensemble import FusedEnsemble, pack_state_dicts
+from splitsearch.data import DEFAULT_DATA_DIR, DataCache, DeviceData, prepare_data
+from splitsearch.ensemble import Ensemble, FusedEnsemble, pack_state_dicts
 from splitsearch.errors import OutputWriteError, TrainingError
 from splitsearch.metrics import EpochMetrics, TrainResult
 from splitsearch.train.launch import rank_device
 from splitsearch.train.loop import Trainer
 from splitsearch.train.parallel import MemberGroup
+from splitsearch.train.pool import RankPool
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -34,7 +35,11 @@ class TrainRequest:
 
     ``data_parallel`` (D) is the number of ranks of a process group that train the same members
     on shards of each batch (:mod:`splitsearch.train.parallel`); ``sync_bn`` has their BatchNorm
-    layers share batch statistics."""
+    layers share batch statistics.  ``warm_start_from``: a weights file (``model.pt``) whose tensors
+    start the members wherever they fit (:meth:`~splitsearch.train.loop.Trainer.warm_start`, a
+    fine-tuning of another candidate), unlike ``init_from``, which must fit exactly.  ``keep_data``:
+    this process keeps the dataset for later requests (a rank kept across trials,
+    :mod:`splitsearch.train.pool`)."""
 
     config: SplitConfig
     device: str = "cpu"
@@ -52,6 +57,8 @@ class TrainRequest:
     loader_workers: int | None = None
     data_parallel: int = 1
     sync_bn: bool = False
+    warm_start_from: Path | None = None
+    keep_data: bool = False
 
     def resolved_config(self) -> SplitConfig:
         """The config with the request's overrides applied."""
@@ -85,7 +92,11 @@ class TrainingPlan:
 
 @dataclass(frozen=True)
 class TrainOutcome:
-    """A finished training, as rank 0 saw it: what the command prints."""
+    """A finished training, as rank 0 saw it: what the command prints.
+
+    ``processes`` and ``data_ranks`` count the ranks that joined the group (1, 1 in one
+    process); ``warm_started_tensors`` how many tensors a warm start took (None: no warm start).
+    """
 
     plan_config: SplitConfig
     out_dir: Path
@@ -94,6 +105,9 @@ class TrainOutcome:
     ensemble_kind: str
     val_samples: int
     test_samples: int
+    processes: int = 1
+    data_ranks: int = 1
+    warm_started_tensors: int | None = None
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -127,8 +141,12 @@ def plan_training(request: TrainRequest, device: str | None = None) -> TrainingP
     leaves no validation image is final too, as there is nothing to select on.
     """
     config = request.resolved_config()
-    data = prepare_data(config.dataset, config.train, device or request.device, request.data_dir, request.download,
-                        config.crop, request.data_path, request.loader_workers)
+    if request.keep_data:
+        cache = _kept_data(device or request.device, request)
+        data = cache.get(config.dataset, config.train, config.crop)
+    else:
+        data = prepare_data(config.dataset, config.train, device or request.device, request.data_dir,
+                            request.download, config.crop, request.data_path, request.loader_workers)
     return TrainingPlan(config, data, request.resolved_out_dir(), request.final or data.val.num_samples == 0)
 
 
@@ -154,6 +172,11 @@ def run_training(request: TrainRequest, reporter: TrainReporter | None = None, d
                       on_write_error=None if report is None else report.write_error, sync_bn=request.sync_bn)
     if request.init_from is not None:
         start_from(trainer, read_weights(request.init_from, plan.config.S)[group.own], request.init_from)
+    warm_started = None
+    if request.warm_start_from is not None:
+        # The members share one architecture, so every rank's members take as many tensors as rank 0's.
+        taken = trainer.warm_start(read_weights(request.warm_start_from, plan.config.S)[group.own])
+        warm_started = len(taken) * group.world
     try:
         result = trainer.fit(resume=request.resume, test=plan.final)
     except KeyboardInterrupt:
@@ -161,13 +184,37 @@ def run_training(request: TrainRequest, reporter: TrainReporter | None = None, d
     if not group.is_main:
         return None
     return TrainOutcome(plan.config, plan.out_dir, plan.final, result, type(trainer.ensemble).__name__,
-                        plan.data.val.num_samples, plan.data.test.num_samples)
+                        plan.data.val.num_samples, plan.data.test.num_samples, group.processes, group.data_ranks,
+                        warm_started)
 
 
 def run_training_rank(request: TrainRequest, reporter: TrainReporter | None = None) -> TrainOutcome | None:
     """This process's rank of a member-parallel training (started by :func:`~splitsearch.train.launch.launch`
     or by torchrun): its share of the members, on its own GPU where the request asks for CUDA."""
     return run_training(request, reporter, rank_device(request.device), members_parallel=True)
+
+
+def train_on(pool: RankPool, processes: int, request: TrainRequest,
+             reporter: TrainReporter | None = None) -> TrainOutcome:
+    """``request`` trained by ``processes`` ranks of a kept pool (they keep its dataset); rank 0's outcome.
+
+    A data-parallel request makes subgroups (:class:`~splitsearch.train.parallel.MemberGroup`), so
+    its ranks join a fresh group rather than gather subgroups trial after trial.
+    """
+    return pool.run(processes, run_training_rank, dataclasses.replace(request, keep_data=True), reporter,
+                    new_group=request.data_parallel > 1)
+
+
+# The datasets a process keeps for its later requests (``TrainRequest.keep_data``), by where they come from.
+_KEPT_DATA: dict[tuple, DataCache] = {}
+
+
+def _kept_data(device: str, request: TrainRequest) -> DataCache:
+    key = (device, request.data_dir, request.download, request.data_path, request.loader_workers)
+    if key not in _KEPT_DATA:
+        _KEPT_DATA[key] = DataCache(device, request.data_dir, request.download, request.data_path,
+                                    request.loader_workers)
+    return _KEPT_DATA[key]
 
 
 class WeightsMismatchError(TrainingError):
@@ -186,20 +233,27 @@ def read_weights(path: Path, members: int) -> list[dict[str, torch.Tensor]]:
 
 
 def start_from(trainer: Trainer, states: list[dict[str, torch.Tensor]], path: Path) -> None:
-    """Start ``trainer``'s members (this process's share) from ``states``, which must fit them exactly.
+    """Start ``trainer``'s members (this process's share) from ``states``, which must fit them exactly
+    (:func:`load_weights`)."""
+    load_weights(trainer.ensemble, states, path)
+
+
+def load_weights(ensemble: Ensemble, states: list[dict[str, torch.Tensor]], path: Path) -> None:
+    """Load ``states`` (from ``path``) into ``ensemble``'s members, which they must fit exactly.
 
     A warm start takes whatever fits, which suits a search's fine-tuning; weights a user names
     must be those of this config, so a missing or misshapen tensor is an error naming the first
     one, rather than a training that quietly starts partly from scratch.
     """
-    for network, state in zip(trainer.ensemble.members, states):
+    for network, state in zip(ensemble.members, states):
         for name, tensor in network.state_dict().items():
             theirs = state.get(name)
             if theirs is None or theirs.shape != tensor.shape:
                 found = "missing" if theirs is None else f"shaped {tuple(theirs.shape)}"
                 raise WeightsMismatchError(f"{path} does not fit the config: {name} is {found}, "
                                            f"the config needs {tuple(tensor.shape)}")
-    if isinstance(trainer.ensemble, FusedEnsemble):  # one packed network: the members packed the same way
-        trainer.ensemble.network.load_state_dict(pack_state_dicts(states, trainer.ensemble.template))
-    else:
-        trainer.warm_start(states)
+    if isinstance(ensemble, FusedEnsemble):  # one packed network: the members packed the same way
+        ensemble.network.load_state_dict(pack_state_dicts(states, ensemble.template))
+        return
+    for network, state in zip(ensemble.members, states):
+        network.load_state_dict({name: state[name] for name in network.state_dict()})

@@ -8,6 +8,12 @@ After the last of those epochs :meth:`~SemanticStage.end_of_epoch` replaces ever
 split network (:func:`~splitsearch.split.semantic.split_network` with the balanced hard
 assignment); the rest of the epochs fine-tune it without regularisers, and the deployed model is
 the split one, the architecture ``count`` measured.
+
+In member-parallel training (:mod:`splitsearch.train.parallel`) each rank learns the groups of
+its own members and cuts them, as it trains them: a member's groups depend on that member alone.
+The regularisers of all S members are averaged through the same gather as the logits, so each
+member's gradient is the one-process gradient; rank 0 gathers what the cut learned and the
+groupings' state, and writes them in the one-process format.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from splitsearch.ensemble import Ensemble, EnsembleMode, SequentialEnsemble
 from splitsearch.errors import TrainingError
 from splitsearch.split.grouping import SemanticGrouping
 from splitsearch.split.semantic import CLASSES, node_groups, split_network
+from splitsearch.train.parallel import MemberGroup
 from splitsearch.train.stage import MemberChange
 
 GROUPING, SPLIT = "grouping", "split"
@@ -40,21 +47,25 @@ class SemanticStage:
         class_names: the dataset's class names, for the summary (None: class indices).
         write_file: writes the class groups at the cut, given a file name and its bytes (the
             trainer's, into its folder, atomically; None: they are not written).
+        group: the members this process trains (all S by default); rank 0 writes the class groups.
     """
 
     def __init__(self, config: SplitConfig, device: torch.device, class_names: Sequence[str] | None = None,
-                 write_file: Callable[[str, bytes], None] | None = None) -> None:
+                 write_file: Callable[[str, bytes], None] | None = None, group: MemberGroup | None = None) -> None:
         self.config = config
         self.device = device
         self.class_names = class_names
         self.write_file = write_file
+        self.group = group or MemberGroup.single(config.S)
         self.grouping_epochs = config.train.grouping_epochs()
         self.grouping = True  # in the first stage; False from the cut on
-        self.networks = build_networks(config, device=device, grouping=True)
-        self.groupings = nn.ModuleList(
-            SemanticGrouping(network, semantic_plan(config, network), config.train.assignment)
-            for network in self.networks
-        )
+        # All S networks and groupings are made, in order, so a member's initial state does not
+        # depend on which rank trains it; this rank keeps its own.
+        networks = build_networks(config, device=device, grouping=True)
+        groupings = [SemanticGrouping(network, semantic_plan(config, network), config.train.assignment)
+                     for network in networks]
+        self.networks = networks[self.group.own]
+        self.groupings = nn.ModuleList(groupings[self.group.own])
         self.class_groups: list[list[list[int]]] = []
         self.argmax_agreement: list[float] = []
         self.confidence: list[float] = []
@@ -77,14 +88,17 @@ class SemanticStage:
                  "lr": base_lr * self.config.train.assignment_lr_mult}]
 
     def regularisation(self, ensemble: Ensemble) -> torch.Tensor:
-        """gamma-weighted ``R_D + R_W + R_E``, averaged over the members (zero once cut)."""
+        """gamma-weighted ``R_D + R_W + R_E``, averaged over the S members (zero once cut).
+
+        The other ranks' members' terms arrive as constants, as their logits do.
+        """
         train = self.config.train
         if not self.grouping:
             return torch.zeros((), device=self.device)
         totals = [grouping.regularisers(member).total(train.gamma_disjoint, train.gamma_group_weight,
                                                         train.gamma_balance)
                   for grouping, member in zip(self.groupings, ensemble.members)]
-        return torch.stack(totals).mean()
+        return self.group.gather(torch.stack(totals)).sum() / self.config.S
 
     def after_optimizer_step(self, lr: float) -> None:
         """The reduced-gradient step of the assignments (softmax logits are stepped by the optimiser)."""
@@ -97,8 +111,12 @@ class SemanticStage:
         if not self.grouping or epoch < self.grouping_epochs:
             return None
         change = MemberChange(self._cut(ensemble.members), after_epoch=epoch)
-        if self.write_file is not None:
-            self.write_file(CLASS_GROUPS_NAME, json.dumps(self.summary(), indent=2).encode())
+        learned = self.group.gather_to_main((self.class_groups, self.argmax_agreement, self.confidence))
+        if learned is not None:  # rank 0: every member's, in member order
+            self.class_groups, self.argmax_agreement, self.confidence = (
+                [value for part in learned for value in part[index]] for index in range(3))
+            if self.write_file is not None:
+                self.write_file(CLASS_GROUPS_NAME, json.dumps(self.summary(), indent=2).encode())
         return change
 
     @torch.no_grad()
@@ -115,7 +133,9 @@ class SemanticStage:
         return split_members
 
     def summary(self) -> dict[str, Any] | None:
-        """What the run learned, for metrics.json, the store and the report; None before the cut."""
+        """What the run learned, for metrics.json, the store and the report; None before the cut.
+
+        On rank 0 of a process group every member's; on the others their own."""
         if self.grouping:
             return None
         named = None
@@ -132,21 +152,29 @@ class SemanticStage:
         }
 
     def checkpoint_entries(self) -> dict[str, Any]:
-        """The stage, the groupings and what the cut learned, under ``"semantic"`` as checkpoints always had them."""
+        """The stage, the groupings and what the cut learned, under ``"semantic"`` as checkpoints always had them.
+
+        Every rank calls it (the groupings of all S members are gathered); rank 0 gets the
+        entries in the one-process format, the others none.
+        """
+        parts = self.group.gather_to_main({key: value.cpu() for key, value in self.groupings.state_dict().items()})
+        if parts is None or not self.group.is_main:
+            return {}
         return {CHECKPOINT_KEY: {
-            "stage": GROUPING if self.grouping else SPLIT, "groupings": self.groupings.state_dict(),
+            "stage": GROUPING if self.grouping else SPLIT, "groupings": self.group.full_ensemble_state(parts, prefix=""),
             "class_groups": self.class_groups, "argmax_agreement": self.argmax_agreement,
             "assignment_confidence": self.confidence,
         }}
 
     def resume(self, checkpoint: Mapping[str, Any]) -> MemberChange | None:
-        """Restore the groupings and what the cut learned; after the cut, fresh split networks for its weights."""
+        """Restore this rank's groupings and what the cut learned; after the cut, fresh split networks for its weights."""
         state = checkpoint[CHECKPOINT_KEY]
         change = None
         if self.grouping and state["stage"] == SPLIT:
             self.grouping = False
-            change = MemberChange(build_networks(self.config, device=self.device), after_epoch=self.grouping_epochs)
-        self.groupings.load_state_dict(state["groupings"])
+            change = MemberChange(build_networks(self.config, device=self.device)[self.group.own],
+                                  after_epoch=self.grouping_epochs)
+        self.groupings.load_state_dict(self.group.own_ensemble_state(state["groupings"], prefix=""))
         self.class_groups = state["class_groups"]
         self.argmax_agreement = state["argmax_agreement"]
         self.confidence = state["assignment_confidence"]

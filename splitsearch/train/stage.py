@@ -60,7 +60,9 @@ class TrainingStage(Protocol):
         ...
 
     def checkpoint_entries(self) -> dict[str, Any]:
-        """Entries the stage adds to the trainer's checkpoint (top-level keys, read back by :meth:`resume`)."""
+        """Entries the stage adds to the trainer's checkpoint (top-level keys, read back by :meth:`resume`).
+
+        Every rank of a process group calls it, as it may gather; the entries of rank 0 are written."""
         ...
 
     def resume(self, checkpoint: Mapping[str, Any]) -> MemberChange | None:
