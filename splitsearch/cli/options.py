@@ -167,8 +167,7 @@ nproc_option = _shared("--nproc", type=click.IntRange(min=1), default=1, show_de
 
 nproc_per_trial_option = _shared(
     "--nproc-per-trial", type=click.IntRange(min=1), default=1, show_default=True,
-    help="Train a candidate's S members in up to N processes, the most that share S equally (started once, "
-         "kept for the next candidates).")
+    help="Train each candidate's S members in up to N processes, kept from one candidate to the next.")
 """--nproc-per-trial: the process group a search's candidates (``run``) and confirmation runs (``confirm``) train in."""
 
 dataset_override_option = _shared("--dataset", help="Dataset spec, overriding the config's.")
