@@ -58,7 +58,8 @@ def test_run_export_report_and_retrain(tmp_path, finished_study, capsys):
 
     code, out, _ = run(capsys, "train", tmp_path / "best.yaml", "--device", "cpu", "--quiet", "--out", tmp_path / "re")
     metrics = json.loads((tmp_path / "re" / "metrics.json").read_text())
-    assert code == 0 and metrics["val_accuracy"] == best.value
+    assert code == 0 and metrics["val_accuracy"] == best.user_attrs["val_accuracy"]
+    assert metrics["val_nll"] == pytest.approx(best.value)  # the default objective: validation NLL
 
 
 def test_environment_variable_names_the_storage(tmp_path, study_file, capsys, monkeypatch):

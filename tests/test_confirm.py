@@ -17,6 +17,7 @@ from conftest import run_cli as run
 STUDY = """\
 name: noisy
 arch: resnet20
+objectives: [accuracy]   # this module checks accuracy's standard errors and confirmed means
 dataset: synthetic:96
 space: divide
 epochs: 2

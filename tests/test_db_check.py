@@ -123,7 +123,7 @@ def test_rows_links_and_checkpoints_that_disagree_are_found_and_mended(storage_u
     assert [restored[number].state for number in (0, 1, 2)] == ["complete"] * 3
     assert restored[0].retried_as is None
     assert (restored[1].config_hash, restored[1].val_accuracy, restored[1].baseline) == \
-        (lost.config_hash, study.trials[1].value, lost.baseline)
+        (lost.config_hash, study.trials[1].user_attrs["val_accuracy"], lost.baseline)
     assert Store(url).epochs(restored[1].id) == []
     assert not list(runs.rglob("trial-*"))
 

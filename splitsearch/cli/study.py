@@ -39,7 +39,7 @@ from splitsearch.cli.options import (
 @click.option("--dataset", help="Dataset spec, e.g. digits, cifar100, imagefolder:PATH.")
 @click.option("--space", help="Search space: divide, blocks, full, semantic, or a YAML file.")
 @click.option("--epochs", type=click.IntRange(min=1), help="Training epochs per candidate.")
-@click.option("--objectives", help="accuracy or nll (minimised); a Pareto front: accuracy,COST with COST params, "
+@click.option("--objectives", help="nll (default, minimised) or accuracy; a Pareto front: accuracy,COST with COST params, "
                                    "macs, activation, latency or ece.")
 @click.option("--strategy", type=click.Choice(["sampler", "greedy-blocks"]), default="sampler", show_default=True,
               help="sampler: Optuna samples the space; greedy-blocks: the block-wise split's greedy procedure.")

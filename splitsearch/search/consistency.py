@@ -321,11 +321,15 @@ def _restore_row(study: optuna.Study, store: Store, trial: FrozenTrial) -> str:
         if source is None:
             raise LookupError("the complete row whose result it reused is gone too")
         reused_from_id = source.id
-    values = trial.values or list(trial.intermediate_values.values())[-1:]  # a pruned trial: its last epoch
+    accuracy = record.val_accuracy
+    if accuracy is None and (StudyRecord.from_study(study).objectives or ("accuracy",))[0] == "accuracy":
+        # a trial recorded before accuracy was stored beside the values, or a pruned one (its last epoch)
+        values = trial.values or list(trial.intermediate_values.values())[-1:]
+        accuracy = values[0] if values else None
     started = trial.datetime_start or trial.datetime_complete
     store.restore_candidate(
         study.study_name, trial.number, config, count_config(config), state, width_step=record.width_step,
-        baseline=record.baseline, val_accuracy=values[0] if values else None,
+        baseline=record.baseline, val_accuracy=accuracy,
         val_standard_error=record.val_standard_error, val_samples=record.val_samples,
         member_val_accuracies=None if record.member_val_accuracies is None else list(record.member_val_accuracies),
         reused_from_id=reused_from_id, retry_of=retried_trial(trial), warm_started_from=record.warm_start_from,
