@@ -67,6 +67,9 @@ def main() -> None:
     parser.add_argument("--final-seeds", type=int, default=3)
     parser.add_argument("--storage", help="database URL (default: a SQLite file in a temporary folder)")
     options = parser.parse_args()
+    if options.trials < len(BASELINE_LABELS) + 1:  # the baselines come first and count as trials
+        parser.error(f"--trials must be at least {len(BASELINE_LABELS) + 1}: the {len(BASELINE_LABELS)} baselines "
+                     "are trials too, and the final stage compares the pick with each of them")
     if not options.data.is_file():
         parser.error(f"{options.data} not found; pass --data PATH to the CIFAR-10 subset .npz")
 
@@ -115,7 +118,7 @@ def main() -> None:
         search = "pruned" if summary.search_accuracy is None else f"{summary.search_accuracy:.2%}"
         print(f"  {label:<16} {_describe(trials[summary.trial_number])}: search {search}, confirmed "
               f"{summary.mean:.2%} +- {100 * (summary.sd or 0):.2f} over seeds {list(summary.seeds)}")
-    print("verdict (confirm, validation accuracy):")
+    print(f"verdict (confirm, on the study's objective {','.join(spec.objectives)}):")
     print("\n".join(f"  {line}" for line in verdict_lines(load_verdicts(study))))
 
     best = confirmed[0]
