@@ -29,10 +29,12 @@ from tqdm.auto import tqdm
 from splitsearch.data import DeviceData, StreamLoader, TensorLoader
 from splitsearch.data.specs import class_names
 from splitsearch.config import SplitConfig, compile_mode
-from splitsearch.ensemble import Ensemble, SequentialEnsemble, combine_logits
+from splitsearch.ensemble import Ensemble, FusionError, SequentialEnsemble, combine_logits
 from splitsearch.errors import CheckpointReadError, OutputWriteError, TrainingError
 from splitsearch.metrics import EpochMetrics, TrainResult
 from splitsearch.train.augment import augment, mixup
+from splitsearch.train.autotune import (MIN_MEASURED_TRIAL_STEPS, ModeCache, ModeChoice, ModeTiming, choose_mode,
+                                        measure_mode)
 from splitsearch.train.calibration import CalibrationMeter, Scores, ensemble_log_probs
 from splitsearch.train.logits import member_logits
 from splitsearch.train.losses import cot_weight
@@ -94,6 +96,7 @@ class Trainer:
             batch, wrapped in ``DistributedDataParallel`` over the ranks that hold them.
         sync_bn: with data ranks, BatchNorm normalises with the statistics of the whole batch
             (``SyncBatchNorm`` over the data ranks, CUDA only) instead of this rank's shard.
+        mode_cache: where ``auto`` keeps and finds the timings of a shape (the store, in a search).
         on_write_error: told a checkpoint, model or metrics file that could not be written, and
             training goes on without it.  The search passes one: its result goes to the database,
             and a checkpoint only lets an interrupted trial resume.  Without one (``train``, whose
@@ -104,7 +107,7 @@ class Trainer:
                  out_dir: str | Path | None = None, mode: str = "auto",
                  callbacks: Iterable[EpochCallback] = (), progress: bool = True,
                  group: MemberGroup | None = None, on_write_error: WriteErrorHandler | None = None,
-                 sync_bn: bool = False) -> None:
+                 sync_bn: bool = False, mode_cache: ModeCache | None = None) -> None:
         self.config = config
         self.data = data
         self.device = torch.device(device)
@@ -116,8 +119,14 @@ class Trainer:
         self.mixed_precision = self.device.type == "cuda"
         if self.group.data_ranks > 1 and config.groups > 1:
             raise TrainingError(SEMANTIC_MEMBERS_ONLY)
+        self.steps_per_epoch = len(data.train)
+        self.total_steps = config.train.epochs * self.steps_per_epoch
+        # What ``auto`` chose and from which timings (None: the mode was asked for, or not measured).
+        self.mode_choice: ModeChoice | None = None
         if self.group.world > 1:  # a rank's members in the one-process checkpoint format
             mode = "compiled-sequential" if compile_mode(mode) == "default" else "sequential"
+        elif mode == "auto":
+            mode = self._auto_mode(mode_cache)
         if compile_mode(mode) == "reduce-overhead" and self.device.type != "cuda":
             raise TrainingError(f"--mode {mode} replays CUDA graphs and needs a CUDA device; "
                                 f"use --mode {mode.replace('graphed', 'compiled')} on {self.device.type}")
@@ -136,11 +145,28 @@ class Trainer:
         self.ensemble: Ensemble = self.stage.build_ensemble(mode)
         if sync_bn and self.group.data_ranks > 1:
             self.ensemble = self.group.sync_batch_norm(self.ensemble, self.device)
-        self.steps_per_epoch = len(data.train)
-        self.total_steps = config.train.epochs * self.steps_per_epoch
         self._start_optimization(first_step=0)
         self.generator = torch.Generator(device=self.device).manual_seed(config.train.seed)
         self.history: list[EpochMetrics] = []
+
+    def _auto_mode(self, cache: ModeCache | None) -> str:
+        """``auto``: the checkpoint's mode when there is one to resume, else the measured fastest (:mod:`.autotune`)."""
+        if self.out_dir is not None and (self.out_dir / CHECKPOINT_NAME).is_file():
+            with contextlib.suppress(CheckpointReadError):  # a damaged one is refused by the resume itself
+                state = read_checkpoint(self.out_dir / CHECKPOINT_NAME)
+                return state.get("execution_mode", "fused" if state["ensemble_kind"] == "FusedEnsemble" else "sequential")
+        if self.total_steps < MIN_MEASURED_TRIAL_STEPS:
+            return "auto"  # too short to measure: packed on a GPU where possible, sequential on the CPU
+
+        def measure(mode: str) -> ModeTiming | None:
+            try:
+                throwaway = Trainer(self.config, self.data, self.device, mode=mode, progress=False)
+            except FusionError:
+                return None
+            return measure_mode(throwaway.train_steps, mode)
+
+        self.mode_choice = choose_mode(self.config, self.device, self.total_steps, measure, cache)
+        return self.mode_choice.mode
 
     # -- the loop ----------------------------------------------------------------------------------
 
@@ -317,6 +343,7 @@ class Trainer:
             "history": [asdict(metrics) for metrics in self.history],
             "torch_rng": torch.get_rng_state(),
             "generator": self.generator.get_state(),
+            "execution_mode": self.mode,
             **entries,
         }
         if self.device.type == "cuda":
