@@ -110,3 +110,21 @@ def test_a_trial_too_short_to_measure_runs_as_auto_did(store) -> None:
                          train=TrainConfig(epochs=1, batch_size=8))
     trainer = Trainer(config, prepare_data(config.dataset, config.train), progress=False, mode_cache=store)
     assert trainer.mode_choice is None and type(trainer.ensemble).__name__ == "SequentialEnsemble"
+
+
+def test_the_choice_is_recorded_on_the_trial_and_shown_in_its_report_line() -> None:
+    import optuna
+
+    from splitsearch.report import data
+    from splitsearch.search.record import TrialRecord
+
+    measured: list[str] = []
+    choice = choose_mode(CONFIG, CPU, 1000, stubbed_measure(measured))
+    attrs = TrialRecord(execution_mode=choice.mode, mode_choice=choice.to_dict()).to_attrs()
+    trial = optuna.trial.create_trial(value=0.5, user_attrs=attrs)
+
+    assert TrialRecord.from_trial(trial).mode_choice["timings"][2] == {
+        "mode": "compiled-sequential", "step_seconds": pytest.approx(0.28), "compile_seconds": pytest.approx(71.0)}
+    assert data.execution(trial) == ("mode compiled-sequential (measured: sequential 400 ms, fused 500 ms, "
+                                     "compiled-sequential 280 ms + 71 s compile, compiled-fused 200 ms + 500 s "
+                                     "compile a step)")
