@@ -1,7 +1,11 @@
 """The compiled co-training step against the eager one, what compiling costs, and ``--mode auto`` against eager.
 
 Run:  python benchmarks/compile_step.py [--cases resnet20:2,resnet20:4] [--batch-size 128] [--steps 3]
-                                        [--epochs 10] [--data PATH]
+                                        [--epochs 10] [--threads 1] [--data PATH]
+
+Every measurement runs on ``--threads`` threads (default 1, as the tests run: on a CPU shared
+with other work, OpenMP threads spinning against other processes made a step many times slower,
+and inductor compiles its kernels for the thread count it finds).
 
 Three tables, measured side by side in one run on this machine:
 
@@ -83,7 +87,7 @@ def child(arch: str, S: int, batch_size: int, steps: int) -> None:
 def run_child(case: tuple[str, int], options: argparse.Namespace, cache: Path) -> dict[str, float]:
     environment = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache)}
     command = [sys.executable, __file__, "--child", f"{case[0]}:{case[1]}", "--batch-size", str(options.batch_size),
-               "--steps", str(options.steps)]
+               "--steps", str(options.steps), "--threads", str(options.threads)]
     output = subprocess.run(command, env=environment, capture_output=True, text=True, check=False)
     if output.returncode != 0:
         raise SystemExit(f"measuring {case[0]}:{case[1]} failed:\n{output.stderr[-2000:]}")
@@ -100,7 +104,8 @@ def step_tables(options: argparse.Namespace) -> list[dict]:
             cached = run_child(case, options, Path(cache))
         speedup = cold["eager"] / cold["compiled"]
         print(f"{case[0]:<10}{case[1]:>3}{cold['eager'] * 1000:>8.0f}ms{cold['compiled'] * 1000:>8.0f}ms"
-              f"{speedup:>9.2f}x{cold['compile']:>13.1f}s{cached['compile']:>8.1f}s{cold['in_process_compile']:>11.1f}s")
+              f"{speedup:>9.2f}x{cold['compile']:>13.1f}s{cached['compile']:>8.1f}s"
+              f"{cold['in_process_compile']:>11.1f}s")
         rows.append({"network": case[0], "S": case[1], "eager step (s)": round(cold["eager"], 4),
                      "compiled step (s)": round(cold["compiled"], 4), "eager / compiled": round(speedup, 2),
                      "cold compile (s)": round(cold["compile"], 1), "cached compile (s)": round(cached["compile"], 1),
@@ -147,9 +152,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="measured steps after the first")
     parser.add_argument("--epochs", type=int, default=10, help="epochs of the auto-vs-eager candidate")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the CIFAR-10 subset .npz")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of every measurement")
     parser.add_argument("--skip-auto", action="store_true", help="the step and compile tables only")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     options = parser.parse_args()
+    torch.set_num_threads(options.threads)
     if options.child:
         [(arch, S)] = parse_cases(options.child)
         return child(arch, S, options.batch_size, options.steps)

@@ -111,7 +111,9 @@ def main() -> None:
     steps = options.steps if options.steps is not None else DEFAULT_STEPS[name][0]
     warmup = options.warmup if options.warmup is not None else DEFAULT_STEPS[name][1]
     hardware = torch.cuda.get_device_name(device) if name == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    peak = options.peak_tflops if options.peak_tflops is not None else (peak_tflops(hardware) if name == "cuda" else None)
+    peak = options.peak_tflops
+    if peak is None and name == "cuda":
+        peak = peak_tflops(hardware)
     precision = "bf16 autocast, channels_last" if name == "cuda" else "float32"
     print(f"device: {hardware}, {precision}; peak {peak or 'unknown'} TFLOP/s; batch {options.batch_size}, 3x32x32, "
           f"100 classes; median of {steps} steps after a first and {warmup} warm-up")

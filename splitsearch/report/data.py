@@ -404,9 +404,10 @@ def execution(trial: FrozenTrial) -> str | None:
     if record.execution_mode is None:
         return None
     choice = record.mode_choice or {}
-    timings = ", ".join(f"{timing['mode']} {format_duration(timing['step_seconds'])}"
-                        + (f" + {format_duration(timing['compile_seconds'])} compile" if timing["compile_seconds"] else "")
-                        for timing in choice.get("timings", ()))
+    timings = ", ".join(
+        f"{timing['mode']} {format_duration(timing['step_seconds'])}"
+        + (f" + {format_duration(timing['compile_seconds'])} compile" if timing["compile_seconds"] else "")
+        for timing in choice.get("timings", ()))
     source = "cached" if choice.get("cached") else "measured"
     return f"mode {record.execution_mode} ({source}: {timings} a step)" if timings else f"mode {record.execution_mode}"
 

@@ -207,7 +207,8 @@ def sample_kinds(spec: StudySpec) -> list[tuple[str, SplitConfig]]:
             factors = [1] * num_blocks
             for block in range(num_blocks) if param.blocks is None else param.blocks:
                 factors[block] = int(max(param.choices))
-            kinds.append(("most-split blocks", widest.replace(groups=1, split_depth=None, block_factors=tuple(factors))))
+            split = widest.replace(groups=1, split_depth=None, block_factors=tuple(factors))
+            kinds.append(("most-split blocks", split))
     return kinds
 
 

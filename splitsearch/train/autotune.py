@@ -10,8 +10,8 @@ steps, exceeds its compile cost.
 
 A trial shorter than :data:`MIN_MEASURED_TRIAL_STEPS` is not measured (measuring would cost a
 noticeable share of it): it runs as ``auto`` did before measuring, packed on a GPU where the
-members pack and sequential on the CPU.  Compiling only to find that it does not pay would make ``auto`` slower than eager on the short
-trials of a search, so compiled modes are measured only where they can pay: where the trial's
+members pack and sequential on the CPU.  Compiling only to find that it does not pay would
+make ``auto`` slower than eager on the short trials of a search, so compiled modes are measured only where they can pay: where the trial's
 eager time times :data:`EXPECTED_COMPILED_SAVING` exceeds :data:`COMPILE_SECONDS_PRIOR`.
 
 The timings are cached per shape (architecture, S, widths, input, batch, device kind) in a

@@ -154,7 +154,8 @@ class Trainer:
         if self.out_dir is not None and (self.out_dir / CHECKPOINT_NAME).is_file():
             with contextlib.suppress(CheckpointReadError):  # a damaged one is refused by the resume itself
                 state = read_checkpoint(self.out_dir / CHECKPOINT_NAME)
-                return state.get("execution_mode", "fused" if state["ensemble_kind"] == "FusedEnsemble" else "sequential")
+                packed = state["ensemble_kind"] == "FusedEnsemble"  # written before the mode was recorded
+                return state.get("execution_mode", "fused" if packed else "sequential")
         if self.total_steps < MIN_MEASURED_TRIAL_STEPS:
             return "auto"  # too short to measure: packed on a GPU where possible, sequential on the CPU
 
