@@ -8,12 +8,13 @@
 # all, so the suite ends within 8 minutes on the GPU; a part cut short keeps what it printed, as
 # every benchmark prints its rows as they come).  Untested on a GPU when written (no GPU was lent);
 # its CPU smoke path (--dry-run) was run.
-#   modes             270s  every execution mode's co-training step side by side, with its MFU
+#   modes             255s  every execution mode's co-training step side by side, with its MFU
 #                           (benchmarks/modes_step.py): eager undivided, eager sequential, eager fused,
 #                           compiled and CUDA-graph variants, for WRN-16-8 S=4, ResNet-110 S=2 and
-#                           WRN-28-10 S=4 at batch 128 in bf16
+#                           WRN-28-10 S=4 at batch 128 in bf16 (75 s a case: the modes the aims
+#                           compare are measured first, the rest skipped once a case's time is spent)
 #   pool_start         60s  a member-parallel trial's start, launched per trial vs a kept pool (benchmarks/pool.py)
-#   epoch_36M          75s  one epoch of a 36M-parameter candidate (WRN-28-10 S=4 fitted to 36M) with
+#   epoch_36M          90s  one epoch of a 36M-parameter candidate (WRN-28-10 S=4 fitted to 36M) with
 #                           --mode auto on synthetic CIFAR-100-shaped data (50,000 3x32x32 images, 100 classes)
 #   cuda_tests         45s  the CUDA-only tests (pytest -m cuda)
 # The parts of version 1, run with --only (their budgets as sized from the 2026-11-30 H200 run):
@@ -65,7 +66,8 @@ if { [ "$data_given" = 1 ] || wants ablation_S2 || wants recipes_S1_S4; } && [ !
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 if [ -z "$out" ]; then
-    out="benchmarks/gpu_results/$(date -u +%F)-$(cd benchmarks && python3 -c 'import resultfiles; print(resultfiles.machine_name())')"
+    machine=$(cd benchmarks && python3 -c 'import resultfiles; print(resultfiles.machine_name())')
+    out="benchmarks/gpu_results/$(date -u +%F)-$machine"
 fi
 mkdir -p "$out"
 # The parts that write result files (benchmarks/resultfiles.py) write them into the run's folder, not into
@@ -87,8 +89,8 @@ else
     latency_args="--arch wrn16_8 --repeats 30" train_arch=wrn16_8 train_data=synthetic:50000
     train_args="--epochs 10" s2_sides="--ablation" seeds=0 s14_sides="authors,reference" s14=1,4
     budget=(25 35 75 70 60 45 90 50)
-    modes_args="" pool_args="--trials 4" big_arch=wrn28_10 big_images=60000 big_params=36e6
-    v2_budget=(270 60 75)
+    modes_args="--case-seconds 75" pool_args="--trials 4" big_arch=wrn28_10 big_images=60000 big_params=36e6
+    v2_budget=(255 60 90)
 fi
 
 part() {  # part NAME SECONDS COMMAND...: run it under a timeout, output to the terminal and NAME.txt

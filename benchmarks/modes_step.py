@@ -11,7 +11,8 @@ the undivided network (S = 1) eager and compiled, and the S members ``sequential
 ``graphed-fused`` (``torch.compile(mode="reduce-overhead")``: CUDA graphs).  On CUDA the step
 runs under bf16 autocast with channels_last weights, as the trainer runs it.  Each row: the
 first call's extra time (a compiled mode's compile), the median of ``--steps`` steps after
-``--warmup``, the ratio to the compiled undivided step (the eager one where no compiled one ran),
+``--warmup``, the ratio to the fastest undivided step measured before it (:func:`run_order`
+measures the undivided network eager and compiled first),
 and the MFU: the step's FLOPs (forward and backward, counted by ``benchmarks/mfu.py``; every
 mode of a case does the sequential way's arithmetic) over its time, over the device's dense bf16
 peak.  Rows print as they are measured, so a run cut short keeps them.  Saved as the
@@ -92,6 +93,21 @@ def modes_of(device: torch.device, asked: str | None) -> list[str]:
     return modes
 
 
+def run_order(S: int, modes: list[str]) -> list[tuple[int, str]]:
+    """(members, mode) in the order measured: what the aims compare first, so a case cut short keeps it.
+
+    The undivided step eager and at its fastest compiled (CUDA graphs on CUDA), then the divided
+    modes packed before sequential and graphed before compiled, then the rest of the undivided ones.
+    """
+    undivided = [mode for mode in ("graphed-sequential", "compiled-sequential") if mode in modes][:1]
+    first = [(1, "sequential")] + [(1, mode) for mode in undivided]
+    order = ("fused", "graphed-fused", "compiled-fused", "sequential", "graphed-sequential", "compiled-sequential")
+    divided = [(S, mode) for mode in order if mode in modes]
+    rest = [(1, mode) for mode in ("graphed-sequential", "compiled-sequential")
+            if mode in modes and mode not in undivided]
+    return first + divided + rest
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
@@ -100,6 +116,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, help="measured steps (default: 3 on CPU, 20 on CUDA)")
     parser.add_argument("--warmup", type=int, help="warm-up steps after the first (default: 1 on CPU, 5 on CUDA)")
     parser.add_argument("--modes", help="comma-separated divided modes (default: every one the device runs)")
+    parser.add_argument("--case-seconds", type=float, default=float("inf"),
+                        help="stop measuring a case's modes after this many seconds (the GPU suite: 75)")
     parser.add_argument("--peak-tflops", type=float, help="the device's peak TFLOP/s (default: from mfu.py's table)")
     options = parser.parse_args()
 
@@ -124,9 +142,12 @@ def main() -> None:
         for members in (1, S):  # the sequential way's arithmetic, which every mode of a case does
             flops[members] = step_flops(make_ensemble(SplitConfig(arch=arch, S=members, dataset="cifar100"),
                                                       "sequential", device=device).train(), options.batch_size, device)
-        undivided = ["sequential"] + [mode for mode in ("compiled-sequential", "graphed-sequential") if mode in modes]
-        reference = None
-        for members, mode in [(1, mode) for mode in undivided] + [(S, mode) for mode in modes]:
+        started, reference = time.perf_counter(), None
+        for members, mode in run_order(S, modes):
+            if time.perf_counter() - started > options.case_seconds:
+                print(f"{arch:<11}{members:>3} {mode:<20} skipped: the case's {options.case_seconds:.0f} s are spent")
+                rows.append({"network": arch, "S": members, "mode": mode, "failed": "skipped (time)"})
+                continue
             try:
                 compile_seconds, seconds = time_step(make_step(arch, members, mode, options.batch_size, device),
                                                      members, options.batch_size, steps, warmup, device)
@@ -134,8 +155,8 @@ def main() -> None:
                 print(f"{arch:<11}{members:>3} {mode:<20} failed: {type(error).__name__}: {str(error).splitlines()[0]}")
                 rows.append({"network": arch, "S": members, "mode": mode, "failed": type(error).__name__})
                 continue
-            if members == 1 and (reference is None or compile_mode(mode) is not None):
-                reference = seconds  # the compiled undivided step where one ran
+            if members == 1:
+                reference = min(seconds, reference or seconds)
             achieved = flops[members] / seconds / 1e12
             mfu = achieved / peak if peak else None
             print(f"{arch:<11}{members:>3} {mode:<20}{compile_seconds:>8.1f}s{seconds * 1000:>8.1f}ms"
@@ -147,7 +168,7 @@ def main() -> None:
     resultfiles.save("modes_step", rows, notes=(
         f"{hardware}, {precision}; batch {options.batch_size}, 3x32x32, 100 classes; co-training step (CE + JS, "
         f"SGD) per mode, median of {steps} steps after a first and {warmup} warm-up; step / undivided: to the "
-        "compiled undivided step where one ran; MFU over the dense bf16 peak of mfu.py's table."))
+        "fastest undivided step measured before it; MFU over the dense bf16 peak of mfu.py's table."))
 
 
 if __name__ == "__main__":
