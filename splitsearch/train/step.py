@@ -105,7 +105,7 @@ class CotrainStep:
 
     def _backward(self, forward_loss: Callable[..., LossParts], views: Tensor, labels: Tensor,
                   mixed_targets: Tensor | None, mix_weight: float, lambda_cot: float, scale: float) -> Tensor:
-        if forward_loss is not self._forward_loss:
+        if forward_loss != self._forward_loss:  # a compiled one (bound methods are new objects: compare, not "is")
             # Scalars as tensors: a compiled step would otherwise see a new constant every step.
             mix_weight, lambda_cot = (torch.tensor(value, device=self.device) for value in (mix_weight, lambda_cot))
         total, cross_entropy, cotraining = forward_loss(views, labels, mixed_targets, mix_weight, lambda_cot)
