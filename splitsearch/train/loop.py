@@ -285,21 +285,10 @@ class Trainer:
         if train.mixup_alpha > 0:
             mixed = mixup(views, labels, train.mixup_alpha, self.generator)
             views, mixed_targets, mix_weight = mixed.views, mixed.y_b, mixed.lam
-        batch, shard = len(labels), self.group.shard(len(labels))
-        labels = labels[shard]
-        if mixed_targets is not None:
-            mixed_targets = mixed_targets[shard]
-        if len(labels) == 0:
-            raise TrainingError(f"a batch of {batch} images cannot be shared by {self.group.data_ranks} data ranks: "
-                                f"use train.batch_size of at least {self.group.data_ranks}")
-        # The loss is a mean over this shard; DDP averages the D ranks' gradients, so weighting
-        # each by its share of the batch (1 for equal shards) gives the gradient of the batch mean.
-        share = len(labels) / batch
-        parts = self.step(views[self.group.own, shard].contiguous(), labels, mixed_targets, mix_weight, lambda_cot,
-                          scale=share * self.group.data_ranks)
+        parts = self.step(views, labels, mixed_targets, mix_weight, lambda_cot)  # this rank's share
         self.stage.after_optimizer_step(self.scheduler.get_last_lr()[0])
         self.scheduler.step()
-        return parts * share if share != 1 else parts
+        return parts
 
     def evaluate(self, loader: TensorLoader | StreamLoader) -> Scores:
         """Accuracy and calibration of the ensemble (``config.train.combine``) and of each member on ``loader``."""

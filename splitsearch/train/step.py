@@ -1,9 +1,11 @@
 """One co-training step as one function: the members' forwards, the co-training loss, backward, SGD.
 
 The :class:`~splitsearch.train.loop.Trainer` draws the batch's views (augmentation, mixup) and
-the step does the rest, so that one callable is what ``torch.compile`` captures, whatever else
-the loop does (validation, checkpoints, callbacks).  Eager and compiled steps are one class:
-``compile_mode`` None runs the same function eagerly.
+the step does the rest, the process-group concerns of a step included (this rank's members and
+data shard, the gather of the other ranks' logits, the loss weighting of unequal shards), so that
+one callable is what ``torch.compile`` captures, whatever else the loop does (validation,
+checkpoints, callbacks).  Eager and compiled steps are one class: ``compile_mode`` None runs the
+same function eagerly.
 
 What is compiled: in one process, the members' forwards and the loss together (AOTAutograd
 compiles their backward with them); in a process group, each rank's members' forward only, since
@@ -25,6 +27,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
+from splitsearch.errors import TrainingError
 from splitsearch.train.losses import cotraining_loss
 from splitsearch.train.parallel import MemberGroup
 from splitsearch.train.stage import TrainingStage
@@ -80,12 +83,33 @@ class CotrainStep:
         return self._compiled is not None
 
     def __call__(self, views: Tensor, labels: Tensor, mixed_targets: Tensor | None, mix_weight: float,
-                 lambda_cot: float, scale: float = 1.0) -> Tensor:
-        """One optimiser step on ``views`` ``[k, B, C, H, W]`` (this rank's members) and ``labels``.
+                 lambda_cot: float) -> Tensor:
+        """One optimiser step on the batch: ``views`` ``[S, B, C, H, W]`` of all members, ``labels`` ``[B]``.
 
-        ``scale`` multiplies the loss before backward (a data rank's share of the batch).
-        Returns the step's loss parts (total, cross-entropy, co-training, regularisers), detached.
+        This process trains its members (``group.own``) on its data rank's shard of the batch
+        (``group.shard``).  Returns its share of the step's loss parts (total, cross-entropy,
+        co-training, regularisers), detached: summed over the data ranks they are the batch's.
+
+        Raises:
+            TrainingError: the batch is too small to give every data rank an image.
         """
+        batch, shard = len(labels), self.group.shard(len(labels))
+        labels = labels[shard]
+        if mixed_targets is not None:
+            mixed_targets = mixed_targets[shard]
+        if len(labels) == 0:
+            raise TrainingError(f"a batch of {batch} images cannot be shared by {self.group.data_ranks} data ranks: "
+                                f"use train.batch_size of at least {self.group.data_ranks}")
+        views = views[self.group.own, shard].contiguous()
+        # The loss is a mean over this shard; DDP averages the D ranks' gradients, so weighting
+        # each by its share of the batch (1 for equal shards) gives the gradient of the batch mean.
+        share = len(labels) / batch
+        parts = self._step(views, labels, mixed_targets, mix_weight, lambda_cot, share * self.group.data_ranks)
+        return parts * share if share != 1 else parts
+
+    def _step(self, views: Tensor, labels: Tensor, mixed_targets: Tensor | None, mix_weight: float,
+              lambda_cot: float, scale: float) -> Tensor:
+        """Forward, loss, backward (the loss times ``scale``) and the optimiser step on this rank's part."""
         if self._compiled is not None and self.compile_mode == "reduce-overhead":
             torch.compiler.cudagraph_mark_step_begin()  # the previous step's outputs may be overwritten
         self.optimizer.zero_grad(set_to_none=True)
