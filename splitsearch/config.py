@@ -52,6 +52,30 @@ class ConfigError(SplitsearchError, ValueError):
     """A configuration value or file is invalid; the message says which and why."""
 
 
+# How a training step runs (``--mode``): how the members are held, eager or compiled with
+# ``torch.compile`` (``compiled-*``), or compiled and replayed as CUDA graphs (``graphed-*``, CUDA
+# only).  ``auto`` chooses by measurement (:mod:`splitsearch.train.autotune`).  Plain strings, so
+# that the CLI lists them without importing torch.
+EXECUTION_MODES = ("auto", "sequential", "fused", "compiled-sequential", "compiled-fused", "graphed-sequential",
+                   "graphed-fused")
+# The torch.compile mode of each prefix: CUDA graphs are what ``reduce-overhead`` adds.
+COMPILE_MODES = {"compiled": "default", "graphed": "reduce-overhead"}
+
+
+def ensemble_mode(mode: str) -> str:
+    """How ``mode`` (one of :data:`EXECUTION_MODES`) holds the members: ``compiled-fused`` -> ``fused``."""
+    if mode not in EXECUTION_MODES:
+        raise ValueError(f"mode must be one of {', '.join(EXECUTION_MODES)}, got {mode!r}")
+    return mode.split("-", 1)[-1]
+
+
+def compile_mode(mode: str) -> str | None:
+    """The ``torch.compile`` mode ``mode`` asks for (None: eager)."""
+    ensemble_mode(mode)
+    prefix, _, rest = mode.partition("-")
+    return COMPILE_MODES[prefix] if rest else None
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """How the S networks of a candidate are trained (defaults: the divide-and-co-train recipe for CIFAR).

@@ -36,11 +36,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from splitsearch.build import build_networks
-from splitsearch.config import SplitConfig
+from splitsearch.config import SplitConfig, ensemble_mode
 from splitsearch.errors import SplitsearchError
 
 EnsembleMode = Literal["auto", "fused", "sequential"]
-
 
 class FusionError(SplitsearchError, ValueError):
     """The members cannot be packed into one network (``--mode fused``); the message says what is in the way."""
@@ -466,7 +465,7 @@ def _owner(key: str, owners: dict[str, type]) -> tuple[type, str]:
 # -- from a config ----------------------------------------------------------------------------------
 
 
-def make_ensemble(config: SplitConfig, mode: EnsembleMode = "auto",
+def make_ensemble(config: SplitConfig, mode: str = "auto",
                   device: torch.device | str | None = None, members: slice = slice(None)) -> Ensemble:
     """The S networks of ``config`` (fresh initialisations), or a slice of them, as one :class:`Ensemble`.
 
@@ -475,10 +474,10 @@ def make_ensemble(config: SplitConfig, mode: EnsembleMode = "auto",
     one after another, which measured faster there (``benchmarks/cotrain_step.py``).
     ``"fused"`` packs or raises; ``"sequential"`` never packs.  With one member there is nothing
     to pack.  All S are built, in order, whatever ``members`` keeps, so a member's initial
-    weights do not depend on which process builds it (member-parallel training).
+    weights do not depend on which process builds it (member-parallel training).  A compiled
+    mode holds the members as its eager one does (:func:`ensemble_mode`).
     """
-    if mode not in ("auto", "fused", "sequential"):
-        raise ValueError(f"mode must be auto, fused or sequential, got {mode!r}")
+    mode = ensemble_mode(mode)
     networks = build_networks(config, device=device)[members]
     on_cpu = device is None or torch.device(device).type == "cpu"
     if mode == "sequential" or (mode == "auto" and (len(networks) == 1 or on_cpu)):

@@ -58,9 +58,23 @@ def test_a_failed_part_fails_the_suite_and_says_so(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
+def test_gpu_suite_v2_dry_run_measures_every_mode_the_pool_and_a_big_candidate(tmp_path):
+    done = subprocess.run(["bash", "benchmarks/gpu_suite.sh", "--dry-run", "--out", str(tmp_path)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=3000)
+    assert done.returncode == 0, done.stderr
+    results = (tmp_path / "results.md").read_text()
+    for part in ("modes", "pool_start", "epoch_36M", "cuda_tests"):
+        assert f"| {part} | 0 |" in results and f"## {part}" in results
+    modes = (tmp_path / "modes.txt").read_text()
+    for mode in ("sequential", "fused", "compiled-sequential"):
+        assert f" {mode} " in modes
+    assert "epoch_36M: resnet8 S=4" in results and "--mode auto: one epoch" in results
+
+
+@pytest.mark.slow
 @pytest.mark.skipif(not DATA.is_file(), reason=f"the CIFAR-10 subset is not at {DATA}")
 def test_gpu_suite_runs_end_to_end_on_the_cpu(tmp_path):
-    done = gpu_suite(tmp_path, "--data", str(DATA))
+    done = gpu_suite(tmp_path, "--data", str(DATA), "--only", ",".join(PARTS))  # version 1's parts
     assert done.returncode == 0, done.stderr
     results = (tmp_path / "results.md").read_text()
     for part in PARTS:

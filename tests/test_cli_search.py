@@ -1,6 +1,7 @@
 """The search commands as a user types them: run, export, report, dashboard, db upgrade."""
 
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -46,6 +47,7 @@ def finished_study(tmp_path, study_file, capsys):
 def test_run_export_report_and_retrain(tmp_path, finished_study, capsys):
     storage, out = finished_study
     assert "3 complete" in out or "pruned" in out
+    assert re.search(r"\ntime: the study took .+, against the plan's estimate of .+ \(\d+\.\d\dx\)\n", out)
     code, out, _ = run(capsys, "export", "--study", "cli", "--storage", storage, "-o", tmp_path / "best.yaml")
     assert code == 0 and "written to" in out
     exported = SplitConfig.from_yaml(tmp_path / "best.yaml")

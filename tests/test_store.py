@@ -39,7 +39,7 @@ from splitsearch.store.records import epoch_calibration
 from conftest import postgres_database
 
 STORE_TABLES = {"splitsearch_candidates", "splitsearch_epoch_metrics", "splitsearch_confirmations",
-                "splitsearch_workers", VERSION_TABLE}
+                "splitsearch_workers", "splitsearch_mode_timings", VERSION_TABLE}
 CONFIG = SplitConfig(arch="resnet20", S=2, width_mult=0.25, dataset="digits", train=TrainConfig(epochs=3))
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -220,6 +220,18 @@ def _use_calibration(store: Store, row: Any, cost: CandidateCost) -> None:
         store.finish_confirmation(confirmation, "complete", test_nll=1.0)
 
 
+def _use_mode_timings(store: Store, row: Any, cost: CandidateCost) -> None:
+    shape = {"arch": "resnet20", "S": 2, "widths": "width 0.25, blocks [], groups 1", "input": "digits crop None",
+             "batch_size": 128, "device_kind": "cpu"}
+    assert store.mode_timings(shape) is None
+    first = [{"mode": "sequential", "step_seconds": 0.4, "compile_seconds": 0.0}]
+    store.record_mode_timings(shape, first)
+    second = first + [{"mode": "compiled-sequential", "step_seconds": 0.28, "compile_seconds": 71.0}]
+    store.record_mode_timings(shape, second)  # measured again: the latest timings stay
+    assert store.mode_timings(shape) == second
+    assert store.mode_timings({**shape, "S": 4}) is None
+
+
 _CALIBRATION_COLUMNS = ("val_nll", "val_ece", "val_brier", "member_val_calibration")
 
 REVISIONS = [
@@ -233,6 +245,9 @@ REVISIONS = [
                                | {("splitsearch_candidates", column) for column in ("test_nll", "test_ece",
                                                                                      "test_brier")}),
              _use_calibration),
+    Revision("0007", frozenset({("splitsearch_mode_timings", column) for column in (
+        "id", "arch", "S", "widths", "input", "batch_size", "device_kind", "timings", "measured_at")}),
+             _use_mode_timings),
 ]
 
 

@@ -14,6 +14,7 @@ from typing import Any, Callable, TypeVar
 import click
 
 from splitsearch.blocks.semantic_groups import SPLIT_DEPTHS
+from splitsearch.config import EXECUTION_MODES
 from splitsearch.data.specs import DATA_PATHS, DEFAULT_DATASET, known_specs
 from splitsearch.units import UnitError, parse_bytes, parse_count, parse_duration
 
@@ -119,8 +120,9 @@ budget_options = _group(
 
 execution_options = _group(
     _shared("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto."),
-    _shared("--mode", type=click.Choice(["auto", "fused", "sequential"]), default="auto", show_default=True,
-            help="fused (the S networks packed as one), sequential, or auto (fused on a GPU where possible)."),
+    _shared("--mode", type=click.Choice(EXECUTION_MODES), default="auto", show_default=True,
+            help="fused (the S networks packed as one), sequential, compiled-* (torch.compile), graphed-* "
+                 "(CUDA graphs), or auto (the fastest, measured)."),
 )
 """Where and how the S networks run (``train``, ``evaluate``, ``run``, ``confirm``)."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -113,9 +114,10 @@ def run(study_file: str | None, study_name: str | None, storage: str, strategy: 
                    f"{spec.space.name}, {','.join(spec.objectives)}, {spec.n_trials} trials")
         echo_training_plan(spec)
         data = execution.data_cache()  # loaded once, for the plan and the study
-        echo_run_plan(spec, execution, data)
+        plan = echo_run_plan(spec, execution, data)
         if dry_run:
             return
+        started = time.perf_counter()
         study = run_study(spec, storage, execution, force, on_epoch=on_epoch, on_warning=warning_line, data=data)
     except Terminated:
         click.echo(f"terminated; the trial in progress is queued again and continues from its checkpoint "
@@ -127,6 +129,8 @@ def run(study_file: str | None, study_name: str | None, storage: str, strategy: 
             f"continue study {spec.name!r}"
         ) from None
     click.echo("\n".join(study_summary(study)))
+    if (closing := plan.closing_line(time.perf_counter() - started)) is not None:
+        click.echo(closing)
 
 
 def warning_line(line: str) -> None:
@@ -151,9 +155,9 @@ def echo_training_plan(spec: Any) -> None:
         click.echo(dataset_defaults_line(spec.base))
 
 
-def echo_run_plan(spec: Any, execution: Any, data: Any) -> None:
-    """The fitted base candidate, the measured step time and the estimated study time; a warning if the budget
-    is far beyond what the dataset supports."""
+def echo_run_plan(spec: Any, execution: Any, data: Any) -> Any:
+    """The fitted base candidate, the measured step times and the estimated study time; a warning if the budget
+    is far beyond what the dataset supports.  Returns the plan (:class:`~splitsearch.search.plan_estimate.RunPlan`)."""
     from splitsearch.search.plan_estimate import plan_run
 
     plan = plan_run(spec, execution, data)
@@ -161,6 +165,7 @@ def echo_run_plan(spec: Any, execution: Any, data: Any) -> None:
         click.echo(line)
     if (warning := plan.warning()) is not None:
         click.echo(f"Warning: {warning}", err=True)
+    return plan
 
 
 @click.command()

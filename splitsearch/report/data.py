@@ -326,6 +326,8 @@ def describe(trial: FrozenTrial) -> tuple[str, ...]:
               if (value := count(trial, key)) is not None]
     if latency_text := latency(trial):
         lines.append(latency_text)
+    if text := execution(trial):
+        lines.append(text)
     if record.width_step is not None:
         lines.append(f"width step {record.width_step:g}")
     if record.member_val_accuracies:
@@ -391,6 +393,23 @@ def latency(trial: FrozenTrial) -> str | None:
         return None
     spread = f"IQR {format_duration(record.latency_iqr_seconds)}, " if record.latency_iqr_seconds is not None else ""
     return f"latency {format_duration(record.latency_seconds)} ({spread}{record.latency_execution or 'measured'})"
+
+
+def execution(trial: FrozenTrial) -> str | None:
+    """``mode compiled-sequential (measured: sequential 392 ms, compiled-sequential 276 ms + 71 s compile a step)``.
+
+    Where ``--mode auto`` measured (or found cached) the modes of the trial's candidate, else None.
+    """
+    record = TrialRecord.from_trial(trial)
+    if record.execution_mode is None:
+        return None
+    choice = record.mode_choice or {}
+    timings = ", ".join(
+        f"{timing['mode']} {format_duration(timing['step_seconds'])}"
+        + (f" + {format_duration(timing['compile_seconds'])} compile" if timing["compile_seconds"] else "")
+        for timing in choice.get("timings", ()))
+    source = "cached" if choice.get("cached") else "measured"
+    return f"mode {record.execution_mode} ({source}: {timings} a step)" if timings else f"mode {record.execution_mode}"
 
 
 def standard_error(trial: FrozenTrial) -> float:

@@ -360,7 +360,9 @@ class SearchObjective:
         """A fresh trainer of the candidate (warm-started where the record says so) that writes into ``out_dir``."""
         trainer = Trainer(config, self.data.get(config.dataset, config.train, config.crop), self.execution.device, out_dir,
                           self.execution.mode, callbacks=[after_epoch], progress=False,
-                          on_write_error=lambda error: self._not_written(candidate, error))
+                          on_write_error=lambda error: self._not_written(candidate, error), mode_cache=self.store)
+        if trainer.mode_choice is not None:
+            TrialRecord(execution_mode=trainer.mode_choice.mode, mode_choice=trainer.mode_choice.to_dict()).write_to(trial)
         if record.warm_start_from is not None:
             taken = trainer.warm_start(self._trained_members(trial, record.warm_start_from))
             TrialRecord(warm_started_tensors=len(taken)).write_to(trial)

@@ -8,11 +8,17 @@ trains for an hour to learn nothing a 60K one would not.  While the study runs,
 :class:`StudyProgress` puts the running trial's epoch and an ETA on its progress bar.
 
 The time of a step is measured, not derived from MACs: grouped convolutions, S small members and
-the machine's thread count make MACs a poor clock.  It is measured on one candidate only, so a
-dry run of a large budget stays within seconds: the one with the study's largest S (fitted to
-the budget like every candidate), since at a fixed budget more and smaller members run fewer
-MACs per second, so the estimate leans to the long side rather than the short (at the quick
-start's 60K on a 2-core CPU, one thread: 80 ms a step for S=4 against 27 ms for S=1).
+the machine's thread count make MACs a poor clock.  It is measured on a sample of the kinds of
+candidate the space holds (:func:`sample_kinds`), each fitted to the budget like every candidate:
+the study's largest S, since at a fixed budget more and smaller members run fewer MACs per second
+(at the quick start's 60K on a 2-core CPU, one thread: 80 ms a step for S=4 against 27 ms for
+S=1); where the space has semantic groups, the most groups at the largest S, timed in its grouping
+stage (the regularisers and assignments that stage adds); where it splits blocks, every searched
+block at its largest factor.  A 10-trial study of the ``full`` space timed on its largest-S
+candidate alone was estimated at 9 min and took 26: its semantic and block-split candidates cost
+up to 1.7x the timed one's MACs, plus their grouping stage.  The study's epoch is the mean of the
+kinds' (the sampler draws them alike at first), and ``run`` closes with the estimate beside the
+time the study took.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from splitsearch.cost.figures import CandidateCost
 from splitsearch.cost.fitting import fit_width
 from splitsearch.data import DataCache, dataset_info
 from splitsearch.metrics import EpochMetrics
+from splitsearch.models import resolve_arch
 from splitsearch.search.execution import ExecutionOptions
 from splitsearch.search.study import StudySpec
 from splitsearch.train.loop import Trainer
@@ -52,13 +59,32 @@ HYPERBAND_MEASURED = ((10, 48 / 60), (20, 77 / 120))
 
 
 @dataclass(frozen=True)
+class TimedKind:
+    """One kind of candidate whose training steps were timed (:func:`sample_kinds`).
+
+    Attributes:
+        label: what it stands for (``largest S``, ``semantic G=4``, ``most-split blocks``).
+        config: the candidate timed, fitted to the budget.
+        step_times: the seconds of each timed training step after the warm-up (:func:`time_training_steps`).
+    """
+
+    label: str
+    config: SplitConfig
+    step_times: tuple[float, ...]
+
+    @property
+    def step_seconds(self) -> float:
+        """The median timed step: on a machine shared with other work one step in a few can take much longer."""
+        return statistics.median(self.step_times)
+
+
+@dataclass(frozen=True)
 class RunPlan:
     """What a study will train and the measured figures its time estimate is made from.
 
     Attributes:
         base, base_cost: the base candidate after fitting the budget, and its cost.
-        timed: the candidate whose steps were timed: the study's largest S (:func:`largest_s`), fitted.
-        step_times: the seconds of each timed training step after the warm-up (:func:`time_training_steps`).
+        timed: the kinds of candidate whose steps were timed (:func:`sample_kinds`), the largest S first.
         steps_per_epoch, val_batches: the batches of an epoch's training and validation.
         epochs: the most epochs a candidate trains.
         n_trials: the study's trials (None: it runs until its timeout).
@@ -68,8 +94,7 @@ class RunPlan:
 
     base: SplitConfig
     base_cost: CandidateCost
-    timed: SplitConfig
-    step_times: tuple[float, ...]
+    timed: tuple[TimedKind, ...]
     steps_per_epoch: int
     val_batches: int
     epochs: int
@@ -80,12 +105,17 @@ class RunPlan:
 
     @property
     def step_seconds(self) -> float:
-        """The median timed step: on a machine shared with other work one step in a few can take much longer."""
-        return statistics.median(self.step_times)
+        """The mean of the timed kinds' median steps."""
+        return statistics.mean(kind.step_seconds for kind in self.timed)
 
     @property
     def epoch_seconds(self) -> float:
         return self.step_seconds * (self.steps_per_epoch + EVAL_STEP_FRACTION * self.val_batches)
+
+    @property
+    def expected_seconds(self) -> float | None:
+        """The study's estimated time, the pruner's expected saving included; None without ``n_trials``."""
+        return None if self.unpruned_seconds is None else self.unpruned_seconds * self.epoch_fraction
 
     @property
     def unpruned_seconds(self) -> float | None:
@@ -94,7 +124,7 @@ class RunPlan:
 
     def lines(self) -> list[str]:
         """The plan in a few lines, in human units."""
-        return [self._size_line(), self._timing_line(), self._study_line()]
+        return [self._size_line(), *self._timing_lines(), self._study_line()]
 
     def warning(self) -> str | None:
         """One line where the candidate has far more parameters than the dataset has images to train them."""
@@ -109,17 +139,26 @@ class RunPlan:
         return (f"plan: base candidate {self.base.arch} S={self.base.S}, width factor {self.base.width_mult:g}: "
                 f"{format_count(self.base_cost.params)} params, {format_count(self.base_cost.macs)} MACs")
 
-    def _timing_line(self) -> str:
-        return (f"plan: {format_duration(self.step_seconds)} a training step (median of {len(self.step_times)} after "
-                f"{WARMUP_STEPS} warm-up, S={self.timed.S} candidate: the study's largest S, the slowest per step), "
-                f"{self.steps_per_epoch} steps + {self.val_batches} validation batches an epoch: "
-                f"about {format_duration(self.epoch_seconds)} an epoch")
+    def _timing_lines(self) -> list[str]:
+        lines = [f"plan: {format_duration(kind.step_seconds)} a training step (median of {len(kind.step_times)} after "
+                 f"{WARMUP_STEPS} warm-up) of the {kind.label} candidate ({describe_kind(kind.config)})"
+                 for kind in self.timed]
+        mean = "" if len(self.timed) == 1 else f"at their mean of {format_duration(self.step_seconds)} a step, "
+        return lines + [f"plan: {mean}{self.steps_per_epoch} steps + {self.val_batches} validation batches an epoch: "
+                        f"about {format_duration(self.epoch_seconds)} an epoch"]
+
+    def closing_line(self, seconds: float) -> str | None:
+        """The study's time beside the estimate (``run``'s last line), None where there was no estimate."""
+        if self.expected_seconds is None:
+            return None
+        return (f"time: the study took {format_duration(seconds)}, against the plan's estimate of "
+                f"{format_duration(self.expected_seconds)} ({seconds / self.expected_seconds:.2f}x)")
 
     def _study_line(self) -> str:
         if self.unpruned_seconds is None:
             return (f"plan: about {format_duration(self.epochs * self.epoch_seconds)} a trial of {self.epochs} epochs; "
                     "no --n-trials, so the study runs until its --timeout")
-        expected = self.unpruned_seconds * self.epoch_fraction
+        expected = self.expected_seconds
         return (f"plan: the study: {self.n_trials} trials x {self.epochs} epochs x "
                 f"{format_duration(self.epoch_seconds)} = {format_duration(self.unpruned_seconds)} unpruned; "
                 f"{self.fraction_source}: about {format_duration(expected)}")
@@ -138,12 +177,58 @@ def plan_run(spec: StudySpec, execution: ExecutionOptions, data: DataCache | Non
         BudgetError: even the narrowest network breaks the budget (as ``run`` would).
     """
     base, base_cost = fitted(spec, spec.base)
-    timed, _ = fitted(spec, spec.base.replace(S=largest_s(spec)))
-    loaded = (data or execution.data_cache()).get(timed.dataset, timed.train, timed.crop)
-    trainer = Trainer(timed, loaded, execution.device, mode=execution.mode, progress=False)
+    timed = []
+    for label, config in sample_kinds(spec):
+        config, _ = fitted(spec, config)
+        loaded = (data or execution.data_cache()).get(config.dataset, config.train, config.crop)
+        trainer = Trainer(config, loaded, execution.device, mode=execution.mode, progress=False)
+        timed.append(TimedKind(label, config, tuple(time_training_steps(trainer))))
     fraction, source = expected_epoch_fraction(spec)
-    return RunPlan(base, base_cost, timed, tuple(time_training_steps(trainer)), len(loaded.train), len(loaded.val),
-                   spec.max_epochs, spec.n_trials, fraction, source, dataset_info(spec.base.dataset).train_images)
+    return RunPlan(base, base_cost, tuple(timed), len(loaded.train), len(loaded.val), spec.max_epochs, spec.n_trials,
+                   fraction, source, dataset_info(spec.base.dataset).train_images)
+
+
+def sample_kinds(spec: StudySpec) -> list[tuple[str, SplitConfig]]:
+    """The kinds of candidate the plan times (before fitting): one of each kind the space can sample.
+
+    Always the largest S (:func:`largest_s`); where the space has semantic groups, the most groups
+    at the largest S (trained first in its grouping stage, which :meth:`Trainer.train_steps` times);
+    where it splits blocks, every searched block at its largest factor at the largest S.
+    """
+    widest = spec.base.replace(S=largest_s(spec))
+    kinds = [("largest S", widest)]
+    groups = _largest(spec, "groups")
+    if groups is not None and groups > 1:
+        depth = spec.space.fixed.get("split_depth") or spec.base.split_depth
+        kinds.append((f"semantic G={groups}", widest.replace(groups=groups, split_depth=depth, block_factors=())))
+    for param in spec.space.params:
+        if param.kind == "per_block" and max(param.choices) > 1:
+            num_blocks = resolve_arch(spec.base.arch)[0].num_blocks
+            factors = [1] * num_blocks
+            for block in range(num_blocks) if param.blocks is None else param.blocks:
+                factors[block] = int(max(param.choices))
+            split = widest.replace(groups=1, split_depth=None, block_factors=tuple(factors))
+            kinds.append(("most-split blocks", split))
+    return kinds
+
+
+def _largest(spec: StudySpec, key: str) -> int | None:
+    """The largest value the space gives ``key`` (fixed or searched), None where it does not set it."""
+    if key in spec.space.fixed:
+        return int(spec.space.fixed[key])
+    values = [max(param.choices) if param.kind == "categorical" else param.high
+              for param in spec.space.params if param.key == key]
+    return int(max(values)) if values else None
+
+
+def describe_kind(config: SplitConfig) -> str:
+    """``S=4``, ``S=4, G=4``, ``S=4, blocks 4,4,4``: what sets a timed candidate's kind."""
+    text = f"S={config.S}"
+    if config.groups > 1:
+        text += f", G={config.groups} (grouping stage)"
+    if any(factor > 1 for factor in config.block_factors):
+        text += f", blocks {','.join(map(str, config.block_factors))}"
+    return text
 
 
 def fitted(spec: StudySpec, config: SplitConfig) -> tuple[SplitConfig, CandidateCost]:
@@ -157,12 +242,8 @@ def fitted(spec: StudySpec, config: SplitConfig) -> tuple[SplitConfig, Candidate
 
 def largest_s(spec: StudySpec) -> int:
     """The largest number of members a candidate of the study can have (the base's where S is not searched)."""
-    if "S" in spec.space.fixed:
-        return int(spec.space.fixed["S"])
-    for param in spec.space.params:
-        if param.key == "S":
-            return int(max(param.choices) if param.kind == "categorical" else param.high)
-    return spec.base.S
+    largest = _largest(spec, "S")
+    return spec.base.S if largest is None else largest
 
 
 def time_training_steps(trainer: Trainer) -> list[float]:

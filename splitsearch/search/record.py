@@ -65,6 +65,10 @@ class TrialRecord:
             forward latency measured before training (:mod:`splitsearch.cost.latency`), where the study
             measures it: the median, its interquartile range, the passes timed, and how the
             members ran (``sequential on cpu``).  A repeat carries its original trial's.
+        execution_mode, mode_choice: the mode ``--mode auto`` trained the candidate in, and the
+            choice in full (``{"mode", "cached", "steps", "timings": [{"mode", "step_seconds",
+            "compile_seconds"}, ...]}``, :mod:`splitsearch.train.autotune`); unrecorded where the mode
+            was asked for, or the trial was too short to measure.
         interrupted: stopped by Ctrl-C, SIGTERM or a dead worker (retried from its checkpoint).
         reused_from: ``study#trial`` of the stored result this trial reused instead of training.
         repeat_of: the trial of this study that had already finished this candidate (same config,
@@ -101,6 +105,8 @@ class TrialRecord:
     latency_iqr_seconds: float | None = None
     latency_runs: int | None = None
     latency_execution: str | None = None
+    execution_mode: str | None = None
+    mode_choice: Mapping[str, Any] | None = None
     width_mult: float | None = None
     width_step: float | None = None
     baseline: str | None = None

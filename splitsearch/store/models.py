@@ -224,3 +224,27 @@ class Worker(Base):
     pid: Mapped[int]
     sampler_seed: Mapped[int]
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ModeTimings(Base):
+    """How fast each execution mode trained a shape of candidate on a kind of device (``--mode auto``).
+
+    Measured once per shape (:mod:`splitsearch.train.autotune`): a later candidate of the same
+    architecture, S, widths, input, batch and device kind chooses its mode from these timings
+    without measuring.  ``timings`` is a list of ``{"mode", "step_seconds", "compile_seconds"}``.
+    """
+
+    __tablename__ = TABLE_PREFIX + "mode_timings"
+    # Named here: the naming convention's name of six columns passes PostgreSQL's 63 characters.
+    __table_args__ = (UniqueConstraint("arch", "S", "widths", "input", "batch_size", "device_kind",
+                                       name="uq_splitsearch_mode_timings_shape"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    arch: Mapped[str] = mapped_column(String(64))
+    S: Mapped[int]
+    widths: Mapped[str] = mapped_column(String(255))
+    input: Mapped[str] = mapped_column(String(512))
+    batch_size: Mapped[int]
+    device_kind: Mapped[str] = mapped_column(String(255))
+    timings: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    measured_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -26,7 +26,7 @@ from splitsearch.config import SplitConfig
 from splitsearch.cost.figures import CandidateCost
 from splitsearch.errors import SplitsearchError
 from splitsearch.metrics import EpochMetrics
-from splitsearch.store.models import STATES, Candidate, Confirmation, EpochMetric, Worker
+from splitsearch.store.models import STATES, Candidate, Confirmation, EpochMetric, ModeTimings, Worker
 from splitsearch.store.retry import CONNECT_TIMEOUT_SECONDS, StoragePatience, patient
 
 if TYPE_CHECKING:
@@ -497,7 +497,29 @@ class Store:
         with self._sessions() as session:
             return list(session.scalars(query))
 
+    @patient
+    def record_mode_timings(self, shape: dict[str, Any], timings: list[dict[str, Any]]) -> None:
+        """Keep the execution modes' timings of a shape of candidate (:mod:`splitsearch.train.autotune`).
+
+        ``shape``: ``arch``, ``S``, ``widths``, ``input``, ``batch_size`` and ``device_kind``.  A
+        shape measured again (by two workers at once, or with its compiled modes added) keeps the
+        latest timings.
+        """
+        values = {**shape, "timings": timings, "measured_at": _now()}
+        statement = self._insert(ModeTimings).values(**values).on_conflict_do_update(
+            index_elements=list(shape), set_={"timings": timings, "measured_at": values["measured_at"]})
+        with self._sessions.begin() as session:
+            session.execute(statement)
+
     # -- reading ---------------------------------------------------------------------------------
+
+    @patient
+    def mode_timings(self, shape: dict[str, Any]) -> list[dict[str, Any]] | None:
+        """The timings kept for ``shape`` (as :meth:`record_mode_timings` took it), None if none."""
+        query = select(ModeTimings.timings).filter_by(**shape)
+        with self._sessions() as session:
+            return session.scalars(query).first()
+
 
     @patient
     def find_reusable(self, config_hash: str, dataset: str, epochs: int) -> CandidateRecord | None:

@@ -26,20 +26,23 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from splitsearch.config import SplitConfig
 from splitsearch.data import DeviceData, StreamLoader, TensorLoader
 from splitsearch.data.specs import class_names
-from splitsearch.ensemble import Ensemble, SequentialEnsemble, combine_logits
+from splitsearch.config import SplitConfig, compile_mode
+from splitsearch.ensemble import Ensemble, FusionError, SequentialEnsemble, combine_logits
 from splitsearch.errors import CheckpointReadError, OutputWriteError, TrainingError
 from splitsearch.metrics import EpochMetrics, TrainResult
 from splitsearch.train.augment import augment, mixup
+from splitsearch.train.autotune import (MIN_MEASURED_TRIAL_STEPS, ModeCache, ModeChoice, ModeTiming, choose_mode,
+                                        measure_mode)
 from splitsearch.train.calibration import CalibrationMeter, Scores, ensemble_log_probs
 from splitsearch.train.logits import member_logits
-from splitsearch.train.losses import cot_weight, cotraining_loss
+from splitsearch.train.losses import cot_weight
 from splitsearch.train.optim import make_optimizer, make_scheduler
 from splitsearch.train.parallel import SEMANTIC_MEMBERS_ONLY, MemberGroup
 from splitsearch.train.semantic_stage import SemanticStage
 from splitsearch.train.stage import MemberChange, PlainStage, TrainingStage
+from splitsearch.train.step import CotrainStep, step_optimizer_options
 
 CHECKPOINT_NAME = "checkpoint.pt"
 METRICS_NAME = "metrics.json"
@@ -80,7 +83,9 @@ class Trainer:
         data: the dataset on the training device (:func:`splitsearch.data.prepare_data`).
         device: where to train; mixed precision (bf16) and channels_last are used on CUDA only.
         out_dir: where checkpoints, metrics and the final model go (None: nothing is written).
-        mode: ``fused`` (one packed module), ``sequential`` (the authors' loop) or ``auto``.
+        mode: ``fused`` (one packed module), ``sequential`` (the authors' loop), their compiled
+            (``compiled-*``) and CUDA-graph (``graphed-*``) variants, or ``auto``
+            (:data:`~splitsearch.ensemble.EXECUTION_MODES`; :mod:`splitsearch.train.step`).
         callbacks: called after every epoch with its metrics; in member-parallel training rank
             0's decide whether to stop (give the others none).
         progress: show a progress bar per epoch (rank 0 only).
@@ -91,6 +96,7 @@ class Trainer:
             batch, wrapped in ``DistributedDataParallel`` over the ranks that hold them.
         sync_bn: with data ranks, BatchNorm normalises with the statistics of the whole batch
             (``SyncBatchNorm`` over the data ranks, CUDA only) instead of this rank's shard.
+        mode_cache: where ``auto`` keeps and finds the timings of a shape (the store, in a search).
         on_write_error: told a checkpoint, model or metrics file that could not be written, and
             training goes on without it.  The search passes one: its result goes to the database,
             and a checkpoint only lets an interrupted trial resume.  Without one (``train``, whose
@@ -101,7 +107,7 @@ class Trainer:
                  out_dir: str | Path | None = None, mode: str = "auto",
                  callbacks: Iterable[EpochCallback] = (), progress: bool = True,
                  group: MemberGroup | None = None, on_write_error: WriteErrorHandler | None = None,
-                 sync_bn: bool = False) -> None:
+                 sync_bn: bool = False, mode_cache: ModeCache | None = None) -> None:
         self.config = config
         self.data = data
         self.device = torch.device(device)
@@ -113,8 +119,18 @@ class Trainer:
         self.mixed_precision = self.device.type == "cuda"
         if self.group.data_ranks > 1 and config.groups > 1:
             raise TrainingError(SEMANTIC_MEMBERS_ONLY)
-        if self.group.world > 1:
-            mode = "sequential"  # a rank's members in the one-process checkpoint format
+        self.steps_per_epoch = len(data.train)
+        self.total_steps = config.train.epochs * self.steps_per_epoch
+        # What ``auto`` chose and from which timings (None: the mode was asked for, or not measured).
+        self.mode_choice: ModeChoice | None = None
+        if self.group.world > 1:  # a rank's members in the one-process checkpoint format
+            mode = "compiled-sequential" if compile_mode(mode) == "default" else "sequential"
+        elif mode == "auto":
+            mode = self._auto_mode(mode_cache)
+        if compile_mode(mode) == "reduce-overhead" and self.device.type != "cuda":
+            raise TrainingError(f"--mode {mode} replays CUDA graphs and needs a CUDA device; "
+                                f"use --mode {mode.replace('graphed', 'compiled')} on {self.device.type}")
+        self.mode = mode
 
         # Augmentation settings the config leaves unset come from the dataset (digits: 1-pixel
         # padding, no flips); ``dataset_defaults`` says which, so callers can tell the user.
@@ -129,11 +145,29 @@ class Trainer:
         self.ensemble: Ensemble = self.stage.build_ensemble(mode)
         if sync_bn and self.group.data_ranks > 1:
             self.ensemble = self.group.sync_batch_norm(self.ensemble, self.device)
-        self.steps_per_epoch = len(data.train)
-        self.total_steps = config.train.epochs * self.steps_per_epoch
         self._start_optimization(first_step=0)
         self.generator = torch.Generator(device=self.device).manual_seed(config.train.seed)
         self.history: list[EpochMetrics] = []
+
+    def _auto_mode(self, cache: ModeCache | None) -> str:
+        """``auto``: the checkpoint's mode when there is one to resume, else the measured fastest (:mod:`.autotune`)."""
+        if self.out_dir is not None and (self.out_dir / CHECKPOINT_NAME).is_file():
+            with contextlib.suppress(CheckpointReadError):  # a damaged one is refused by the resume itself
+                state = read_checkpoint(self.out_dir / CHECKPOINT_NAME)
+                packed = state["ensemble_kind"] == "FusedEnsemble"  # written before the mode was recorded
+                return state.get("execution_mode", "fused" if packed else "sequential")
+        if self.total_steps < MIN_MEASURED_TRIAL_STEPS:
+            return "auto"  # too short to measure: packed on a GPU where possible, sequential on the CPU
+
+        def measure(mode: str) -> ModeTiming | None:
+            try:
+                throwaway = Trainer(self.config, self.data, self.device, mode=mode, progress=False)
+            except FusionError:
+                return None
+            return measure_mode(throwaway.train_steps, mode)
+
+        self.mode_choice = choose_mode(self.config, self.device, self.total_steps, measure, cache)
+        return self.mode_choice.mode
 
     # -- the loop ----------------------------------------------------------------------------------
 
@@ -178,12 +212,18 @@ class Trainer:
         if self.mixed_precision:
             # channels_last on CUDA only: on CPU it crashed convolution backward here (DESIGN.md).
             self.ensemble = self.ensemble.to(memory_format=torch.channels_last)
-        self.optimizer = make_optimizer(self.ensemble, self.config.train, self.config.wd_rule, self.config.S)
+        compiled = compile_mode(self.mode)
+        self.optimizer = make_optimizer(self.ensemble, self.config.train, self.config.wd_rule, self.config.S,
+                                        step_optimizer_options(self.device, compiled is not None))
         for group in self.stage.optimizer_groups(self.config.train.lr):
             self.optimizer.add_param_group(group)
         self.scheduler = make_scheduler(self.optimizer, self.total_steps, self.config.train, first_step=first_step)
         # What a training step calls: the ensemble itself, or DDP over this member rank's data ranks.
         self.train_module = self.group.data_parallel(self.ensemble, self.device)
+        self.step = CotrainStep(self.train_module, self.ensemble, self.group, self.optimizer, self.stage,
+                                members=self.config.S, cotrain=self.config.S > 1 and self.config.lambda_cot > 0,
+                                label_smoothing=self.settings.label_smoothing or 0.0,
+                                autocast=self.mixed_precision, compile_mode=compiled)
 
     def _change_members(self, change: MemberChange) -> None:
         """Train the stage's new members from here (the semantic split's cut, also when resuming after it)."""
@@ -245,30 +285,10 @@ class Trainer:
         if train.mixup_alpha > 0:
             mixed = mixup(views, labels, train.mixup_alpha, self.generator)
             views, mixed_targets, mix_weight = mixed.views, mixed.y_b, mixed.lam
-        batch, shard = len(labels), self.group.shard(len(labels))
-        labels = labels[shard]
-        if mixed_targets is not None:
-            mixed_targets = mixed_targets[shard]
-        if len(labels) == 0:
-            raise TrainingError(f"a batch of {batch} images cannot be shared by {self.group.data_ranks} data ranks: "
-                                f"use train.batch_size of at least {self.group.data_ranks}")
-        with self._autocast():
-            # This process's members see their views; the others' logits arrive as constants.
-            logits = self.group.gather(self.train_module(views[self.group.own, shard].contiguous()))
-        loss = cotraining_loss(logits, labels, lambda_cot, mixed_targets, mix_weight,
-                               label_smoothing=train.label_smoothing or 0.0)
-        regularisation = self.stage.regularisation(self.ensemble)
-        total = loss.total + regularisation
-        # The loss is a mean over this shard; DDP averages the D ranks' gradients, so weighting
-        # each by its share of the batch (1 for equal shards) gives the gradient of the batch mean.
-        share = len(labels) / batch
-        self.optimizer.zero_grad(set_to_none=True)
-        (total * (share * self.group.data_ranks) if share * self.group.data_ranks != 1 else total).backward()
-        self.optimizer.step()
+        parts = self.step(views, labels, mixed_targets, mix_weight, lambda_cot)  # this rank's share
         self.stage.after_optimizer_step(self.scheduler.get_last_lr()[0])
         self.scheduler.step()
-        parts = torch.stack([total, loss.cross_entropy, loss.cotraining, regularisation]).detach()
-        return parts * share if share != 1 else parts
+        return parts
 
     def evaluate(self, loader: TensorLoader | StreamLoader) -> Scores:
         """Accuracy and calibration of the ensemble (``config.train.combine``) and of each member on ``loader``."""
@@ -292,9 +312,6 @@ class Trainer:
         """Every member's logits ``[S, B, K]`` and the labels, batch by batch (:func:`~splitsearch.train.logits.member_logits`)."""
         return member_logits(self.ensemble, loader, self.data, self.group, self.mixed_precision, shared)
 
-    def _autocast(self) -> torch.autocast:
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.mixed_precision)
-
     # -- checkpoints -------------------------------------------------------------------------------
 
     def state(self) -> dict[str, Any] | None:
@@ -316,6 +333,7 @@ class Trainer:
             "history": [asdict(metrics) for metrics in self.history],
             "torch_rng": torch.get_rng_state(),
             "generator": self.generator.get_state(),
+            "execution_mode": self.mode,
             **entries,
         }
         if self.device.type == "cuda":

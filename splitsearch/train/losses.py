@@ -41,9 +41,9 @@ class CotrainLoss:
 def cotraining_loss(
     logits: Tensor,
     targets: Tensor,
-    lambda_cot: float,
+    lambda_cot: float | Tensor,
     mixed_targets: Tensor | None = None,
-    mix_weight: float = 1.0,
+    mix_weight: float | Tensor = 1.0,
     label_smoothing: float = 0.0,
 ) -> CotrainLoss:
     """Sum of the members' cross-entropies plus ``lambda_cot`` x JS divergence.
@@ -51,7 +51,8 @@ def cotraining_loss(
     Args:
         logits: [S, B, K].
         targets: [B] class indices.
-        lambda_cot: weight of the co-training term for this step (already warmed up).
+        lambda_cot: weight of the co-training term for this step (already warmed up); a tensor
+            (a compiled step's, which must not branch on its value) always turns the term on.
         mixed_targets: with mixup, the partner images' labels; the cross-entropy becomes
             ``mix_weight * CE(targets) + (1 - mix_weight) * CE(mixed_targets)``.
         mix_weight: mixup's lambda.
@@ -69,7 +70,8 @@ def cotraining_loss(
     cross_entropy = member_ce(targets)
     if mixed_targets is not None:
         cross_entropy = mix_weight * cross_entropy + (1 - mix_weight) * member_ce(mixed_targets)
-    if members > 1 and lambda_cot > 0:
+    # A tensor weight (a compiled step's) is on: the step passes 0.0 when the term is off.
+    if members > 1 and (isinstance(lambda_cot, Tensor) or lambda_cot > 0):
         cotraining = js_divergence(logits)
     else:
         cotraining = torch.zeros((), device=logits.device)

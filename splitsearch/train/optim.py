@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 import warnings
+from typing import Mapping
 
 import torch
 from torch import nn
@@ -46,14 +47,20 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
-def make_optimizer(model: nn.Module, train: TrainConfig, wd_rule: str, S: int) -> torch.optim.SGD:
-    """SGD with (Nesterov) momentum and the divided weight decay on conv/linear weights."""
+def make_optimizer(model: nn.Module, train: TrainConfig, wd_rule: str, S: int,
+                   implementation: Mapping[str, bool] | None = None) -> torch.optim.SGD:
+    """SGD with (Nesterov) momentum and the divided weight decay on conv/linear weights.
+
+    ``implementation``: ``{"fused": True}`` or ``{"foreach": True}`` (a compiled step's,
+    :func:`~splitsearch.train.step.step_optimizer_options`); torch's default otherwise.
+    """
     weight_decay = divided_weight_decay(train.weight_decay, wd_rule, S)
     return torch.optim.SGD(
         parameter_groups(model, weight_decay),
         lr=train.lr,
         momentum=train.momentum,
         nesterov=train.nesterov and train.momentum > 0,
+        **(implementation or {}),
     )
 
 

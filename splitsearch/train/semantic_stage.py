@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from splitsearch.build import build_networks, semantic_plan
-from splitsearch.config import SplitConfig
+from splitsearch.config import SplitConfig, ensemble_mode
 from splitsearch.ensemble import Ensemble, EnsembleMode, SequentialEnsemble
 from splitsearch.errors import TrainingError
 from splitsearch.split.grouping import SemanticGrouping
@@ -75,7 +75,7 @@ class SemanticStage:
 
         The groupings and the cut work on each member's own layers, of which packing makes copies.
         """
-        if mode == "fused":
+        if ensemble_mode(mode) == "fused":
             raise TrainingError("the semantic split (groups > 1) trains its members one after another; "
                                 "use --mode sequential or auto")
         return SequentialEnsemble(self.networks)

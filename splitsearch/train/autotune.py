@@ -1,0 +1,160 @@
+"""``--mode auto``: the execution mode of a candidate chosen by timing the viable ones.
+
+Which mode trains a candidate fastest depends on the network, S, the batch and the machine
+(packing measured slower than sequential on the CPU and faster on a GPU; a compiled step saves
+a share of every step but costs a compile first), so ``auto`` measures rather than guesses.
+Each viable mode (:func:`viable_modes`) runs a few steps on a throwaway copy of the candidate
+after one warm-up step; the warm-up's extra time over a timed step is the mode's compile cost.
+The choice (:func:`decide`) is the fastest mode whose saving over the eager one, over the trial's
+steps, exceeds its compile cost.
+
+A trial shorter than :data:`MIN_MEASURED_TRIAL_STEPS` is not measured (measuring would cost a
+noticeable share of it): it runs as ``auto`` did before measuring, packed on a GPU where the
+members pack and sequential on the CPU.  Compiling only to find that it does not pay would
+make ``auto`` slower than eager on the short trials of a search, so compiled modes are measured only where they can pay: where the trial's
+eager time times :data:`EXPECTED_COMPILED_SAVING` exceeds :data:`COMPILE_SECONDS_PRIOR`.
+
+The timings are cached per shape (architecture, S, widths, input, batch, device kind) in a
+:class:`ModeCache` (the store, in a search), so a later candidate of the same shape does not
+measure again; its choice is made again from the cached timings and its own number of steps.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Protocol, Sequence
+
+import torch
+
+from splitsearch.config import SplitConfig
+from splitsearch.ensemble import can_fuse
+
+MEASURED_STEPS = 3
+# Measuring costs a warm-up and MEASURED_STEPS steps per mode; a trial of fewer steps than this
+# trains as auto did before it measured (packed on a GPU where possible, sequential on the CPU).
+MIN_MEASURED_TRIAL_STEPS = 200
+# A compiled step saved 29 % of the eager one for ResNet-20 S=2 on a 2-core CPU (1.42x, issue 29's
+# measurement); a trial whose eager time this share of cannot pay a compile is not compiled.
+EXPECTED_COMPILED_SAVING = 0.3
+# Cold torch.compile of a ResNet-20 co-training step took 71 s on that CPU; where nothing was
+# measured on this device kind yet, a compile is expected to cost this much.
+COMPILE_SECONDS_PRIOR = 60.0
+
+
+@dataclass(frozen=True)
+class ModeTiming:
+    """One mode's measured step time and compile cost (0 for an eager mode), in seconds."""
+
+    mode: str
+    step_seconds: float
+    compile_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class ModeChoice:
+    """The mode ``auto`` chose, the timings it chose from, and whether they came from the cache."""
+
+    mode: str
+    timings: tuple[ModeTiming, ...]
+    cached: bool
+    steps: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mode": self.mode, "cached": self.cached, "steps": self.steps,
+                "timings": [asdict(timing) for timing in self.timings]}
+
+
+class ModeCache(Protocol):
+    """Where measured timings are kept per shape (:class:`splitsearch.store.Store` is one)."""
+
+    def mode_timings(self, shape: dict[str, Any]) -> list[dict[str, Any]] | None:
+        """The timings measured before for ``shape`` (:func:`shape_key`), None if none."""
+        ...
+
+    def record_mode_timings(self, shape: dict[str, Any], timings: list[dict[str, Any]]) -> None:
+        """Keep ``timings`` (``ModeTiming`` as dicts) for ``shape``."""
+        ...
+
+
+def device_kind(device: torch.device) -> str:
+    """``cpu`` or the GPU's name: timings hold for that kind of device."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return device.type
+
+
+def shape_key(config: SplitConfig, device: torch.device) -> dict[str, Any]:
+    """What a step's speed depends on: architecture, S, widths, input, batch and device kind."""
+    widths = f"width {config.width_mult:g}, blocks {list(config.block_factors)}, groups {config.groups}"
+    if config.groups > 1:
+        widths += f" cut {config.split_depth}"
+    return {"arch": config.arch, "S": config.S, "widths": widths, "input": f"{config.dataset} crop {config.crop}",
+            "batch_size": config.train.batch_size, "device_kind": device_kind(device)}
+
+
+def viable_modes(config: SplitConfig, device: torch.device) -> list[str]:
+    """The modes that can train ``config`` on ``device`` in one process, eager ones first."""
+    eager = ["sequential"]
+    if config.S > 1 and config.groups == 1 and can_fuse(config.arch):
+        eager.append("fused")
+    prefixes = ["compiled"] + (["graphed"] if device.type == "cuda" else [])
+    return eager + [f"{prefix}-{mode}" for prefix in prefixes for mode in eager]
+
+
+def measure_mode(run_steps: Callable[[int], None], mode: str,
+                 timer: Callable[[], float] = time.perf_counter) -> ModeTiming:
+    """Time one warm-up step and :data:`MEASURED_STEPS` steps of ``run_steps`` (a throwaway trainer's).
+
+    The step time is the median (a shared machine slows one step in a few); a compiled mode's
+    compile cost is what its warm-up took beyond a step.
+    """
+    started = timer()
+    run_steps(1)
+    first = timer() - started
+    times = []
+    for _ in range(MEASURED_STEPS):
+        started = timer()
+        run_steps(1)
+        times.append(timer() - started)
+    step = statistics.median(times)
+    return ModeTiming(mode, step, max(first - step, 0.0) if mode.startswith(("compiled", "graphed")) else 0.0)
+
+
+def decide(timings: Sequence[ModeTiming], steps: int) -> str:
+    """The fastest mode whose saving over the fastest eager mode, over ``steps``, exceeds its compile cost."""
+    eager = min((timing for timing in timings if not timing.compile_seconds), key=lambda timing: timing.step_seconds)
+    paying = [timing for timing in timings if timing.compile_seconds == 0
+              or (eager.step_seconds - timing.step_seconds) * steps > timing.compile_seconds]
+    return min(paying, key=lambda timing: timing.step_seconds).mode
+
+
+def choose_mode(config: SplitConfig, device: torch.device, steps: int, measure: Callable[[str], ModeTiming | None],
+                cache: ModeCache | None = None) -> ModeChoice:
+    """The mode to train ``config`` for ``steps`` steps on ``device``, from cached timings or measured ones.
+
+    ``measure(mode)`` times a mode (:func:`measure_mode` on a throwaway trainer), or returns None
+    where the mode turns out not to run this candidate (members that do not pack).  Cached timings
+    without compiled modes (measured for a shorter trial) get them measured once a trial is long
+    enough for a compile to pay.
+    """
+    shape = shape_key(config, device)
+    stored = cache.mode_timings(shape) if cache is not None else None
+    modes = viable_modes(config, device)
+    timings = ([ModeTiming(**timing) for timing in stored] if stored
+               else _measured(measure, [mode for mode in modes if "-" not in mode]))
+    measured = not stored
+    best = min(timing.step_seconds for timing in timings)
+    if (best * steps * EXPECTED_COMPILED_SAVING > COMPILE_SECONDS_PRIOR
+            and not any("-" in timing.mode for timing in timings)):
+        runs = {timing.mode for timing in timings}
+        timings += _measured(measure, [mode for mode in modes if "-" in mode and mode.split("-", 1)[1] in runs])
+        measured = True
+    if measured and cache is not None:
+        cache.record_mode_timings(shape, [asdict(timing) for timing in timings])
+    return ModeChoice(decide(timings, steps), tuple(timings), cached=not measured, steps=steps)
+
+
+def _measured(measure: Callable[[str], ModeTiming | None], modes: list[str]) -> list[ModeTiming]:
+    return [timing for timing in map(measure, modes) if timing is not None]
