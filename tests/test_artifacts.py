@@ -72,7 +72,9 @@ def test_the_best_two_searched_trials_and_the_baselines_keep_their_weights(kept_
     baselines = {trial.number for trial in trained if TrialRecord.from_trial(trial).is_baseline}
     searched = [trial for trial in trained if trial.number not in baselines]
     assert len(baselines) == 3 and len(searched) >= 3, "the study must push a searched trial out of the best 2"
-    best = {trial.number for trial in sorted(searched, key=lambda trial: (-trial.value, trial.number))[:2]}
+    # The study minimises validation NLL (the default objective): the best two have the lowest.
+    assert study.direction == optuna.study.StudyDirection.MINIMIZE
+    best = {trial.number for trial in sorted(searched, key=lambda trial: (trial.value, trial.number))[:2]}
     listed = _artifacts(study, FileSystemArtifactStore(str(artifacts_dir)), tmp_path)
     assert {number for number, count in listed.items() if count} == baselines | best
     assert all(count in (0, 2) for count in listed.values()), "model.pt and metrics.json"
@@ -93,8 +95,9 @@ def test_export_weights_reproduce_the_trials_validation_accuracy(kept_study, cap
     for mode in ("sequential", "fused"):  # the search trained them sequentially (the CPU's mode); fused packs them
         trainer = Trainer(config, data, "cpu", None, mode, progress=False)
         start_from(trainer, read_weights(folder / "best.pt", config.S), folder / "best.pt")
-        accuracy = trainer.evaluate(data.val).accuracy
-        assert accuracy == study.best_trial.value, mode
+        evaluation = trainer.evaluate(data.val)
+        assert evaluation.accuracy == TrialRecord.from_trial(study.best_trial).val_accuracy, mode
+        assert evaluation.calibration.nll == pytest.approx(study.best_trial.value, rel=1e-4), mode
 
 
 def test_export_weights_of_a_trial_whose_weights_are_gone_says_how_to_retrain(kept_study, tmp_path, capsys):
@@ -133,7 +136,7 @@ def test_the_dashboard_lists_a_trials_artifacts(kept_study):
         record = TrialRecord.from_trial(kept)
         assert {(artifact["artifact_id"], artifact["filename"]) for artifact in trial["artifacts"]} == {
             (record.artifact_id, "model.pt"), (record.metrics_artifact_id, "metrics.json")}
-        assert detail["objective_names"] == ["validation accuracy"]
+        assert detail["objective_names"] == ["validation NLL"]
     finally:
         server.terminate()
         server.wait(timeout=10)

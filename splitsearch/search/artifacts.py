@@ -88,11 +88,12 @@ class ArtifactKeeper:
         ``current`` is the trial completing now, with ``values``; the others are read from ``study``.
         """
         holders = _holders(study, current, values)
+        signs = [1 if d == optuna.study.StudyDirection.MAXIMIZE else -1 for d in study.directions]
         if len(study.directions) == 1:
-            ranked = sorted(holders, key=lambda holder: (-holder[1][0], holder[0]))
+            # Best first in the study's own direction: accuracy is maximised, NLL minimised.
+            ranked = sorted(holders, key=lambda holder: (-signs[0] * holder[1][0], holder[0]))
             kept = {number for number, _, _ in ranked[:self.keep_best]}
         else:
-            signs = [1 if d == optuna.study.StudyDirection.MAXIMIZE else -1 for d in study.directions]
             kept = {number for number, point, _ in holders
                     if not any(_dominates(other, point, signs) for _, other, _ in holders)}
         return [(number, artifact_ids) for number, _, artifact_ids in holders if number not in kept]

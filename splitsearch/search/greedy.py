@@ -65,8 +65,11 @@ def greedy_spec(spec: StudySpec, factors: Sequence[int], finetune_epochs: int) -
     Raises:
         StudyError: a setting the procedure cannot honour (two objectives, no fine-tuning epoch).
     """
-    if spec.objectives != ("accuracy",):
+    if spec.multi_objective:
         raise StudyError("--strategy greedy-blocks maximises accuracy alone: drop --objectives")
+    # The procedure keeps a split while the accuracy it loses stays under the threshold (in points),
+    # so its trials are ranked by accuracy whatever single objective a search would use.
+    spec = dataclasses.replace(spec, objectives=("accuracy",))
     if spec.has_budget and spec.budget_mode == "fit":
         # The baseline is fitted to the budget; splitting only makes a network cheaper, so the
         # candidates keep its widths and the budget is then a plain limit.
