@@ -38,6 +38,7 @@ from splitsearch.data import DataCache
 from splitsearch.errors import CheckpointReadError, OutputWriteError
 from splitsearch.metrics import EpochMetrics, TrainResult
 from splitsearch.search.execution import ExecutionOptions
+from splitsearch.search.pruning import ParetoHalvingPruner
 from splitsearch.search.record import TrialRecord
 from splitsearch.search.space import KEY_TYPES, config_value, parameter_names, suggest_config
 from splitsearch.search.study import StudySpec
@@ -285,17 +286,20 @@ class SearchObjective:
     def _train(self, trial: optuna.Trial, record: TrialRecord, config: SplitConfig, candidate: int,
                out_dir: Path) -> TrainResult:
         # Baselines are the yardstick the search exists to beat: they report but are never pruned.
-        can_prune = not self.spec.multi_objective and not record.is_baseline
+        can_prune = not record.is_baseline
         # A retry inherits the epochs its first attempt reported; trained again from epoch 1
         # (its checkpoint unreadable), they are not reported twice (Optuna would warn and ignore them).
         reported = set(trial.study.get_trials(deepcopy=False)[trial.number].intermediate_values)
+        accuracies = dict(record.epoch_val_accuracies or {})  # a multi-objective trial's, inherited by a retry
 
         def after_epoch(metrics: EpochMetrics) -> bool:
             self.store.record_epoch(candidate, metrics)
             if self.on_epoch is not None:
                 self.on_epoch(trial.number, metrics)
             if self.spec.multi_objective:
-                return False
+                accuracies[str(metrics.epoch)] = metrics.val_accuracy
+                TrialRecord(epoch_val_accuracies=accuracies).write_to(trial)
+                return can_prune and self._pareto_prunes(trial, metrics.epoch)
             if metrics.epoch not in reported:
                 trial.report(metrics.val_nll if self.spec.objectives == ("nll",) else metrics.val_accuracy,
                              metrics.epoch)
@@ -317,6 +321,24 @@ class SearchObjective:
                                         wall_seconds=result.wall_seconds, **epoch_calibration(result.history[-1]))
             raise optuna.TrialPruned(f"pruned after epoch {result.history[-1].epoch}")
         return result
+
+    def _pareto_prunes(self, trial: optuna.Trial, epoch: int) -> bool:
+        """Whether the study's pruner stops this multi-objective trial after ``epoch``; recorded with its reason.
+
+        Optuna's ``report`` and ``should_prune`` refuse multi-objective trials, so the epoch's
+        accuracy is in the trial's record (written just before) and the worker asks the study's
+        pruner itself, on the trial as the storage now holds it.  Only a
+        :class:`~splitsearch.search.pruning.ParetoHalvingPruner` prunes such a study (``pruner:
+        none`` opens it with Optuna's NopPruner); its decision's reason is kept beside the trial.
+        """
+        pruner = trial.study.pruner
+        if not isinstance(pruner, ParetoHalvingPruner):
+            return False
+        decision = pruner.decision(trial.study, trial.study.get_trials(deepcopy=False)[trial.number])
+        if decision is None or not decision.pruned:
+            return False
+        TrialRecord(pruned_at_epoch=epoch, pruned_reason=decision.reason).write_to(trial)
+        return True
 
     def _fit(self, trial: optuna.Trial, record: TrialRecord, config: SplitConfig, candidate: int, out_dir: Path,
              after_epoch: Callable[[EpochMetrics], bool], resume: bool) -> TrainResult:

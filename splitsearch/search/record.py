@@ -76,6 +76,11 @@ class TrialRecord:
             without training.  It completes with that value, so the sampler learns the point is
             known, but it is not a new candidate: :func:`count_trials` leaves it out of what
             ``n_trials`` counts.
+        epoch_val_accuracies: the ensemble's validation accuracy after each epoch, by epoch (as text: a
+            JSON key), in multi-objective studies, whose trials Optuna's ``report`` refuses: what the
+            Pareto pruner reads (:mod:`splitsearch.search.pruning`).
+        pruned_at_epoch: the epoch after which the Pareto pruner stopped the trial, with
+            ``pruned_reason`` its standing there (``5 of 9 candidates rank before it at epoch 1, 3 continue``).
         member_val_accuracies, val_standard_error, val_samples, wall_seconds: the result's details.
         val_accuracy, val_nll, val_ece, val_brier: the ensemble's final validation accuracy and
             calibration (:mod:`splitsearch.train.calibration`; lower is better), whatever the
@@ -119,6 +124,9 @@ class TrialRecord:
     interrupted: bool | None = None
     reused_from: str | None = None
     repeat_of: int | None = None
+    epoch_val_accuracies: Mapping[str, float] | None = None
+    pruned_at_epoch: int | None = None
+    pruned_reason: str | None = None
     member_val_accuracies: tuple[float, ...] | None = None
     val_accuracy: float | None = None
     val_nll: float | None = None

@@ -30,6 +30,7 @@ from splitsearch.data.specs import DEFAULT_DATASET
 from splitsearch.errors import SplitsearchError
 from splitsearch.search.record import StudyRecord
 from splitsearch.search.execution import worker_settings
+from splitsearch.search.pruning import REDUCTION_FACTOR, ParetoHalvingPruner, prunable
 from splitsearch.search.space import SearchSpace, config_value, load_space, space_fingerprint
 from splitsearch.search.strategies import GreedySettings
 from splitsearch.units import parse_bytes, parse_count, parse_duration
@@ -48,7 +49,10 @@ METRIC_NAMES = {"accuracy": "validation accuracy", "nll": "validation NLL", "ece
 # Accuracy is maximised; a loss, a calibration error and a cost are minimised.
 MAXIMIZED = ("accuracy",)
 SAMPLERS = ("tpe", "random", "nsga2")
-PRUNERS = ("hyperband", "median", "none")
+PRUNERS = ("hyperband", "median", "pareto", "none")
+# hyperband and median prune single-objective studies, pareto multi-objective ones (a study's
+# default is the first that fits it: study_pruner); none fits every study.
+SINGLE_OBJECTIVE_PRUNERS = ("hyperband", "median")
 BUDGET_MODES = ("fit", "reject")
 # NSGA-II's population is sized to the trial budget (nsga2_population_size): Optuna's default of 50
 # keeps any study under about 50 trials in its random first generation.
@@ -91,7 +95,7 @@ class StudySpec:
     budget_mode: str = "fit"
     objectives: tuple[str, ...] = DEFAULT_OBJECTIVES
     sampler: str = "tpe"
-    pruner: str = "hyperband"
+    pruner: str | None = None  # None: the default for the objectives (default_pruner)
     n_trials: int | None = 20
     timeout: float | None = None
     seed: int = 0
@@ -109,8 +113,12 @@ class StudySpec:
                              f"{', '.join(','.join(o) for o in OBJECTIVES)}, got {','.join(self.objectives)}")
         if self.sampler not in SAMPLERS:
             raise StudyError(f"{where}: sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
+        if self.pruner is None:
+            object.__setattr__(self, "pruner", default_pruner(self.objectives))
         if self.pruner not in PRUNERS:
             raise StudyError(f"{where}: pruner must be one of {', '.join(PRUNERS)}, got {self.pruner!r}")
+        if (refusal := pruner_refusal(self.pruner, self.objectives)) is not None:
+            raise StudyError(f"{where}: {refusal}")
         if self.budget_mode not in BUDGET_MODES:
             raise StudyError(f"{where}: budget_mode must be fit or reject, got {self.budget_mode!r}")
         if self.budget_mode == "fit" and not self.has_budget:
@@ -121,8 +129,6 @@ class StudySpec:
                              f"got {self.latency_batch_size!r}")
         if self.n_trials is not None and self.n_trials < 1:
             raise StudyError(f"{where}: n_trials must be at least 1")
-        if self.multi_objective and self.pruner != "none":
-            object.__setattr__(self, "pruner", "none")  # Optuna cannot prune multi-objective studies
 
     @property
     def multi_objective(self) -> bool:
@@ -173,6 +179,32 @@ class StudySpec:
         return int(config_value(self.base, "train.epochs"))
 
 
+def default_pruner(objectives: Sequence[str]) -> str:
+    """``hyperband`` for one objective, ``pareto`` for accuracy and a cost, ``none`` for accuracy and ECE.
+
+    The ECE, like the accuracy, is learned epoch by epoch, so no candidate's point on that front
+    is known at a rung: the Pareto pruner needs every objective but accuracy known before training.
+    """
+    if len(objectives) == 1:
+        return "hyperband"
+    return "pareto" if prunable(objectives) else "none"
+
+
+def pruner_refusal(pruner: str, objectives: Sequence[str]) -> str | None:
+    """Why ``pruner`` cannot prune a study of ``objectives``, naming what can; None where it can."""
+    names = ",".join(objectives)
+    if len(objectives) == 1 and pruner == "pareto":
+        return (f"pruner pareto prunes multi-objective studies; objectives {names} is one objective: "
+                "use hyperband, median or none")
+    if len(objectives) > 1 and pruner in SINGLE_OBJECTIVE_PRUNERS:
+        other = "pareto or none" if prunable(objectives) else "none"
+        return f"pruner {pruner} prunes single-objective studies; for objectives {names} use {other}"
+    if pruner == "pareto" and not prunable(objectives):
+        return (f"pruner pareto needs every objective but accuracy known before training; the ECE of "
+                f"objectives {names} is learned with the accuracy: use none")
+    return None
+
+
 def shipped_studies_dir() -> Path:
     import splitsearch
 
@@ -218,7 +250,9 @@ STUDY_KEYS: dict[str, str] = {
                   "with one cost for a Pareto search: accuracy,params, accuracy,macs, accuracy,activation, "
                   "accuracy,latency or accuracy,ece (the expected calibration error)",
     "sampler": "tpe (default), random or nsga2",
-    "pruner": "hyperband (default), median or none; multi-objective studies are not pruned",
+    "pruner": "one objective: hyperband (default), median or none; accuracy and a cost: pareto (default: "
+              "successive halving by Pareto rank on accuracy so far and the known cost) or none; "
+              "accuracy,ece: none",
     "n_trials": "distinct candidates to finish (repeats not counted); default 20",
     "timeout": "stop starting trials after this many seconds",
     "seed": "the sampler's seed (default 0)",
@@ -329,7 +363,7 @@ def _spec_from_mapping(data: dict[str, Any], source: str, written_for: str) -> S
         budget_mode=data.get("budget_mode", "fit"),
         objectives=tuple(objectives),
         sampler=data.get("sampler", "tpe"),
-        pruner=data.get("pruner", "hyperband"),
+        pruner=data.get("pruner"),
         n_trials=data.get("n_trials", 20),
         timeout=data.get("timeout"),
         seed=int(data.get("seed", 0)),
@@ -384,11 +418,16 @@ def nsga2_population_size(n_trials: int | None) -> int:
 
 
 def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
-    if spec.pruner == "none" or spec.multi_objective:
+    """The study's pruner; a multi-objective study's is asked by the objective itself (Optuna's
+    ``should_prune`` refuses such trials: :mod:`splitsearch.search.pruning`)."""
+    if spec.pruner == "none":
         return optuna.pruners.NopPruner()
+    if spec.pruner == "pareto":
+        return ParetoHalvingPruner(spec.objectives, spec.max_epochs)
     if spec.pruner == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
-    return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=spec.max_epochs, reduction_factor=3)
+    return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=spec.max_epochs,
+                                          reduction_factor=REDUCTION_FACTOR)
 
 
 # How long a worker waits for the worker creating a study to finish setting it up.
