@@ -19,7 +19,15 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from splitsearch.search.confirm import ConfirmedCandidate, load_verdicts
-from splitsearch.search.record import StudyRecord, TrialRecord, count_trials, pareto_front, trial_accuracy
+from splitsearch.search.record import (
+    REFERENCE_COST_FACTOR,
+    StudyRecord,
+    TrialRecord,
+    count_trials,
+    front_hypervolume,
+    pareto_front,
+    trial_accuracy,
+)
 from splitsearch.units import format_bytes, format_count, format_duration
 
 ACCURACY = "validation accuracy"
@@ -27,9 +35,6 @@ COST_LABELS = {"params": "parameters", "macs": "MACs", "activation": "activation
                "latency": "latency (ms)"}
 # The costs a trial's hover text and the best-trial line show (TrialRecord fields).
 _TRIAL_COSTS = {"params": "parameters", "macs": "MACs"}
-# The hypervolume's reference point: accuracy 0 and this many times the largest cost of a completed
-# trial, so the costliest point of the front still dominates a strip of the box.
-REFERENCE_COST_FACTOR = 1.1
 
 
 class NothingToDraw(Exception):
@@ -141,27 +146,15 @@ def points(trials: Sequence[FrozenTrial], cost: Callable[[FrozenTrial], float]) 
 
 
 def hypervolume(study: optuna.Study) -> Hypervolume:
-    """The front in one figure: the area it dominates up to the reference point, over the box's area.
-
-    Two objectives, so computed here in a few lines (Optuna's hypervolume module is private):
-    the reference point is accuracy 0 and :data:`REFERENCE_COST_FACTOR` x the largest cost of a
-    completed trial; the box runs from cost 0 and accuracy 0 to cost ``reference`` and accuracy 1.
-    That is the mean, over every cost budget from 0 to the reference, of the best accuracy the
-    front offers within it (1 would be perfect accuracy at no cost).  The reference follows the
-    costliest trial, so two studies' hypervolumes compare only where that is the same.
-    """
-    reference = REFERENCE_COST_FACTOR * max(trial.values[1] for trial in completed(study))
-    front = sorted((trial.values[1], accuracy(trial)) for trial in pareto_front(study))
-    area, best = 0.0, 0.0
-    for (cost, value), next_cost in zip(front, [cost for cost, _ in front[1:]] + [reference]):
-        best = max(best, value)
-        area += (next_cost - cost) * best
+    """The front in one figure (:func:`~splitsearch.search.record.front_hypervolume`), with its reference in words."""
+    completed(study)  # nothing to draw without a completed trial
+    value, reference = front_hypervolume(study)
     objectives = StudyRecord.from_study(study).objectives or ()
     cost_text = (format_bytes(int(reference)) if objectives[1:] == ("activation",)
                  else f"{reference:.3g}" if objectives[1:] == ("latency",) else format_count(int(reference)))
-    text = (f"hypervolume {area / reference:.3f} (reference point: accuracy 0, {cost_text} {cost_label(study)}, "
+    text = (f"hypervolume {value:.3f} (reference point: accuracy 0, {cost_text} {cost_label(study)}, "
             f"{REFERENCE_COST_FACTOR:g} x the largest)")
-    return Hypervolume(area / reference, reference, text)
+    return Hypervolume(value, reference, text)
 
 
 def confirmed_accuracy(study: optuna.Study, confirmed: Sequence[ConfirmedCandidate]) -> Confirmed:

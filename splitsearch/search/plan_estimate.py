@@ -38,6 +38,7 @@ from splitsearch.data import DataCache, dataset_info
 from splitsearch.metrics import EpochMetrics
 from splitsearch.models import resolve_arch
 from splitsearch.search.execution import ExecutionOptions
+from splitsearch.search.pruning import REDUCTION_FACTOR, rungs
 from splitsearch.search.study import StudySpec
 from splitsearch.train.loop import Trainer
 from splitsearch.units import format_count
@@ -271,7 +272,7 @@ def expected_epoch_fraction(spec: StudySpec) -> tuple[float, str]:
     """The share of the unpruned epochs the study's pruner is expected to train, and where the figure comes from.
 
     Hyperband's is measured (:data:`HYPERBAND_MEASURED`, at the nearest trial count); the median
-    pruner's saving is not, so none is assumed.
+    and Pareto pruners' savings are not, so none is assumed.
     """
     if spec.pruner == "hyperband":
         trials = spec.n_trials or HYPERBAND_MEASURED[-1][0]
@@ -280,7 +281,21 @@ def expected_epoch_fraction(spec: StudySpec) -> tuple[float, str]:
                           f"{measured_at}-trial studies; the documentation's search benchmarks)")
     if spec.pruner == "median":
         return 1.0, "the median pruner's saving is not measured, so none is assumed"
+    if spec.pruner == "pareto":
+        return 1.0, pareto_plan(spec)
     return 1.0, "no pruning"
+
+
+def pareto_plan(spec: StudySpec) -> str:
+    """What the Pareto pruner stops, and where: the plan's words for it (its saving is not measured)."""
+    epochs = rungs(spec.max_epochs)
+    if not epochs:
+        return f"the Pareto pruner has no epoch to compare at before the last ({spec.max_epochs}): no pruning"
+    where = ", ".join(map(str, epochs))
+    return (f"the Pareto pruner stops, after epoch{'s' if len(epochs) > 1 else ''} {where}, candidates outside "
+            f"the best 1/{REDUCTION_FACTOR} by Pareto rank on "
+            f"({', '.join(spec.objectives)}) among those that reached the epoch (baselines never); "
+            "its saving is not measured, so none is assumed")
 
 
 def format_duration(seconds: float) -> str:

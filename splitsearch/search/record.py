@@ -355,3 +355,33 @@ def trial_accuracy(trial: Any) -> float | None:
 def pareto_front(study: Any) -> list[FrozenTrial]:
     """The Pareto-optimal trials of a multi-objective ``study``, each candidate once (repeats left out)."""
     return [trial for trial in study.best_trials if not TrialRecord.from_trial(trial).is_repeat]
+
+
+# The hypervolume's reference point: accuracy 0 and this many times the largest cost of a completed
+# trial, so the costliest point of the front still dominates a strip of the box.
+REFERENCE_COST_FACTOR = 1.1
+
+
+def front_hypervolume(study: Any) -> tuple[float, float] | None:
+    """The share of the accuracy-cost box the front of a two-objective ``study`` dominates, and the box's cost.
+
+    Two objectives, so computed here in a few lines (Optuna's hypervolume module is private):
+    the reference point is accuracy 0 and :data:`REFERENCE_COST_FACTOR` x the largest cost of a
+    completed trial; the box runs from cost 0 and accuracy 0 to cost ``reference`` and accuracy 1.
+    That is the mean, over every cost budget from 0 to the reference, of the best accuracy the
+    front offers within it (1 would be perfect accuracy at no cost).  The reference follows the
+    costliest trial, so two studies' hypervolumes compare only where that is the same.  Here, for
+    the summary a worker prints and for the report.  None: no trial completed.
+    """
+    from optuna.trial import TrialState
+
+    costs = [trial.values[1] for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    if not costs:
+        return None
+    reference = REFERENCE_COST_FACTOR * max(costs)
+    front = sorted((trial.values[1], trial_accuracy(trial)) for trial in pareto_front(study))
+    area, best = 0.0, 0.0
+    for (cost, value), next_cost in zip(front, [cost for cost, _ in front[1:]] + [reference]):
+        best = max(best, value)
+        area += (next_cost - cost) * best
+    return area / reference, reference

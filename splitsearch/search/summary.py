@@ -11,7 +11,15 @@ from typing import Callable
 import optuna
 
 from splitsearch.search.confirm import ConfirmedCandidate
-from splitsearch.search.record import StudyRecord, TrialRecord, count_trials, pareto_front, trial_accuracy
+from splitsearch.search.record import (
+    REFERENCE_COST_FACTOR,
+    StudyRecord,
+    TrialRecord,
+    count_trials,
+    front_hypervolume,
+    pareto_front,
+    trial_accuracy,
+)
 from splitsearch.search.run import no_new_candidates
 from splitsearch.units import format_bytes, format_count, format_duration
 
@@ -44,10 +52,21 @@ def study_summary(study: optuna.Study) -> list[str]:
                      f"{format_count(record.params or 0)} params, {format_count(record.macs or 0)} MACs{latency}, "
                      f"{best.params}")
     elif counts.complete:
-        lines.append(f"Pareto front: {len(pareto_front(study))} trials")
+        lines.append(front_line(study))
     lines.append(f"next: splitsearch confirm --study {study.study_name}; splitsearch export --study "
                  f"{study.study_name} -o best.yaml; splitsearch report --study {study.study_name} -o report.html")
     return lines
+
+
+def front_line(study: optuna.Study) -> str:
+    """``Pareto front: 4 trials, hypervolume 0.812 (...); the Pareto pruner stopped 5 trials``: what the search found
+    and what pruning it cost (a pruned candidate might have joined the front)."""
+    value, reference = front_hypervolume(study)
+    stopped = sum(TrialRecord.from_trial(trial).pruned_at_epoch is not None
+                  for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,)))
+    return (f"Pareto front: {len(pareto_front(study))} trials, hypervolume {value:.3f} (reference point: accuracy 0, "
+            f"cost {reference:.4g}, {REFERENCE_COST_FACTOR:g} x the largest); the Pareto pruner stopped {stopped} "
+            f"trial{'' if stopped == 1 else 's'}")
 
 
 def greedy_summary(study: optuna.Study) -> list[str]:
