@@ -19,6 +19,7 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from splitsearch.search.confirm import ConfirmedCandidate, load_verdicts
+from splitsearch.search.pruning import KNOWN_COSTS, epoch_accuracies
 from splitsearch.search.record import (
     REFERENCE_COST_FACTOR,
     StudyRecord,
@@ -54,7 +55,7 @@ class Point:
 
 @dataclass(frozen=True)
 class Series:
-    """Points drawn alike: ``kind`` is ``searched``, ``pareto`` or ``baseline`` (one series per baseline)."""
+    """Points drawn alike: ``kind`` is ``searched``, ``pareto``, ``pruned`` or ``baseline`` (one series per baseline)."""
 
     name: str
     kind: str
@@ -137,6 +138,26 @@ def pareto_baselines(study: optuna.Study) -> list[Series]:
     """The baselines at (the study's cost objective, accuracy), for the Pareto-front figure."""
     return baseline_series([trial for trial in completed(study) if TrialRecord.from_trial(trial).is_baseline],
                            lambda trial: trial.values[1])
+
+
+def pareto_pruned(study: optuna.Study) -> Series:
+    """The trials the Pareto pruner stopped, at (their known cost, their accuracy when stopped).
+
+    Drawn apart from the front: their accuracy is an early epoch's, not a finished candidate's,
+    so they show what the pruner gave up, not points the front could hold.  Trials refused over
+    budget were never trained and are not here.
+    """
+    objectives = StudyRecord.from_study(study).objectives or ()
+    cost = KNOWN_COSTS.get(objectives[1]) if len(objectives) > 1 else None
+    found = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)):
+        record = TrialRecord.from_trial(trial)
+        stopped_at = epoch_accuracies(record).get(record.pruned_at_epoch)
+        if cost is None or stopped_at is None or (value := cost(record)) is None:
+            continue
+        hover = (*describe(trial), f"stopped after epoch {record.pruned_at_epoch}: {record.pruned_reason}")
+        found.append(Point(trial.number, value, stopped_at, standard_error(trial), hover))
+    return Series("pruned (accuracy when stopped)", "pruned", tuple(found))
 
 
 def points(trials: Sequence[FrozenTrial], cost: Callable[[FrozenTrial], float]) -> tuple[Point, ...]:

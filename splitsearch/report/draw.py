@@ -23,7 +23,8 @@ from splitsearch.units import format_count
 
 _HOVER = "%{hovertext}<br>" + ACCURACY + " %{y:.4f}<extra></extra>"
 # How each kind of series is drawn; baselines take black markers of their own shape, one each.
-_MARKERS = {"searched": {"symbol": "circle", "size": 8}, "pareto": {"symbol": "star", "size": 13}}
+_MARKERS = {"searched": {"symbol": "circle", "size": 8}, "pareto": {"symbol": "star", "size": 13},
+            "pruned": {"symbol": "x", "size": 8, "color": "grey"}}
 _BASELINE_SYMBOLS = ("diamond", "square", "cross", "triangle-up", "x", "pentagon", "hexagon", "triangle-down")
 
 Draw = Callable[[optuna.Study], go.Figure]
@@ -146,12 +147,16 @@ def _hover(lines: Sequence[str]) -> str:
 def pareto_front(study: optuna.Study) -> go.Figure:
     """The best accuracy for each cost (the study's second objective), with the baselines and the hypervolume.
 
+    Trials the Pareto pruner stopped are a trace apart, at their accuracy when stopped (:func:`.data.pareto_pruned`).
+
     Drawn with the cost on a log x axis, so it reads like the accuracy-vs-parameters figure.
     """
     figure = optuna.visualization.plot_pareto_front(
         study, target_names=[data.cost_label(study), ACCURACY],
         targets=lambda trial: (trial.values[1], trial.values[0]))
     _add_baselines(figure, data.pareto_baselines(study))
+    if (pruned := data.pareto_pruned(study)).points:
+        figure.add_trace(_scatter(pruned))
     figure.add_annotation(text=data.hypervolume(study).text, xref="paper", yref="paper", x=0, y=1.06,
                           showarrow=False, xanchor="left")
     return figure.update_xaxes(type="log")
