@@ -144,7 +144,7 @@ def test_export_retrains_to_the_same_validation_accuracy(storage, tmp_path):
 def test_multi_objective_study_has_a_pareto_front_and_no_pruning(storage, tmp_path):
     spec = tiny_spec("pareto", objectives="accuracy,params", n_trials=4, budget_params=None, budget_mode="reject",
                      base={"width_mult": 0.25, "train": {"batch_size": 32, "val_fraction": 0.25}})
-    assert spec.sampler == "tpe" and spec.pruner == "none"  # multi-objective TPE; Optuna cannot prune
+    assert spec.sampler == "tpe" and spec.pruner == "none"  # multi-objective TPE; tiny_spec turns pruning off
     study = run_study(spec, storage, runs_in(tmp_path), progress=False)
     assert len(study.directions) == 2 and study.best_trials
     complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))

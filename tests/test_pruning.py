@@ -1,0 +1,129 @@
+"""The Pareto pruner: its decisions on constructed rungs, and studies that prune with it.
+
+Unit tests build an in-memory two-objective study whose trials carry the user attributes a worker
+writes (each epoch's accuracy, the candidate's cost); the pruner reads nothing else.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from splitsearch.search.pruning import Candidate, ParetoHalvingPruner, decide, pareto_ranks, rungs
+from splitsearch.search.record import TrialRecord
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+# At epoch 1, (accuracy, params) of six trials: A, E and B form the front (B the cheapest), C and
+# D are dominated, F is a baseline behind them all.  Six at the rung: ceil(6 / 3) = 2 continue.
+RUNG = {
+    "A": (0.90, 100, None),
+    "E": (0.85, 60, None),
+    "B": (0.80, 50, None),
+    "C": (0.70, 200, None),
+    "D": (0.60, 300, None),
+    "F": (0.50, 400, "undivided"),
+}
+EXPECTED = {"A": False, "E": False, "B": False, "C": True, "D": True, "F": False}
+
+
+def new_study() -> optuna.Study:
+    return optuna.create_study(directions=["maximize", "minimize"],
+                               pruner=ParetoHalvingPruner(("accuracy", "params"), max_epochs=9))
+
+
+def add(study: optuna.Study, label: str, accuracies: dict[int, float], params: int, baseline: str | None = None,
+        state: TrialState = TrialState.RUNNING) -> None:
+    """A trial as a worker leaves it: its cost and each epoch's accuracy in its record."""
+    record = TrialRecord(params=params, baseline=baseline,
+                         epoch_val_accuracies={str(epoch): value for epoch, value in accuracies.items()})
+    study.add_trial(optuna.trial.create_trial(state=state, user_attrs={**record.to_attrs(), "label": label}))
+
+
+def decisions(study: optuna.Study) -> dict[str, bool]:
+    return {trial.user_attrs["label"]: study.pruner.prune(study, trial) for trial in study.get_trials()}
+
+
+def study_of(order: tuple[str, ...]) -> optuna.Study:
+    study = new_study()
+    for label in order:
+        accuracy, params, baseline = RUNG[label]
+        add(study, label, {1: accuracy}, params, baseline)
+    return study
+
+
+def test_rungs_are_powers_of_the_reduction_factor_below_the_last_epoch():
+    assert rungs(9) == (1, 3) and rungs(10) == (1, 3, 9) and rungs(1) == () and rungs(27, 2) == (1, 2, 4, 8, 16)
+
+
+def test_pareto_ranks_peel_the_fronts():
+    points = [Candidate(0.9, (100,)), Candidate(0.8, (50,)), Candidate(0.7, (200,)), Candidate(0.6, (300,))]
+    assert pareto_ranks(points) == [0, 0, 1, 2]
+
+
+def test_a_dominated_candidate_is_pruned_and_the_front_the_cheapest_and_a_baseline_are_kept():
+    found = decisions(study_of(tuple(RUNG)))
+    assert found == EXPECTED
+    assert found["C"] and found["D"]  # dominated: pruned
+    assert not found["A"] and not found["E"]  # on the front and first by accuracy: kept
+
+
+def test_the_only_candidate_at_its_cost_level_is_never_pruned_by_costlier_ones():
+    # B is on the front but third by accuracy (2 continue): only its cost, the lowest, keeps it.
+    candidate = Candidate(0.80, (50.0,))
+    others = [Candidate(accuracy, (float(params),)) for label, (accuracy, params, _) in RUNG.items() if label != "B"]
+    decision = decide(candidate, others, epoch=1)
+    assert (decision.ahead, decision.kept, decision.pruned) == (2, 2, False)
+    # The same point with a candidate as cheap beside it is pruned.
+    assert decide(candidate, [*others, Candidate(0.95, (50.0,))], epoch=1).pruned
+
+
+def test_a_baseline_is_never_pruned_even_when_dominated_by_every_other_candidate():
+    study = study_of(tuple(RUNG))
+    baseline = next(trial for trial in study.get_trials() if trial.user_attrs["label"] == "F")
+    decision = study.pruner.decision(study, baseline)
+    assert decision.ahead == 5 and not decision.pruned
+
+
+def test_nothing_is_pruned_with_fewer_candidates_than_the_minimum():
+    study = study_of(("A", "B", "C"))
+    assert decisions(study) == {"A": False, "B": False, "C": False}  # C is dominated, but only 3 reached epoch 1
+    add(study, "D", {1: 0.60}, 300)
+    assert decisions(study)["D"]
+
+
+def test_decisions_are_the_same_for_every_arrival_order():
+    # T and U are twins tied at the edge of the kept share (ceil(6 / 3) = 2, one candidate before
+    # them): they share their place and both continue, whichever arrived first.
+    points = {"A": RUNG["A"], "T": (0.85, 80, None), "U": (0.85, 80, None), "B": RUNG["B"], "C": RUNG["C"],
+              "F": RUNG["F"]}
+    for order in itertools.permutations(points):
+        study = new_study()
+        for label in order:
+            accuracy, params, baseline = points[label]
+            add(study, label, {1: accuracy}, params, baseline)
+        assert decisions(study) == {"A": False, "T": False, "U": False, "B": False, "C": True, "F": False}, order
+
+
+def test_only_rungs_decide_and_the_latest_epoch_is_the_one_judged():
+    study = study_of(tuple(RUNG))
+    add(study, "late", {1: 0.95, 2: 0.30}, 500)  # epoch 2 is no rung: no decision there
+    late = study.get_trials()[-1]
+    assert study.pruner.decision(study, late) is None and not study.pruner.prune(study, late)
+
+
+def test_a_failed_trials_reports_do_not_count_and_finished_ones_do():
+    study = study_of(("A", "B"))
+    add(study, "C", {1: 0.70}, 200, state=TrialState.PRUNED)
+    add(study, "X", {1: 0.99}, 10, state=TrialState.FAIL)  # interrupted: its retry carries its reports
+    add(study, "D", {1: 0.60}, 300)
+    d = study.get_trials()[-1]
+    assert study.pruner.decision(study, d).candidates == 4
+
+
+def test_the_pruner_refuses_objectives_it_cannot_order():
+    with pytest.raises(ValueError, match="accuracy and costs known before training"):
+        ParetoHalvingPruner(("accuracy", "ece"), max_epochs=9)
