@@ -127,3 +127,69 @@ def test_a_failed_trials_reports_do_not_count_and_finished_ones_do():
 def test_the_pruner_refuses_objectives_it_cannot_order():
     with pytest.raises(ValueError, match="accuracy and costs known before training"):
         ParetoHalvingPruner(("accuracy", "ece"), max_epochs=9)
+
+
+# -- studies that prune ----------------------------------------------------------------------------
+
+DIGITS_STUDY = """\
+name: {name}
+arch: resnet20
+dataset: digits
+space: divide
+objectives: accuracy,params
+budget_mode: reject
+epochs: {epochs}
+n_trials: {n_trials}
+seed: 0
+base: {{width_mult: 0.25, train: {{batch_size: 64, lr: 0.05}}}}
+"""
+
+
+def digits_study(folder, name: str = "pareto-digits", n_trials: int = 12, epochs: int = 3):
+    path = folder / f"{name}.yaml"
+    path.write_text(DIGITS_STUDY.format(name=name, n_trials=n_trials, epochs=epochs))
+    return path
+
+
+def stopped_by_the_pruner(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return [trial for trial in study.get_trials(states=(TrialState.PRUNED,))
+            if TrialRecord.from_trial(trial).pruned_at_epoch is not None]
+
+
+def run_and_check(tmp_path, capsys, n_trials: int, epochs: int) -> optuna.Study:
+    """``splitsearch run`` of a Pareto study on digits: the plan, the pruned trials, the summary's front."""
+    from conftest import run_cli
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    code, out, err = run_cli(capsys, "run", digits_study(tmp_path, n_trials=n_trials, epochs=epochs),
+                             "--storage", storage, "--device", "cpu", "--runs-dir", tmp_path / "runs")
+    assert code == 0, err[-3000:]
+    study = optuna.load_study(study_name="pareto-digits", storage=storage)
+    finished = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
+    assert len(finished) >= n_trials  # trials ran (repeats of finished candidates come on top)
+    pruned = stopped_by_the_pruner(study)
+    assert len(pruned) >= 1, [(t.number, t.state, t.user_attrs.get("epoch_val_accuracies")) for t in study.trials]
+    assert all(TrialRecord.from_trial(trial).pruned_at_epoch in rungs(epochs) for trial in pruned)
+    assert not any(TrialRecord.from_trial(trial).is_baseline for trial in pruned)
+    assert "the Pareto pruner stops, after epoch 1, candidates outside the best 1/3" in out
+    summary = next(line for line in out.splitlines() if line.startswith("Pareto front:"))
+    assert f"the Pareto pruner stopped {len(pruned)} trial" in summary and "hypervolume 0." in summary
+    return study
+
+
+def test_a_small_pareto_study_on_digits_prunes(tmp_path, capsys):
+    """The fast variant: 8 trials of 2 epochs (rung: epoch 1)."""
+    run_and_check(tmp_path, capsys, n_trials=8, epochs=2)
+
+
+@pytest.mark.slow
+def test_a_12_trial_pareto_study_on_digits_prunes_and_its_report_draws_the_pruned_apart(tmp_path, capsys):
+    from splitsearch.report import data
+
+    study = run_and_check(tmp_path, capsys, n_trials=12, epochs=3)
+    pruned = data.pareto_pruned(study)
+    stopped = stopped_by_the_pruner(study)
+    assert sorted(point.trial for point in pruned.points) == sorted(trial.number for trial in stopped)
+    for point, trial in zip(sorted(pruned.points, key=lambda p: p.trial), sorted(stopped, key=lambda t: t.number)):
+        record = TrialRecord.from_trial(trial)
+        assert point.x == record.params and point.y == record.epoch_val_accuracies[str(record.pruned_at_epoch)]
