@@ -193,3 +193,43 @@ def test_a_12_trial_pareto_study_on_digits_prunes_and_its_report_draws_the_prune
     for point, trial in zip(sorted(pruned.points, key=lambda p: p.trial), sorted(stopped, key=lambda t: t.number)):
         record = TrialRecord.from_trial(trial)
         assert point.x == record.params and point.y == record.epoch_val_accuracies[str(record.pruned_at_epoch)]
+
+
+@pytest.mark.slow
+def test_two_workers_on_postgresql_prune_each_trial_once_and_the_database_checks_clean(postgres_url, tmp_path, capsys):
+    """Two ``splitsearch run`` processes share one Pareto study: the pruner's decisions are taken by the
+    worker running each trial, once, and Optuna's trials and the store's rows agree afterwards."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import run_cli
+    from splitsearch.store import Store
+
+    path = digits_study(tmp_path, n_trials=12, epochs=2)
+    command = [sys.executable, "-m", "splitsearch.cli", "run", str(path), "--storage", postgres_url, "--device", "cpu",
+               "--runs-dir", str(tmp_path / "runs")]
+    workers = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "OMP_NUM_THREADS": "1"}) for _ in range(2)]
+    for worker in workers:
+        _, err = worker.communicate(timeout=600)
+        assert worker.returncode == 0 and "Traceback" not in err, err[-3000:]
+
+    study = optuna.load_study(study_name="pareto-digits", storage=postgres_url)
+    assert len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) >= 12  # trials ran
+    stopped = stopped_by_the_pruner(study)
+    assert stopped, [(t.number, t.state, t.user_attrs.get("epoch_val_accuracies")) for t in study.trials]
+    assert all(trial.state == TrialState.PRUNED for trial in study.trials
+               if TrialRecord.from_trial(trial).pruned_at_epoch is not None)  # a decision only on a pruned trial
+    store = Store(postgres_url)
+    rows = [row for row in store.candidates("pareto-digits")]
+    assert len(rows) == len({row.trial_number for row in rows})  # one row, one final state, per trial
+    by_trial = {row.trial_number: row for row in rows}
+    for trial in stopped:
+        row = by_trial[trial.number]
+        # Stopped right after the one epoch the pruner judged it at: no later epoch was trained.
+        assert row.state == "pruned"
+        assert max(metrics.epoch for metrics in store.epochs(row.id)) == TrialRecord.from_trial(trial).pruned_at_epoch
+
+    code, out, err = run_cli(capsys, "db", "check", "--storage", postgres_url, "--runs-dir", tmp_path / "runs")
+    assert code == 0 and out.startswith("consistent"), out + err
