@@ -129,6 +129,48 @@ def test_the_pruner_refuses_objectives_it_cannot_order():
         ParetoHalvingPruner(("accuracy", "ece"), max_epochs=9)
 
 
+# -- which studies it prunes -----------------------------------------------------------------------
+
+@pytest.mark.parametrize(("objectives", "pruner"), [("nll", "hyperband"), ("accuracy", "hyperband"),
+                                                    ("accuracy,params", "pareto"), ("accuracy,latency", "pareto"),
+                                                    ("accuracy,ece", "none")])
+def test_each_objective_gets_its_default_pruner(objectives, pruner):
+    from splitsearch.search.study import load_study_spec, make_pruner
+
+    spec = load_study_spec(None, {"arch": "resnet20", "objectives": objectives, "epochs": 9})
+    assert spec.pruner == pruner
+    assert isinstance(make_pruner(spec), ParetoHalvingPruner) == (pruner == "pareto")
+
+
+@pytest.mark.parametrize(("objectives", "pruner", "use"), [
+    ("accuracy", "pareto", "use hyperband, median or none"),
+    ("accuracy,macs", "hyperband", "use pareto or none"),
+    ("accuracy,params", "median", "use pareto or none"),
+    ("accuracy,ece", "pareto", "use none"),
+])
+def test_a_pruner_that_does_not_fit_the_objectives_is_one_line_naming_those_that_do(objectives, pruner, use):
+    from splitsearch.search.study import StudyError, load_study_spec
+
+    with pytest.raises(StudyError, match=use) as error:
+        load_study_spec(None, {"arch": "resnet20", "objectives": objectives, "pruner": pruner})
+    assert "\n" not in str(error.value)
+
+
+def test_pruner_none_turns_it_off_and_the_plan_says_what_it_prunes():
+    from splitsearch.search.plan_estimate import expected_epoch_fraction
+    from splitsearch.search.study import load_study_spec, make_pruner
+
+    spec = load_study_spec(None, {"arch": "resnet20", "objectives": "accuracy,params", "pruner": "none"})
+    assert isinstance(make_pruner(spec), optuna.pruners.NopPruner)
+    pareto = load_study_spec(None, {"arch": "resnet20", "objectives": "accuracy,macs", "epochs": 10})
+    assert expected_epoch_fraction(pareto)[1].startswith(
+        "the Pareto pruner stops, after epochs 1, 3, 9, candidates outside the best 1/3 by Pareto rank on "
+        "(accuracy, macs)")
+    one_epoch = load_study_spec(None, {"arch": "resnet20", "objectives": "accuracy,macs", "epochs": 1})
+    assert expected_epoch_fraction(one_epoch)[1] == ("the Pareto pruner has no epoch to compare at before the last "
+                                                     "(1): no pruning")
+
+
 # -- studies that prune ----------------------------------------------------------------------------
 
 DIGITS_STUDY = """\
