@@ -14,11 +14,16 @@ validation curve, so the pruner sees real curves and the sampler real noise.
 
 Single objective: the regret after 5, 10 and 20 counted trials is the best mean accuracy in
 the table minus the mean accuracy of the configuration the study would pick (its best
-observed trial), in points; and the training epochs the replay spent.  Multi-objective
-(accuracy and MACs): the hypervolume of the front the study found (its observed front, at
-the configurations' mean accuracies) as a fraction of the table's own front's, after 10, 20
-and 40 trials, reference point accuracy 0 and 1.1 x the largest MACs of the table.
-Printed: median [first quartile, third quartile] over ``--replays`` replays.
+observed trial), in points; the training epochs the replay spent; and the time a sampler
+takes to propose a trial (``study.ask`` and the space's suggestions; Optuna's GPSampler fits a
+Gaussian process each time).  Multi-objective (accuracy and MACs, accuracy and parameters),
+each sampler without pruning and with the product's Pareto pruner
+(:class:`~splitsearch.search.pruning.ParetoHalvingPruner`, fed each epoch's accuracy as a
+worker feeds it): the hypervolume of the front the study found (its observed front, at the
+configurations' mean accuracies) as a fraction of the table's own front's, after 10, 20 and 40
+trials, reference point accuracy 0 and 1.1 x the table's largest cost; and the epochs spent.
+Printed: median [first quartile, third quartile] over ``--replays`` replays.  ``--part``
+runs the single- or the multi-objective replays alone.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import argparse
 import json
 import random
 import statistics
+import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -41,7 +47,8 @@ SINGLE_BUDGETS = (5, 10, 20)
 MULTI_BUDGETS = (10, 20, 40)
 SINGLE_VARIANTS = (("tpe", "hyperband"), ("tpe", "none"), ("tpe-5-startup", "hyperband"), ("random", "hyperband"),
                    ("random", "none"), ("gp", "hyperband"), ("gp", "none"))
-MULTI_SAMPLERS = ("tpe", "nsga2", "random")
+MULTI_VARIANTS = tuple((sampler, pruner) for sampler in ("tpe", "nsga2", "random") for pruner in ("none", "pareto"))
+MULTI_OBJECTIVES = (("accuracy", "macs"), ("accuracy", "params"))
 REFERENCE_COST_FACTOR = 1.1
 
 
@@ -67,9 +74,8 @@ class Table:
     def best_mean(self) -> float:
         return max(row["mean"] for row in self.rows.values())
 
-    @property
-    def reference_cost(self) -> float:
-        return REFERENCE_COST_FACTOR * max(row["macs"] for row in self.rows.values())
+    def reference_cost(self, cost: str) -> float:
+        return REFERENCE_COST_FACTOR * max(row[cost] for row in self.rows.values())
 
 
 def _key(S: int, wd_rule: str | None, lambda_cot: float | None) -> tuple:
@@ -101,10 +107,19 @@ def make_sampler(spec, sampler: str, seed: int) -> optuna.samplers.BaseSampler: 
     return study.make_sampler(spec, seed)
 
 
+@dataclass(frozen=True)
+class Replay:
+    """One replay: per budget (counted trials) the figure of merit and the epochs spent; the median proposal time."""
+
+    merit: dict[int, tuple[float, int]]
+    proposal_seconds: float
+
+
 def replay(table: Table, sampler: str, pruner: str, seed: int, budgets: tuple[int, ...],
-           objectives: list[str]) -> dict[int, tuple[float, int]]:
-    """One study on the table; per budget (counted trials) the figure of merit and the epochs spent."""
+           objectives: list[str]) -> Replay:
+    """One study on the table (see the module)."""
     from splitsearch.search.objective import enqueue_baselines
+    from splitsearch.search.record import TrialRecord
     from splitsearch.search.study import make_pruner
     from splitsearch.search.space import suggest_config
 
@@ -119,9 +134,12 @@ def replay(table: Table, sampler: str, pruner: str, seed: int, budgets: tuple[in
     finished: dict[tuple, list[float]] = {}
     counted = epochs = repeats_in_a_row = 0
     merit: dict[int, tuple[float, int]] = {}
+    proposals = []
     while counted < max(budgets) and repeats_in_a_row < 20:
+        started = time.perf_counter()
         trial = study.ask()
         config = suggest_config(spec.space, trial, spec.base)
+        proposals.append(time.perf_counter() - started)
         key = table.snap(config.S, config.wd_rule, config.lambda_cot)
         if key in finished:
             study.tell(trial, finished[key])
@@ -130,9 +148,13 @@ def replay(table: Table, sampler: str, pruner: str, seed: int, budgets: tuple[in
         repeats_in_a_row = 0
         row = table.rows[key]
         run = draw.choice(row["runs"])
-        values = [run["val_accuracy"], row["macs"]] if multi else [run["val_accuracy"]]
-        # Optuna takes no intermediate values from multi-objective trials; baselines report but are never pruned.
-        spent = len(run["curve"]) if multi else _train(trial, run["curve"], prunable=trial.number >= baselines)
+        values = [run["val_accuracy"], row[objectives[1]]] if multi else [run["val_accuracy"]]
+        # Baselines report but are never pruned.
+        if multi:
+            TrialRecord(params=row["params"], macs=row["macs"]).write_to(trial)  # known before training
+            spent = _train_multi(study, trial, run["curve"], prunable=trial.number >= baselines)
+        else:
+            spent = _train(trial, run["curve"], prunable=trial.number >= baselines)
         epochs += spent
         counted += 1
         if spent == len(run["curve"]):
@@ -141,9 +163,9 @@ def replay(table: Table, sampler: str, pruner: str, seed: int, budgets: tuple[in
         else:
             study.tell(trial, state=TrialState.PRUNED)
         if counted in budgets:
-            merit[counted] = (_merit(table, finished, multi), epochs)
-    final = (_merit(table, finished, multi), epochs)
-    return {budget: merit.get(budget, final) for budget in budgets}
+            merit[counted] = (_merit(table, finished, objectives), epochs)
+    final = (_merit(table, finished, objectives), epochs)
+    return Replay({budget: merit.get(budget, final) for budget in budgets}, statistics.median(proposals))
 
 
 def _train(trial: optuna.Trial, curve: list[float], prunable: bool) -> int:
@@ -155,24 +177,38 @@ def _train(trial: optuna.Trial, curve: list[float], prunable: bool) -> int:
     return len(curve)
 
 
-def _merit(table: Table, finished: dict[tuple, list[float]], multi: bool) -> float:
+def _train_multi(study: optuna.Study, trial: optuna.Trial, curve: list[float], prunable: bool) -> int:
+    """The run's curve epoch by epoch into the trial's record, the study's pruner asked after each epoch
+    as a worker asks it (``SearchObjective``): the epochs trained before it stopped the trial."""
+    from splitsearch.search.record import TrialRecord
+
+    accuracies = {}
+    for epoch, accuracy in enumerate(curve, start=1):
+        accuracies[str(epoch)] = accuracy
+        TrialRecord(epoch_val_accuracies=accuracies).write_to(trial)
+        if prunable and study.pruner.prune(study, study.get_trials(deepcopy=False)[trial.number]):
+            return epoch
+    return len(curve)
+
+
+def _merit(table: Table, finished: dict[tuple, list[float]], objectives: list[str]) -> float:
     """Regret in points (single objective) or the found front's share of the table's hypervolume."""
-    if not multi:
+    if len(objectives) == 1:
         pick = max(finished, key=lambda key: finished[key][0])
         return 100 * (table.best_mean - table.rows[pick]["mean"])
     observed = [key for key in finished
                 if not any(_dominates(finished[other], finished[key]) for other in finished)]
-    return _hypervolume(table, observed) / _hypervolume(table, list(table.rows))
+    return _hypervolume(table, observed, objectives[1]) / _hypervolume(table, list(table.rows), objectives[1])
 
 
 def _dominates(a: list[float], b: list[float]) -> bool:
     return a[0] >= b[0] and a[1] <= b[1] and a != b
 
 
-def _hypervolume(table: Table, keys: list[tuple]) -> float:
-    """Area dominated by the keys' (MACs, mean accuracy) up to accuracy 0 and the reference cost."""
-    points = sorted((table.rows[key]["macs"], table.rows[key]["mean"]) for key in keys)
-    reference = table.reference_cost
+def _hypervolume(table: Table, keys: list[tuple], cost: str) -> float:
+    """Area dominated by the keys' (cost, mean accuracy) up to accuracy 0 and the reference cost."""
+    points = sorted((table.rows[key][cost], table.rows[key]["mean"]) for key in keys)
+    reference = table.reference_cost(cost)
     area, best = 0.0, 0.0
     for (cost, accuracy), next_cost in zip(points, [cost for cost, _ in points[1:]] + [reference]):
         best = max(best, accuracy)
@@ -180,24 +216,31 @@ def _hypervolume(table: Table, keys: list[tuple]) -> float:
     return area
 
 
-def _job(arguments: tuple) -> tuple[tuple, dict[int, tuple[float, int]]]:
+def _job(arguments: tuple) -> tuple[tuple, Replay]:
     table_path, variant, seed, budgets, objectives = arguments
-    return (variant, seed), replay(Table.load(table_path), *variant, seed, budgets, objectives)
+    return (variant, tuple(objectives), seed), replay(Table.load(table_path), *variant, seed, budgets, objectives)
 
 
-def _quartiles(values: list[float]) -> str:
+def _quartiles(values: list[float], digits: int = 2) -> str:
     first, median, third = statistics.quantiles(values, n=4, method="inclusive")
-    return f"{median:5.2f} [{first:5.2f}, {third:5.2f}]"
+    return f"{median:5.{digits}f} [{first:5.{digits}f}, {third:5.{digits}f}]"
 
 
-def summarise(results: dict, variants: list[tuple], budgets: tuple[int, ...], replays: int, what: str) -> None:
-    print(f"{'':<20}" + "".join(f"{f'{what} @{budget} trials':>26}{'epochs':>8}" for budget in budgets))
+def summarise(results: dict, variants: list[tuple], objectives: tuple[str, ...], budgets: tuple[int, ...],
+              replays: int, what: str) -> None:
+    """One line per variant: the merit and the epochs at each budget; for one objective, the proposal time."""
+    single = len(objectives) == 1
+    print(f"{'':<26}" + "".join(f"{f'{what} @{budget}':>26}{'epochs':>20}" for budget in budgets)
+          + (f"{'ms a proposal':>16}" if single else ""))
     for variant in variants:
-        line = f"{' + '.join(part for part in variant if part):<20}"
+        runs = [results[(variant, objectives, seed)] for seed in range(replays)]
+        line = f"{' + '.join(part for part in variant if part):<26}"
         for budget in budgets:
-            merits = [results[(variant, seed)][budget][0] for seed in range(replays)]
-            spent = [results[(variant, seed)][budget][1] for seed in range(replays)]
-            line += f"{_quartiles(merits):>26}{statistics.median(spent):>8.0f}"
+            # A front's share moves in the third digit where the table's accuracies are all close to 1.
+            line += f"{_quartiles([run.merit[budget][0] for run in runs], digits=2 if single else 3):>26}"
+            line += f"{_quartiles([run.merit[budget][1] for run in runs], digits=0):>20}"
+        if single:
+            line += f"{1000 * statistics.median(run.proposal_seconds for run in runs):>16.1f}"
         print(line)
 
 
@@ -206,6 +249,8 @@ def main() -> None:
     parser.add_argument("--table", type=Path, default=DEFAULT_TABLE)
     parser.add_argument("--replays", type=int, default=100)
     parser.add_argument("--jobs", type=int, default=2, help="replays run in this many processes")
+    parser.add_argument("--part", choices=("all", "single", "multi"), default="all",
+                        help="the single-objective replays, the multi-objective ones, or both")
     options = parser.parse_args()
     if not options.table.is_file():
         parser.error(f"{options.table} not found; make it with python benchmarks/split_table.py")
@@ -216,20 +261,22 @@ def main() -> None:
           f"{best} {table.rows[best]['mean']:.2%}; the undivided baseline alone has regret "
           f"{100 * (table.best_mean - undivided):.2f} points", flush=True)
 
-    single = [(variant, seed, SINGLE_BUDGETS, ["accuracy"]) for variant in SINGLE_VARIANTS
-              for seed in range(options.replays)]
-    multi = [((sampler, ""), seed, MULTI_BUDGETS, ["accuracy", "macs"]) for sampler in MULTI_SAMPLERS
-             for seed in range(options.replays)]
     with ProcessPoolExecutor(options.jobs) as pool:
-        single_results = dict(pool.map(_job, [(options.table, *job) for job in single]))
-        print(f"\nsingle objective: regret in points, median [quartiles] over {options.replays} replays; "
-              "median training epochs spent")
-        summarise(single_results, list(SINGLE_VARIANTS), SINGLE_BUDGETS, options.replays, "regret")
-        multi_results = dict(pool.map(_job, [(options.table, *job) for job in multi]))
-    print(f"\naccuracy and MACs: found front's hypervolume / the table's, median [quartiles] over {options.replays} "
-          "replays (no pruning in multi-objective studies)")
-    summarise(multi_results, [(sampler, "") for sampler in MULTI_SAMPLERS], MULTI_BUDGETS, options.replays,
-              "hypervolume")
+        if options.part in ("all", "single"):
+            single = [(variant, seed, SINGLE_BUDGETS, ["accuracy"]) for variant in SINGLE_VARIANTS
+                      for seed in range(options.replays)]
+            results = dict(pool.map(_job, [(options.table, *job) for job in single]))
+            print(f"\nsingle objective: regret in points and training epochs spent, median [quartiles] over "
+                  f"{options.replays} replays; median time a proposal takes")
+            summarise(results, list(SINGLE_VARIANTS), ("accuracy",), SINGLE_BUDGETS, options.replays, "regret")
+        if options.part in ("all", "multi"):
+            for objectives in MULTI_OBJECTIVES:
+                multi = [(variant, seed, MULTI_BUDGETS, list(objectives)) for variant in MULTI_VARIANTS
+                         for seed in range(options.replays)]
+                results = dict(pool.map(_job, [(options.table, *job) for job in multi]))
+                print(f"\n{' and '.join(objectives)}: found front's hypervolume / the table's and training epochs "
+                      f"spent, median [quartiles] over {options.replays} replays")
+                summarise(results, list(MULTI_VARIANTS), objectives, MULTI_BUDGETS, options.replays, "hypervolume")
 
 
 if __name__ == "__main__":
