@@ -25,6 +25,7 @@ from splitsearch.search.record import (
     StudyRecord,
     TrialRecord,
     count_trials,
+    format_cost,
     front_hypervolume,
     pareto_front,
     trial_accuracy,
@@ -171,8 +172,8 @@ def hypervolume(study: optuna.Study) -> Hypervolume:
     completed(study)  # nothing to draw without a completed trial
     value, reference = front_hypervolume(study)
     objectives = StudyRecord.from_study(study).objectives or ()
-    cost_text = (format_bytes(int(reference)) if objectives[1:] == ("activation",)
-                 else f"{reference:.3g}" if objectives[1:] == ("latency",) else format_count(int(reference)))
+    # The label says "latency (ms)" already.
+    cost_text = f"{reference:.3g}" if objectives[1:] == ("latency",) else format_cost(objectives[1], reference)
     text = (f"hypervolume {value:.3f} (reference point: accuracy 0, {cost_text} {cost_label(study)}, "
             f"{REFERENCE_COST_FACTOR:g} x the largest)")
     return Hypervolume(value, reference, text)

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping, Protocol
 
 from splitsearch.config import SplitConfig
+from splitsearch.units import format_bytes, format_count
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
@@ -385,3 +386,12 @@ def front_hypervolume(study: Any) -> tuple[float, float] | None:
         best = max(best, value)
         area += (next_cost - cost) * best
     return area / reference, reference
+
+
+def format_cost(objective: str, value: float) -> str:
+    """A cost objective's value as a person reads it: ``2.19e+04`` params -> ``21.9K``, bytes as bytes."""
+    if objective == "activation":
+        return format_bytes(int(value))
+    if objective == "latency":
+        return f"{value:.3g} ms"
+    return format_count(int(value))

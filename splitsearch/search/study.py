@@ -50,8 +50,8 @@ METRIC_NAMES = {"accuracy": "validation accuracy", "nll": "validation NLL", "ece
 MAXIMIZED = ("accuracy",)
 SAMPLERS = ("tpe", "random", "nsga2")
 PRUNERS = ("hyperband", "median", "pareto", "none")
-# hyperband and median prune single-objective studies, pareto multi-objective ones (a study's
-# default is the first that fits it: study_pruner); none fits every study.
+# hyperband and median prune single-objective studies, pareto those of accuracy and a cost
+# (default_pruner, pruner_refusal); none fits every study.
 SINGLE_OBJECTIVE_PRUNERS = ("hyperband", "median")
 BUDGET_MODES = ("fit", "reject")
 # NSGA-II's population is sized to the trial budget (nsga2_population_size): Optuna's default of 50

@@ -16,6 +16,7 @@ from splitsearch.search.record import (
     StudyRecord,
     TrialRecord,
     count_trials,
+    format_cost,
     front_hypervolume,
     pareto_front,
     trial_accuracy,
@@ -62,11 +63,12 @@ def front_line(study: optuna.Study) -> str:
     """``Pareto front: 4 trials, hypervolume 0.812 (...); the Pareto pruner stopped 5 trials``: what the search found
     and what pruning it cost (a pruned candidate might have joined the front)."""
     value, reference = front_hypervolume(study)
+    cost = (StudyRecord.from_study(study).objectives or ("accuracy", "cost"))[1]
     stopped = sum(TrialRecord.from_trial(trial).pruned_at_epoch is not None
                   for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,)))
     return (f"Pareto front: {len(pareto_front(study))} trials, hypervolume {value:.3f} (reference point: accuracy 0, "
-            f"cost {reference:.4g}, {REFERENCE_COST_FACTOR:g} x the largest); the Pareto pruner stopped {stopped} "
-            f"trial{'' if stopped == 1 else 's'}")
+            f"{cost} {format_cost(cost, reference)}, {REFERENCE_COST_FACTOR:g} x the largest); the Pareto pruner "
+            f"stopped {stopped} trial{'' if stopped == 1 else 's'}")
 
 
 def greedy_summary(study: optuna.Study) -> list[str]:
