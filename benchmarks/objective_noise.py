@@ -120,7 +120,7 @@ def signal_table(table: Table, signal: str) -> Table:
 def _replay(arguments: tuple) -> tuple[tuple, dict[int, tuple[float, int]]]:
     path, signal, seed = arguments
     return (path, signal, seed), replay(signal_table(Table.load(path), signal), "tpe", "hyperband", seed, BUDGETS,
-                                        ["accuracy"])
+                                        ["accuracy"]).merit
 
 
 def _seeds(table: Table) -> int:
