@@ -275,3 +275,23 @@ def test_two_workers_on_postgresql_prune_each_trial_once_and_the_database_checks
 
     code, out, err = run_cli(capsys, "db", "check", "--storage", postgres_url, "--runs-dir", tmp_path / "runs")
     assert code == 0 and out.startswith("consistent"), out + err
+
+
+def test_a_trial_training_again_from_epoch_1_records_only_its_own_epochs(tmp_path):
+    """A retry inherits its first attempt's epochs; one that trains again from epoch 1 (its checkpoint
+    unreadable) must not leave the later ones there, or the pruner would judge an epoch not yet trained."""
+    from conftest import runs_in, tiny_spec
+    from splitsearch.search.objective import SearchObjective
+    from splitsearch.search.run import run_study
+    from splitsearch.store import Store
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    spec = tiny_spec("retrained", objectives="accuracy,params", n_trials=1, baselines=False, pruner="pareto")
+    study = run_study(spec, url, runs_in(tmp_path), progress=False)
+    inherited = TrialRecord(epoch_val_accuracies={"1": 0.5, "2": 0.6, "3": 0.7}).to_attrs()
+    study.enqueue_trial(study.trials[0].params | {"lambda_cot": 0.123}, user_attrs=inherited)
+    store = Store(url)
+    study.optimize(SearchObjective(spec, store, runs_in(tmp_path)), n_trials=1)
+    store.close()
+    assert study.trials[-1].state == TrialState.COMPLETE  # trials ran
+    assert sorted(TrialRecord.from_trial(study.trials[-1]).epoch_val_accuracies) == ["1", "2"]  # tiny_spec: 2 epochs

@@ -297,6 +297,10 @@ class SearchObjective:
             if self.on_epoch is not None:
                 self.on_epoch(trial.number, metrics)
             if self.spec.multi_objective:
+                # A retry training again from epoch 1 drops the later epochs its first attempt reported:
+                # the pruner judges the latest epoch recorded.
+                for later in [key for key in accuracies if int(key) > metrics.epoch]:
+                    del accuracies[later]
                 accuracies[str(metrics.epoch)] = metrics.val_accuracy
                 TrialRecord(epoch_val_accuracies=accuracies).write_to(trial)
                 return can_prune and self._pareto_prunes(trial, metrics.epoch)
