@@ -37,10 +37,13 @@ def new_study() -> optuna.Study:
 
 def add(study: optuna.Study, label: str, accuracies: dict[int, float], params: int, baseline: str | None = None,
         state: TrialState = TrialState.RUNNING) -> None:
-    """A trial as a worker leaves it: its cost and each epoch's accuracy in its record."""
+    """A trial as a worker leaves it: its cost and each epoch's accuracy in its record (a complete one's
+    values: its last accuracy and its cost)."""
     record = TrialRecord(params=params, baseline=baseline,
                          epoch_val_accuracies={str(epoch): value for epoch, value in accuracies.items()})
-    study.add_trial(optuna.trial.create_trial(state=state, user_attrs={**record.to_attrs(), "label": label}))
+    values = [accuracies[max(accuracies)], params] if state == TrialState.COMPLETE else None
+    study.add_trial(optuna.trial.create_trial(state=state, values=values,
+                                              user_attrs={**record.to_attrs(), "label": label}))
 
 
 def decisions(study: optuna.Study) -> dict[str, bool]:
@@ -127,6 +130,26 @@ def test_a_failed_trials_reports_do_not_count_and_finished_ones_do():
 def test_the_pruner_refuses_objectives_it_cannot_order():
     with pytest.raises(ValueError, match="accuracy and costs known before training"):
         ParetoHalvingPruner(("accuracy", "ece"), max_epochs=9)
+
+
+# -- what the report draws ------------------------------------------------------------------------
+
+def test_the_pareto_figure_data_holds_the_pruned_trials_apart_at_their_accuracy_when_stopped():
+    from splitsearch.report import data
+
+    study = new_study()
+    study.set_user_attr("objectives", ["accuracy", "params"])
+    add(study, "done", {1: 0.5, 2: 0.7}, 100, state=TrialState.COMPLETE)
+    study.add_trial(optuna.trial.create_trial(
+        state=TrialState.PRUNED, user_attrs=TrialRecord(params=300, epoch_val_accuracies={"1": 0.4},
+                                                        pruned_at_epoch=1, pruned_reason="2 of 6 ...").to_attrs()))
+    add(study, "over budget", {}, 900, state=TrialState.PRUNED)  # refused untrained: not the pruner's
+    pruned = data.pareto_pruned(study)
+    assert pruned.kind == "pruned" and [(p.trial, p.x, p.y) for p in pruned.points] == [(1, 300, 0.4)]
+    assert "stopped after epoch 1: 2 of 6 ..." in pruned.points[0].hover
+    curves = data.epoch_curves(study)
+    assert [(c.trial, c.epochs, c.accuracies, c.pruned) for c in curves] == [(0, (1, 2), (0.5, 0.7), False),
+                                                                            (1, (1,), (0.4,), True)]
 
 
 # -- which studies it prunes -----------------------------------------------------------------------

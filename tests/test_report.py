@@ -155,7 +155,7 @@ def test_multi_objective_report(tmp_path: Path) -> None:
                              *RESULT_TITLES[2:]]
     assert "Pareto front: 4 trials (#0, #1, #3, #4)" in page
     assert "Budget: none" in page
-    assert "Multi-objective studies report no intermediate values" in page
+    assert "No trial recorded its validation accuracy by epoch yet." in page
     assert len(PLOTLYJS_BANNER.findall(page)) == 1
     assert page.count("Plotly.newPlot(") == len(figures)
     front = next(trace for trace in figures[RESULT_TITLES[1]].data if trace.name == "Pareto front")

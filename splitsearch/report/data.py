@@ -101,6 +101,16 @@ class Strip:
 
 
 @dataclass(frozen=True)
+class Curve:
+    """One trial's validation accuracy by epoch, and whether the pruner stopped it there."""
+
+    trial: int
+    epochs: tuple[int, ...]
+    accuracies: tuple[float, ...]
+    pruned: bool
+
+
+@dataclass(frozen=True)
 class Table:
     header: tuple[str, ...]
     rows: tuple[tuple[str, ...], ...]
@@ -159,6 +169,20 @@ def pareto_pruned(study: optuna.Study) -> Series:
         hover = (*describe(trial), f"stopped after epoch {record.pruned_at_epoch}: {record.pruned_reason}")
         found.append(Point(trial.number, value, stopped_at, standard_error(trial), hover))
     return Series("pruned (accuracy when stopped)", "pruned", tuple(found))
+
+
+def epoch_curves(study: optuna.Study) -> tuple[Curve, ...]:
+    """A multi-objective study's accuracy curves, from the trials' records (Optuna keeps no intermediate
+    values for such trials): what the Pareto pruner saw when it stopped a trial."""
+    curves = []
+    for trial in study.get_trials(deepcopy=False):
+        record = TrialRecord.from_trial(trial)
+        if by_epoch := sorted(epoch_accuracies(record).items()):
+            epochs, accuracies = zip(*by_epoch)
+            curves.append(Curve(trial.number, epochs, accuracies, record.pruned_at_epoch is not None))
+    if not curves:
+        raise NothingToDraw("No trial recorded its validation accuracy by epoch yet.")
+    return tuple(curves)
 
 
 def points(trials: Sequence[FrozenTrial], cost: Callable[[FrozenTrial], float]) -> tuple[Point, ...]:

@@ -181,6 +181,17 @@ def confirmed_accuracy(study: optuna.Study, confirmed: Sequence[ConfirmedCandida
     return figure.update_yaxes(title_text=ACCURACY)
 
 
+def _epoch_curves(study: optuna.Study) -> go.Figure:
+    """:func:`.data.epoch_curves`: a multi-objective study's curves, a pruned trial's dashed."""
+    figure = go.Figure()
+    for curve in data.epoch_curves(study):
+        figure.add_trace(go.Scatter(x=list(curve.epochs), y=list(curve.accuracies), mode="lines+markers",
+                                    name=f"trial #{curve.trial}" + (" (pruned)" if curve.pruned else ""),
+                                    line={"dash": "dash" if curve.pruned else "solid"}))
+    figure.update_xaxes(title_text="epoch")
+    return figure.update_yaxes(title_text=ACCURACY)
+
+
 def param_importances(study: optuna.Study) -> go.Figure:
     """Which choices (S, block factors, wd_rule, lambda_cot, training settings) drive accuracy.
 
@@ -229,7 +240,7 @@ def class_groups(study: optuna.Study) -> go.Figure:
 def intermediate_values(study: optuna.Study) -> go.Figure:
     """Validation accuracy per epoch of every trial: what the pruner saw when it stopped a trial."""
     if data.is_multi_objective(study):
-        raise NothingToDraw("Multi-objective studies report no intermediate values: Optuna cannot prune them.")
+        return _epoch_curves(study)
     if not any(trial.intermediate_values for trial in study.get_trials(deepcopy=False)):
         raise NothingToDraw("No trial reported a per-epoch validation accuracy yet.")
     figure = optuna.visualization.plot_intermediate_values(study)
