@@ -227,21 +227,27 @@ def _quartiles(values: list[float], digits: int = 2) -> str:
 
 
 def summarise(results: dict, variants: list[tuple], objectives: tuple[str, ...], budgets: tuple[int, ...],
-              replays: int, what: str) -> None:
-    """One line per variant: the merit and the epochs at each budget; for one objective, the proposal time."""
+              replays: int, what: str) -> list[dict]:
+    """One line per variant: the merit and the epochs at each budget; for one objective, the proposal time.
+    Printed, and returned as result-file rows (the same cells)."""
     single = len(objectives) == 1
     print(f"{'':<26}" + "".join(f"{f'{what} @{budget}':>26}{'epochs':>20}" for budget in budgets)
           + (f"{'ms a proposal':>16}" if single else ""))
+    rows = []
     for variant in variants:
         runs = [results[(variant, objectives, seed)] for seed in range(replays)]
-        line = f"{' + '.join(part for part in variant if part):<26}"
+        row = {"variant": " + ".join(part for part in variant if part)}
         for budget in budgets:
             # A front's share moves in the third digit where the table's accuracies are all close to 1.
-            line += f"{_quartiles([run.merit[budget][0] for run in runs], digits=2 if single else 3):>26}"
-            line += f"{_quartiles([run.merit[budget][1] for run in runs], digits=0):>20}"
+            row[f"{what} @{budget}"] = _quartiles([run.merit[budget][0] for run in runs], digits=2 if single else 3)
+            row[f"epochs @{budget}"] = _quartiles([run.merit[budget][1] for run in runs], digits=0)
         if single:
-            line += f"{1000 * statistics.median(run.proposal_seconds for run in runs):>16.1f}"
-        print(line)
+            row["ms a proposal"] = round(1000 * statistics.median(run.proposal_seconds for run in runs), 1)
+        print(f"{row['variant']:<26}" + "".join(f"{row[f'{what} @{budget}']:>26}{row[f'epochs @{budget}']:>20}"
+                                               for budget in budgets)
+              + (f"{row['ms a proposal']:>16.1f}" if single else ""))
+        rows.append(row)
+    return rows
 
 
 def main() -> None:
@@ -251,6 +257,9 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2, help="replays run in this many processes")
     parser.add_argument("--part", choices=("all", "single", "multi"), default="all",
                         help="the single-objective replays, the multi-objective ones, or both")
+    parser.add_argument("--save", metavar="NAME",
+                        help="also write result files: NAME (single objective), NAME_multi (accuracy and MACs), "
+                             "NAME_multi_params (accuracy and parameters)")
     options = parser.parse_args()
     if not options.table.is_file():
         parser.error(f"{options.table} not found; make it with python benchmarks/split_table.py")
@@ -268,7 +277,8 @@ def main() -> None:
             results = dict(pool.map(_job, [(options.table, *job) for job in single]))
             print(f"\nsingle objective: regret in points and training epochs spent, median [quartiles] over "
                   f"{options.replays} replays; median time a proposal takes")
-            summarise(results, list(SINGLE_VARIANTS), ("accuracy",), SINGLE_BUDGETS, options.replays, "regret")
+            rows = summarise(results, list(SINGLE_VARIANTS), ("accuracy",), SINGLE_BUDGETS, options.replays, "regret")
+            _save(options, "", rows, "regret: points of validation accuracy below the table's best mean")
         if options.part in ("all", "multi"):
             for objectives in MULTI_OBJECTIVES:
                 multi = [(variant, seed, MULTI_BUDGETS, list(objectives)) for variant in MULTI_VARIANTS
@@ -276,7 +286,22 @@ def main() -> None:
                 results = dict(pool.map(_job, [(options.table, *job) for job in multi]))
                 print(f"\n{' and '.join(objectives)}: found front's hypervolume / the table's and training epochs "
                       f"spent, median [quartiles] over {options.replays} replays")
-                summarise(results, list(MULTI_VARIANTS), objectives, MULTI_BUDGETS, options.replays, "hypervolume")
+                rows = summarise(results, list(MULTI_VARIANTS), objectives, MULTI_BUDGETS, options.replays,
+                                 "hypervolume")
+                _save(options, "_multi" if objectives[1] == "macs" else f"_multi_{objectives[1]}", rows,
+                      f"hypervolume: the found front's share of the table's ({' and '.join(objectives)})")
+
+
+def _save(options: argparse.Namespace, suffix: str, rows: list[dict], what: str) -> None:
+    """A result file of one printed table, when ``--save`` names one."""
+    if options.save is None:
+        return
+    import resultfiles
+
+    table = Table.load(options.table)
+    notes = (f"Searches replayed {options.replays} times on {options.table.name} ({len(table.rows)} configurations, "
+             f"{table.study['epochs']} epochs) without training; median [quartiles]. {what}.")
+    print(f"result file: {resultfiles.save(options.save + suffix, rows, notes=notes)}", flush=True)
 
 
 if __name__ == "__main__":
