@@ -49,19 +49,29 @@ class _Link:
     closed: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def close(self) -> bool:
-        """Close both sockets; whether this call closed them (not an earlier one)."""
+    def claim(self) -> bool:
+        """Mark the link closed; whether this call did (not an earlier one).  Counting a cut
+        before the sockets close keeps the counters ahead of what the client sees."""
         with self.lock:
             if self.closed:
                 return False
             self.closed = True
+            return True
+
+    def close(self) -> bool:
+        """Close both sockets; whether this call closed them (not an earlier one)."""
+        if not self.claim():
+            return False
+        self.shut()
+        return True
+
+    def shut(self) -> None:
         for sock in (self.client, self.server):
             try:
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
             sock.close()
-        return True
 
 
 class _CommitFinder:
@@ -261,22 +271,22 @@ class FaultProxy:
         try:
             while data := link.server.recv(65536):
                 if link.doomed:  # the server answered the COMMIT: it is done; the client never hears
-                    with self._lock:
-                        self.commit_cuts += 1
-                    self._cut(link)
+                    self._cut(link, after_commit=True)
                     return
                 link.client.sendall(data)
         except OSError:
             pass
         self._drop(link)
 
-    def _cut(self, link: _Link) -> bool:
-        closed = link.close()
-        if closed:
-            with self._lock:
-                self.cuts += 1
-                self._links.discard(link)
-        return closed
+    def _cut(self, link: _Link, after_commit: bool = False) -> bool:
+        if not link.claim():
+            return False
+        with self._lock:
+            self.cuts += 1
+            self.commit_cuts += after_commit
+            self._links.discard(link)
+        link.shut()
+        return True
 
     def _drop(self, link: _Link) -> None:
         """One side ended the connection on its own: close the other side too."""
