@@ -10,7 +10,7 @@ them on demand, with real sockets, so the client sees exactly what libpq sees on
         url = proxy.url(database_url)
         ...
         proxy.cut()                    # every live connection is closed now
-        proxy.refuse(5)                # new connections are refused for 5 s
+        proxy.refuse(5)                # new connections are refused for 5 s (no time: until accept_again())
         proxy.cut_after_commit()       # the next COMMIT reaches the server, its answer never comes back
         proxy.cut_new(2, after_bytes=300)  # the next 2 connections drop after 300 bytes from the client
         proxy.cut_randomly(seed=1, every=(2, 6))  # cuts at seeded random intervals until stopped
@@ -124,7 +124,8 @@ class FaultProxy:
         self.accepted = 0  # connections forwarded
         self.cuts = 0  # connections the proxy closed on purpose
         self.commit_cuts = 0  # of those, connections closed between a COMMIT and its answer
-        self.refused_seconds = 0.0  # how long the proxy has refused connections in all
+        self.refused_seconds = 0.0  # how long the proxy has refused connections in all (ended refusals)
+        self._refused_since = 0.0
         self._links: set[_Link] = set()
         self._lock = threading.Lock()
         self._commits_to_cut = 0
@@ -155,21 +156,25 @@ class FaultProxy:
             links = list(self._links)
         return sum(self._cut(link) for link in links)
 
-    def refuse(self, seconds: float) -> None:
-        """Cut every live connection and refuse new ones (the port is closed) for ``seconds``, in the
-        background: a server restarting.  Returns at once."""
+    def refuse(self, seconds: float | None = None) -> None:
+        """Cut every live connection and refuse new ones (the port is closed): a server restarting.
+        For ``seconds`` in the background (returns at once), or until :meth:`accept_again`."""
         with self._lock:
             listener, self._listener = self._listener, None
         _close_listener(listener)
         self.cut()
-        self.refused_seconds += seconds
+        self._refused_since = time.monotonic()
+        if seconds is not None:
+            threading.Timer(seconds, self.accept_again).start()
 
-        def reopen() -> None:
-            if not self._stopping.wait(seconds):
-                self._listener = self._listen(self.port)
-                threading.Thread(target=self._accept, daemon=True).start()
-
-        threading.Thread(target=reopen, daemon=True).start()
+    def accept_again(self) -> None:
+        """End a refusal: the port is open again."""
+        with self._lock:
+            if self._listener is not None or self._stopping.is_set():
+                return
+            self._listener = self._listen(self.port)
+            self.refused_seconds += time.monotonic() - self._refused_since
+        threading.Thread(target=self._accept, daemon=True).start()
 
     def is_refusing(self) -> bool:
         return self._listener is None

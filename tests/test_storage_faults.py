@@ -1,0 +1,94 @@
+"""Faults between a worker and its database, made by a TCP proxy in front of the test PostgreSQL server.
+
+:mod:`test_storage_outage` stops a whole server; here a :class:`~fault_proxy.FaultProxy` breaks
+single connections of real ``splitsearch run`` processes (and of a storage in this process):
+refused while the worker starts, cut in the middle of its start-up, cut right after the server
+committed and before the client heard.  Each test first checks that the fault happened (the
+proxy's counters, the worker's outage line), then that the worker ended well and the store
+agrees with Optuna (``splitsearch db check``).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from conftest import run_cli
+from fault_proxy import FaultProxy, wait_for
+from test_workers import assert_store_follows_optuna, finish, start_worker, study_file  # noqa: F401 - a fixture
+
+
+@pytest.fixture
+def proxy(postgres_url: str) -> Iterator[FaultProxy]:
+    with FaultProxy.in_front_of(postgres_url) as proxy:
+        yield proxy
+
+
+def outage_lines(err: str) -> list[str]:
+    return [line for line in err.splitlines() if "unreachable (" in line and "retrying for up to" in line]
+
+
+def assert_db_check_clean(capsys: pytest.CaptureFixture, url: str, runs: Path) -> None:
+    code, out, err = run_cli(capsys, "db", "check", "--storage", url, "--runs-dir", runs)
+    assert code == 0, out + err
+
+
+def start_logged_worker(path: Path, url: str, runs: Path, log: Path) -> subprocess.Popen:
+    """A worker like :func:`test_workers.start_worker` whose stderr goes to ``log``, to be read while it runs."""
+    command = [sys.executable, "-m", "splitsearch.cli", "run", str(path), "--storage", url, "--device", "cpu",
+               "--runs-dir", str(runs)]
+    with log.open("w") as stderr:
+        return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, text=True,
+                                env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def test_a_worker_started_while_the_database_refuses_connections_waits_and_finishes(
+        proxy, postgres_url, study_file, tmp_path, capsys):
+    path, runs, log = study_file(n_trials=2, epochs=1), tmp_path / "runs", tmp_path / "worker.err"
+    proxy.refuse()
+    worker = start_logged_worker(path, proxy.url(postgres_url), runs, log)
+    # The database stays away until the worker has met the refusal and said so, then comes back.
+    wait_for(lambda: outage_lines(log.read_text()) or worker.poll() is not None, timeout=120,
+             what="the worker's outage line")
+    time.sleep(2)  # a try or two more while refused
+    proxy.accept_again()
+    assert worker.wait(timeout=300) == 0, log.read_text()[-3000:]
+    err = log.read_text()
+    assert "Traceback" not in err, err[-3000:]
+    lines = outage_lines(err)
+    assert len(lines) == 1 and "refused" in lines[0].lower(), err[-3000:]
+    assert_store_follows_optuna(postgres_url)
+    assert_db_check_clean(capsys, postgres_url, runs)
+
+
+@pytest.mark.parametrize("after_bytes", [60, 400, 3000])
+def test_a_worker_whose_first_connections_are_cut_during_start_up_finishes(
+        proxy, postgres_url, study_file, tmp_path, capsys, after_bytes):
+    """60 bytes: within libpq's startup message; 400: in Optuna's first queries; 3000: later,
+    in its table creation or schema check."""
+    path, runs = study_file(n_trials=2, epochs=1), tmp_path / "runs"
+    proxy.cut_new(3, after_bytes=after_bytes)
+    err = finish(start_worker(path, proxy.url(postgres_url), runs))
+    assert proxy.cuts == 3, err[-3000:]
+    assert len(outage_lines(err)) >= 1, err[-3000:]
+    assert_store_follows_optuna(postgres_url)
+    assert_db_check_clean(capsys, postgres_url, runs)
+
+
+def test_a_wrong_database_name_still_fails_at_once_in_one_line(proxy, postgres_url, study_file, tmp_path):
+    from sqlalchemy.engine import make_url
+
+    wrong = make_url(proxy.url(postgres_url)).set(database="no_such_database_here").render_as_string(
+        hide_password=False)
+    worker = start_worker(study_file(n_trials=1, epochs=1), wrong, tmp_path / "runs")
+    _, err = worker.communicate(timeout=120)
+    assert proxy.accepted >= 1  # it did reach the server, which said no
+    assert worker.returncode == 2, err[-3000:]
+    assert err.strip().splitlines()[-1].startswith("Error: cannot open storage") and "does not exist" in err
+    assert "Traceback" not in err and not outage_lines(err)
