@@ -12,6 +12,7 @@ them on demand, with real sockets, so the client sees exactly what libpq sees on
         proxy.cut()                    # every live connection is closed now
         proxy.refuse(5)                # new connections are refused for 5 s (no time: until accept_again())
         proxy.cut_after_commit()       # the next COMMIT reaches the server, its answer never comes back
+        proxy.cut_after_commit(containing=b"INSERT INTO trials ")  # the same, for a transaction that did that
         proxy.cut_new(2, after_bytes=300)  # the next 2 connections drop after 300 bytes from the client
         proxy.cut_randomly(seed=1, every=(2, 6))  # cuts at seeded random intervals until stopped
 
@@ -75,45 +76,53 @@ class _Link:
 
 
 class _CommitFinder:
-    """Reads the client's byte stream as PostgreSQL messages and says when one is a COMMIT."""
+    """Reads the client's byte stream as PostgreSQL messages and finds the transactions it commits."""
 
     def __init__(self) -> None:
         self._buffer = b""
         self._typed = False  # after the startup message every message starts with a type byte
+        self._statements: list[bytes] = []  # the queries since the last COMMIT or ROLLBACK
 
-    def feed(self, data: bytes) -> bool:
-        """Whether ``data`` completes a message that commits."""
+    def feed(self, data: bytes) -> list[bytes]:
+        """The transactions that ``data`` commits, each as its queries joined by newlines."""
         self._buffer += data
-        found = False
+        committed: list[bytes] = []
         while True:
             if not self._typed:
                 if len(self._buffer) < 8:
-                    return found
+                    return committed
                 length, code = struct.unpack("!II", self._buffer[:8])
                 if len(self._buffer) < length:
-                    return found
+                    return committed
                 self._buffer = self._buffer[length:]
                 self._typed = code not in (_SSL_REQUEST, _GSSENC_REQUEST)
                 continue
             if len(self._buffer) < 5:
-                return found
+                return committed
             kind, length = self._buffer[:1], struct.unpack("!I", self._buffer[1:5])[0]
             if len(self._buffer) < 1 + length:
-                return found
+                return committed
             body, self._buffer = self._buffer[5:1 + length], self._buffer[1 + length:]
-            found |= _commits(kind, body)
+            query = _query(kind, body)
+            if query is None:
+                continue
+            command = query.strip().rstrip(b";").strip().upper()
+            if command in (b"COMMIT", b"END"):
+                committed.append(b"\n".join(self._statements))
+            if command in (b"COMMIT", b"END", b"ROLLBACK"):
+                self._statements = []
+            else:
+                self._statements.append(query)
 
 
-def _commits(kind: bytes, body: bytes) -> bool:
-    """Whether a simple query (``Q``) or a parse (``P``: statement name, then query) is COMMIT."""
+def _query(kind: bytes, body: bytes) -> bytes | None:
+    """The query of a simple query (``Q``) or a parse (``P``: statement name, then query) message."""
     if kind == b"Q":
-        query = body.split(b"\0", 1)[0]
-    elif kind == b"P":
+        return body.split(b"\0", 1)[0]
+    if kind == b"P":
         parts = body.split(b"\0", 2)
-        query = parts[1] if len(parts) > 1 else b""
-    else:
-        return False
-    return query.strip().rstrip(b";").strip().upper() in (b"COMMIT", b"END")
+        return parts[1] if len(parts) > 1 else None
+    return None
 
 
 class FaultProxy:
@@ -128,7 +137,7 @@ class FaultProxy:
         self._refused_since = 0.0
         self._links: set[_Link] = set()
         self._lock = threading.Lock()
-        self._commits_to_cut = 0
+        self._commits_to_cut: list[bytes] = []  # for each COMMIT to cut, what its transaction must contain
         self._new_to_cut: list[int] = []  # after how many client bytes each next connection drops
         self._stopping = threading.Event()
         self._schedule: threading.Thread | None = None
@@ -179,11 +188,13 @@ class FaultProxy:
     def is_refusing(self) -> bool:
         return self._listener is None
 
-    def cut_after_commit(self, count: int = 1) -> None:
-        """The next ``count`` COMMITs reach the server, and each one's connection is closed before
-        the server's answer reaches the client: the client cannot know whether it committed."""
+    def cut_after_commit(self, count: int = 1, containing: bytes = b"") -> None:
+        """The next ``count`` COMMITs of a transaction that sent a query containing ``containing``
+        (say ``b"INSERT INTO trials "``; anything by default) reach the server, and each one's
+        connection is closed before the server's answer reaches the client: the client cannot
+        know whether it committed."""
         with self._lock:
-            self._commits_to_cut += count
+            self._commits_to_cut += [containing] * count
 
     def cut_new(self, count: int, after_bytes: int) -> None:
         """The next ``count`` connections are closed once their client has sent ``after_bytes`` bytes."""
@@ -261,11 +272,10 @@ class FaultProxy:
                     self._cut(link)
                     return
                 link.sent += len(data)
-                commits = finder.feed(data)
-                if commits:
+                for transaction in finder.feed(data):
                     with self._lock:
-                        if self._commits_to_cut > 0:
-                            self._commits_to_cut -= 1
+                        if self._commits_to_cut and self._commits_to_cut[0] in transaction:
+                            self._commits_to_cut.pop(0)
                             link.doomed = True
                 link.server.sendall(data)
         except OSError:

@@ -63,8 +63,11 @@ def test_a_cut_after_commit_commits_but_the_client_never_hears(proxy):
     with psycopg.connect(dsn, autocommit=True) as setup:
         setup.execute("CREATE TABLE t (id int)")
     connection = psycopg.connect(dsn)
+    proxy.cut_after_commit(containing=b"INSERT INTO t ")
+    connection.execute("SELECT count(*) FROM t")
+    connection.commit()  # a transaction without the insert: let through
+    assert proxy.commit_cuts == 0
     connection.execute("INSERT INTO t VALUES (1)")
-    proxy.cut_after_commit()
     with pytest.raises(psycopg.OperationalError):
         connection.commit()
     assert proxy.commit_cuts == 1

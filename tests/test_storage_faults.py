@@ -17,7 +17,10 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+import optuna
 import pytest
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.trial import TrialState
 
 from conftest import run_cli
 from fault_proxy import FaultProxy, wait_for
@@ -92,3 +95,69 @@ def test_a_wrong_database_name_still_fails_at_once_in_one_line(proxy, postgres_u
     assert worker.returncode == 2, err[-3000:]
     assert err.strip().splitlines()[-1].startswith("Error: cannot open storage") and "does not exist" in err
     assert "Traceback" not in err and not outage_lines(err)
+
+
+@pytest.fixture
+def proxied_storage(proxy, postgres_url):
+    """Optuna's storage in this process, through the proxy, waiting out an outage for up to 60 s."""
+    from splitsearch.store.retry import StoragePatience
+    from splitsearch.store.storage import open_storage
+
+    url = proxy.url(postgres_url)
+    storage = open_storage(url, StoragePatience(url, seconds=60))
+    yield storage
+    storage.engine.dispose()
+
+
+def test_a_trial_created_and_finished_across_lost_commits_is_made_once_and_ends_as_told(proxy, proxied_storage):
+    study = optuna.create_study(study_name="ambiguous", storage=proxied_storage)
+    proxy.cut_after_commit(containing=b"INSERT INTO trials ")
+    trial = study.ask()
+    assert proxy.commit_cuts == 1  # the creation committed and its answer was lost
+    proxy.cut_after_commit(containing=b"UPDATE trials SET state")
+    study.tell(trial, 0.25)
+    assert proxy.commit_cuts == 2  # so was the finish's
+    proxy.cut_after_commit(containing=b"INSERT INTO trials ")
+    study.enqueue_trial({"x": 1.0})
+    assert proxy.commit_cuts == 3  # and a queued trial's
+    trials = optuna.load_study(study_name="ambiguous", storage=proxied_storage.url).trials
+    assert [(t.number, t.state, t.values) for t in trials] == [(0, TrialState.COMPLETE, [0.25]),
+                                                                (1, TrialState.WAITING, None)]
+    assert trials[1].system_attrs["fixed_params"] == {"x": 1.0}
+
+
+def test_a_finish_that_differs_from_the_stored_one_still_fails(proxy, proxied_storage):
+    study = optuna.create_study(study_name="conflict", storage=proxied_storage)
+    trial = study.ask()
+    study.tell(trial, 0.25)
+    with pytest.raises(UpdateFinishedTrialError):
+        proxied_storage.set_trial_state_values(trial._trial_id, TrialState.COMPLETE, [0.5])
+    # Optuna commits its read of the finished trial before it refuses: that answer is lost, the
+    # change is tried again, and refused again, since the stored finish is not the one asked for.
+    proxy.cut_after_commit()
+    with pytest.raises(UpdateFinishedTrialError):
+        proxied_storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    assert proxy.commit_cuts == 1
+    assert optuna.load_study(study_name="conflict", storage=proxied_storage.url).trials[0].values == [0.25]
+
+
+def test_the_optuna_internals_the_storage_relies_on_are_there():
+    """Optuna's private names may change in any release: the pin in setup.cfg holds optuna to
+    VERIFIED_OPTUNA, and this says which name went missing if a newer release is installed."""
+    import importlib
+    import inspect
+
+    from splitsearch.store.retry import OPTUNA_INTERNALS, VERIFIED_OPTUNA
+
+    assert optuna.__version__.startswith(VERIFIED_OPTUNA), (optuna.__version__, VERIFIED_OPTUNA)
+    for name in OPTUNA_INTERNALS:
+        if name.startswith("RDBStorage."):
+            attribute = name.removeprefix("RDBStorage.")
+            if attribute == "scoped_session":  # an instance attribute: set in the constructor
+                assert "self.scoped_session" in inspect.getsource(optuna.storages.RDBStorage.__init__)
+            else:
+                assert callable(getattr(optuna.storages.RDBStorage, attribute)), name
+        else:
+            module = importlib.import_module(name)
+            assert all(hasattr(module, model) for model in
+                       ("TrialModel", "TrialHeartbeatModel", "TrialSystemAttributeModel")), name
