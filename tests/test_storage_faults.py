@@ -141,6 +141,20 @@ def test_a_finish_that_differs_from_the_stored_one_still_fails(proxy, proxied_st
     assert optuna.load_study(study_name="conflict", storage=proxied_storage.url).trials[0].values == [0.25]
 
 
+def test_a_worker_whose_trial_creation_and_finish_lose_their_commits_finishes_without_duplicates(
+        proxy, postgres_url, study_file, tmp_path, capsys):
+    path, runs = study_file(n_trials=2, epochs=1), tmp_path / "runs"
+    proxy.cut_after_commit(containing=b"INSERT INTO trials ")  # the first creation: the first baseline queued
+    proxy.cut_after_commit(containing=b"INSERT INTO trial_values ")  # the first trial's finish, with its value
+    err = finish(start_worker(path, proxy.url(postgres_url), runs))
+    assert proxy.commit_cuts == 2, err[-3000:]
+    study = assert_store_follows_optuna(postgres_url)
+    # The three baselines, each queued once; the first two trained (n_trials), the third left queued.
+    assert [(trial.number, trial.state, trial.system_attrs["fixed_params"]["S"]) for trial in study.trials] == [
+        (0, TrialState.COMPLETE, 1), (1, TrialState.COMPLETE, 2), (2, TrialState.WAITING, 4)]
+    assert_db_check_clean(capsys, postgres_url, runs)
+
+
 def test_the_optuna_internals_the_storage_relies_on_are_there():
     """Optuna's private names may change in any release: the pin in setup.cfg holds optuna to
     VERIFIED_OPTUNA, and this says which name went missing if a newer release is installed."""
