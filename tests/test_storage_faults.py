@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Iterator
 
 import optuna
+import psycopg
 import pytest
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
@@ -175,3 +176,21 @@ def test_the_optuna_internals_the_storage_relies_on_are_there():
             module = importlib.import_module(name)
             assert all(hasattr(module, model) for model in
                        ("TrialModel", "TrialHeartbeatModel", "TrialSystemAttributeModel")), name
+
+
+def test_a_server_that_said_no_is_not_transient_even_beside_a_refused_address():
+    """libpq joins the messages of every address it tried: a refused ::1 before 127.0.0.1's wrong
+    password must not make a worker wait minutes for a password that will never work."""
+    from sqlalchemy.exc import OperationalError
+
+    from splitsearch.store.retry import is_transient
+
+    def error(message: str) -> OperationalError:
+        return OperationalError("connect", {}, psycopg.OperationalError(message))
+
+    both = ('connection failed: connection to server at "::1", port 5432 failed: Connection refused\n'
+            'connection to server at "127.0.0.1", port 5432 failed: FATAL:  password authentication failed '
+            'for user "postgres"')
+    assert not is_transient(error(both))
+    assert is_transient(error('connection failed: connection to server at "::1", port 5432 failed: '
+                              'Connection refused'))

@@ -82,6 +82,12 @@ _UNREACHABLE_MESSAGES = ("connection refused", "could not connect", "server clos
                          "the database system is starting up", "the database system is shutting down",
                          "the database system is in recovery mode", "the database system is not yet accepting")
 
+# What libpq says when the server answered and said no: waiting would not help.  Checked first,
+# since libpq joins the messages of every address it tried ("localhost" is ::1, then 127.0.0.1),
+# so one message may also hold a refused connection to another address.
+_REFUSED_BY_SERVER_MESSAGES = ("authentication failed", "does not exist", "no pg_hba.conf entry",
+                               "permission denied", "password is required")
+
 _log = logging.getLogger(__name__)
 Result = TypeVar("Result")
 
@@ -107,6 +113,8 @@ def _driver_says_unreachable(error: DBAPIError) -> bool:
     if sqlstate is not None:
         return sqlstate in _TRANSIENT_SQLSTATES
     message = str(error.orig).lower()
+    if any(text in message for text in _REFUSED_BY_SERVER_MESSAGES):
+        return False
     return isinstance(error, OperationalError) and any(text in message for text in _UNREACHABLE_MESSAGES)
 
 
