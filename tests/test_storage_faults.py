@@ -25,7 +25,15 @@ from optuna.trial import TrialState
 
 from conftest import run_cli
 from fault_proxy import FaultProxy, wait_for
-from test_workers import assert_store_follows_optuna, finish, start_worker, study_file  # noqa: F401 - a fixture
+from splitsearch.store import Store
+from test_workers import (  # noqa: F401 - study_file is a fixture
+    assert_store_follows_optuna,
+    finish,
+    start_worker,
+    study_file,
+    trial_in_progress,
+    wait_until,
+)
 
 
 @pytest.fixture
@@ -67,8 +75,26 @@ def test_a_worker_started_while_the_database_refuses_connections_waits_and_finis
     assert "Traceback" not in err, err[-3000:]
     lines = outage_lines(err)
     assert len(lines) == 1 and "refused" in lines[0].lower(), err[-3000:]
+    assert lines[0].startswith("Warning: storage "), lines[0]  # the CLI's handler, not Python's last resort
     assert_store_follows_optuna(postgres_url)
     assert_db_check_clean(capsys, postgres_url, runs)
+
+
+def test_an_outage_while_the_progress_bar_runs_is_told_in_one_line_above_it(
+        proxy, postgres_url, study_file, tmp_path):
+    path, runs, log = study_file(n_trials=2, epochs=2, images=480), tmp_path / "runs", tmp_path / "worker.err"
+    worker = start_logged_worker(path, proxy.url(postgres_url), runs, log)
+    store = Store(postgres_url)
+    wait_until(lambda: trial_in_progress(store, after=0, epochs=1), what="a trial's first epoch")
+    assert "study cluster:" in log.read_text()  # the bar is on the screen
+    proxy.refuse(3)
+    assert worker.wait(timeout=300) == 0, log.read_text()[-3000:]
+    err = log.read_text()
+    assert "Traceback" not in err, err[-3000:]
+    # Split at carriage returns too: a line written into the bar would follow the bar's text.
+    told = [line for line in err.replace("\r", "\n").splitlines() if "unreachable (" in line]
+    assert len(told) == 1, err[-3000:]
+    assert told[0].startswith("Warning: storage ") and told[0].endswith("retrying for up to 180 s"), told[0]
 
 
 @pytest.mark.parametrize("after_bytes", [60, 400, 3000])
