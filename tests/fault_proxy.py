@@ -15,6 +15,7 @@ them on demand, with real sockets, so the client sees exactly what libpq sees on
         proxy.cut_after_commit(containing=b"INSERT INTO trials ")  # the same, for a transaction that did that
         proxy.cut_new(2, after_bytes=300)  # the next 2 connections drop after 300 bytes from the client
         proxy.cut_randomly(seed=1, every=(2, 6))  # cuts at seeded random intervals until stopped
+        proxy.cut_commits_randomly(seed=1, chance=0.1)  # each COMMIT loses its answer with chance 0.1
 
 Counters (:attr:`FaultProxy.accepted`, :attr:`FaultProxy.cuts`, :attr:`FaultProxy.refused_seconds`,
 :attr:`FaultProxy.commit_cuts`) let a test check that a fault really happened before it trusts an
@@ -138,6 +139,7 @@ class FaultProxy:
         self._links: set[_Link] = set()
         self._lock = threading.Lock()
         self._commits_to_cut: list[bytes] = []  # for each COMMIT to cut, what its transaction must contain
+        self._commit_draw: tuple[random.Random, float, bytes] | None = None
         self._new_to_cut: list[int] = []  # after how many client bytes each next connection drops
         self._stopping = threading.Event()
         self._schedule: threading.Thread | None = None
@@ -213,6 +215,13 @@ class FaultProxy:
         self._schedule = threading.Thread(target=cut_on_schedule, daemon=True)
         self._schedule.start()
 
+    def cut_commits_randomly(self, seed: int, chance: float, containing: bytes = b"") -> None:
+        """From now on cut after each COMMIT of a transaction that sent a query containing
+        ``containing``, with probability ``chance`` drawn by a generator seeded with ``seed``
+        (the draws are seeded; which connection meets them depends on the clients' timing)."""
+        with self._lock:
+            self._commit_draw = (random.Random(seed), chance, containing)
+
     def close(self) -> None:
         self._stopping.set()
         with self._lock:
@@ -273,10 +282,7 @@ class FaultProxy:
                     return
                 link.sent += len(data)
                 for transaction in finder.feed(data):
-                    with self._lock:
-                        if self._commits_to_cut and self._commits_to_cut[0] in transaction:
-                            self._commits_to_cut.pop(0)
-                            link.doomed = True
+                    link.doomed |= self._cuts_commit_of(transaction)
                 link.server.sendall(data)
         except OSError:
             pass
@@ -292,6 +298,17 @@ class FaultProxy:
         except OSError:
             pass
         self._drop(link)
+
+    def _cuts_commit_of(self, transaction: bytes) -> bool:
+        """Whether the COMMIT of ``transaction`` (its queries) is to lose its answer."""
+        with self._lock:
+            if self._commits_to_cut and self._commits_to_cut[0] in transaction:
+                self._commits_to_cut.pop(0)
+                return True
+            if self._commit_draw is not None:
+                draw, chance, containing = self._commit_draw
+                return containing in transaction and draw.random() < chance
+        return False
 
     def _cut(self, link: _Link, after_commit: bool = False) -> bool:
         if not link.claim():

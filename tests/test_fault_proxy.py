@@ -93,3 +93,18 @@ def test_seeded_cuts_happen_on_schedule(proxy):
     wait_for(lambda: proxy.cuts >= 1, timeout=5, what="a scheduled cut")
     with pytest.raises(psycopg.OperationalError):
         connection.execute("SELECT 1")
+
+
+def test_seeded_commit_cuts_cut_only_matching_transactions(proxy):
+    proxy, dsn = proxy
+    with psycopg.connect(dsn, autocommit=True) as setup:
+        setup.execute("CREATE TABLE t (id int)")
+    proxy.cut_commits_randomly(seed=0, chance=1.0, containing=b"INSERT INTO t ")
+    connection = psycopg.connect(dsn)
+    connection.execute("SELECT 1")
+    connection.commit()
+    assert proxy.commit_cuts == 0
+    connection.execute("INSERT INTO t VALUES (1)")
+    with pytest.raises(psycopg.OperationalError):
+        connection.commit()
+    assert proxy.commit_cuts == 1

@@ -220,3 +220,42 @@ def test_a_server_that_said_no_is_not_transient_even_beside_a_refused_address():
     assert not is_transient(error(both))
     assert is_transient(error('connection failed: connection to server at "::1", port 5432 failed: '
                               'Connection refused'))
+
+
+DIGITS_STUDY = """\
+name: cluster
+arch: resnet20
+dataset: digits
+space: {space}
+epochs: 1
+n_trials: 12
+budget_params: 30K
+pruner: none
+base: {{train: {{batch_size: 64, lr: 0.05, crop_padding: 1, hflip: false, val_fraction: 0.2}}}}
+"""
+
+
+@pytest.mark.slow
+def test_two_workers_through_seeded_cuts_from_the_start_finish_a_12_trial_study(
+        proxy, postgres_url, study_file, tmp_path, capsys):
+    study_file(n_trials=1, epochs=1)  # writes the space file beside it
+    path, runs = tmp_path / "digits.yaml", tmp_path / "runs"
+    path.write_text(DIGITS_STUDY.format(space=tmp_path / "space.yaml"))
+    # From before the first connection: whole connections cut every 2 to 8 s, and one write
+    # transaction in ten losing its COMMIT's answer.
+    proxy.cut_randomly(seed=11, every=(2.0, 8.0))
+    proxy.cut_commits_randomly(seed=12, chance=0.1, containing=b"INSERT INTO")
+    url = proxy.url(postgres_url)
+    workers = [start_worker(path, url, runs, "--set", "worker.heartbeat_seconds=2") for _ in range(2)]
+    errs = [finish(worker, timeout=1200) for worker in workers]
+    assert proxy.cuts > proxy.commit_cuts > 0, (proxy.cuts, proxy.commit_cuts)  # both kinds of fault happened
+    with capsys.disabled():  # what the faults were, for a run with -s
+        print(f"\n{proxy.cuts} connections cut, {proxy.commit_cuts} of them after a COMMIT; "
+              f"{sum(len(outage_lines(err)) for err in errs)} outage lines")
+
+    study = assert_store_follows_optuna(postgres_url)
+    finished = [trial for trial in study.trials if trial.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) >= 12
+    tokens = [trial.system_attrs["splitsearch:creation_token"] for trial in study.trials]
+    assert len(tokens) == len(set(tokens)), "a trial was created twice"
+    assert_db_check_clean(capsys, postgres_url, runs)
