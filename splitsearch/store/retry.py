@@ -259,6 +259,7 @@ class PatientRDBStorage(optuna.storages.RDBStorage):
 
     def __init__(self, url: str, patience: StoragePatience, **kwargs: Any) -> None:
         self.patience = patience
+        self._creations_tried: set[str] = set()  # the tokens of the creations in progress already tried
         super().__init__(url, **kwargs)
 
     def record_heartbeat(self, trial_id: int) -> None:
@@ -277,23 +278,29 @@ class PatientRDBStorage(optuna.storages.RDBStorage):
     def _create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> FrozenTrial:
         """Optuna's, the trial tagged with a token of its own, so that a try after a lost commit
         (ours, or Optuna's own retry of a creation) finds the trial made instead of making another."""
-        tagged, _ = with_creation_token(template_trial)
-        return self.patience.call(super()._create_new_trial, study_id, tagged)
+        tagged, token = with_creation_token(template_trial)
+        try:
+            return self.patience.call(super()._create_new_trial, study_id, tagged)
+        finally:
+            self._creations_tried.discard(token)
 
     def _get_prepared_new_trial(self, study_id: int, template_trial: FrozenTrial | None, session: Any) -> Any:
         """The trial an earlier try of this creation committed (same token), else Optuna's new one.
 
         Looked for inside the creating transaction, which holds the study's row locked, so no
-        other creation can come between the look and the insert.
+        other creation can come between the look and the insert; and only when this creation was
+        tried before, so that the common case costs no query.
         """
         token = creation_token(template_trial)
-        if token is not None:
+        if token in self._creations_tried:
             attrs = models.TrialSystemAttributeModel
             made = session.scalars(select(models.TrialModel).join(attrs, attrs.trial_id == models.TrialModel.trial_id)
                                    .where(models.TrialModel.study_id == study_id, attrs.key == CREATION_TOKEN,
                                           attrs.value_json == json.dumps(token))).first()
             if made is not None:
                 return made
+        if token is not None:
+            self._creations_tried.add(token)
         return super()._get_prepared_new_trial(study_id, template_trial, session)
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
