@@ -20,11 +20,13 @@ from typing import Iterator
 import optuna
 import psycopg
 import pytest
+import sqlalchemy
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 from conftest import run_cli
 from fault_proxy import FaultProxy, wait_for
+from private_postgres import private_postgres  # noqa: F401 - the fixture
 from splitsearch.store import Store
 from test_workers import (  # noqa: F401 - study_file is a fixture
     assert_store_follows_optuna,
@@ -259,3 +261,35 @@ def test_two_workers_through_seeded_cuts_from_the_start_finish_a_12_trial_study(
     tokens = [trial.system_attrs["splitsearch:creation_token"] for trial in study.trials]
     assert len(tokens) == len(set(tokens)), "a trial was created twice"
     assert_db_check_clean(capsys, postgres_url, runs)
+
+
+def test_a_wrong_password_fails_at_once_though_the_caller_would_wait(private_postgres):
+    """Opening waits out an outage only: a server that asks for a password and gets a wrong one
+    answers at once, and so must the worker, in one line without the password."""
+    import time as clock
+
+    from sqlalchemy.engine import make_url
+
+    from splitsearch.store.retry import StoragePatience
+    from splitsearch.store.storage import StorageOpenError, open_storage
+
+    url = private_postgres.create_database("guarded")
+    engine = sqlalchemy.create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(sqlalchemy.text("CREATE ROLE guard LOGIN PASSWORD 'right-pw'"))
+        connection.execute(sqlalchemy.text("ALTER SCHEMA public OWNER TO guard"))
+    engine.dispose()
+    hba = private_postgres.data / "pg_hba.conf"
+    hba.write_text("host all guard 127.0.0.1/32 scram-sha-256\n" + hba.read_text())  # the first match wins
+    private_postgres.stop()
+    private_postgres.start()
+
+    guarded = make_url(url).set(username="guard")
+    right = guarded.set(password="right-pw").render_as_string(hide_password=False)
+    wrong = guarded.set(password="wrong-pw").render_as_string(hide_password=False)
+    open_storage(right, StoragePatience(right, seconds=60)).engine.dispose()  # the role can log in
+    started = clock.monotonic()
+    with pytest.raises(StorageOpenError, match="password authentication failed") as raised:
+        open_storage(wrong, StoragePatience(wrong, seconds=60))
+    assert clock.monotonic() - started < 10
+    assert "wrong-pw" not in str(raised.value) and "\n" not in str(raised.value)
