@@ -13,6 +13,7 @@ Commands import torch and the rest of the library only when they run, so ``--hel
 :mod:`.training`         ``train``, ``evaluate``, ``deploy``: a candidate trained
 :mod:`.study`            ``run``, ``confirm``, ``export``, ``report``, ``dashboard``: a study
 :mod:`.database`         ``db upgrade``, ``db check``: the store's tables
+:mod:`.logs`             the library's log lines, written above the progress bars
 =======================  =====================================================================
 """
 
@@ -25,6 +26,7 @@ import click
 from splitsearch import __version__
 from splitsearch.cli.candidate import archs, count, fit
 from splitsearch.cli.database import db
+from splitsearch.cli.logs import logs_above_progress_bars
 from splitsearch.cli.study import confirm, dashboard, export, report, run
 from splitsearch.cli.training import deploy, evaluate, train
 from splitsearch.errors import SplitsearchError, StorageUnavailableError
@@ -44,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: run the command; report user errors in one line and exit 2."""
     try:
         # Outside standalone mode click returns the code of an ``Exit`` instead of raising it.
-        code = cli.main(args=argv, prog_name="splitsearch", standalone_mode=False)
+        with logs_above_progress_bars():
+            code = cli.main(args=argv, prog_name="splitsearch", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         return 130

@@ -3,6 +3,7 @@
 =======================  =====================================================================
 :mod:`.urls`             database URLs as they may be shown (passwords masked), the default one
 :mod:`.retry`            waiting out a database that goes away for a while
+:mod:`.idempotent`       calling a state change again after its commit's answer was lost
 :mod:`.storage`          opening Optuna's storage
 :mod:`.models`           the store's tables (SQLAlchemy), beside Optuna's
 :mod:`.migrations`       creating and upgrading them with Alembic, in a version table of their own

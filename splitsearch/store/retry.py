@@ -13,10 +13,16 @@ waiting again.  Any other error is raised at once: a bug, a constraint violation
 password must surface, not be waited on.
 
 Retrying a whole call is safe because each call is one transaction, which the database either
-committed or rolled back.  The blind spot is a connection lost after the server committed and
-before its answer arrived: the call then runs twice.  The store's writes are upserts, so that is
-harmless there; for Optuna it can leave, at worst, a trial created or taken from the queue that
-no worker then runs: it never beats, so it is found stale one grace period later (below).
+committed or rolled back, except when the connection was lost after the server committed and
+before its answer arrived: the call then runs twice.  The store's writes are upserts, and so
+are Optuna's attribute and intermediate-value writes, so that is harmless there.  Finishing a
+trial and creating one are not: those are tried again only after checking that the lost try did
+not commit (:mod:`splitsearch.store.idempotent`).  A trial taken from the queue by a lost try is
+the one case left: no worker runs it, it never beats, and it is found stale one grace period
+later (below).
+
+Opening the storage goes through the same patience when the caller gives one (a worker):
+:func:`splitsearch.store.storage.open_storage`.
 
 Heartbeats are the exception: a beat that cannot reach the storage is skipped, not retried (the
 next beat tries again), so the heartbeat thread never blocks the end of a trial and never gives
@@ -32,22 +38,28 @@ would leave running for ever.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import math
 import threading
 import time
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Sequence, TypeVar
 
 import optuna
-from optuna.storages._rdb import (
-    models,  # the trial and heartbeat tables, for trials that never beat
-)
-from optuna.trial import TrialState
+from optuna.storages._rdb import models  # private: see OPTUNA_INTERNALS
+from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import exists, select
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 
 from splitsearch.errors import StorageUnavailableError
+from splitsearch.store.idempotent import (
+    CREATION_TOKEN,
+    call_again_unless_committed,
+    creation_token,
+    finished_as_asked,
+    with_creation_token,
+)
 from splitsearch.store.urls import mask_password, mask_url
 
 # How long a worker waits for its storage by default (``--storage-retry-seconds``), in seconds.
@@ -69,6 +81,12 @@ _UNREACHABLE_MESSAGES = ("connection refused", "could not connect", "server clos
                          "connection reset", "timeout expired", "no such file or directory",
                          "the database system is starting up", "the database system is shutting down",
                          "the database system is in recovery mode", "the database system is not yet accepting")
+
+# What libpq says when the server answered and said no: waiting would not help.  Checked first,
+# since libpq joins the messages of every address it tried ("localhost" is ::1, then 127.0.0.1),
+# so one message may also hold a refused connection to another address.
+_REFUSED_BY_SERVER_MESSAGES = ("authentication failed", "does not exist", "no pg_hba.conf entry",
+                               "permission denied", "password is required")
 
 _log = logging.getLogger(__name__)
 Result = TypeVar("Result")
@@ -95,6 +113,8 @@ def _driver_says_unreachable(error: DBAPIError) -> bool:
     if sqlstate is not None:
         return sqlstate in _TRANSIENT_SQLSTATES
     message = str(error.orig).lower()
+    if any(text in message for text in _REFUSED_BY_SERVER_MESSAGES):
+        return False
     return isinstance(error, OperationalError) and any(text in message for text in _UNREACHABLE_MESSAGES)
 
 
@@ -227,16 +247,61 @@ class PatientRDBStorage(optuna.storages.RDBStorage):
     """Optuna's RDB storage whose database calls wait out an outage through ``patience``.
 
     Only the entry points (:data:`_OPTUNA_ENTRY_POINTS`, each one transaction of its own) are
-    retried, never the helpers they call inside an open transaction.  Heartbeats are tried once
-    (:meth:`StoragePatience.beat`).
+    retried, never the helpers they call inside an open transaction.  Finishing and creating a
+    trial are retried only after checking that the lost try did not commit
+    (:mod:`splitsearch.store.idempotent`).  Heartbeats are tried once (:meth:`StoragePatience.beat`).
+
+    It subclasses Optuna's storage, not wraps it: Optuna's trial cache, which every study puts
+    in front of an RDB storage, calls private methods of the storage behind it, so a wrapper
+    would have to provide them all the same.  What it relies on is listed in
+    :data:`OPTUNA_INTERNALS` and checked for the versions in :data:`VERIFIED_OPTUNA`.
     """
 
     def __init__(self, url: str, patience: StoragePatience, **kwargs: Any) -> None:
         self.patience = patience
+        self._creations_tried: set[str] = set()  # the tokens of the creations in progress already tried
         super().__init__(url, **kwargs)
 
     def record_heartbeat(self, trial_id: int) -> None:
         self.patience.beat(super().record_heartbeat, trial_id)
+
+    def set_trial_state_values(self, trial_id: int, state: TrialState, values: Sequence[float] | None = None) -> bool:
+        """Optuna's, called again after a lost connection only if the trial did not end so already."""
+        def committed() -> bool:
+            return finished_as_asked(optuna.storages.RDBStorage.get_trial(self, trial_id), state, values)
+
+        def change() -> bool:
+            return optuna.storages.RDBStorage.set_trial_state_values(self, trial_id, state, values)
+
+        return call_again_unless_committed(self.patience.call, change, committed, True)
+
+    def _create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> FrozenTrial:
+        """Optuna's, the trial tagged with a token of its own, so that a try after a lost commit
+        (ours, or Optuna's own retry of a creation) finds the trial made instead of making another."""
+        tagged, token = with_creation_token(template_trial)
+        try:
+            return self.patience.call(super()._create_new_trial, study_id, tagged)
+        finally:
+            self._creations_tried.discard(token)
+
+    def _get_prepared_new_trial(self, study_id: int, template_trial: FrozenTrial | None, session: Any) -> Any:
+        """The trial an earlier try of this creation committed (same token), else Optuna's new one.
+
+        Looked for inside the creating transaction, which holds the study's row locked, so no
+        other creation can come between the look and the insert; and only when this creation was
+        tried before, so that the common case costs no query.
+        """
+        token = creation_token(template_trial)
+        if token in self._creations_tried:
+            attrs = models.TrialSystemAttributeModel
+            made = session.scalars(select(models.TrialModel).join(attrs, attrs.trial_id == models.TrialModel.trial_id)
+                                   .where(models.TrialModel.study_id == study_id, attrs.key == CREATION_TOKEN,
+                                          attrs.value_json == json.dumps(token))).first()
+            if made is not None:
+                return made
+        if token is not None:
+            self._creations_tried.add(token)
+        return super()._get_prepared_new_trial(study_id, template_trial, session)
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
         """The running trials whose heartbeat is too old, or that never beat; none right after an outage.
@@ -269,16 +334,36 @@ class PatientRDBStorage(optuna.storages.RDBStorage):
         return super()._get_stale_trial_ids(study_id) + orphans
 
 
-# The methods of Optuna's RDBStorage that open, use and close a session of their own: the public
-# ones, and the private ones Optuna's trial cache calls.
+# The methods of Optuna's RDBStorage that open, use and close a session of their own and are
+# called again as they are after a lost connection: the public ones, and the private ones
+# Optuna's trial cache calls.  Finishing and creating a trial are not among them (above).
 _OPTUNA_ENTRY_POINTS = (
     "create_new_study", "delete_study", "set_study_user_attr", "set_study_system_attr", "get_study_id_from_name",
     "get_study_name_from_id", "get_study_directions", "get_study_user_attrs", "get_study_system_attrs",
-    "get_trial_user_attrs", "get_trial_system_attrs", "get_all_studies", "create_new_trial", "_create_new_trial",
-    "set_trial_param", "_set_trial_param", "get_trial_param", "set_trial_state_values",
+    "get_trial_user_attrs", "get_trial_system_attrs", "get_all_studies",
+    "set_trial_param", "_set_trial_param", "get_trial_param",
     "set_trial_intermediate_value", "set_trial_user_attr", "set_trial_system_attr",
     "get_trial_id_from_study_id_trial_number", "get_trial", "get_all_trials", "_get_trials", "get_best_trial",
     "_get_best_trial_id",
 )
 for _name in _OPTUNA_ENTRY_POINTS:
     setattr(PatientRDBStorage, _name, patient(getattr(optuna.storages.RDBStorage, _name)))
+
+# The Optuna releases whose internals below were read and tested (tests/test_storage_faults.py
+# checks that they still exist); setup.cfg pins optuna to these.
+VERIFIED_OPTUNA = ("5.0",)
+# What of Optuna's private API this module relies on, and why.
+OPTUNA_INTERNALS = {
+    "RDBStorage._create_new_trial": "the trial cache creates and queues trials through it: overridden to tag "
+                                    "the trial with a creation token and retry",
+    "RDBStorage._get_prepared_new_trial": "the step inside the creating transaction: overridden to find the "
+                                          "trial an earlier try of the same creation committed",
+    "RDBStorage._set_trial_param": "called by the trial cache: retried",
+    "RDBStorage._get_trials": "called by the trial cache: retried",
+    "RDBStorage._get_best_trial_id": "called by the trial cache: retried",
+    "RDBStorage._get_stale_trial_ids": "called by the trial cache: overridden to find no stale trial right "
+                                       "after an outage, and to find trials that never beat",
+    "RDBStorage.scoped_session": "the session factory the two queries above run in",
+    "optuna.storages._rdb.models": "TrialModel, TrialHeartbeatModel, TrialSystemAttributeModel: the tables "
+                                   "the two queries above read",
+}

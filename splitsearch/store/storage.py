@@ -41,25 +41,37 @@ def open_storage(url: str, patience: StoragePatience | None = None, heartbeat_se
     Without ``heartbeat_seconds`` (a reader: the report, the dashboard, ``db``) nothing beats.
     Once opened, the storage waits out an outage as ``patience`` says (by default for
     :data:`~splitsearch.store.retry.RETRY_SECONDS`; :mod:`splitsearch.store.retry`); its
-    ``patience`` is meant for the store of the same database too.  Opening itself is not
-    retried: a storage this worker never reached is more likely a wrong URL, password or
-    database name than an outage, and the user learns it at once.  On PostgreSQL the storage holds at most
-    :data:`OPTUNA_CONNECTIONS` connections.
+    ``patience`` is meant for the store of the same database too.
+
+    Given a ``patience`` (a worker, the dashboard), opening waits out an outage within it too:
+    a worker started while its database restarts is the commonest fault of a cluster, and
+    Optuna's constructor talks to the database (it creates the tables and checks their
+    version, each a transaction of its own, safe to run again).  Only a transient error
+    (:func:`~splitsearch.store.retry.is_transient`: refused, cut, starting up) is waited on: a
+    wrong password or database name fails at once.  Without one (a command that reads), opening
+    is tried once, so that the user hears at once of a database that is not there.  On
+    PostgreSQL the storage holds at most :data:`OPTUNA_CONNECTIONS` connections.
 
     Raises:
-        StorageOpenError: the database cannot be reached or opened (one line, no traceback, no password).
+        StorageOpenError: the database cannot be opened (one line, no traceback, no password).
+        StorageUnavailableError: it stayed unreachable for as long as ``patience`` waits.
     """
     options: dict[str, Any] = {}
     if heartbeat_seconds is not None:
         options = {"heartbeat_interval": heartbeat_seconds, "grace_period": 3 * heartbeat_seconds,
                    "heartbeat_stale_trial_callback": stale_trial_callback}
     engine_kwargs = {"connect_args": {"timeout": 30}} if url.startswith("sqlite") else dict(_POSTGRES_ENGINE)
+    waits = patience is not None
     patience = patience or StoragePatience(url)
+
+    def construct() -> PatientRDBStorage:
+        return PatientRDBStorage(url, patience, engine_kwargs=engine_kwargs, **options)
+
     attempt = 1
     while True:
         try:
-            return PatientRDBStorage(url, patience, engine_kwargs=engine_kwargs, **options)
-        except SQLAlchemyError as error:
+            return patience.call(construct) if waits else construct()
+        except (SQLAlchemyError, optuna.exceptions.StorageInternalError) as error:
             if not _lost_creation_race(error):
                 raise _cannot_open(url, error) from None
             # Workers starting together on a new PostgreSQL database race to create Optuna's
@@ -73,8 +85,17 @@ def open_storage(url: str, patience: StoragePatience | None = None, heartbeat_se
             raise _cannot_open(url, error) from None
 
 
+def _sqlalchemy_error(error: Exception) -> Exception:
+    """SQLAlchemy's error behind ``error`` (Optuna wraps it in ``StorageInternalError``), else ``error``."""
+    cause: BaseException | None = error
+    while cause is not None and not isinstance(cause, SQLAlchemyError):
+        cause = cause.__cause__
+    return cause if isinstance(cause, SQLAlchemyError) else error
+
+
 def _cannot_open(url: str, error: Exception) -> StorageOpenError:
-    reason = str(getattr(error, "orig", None) or error).splitlines()[0]
+    cause = _sqlalchemy_error(error)
+    reason = (str(getattr(cause, "orig", None) or cause).strip().splitlines() or [type(error).__name__])[0]
     return StorageOpenError(f"cannot open storage {mask_url(url)}: {mask_password(reason, url)}")
 
 
@@ -83,7 +104,8 @@ def _cannot_open(url: str, error: Exception) -> StorageOpenError:
 _CREATION_RACE_SQLSTATES = {"23505", "42710", "42P07"}
 
 
-def _lost_creation_race(error: SQLAlchemyError) -> bool:
+def _lost_creation_race(error: Exception) -> bool:
     """Whether opening the storage failed only because another worker created the schema at the same time."""
-    sqlstate = getattr(getattr(error, "orig", None), "sqlstate", None)
-    return isinstance(error, IntegrityError) or sqlstate in _CREATION_RACE_SQLSTATES
+    cause = _sqlalchemy_error(error)
+    sqlstate = getattr(getattr(cause, "orig", None), "sqlstate", None)
+    return isinstance(cause, IntegrityError) or sqlstate in _CREATION_RACE_SQLSTATES
