@@ -107,9 +107,21 @@ def test_bad_input_is_one_line_and_leaves_the_store_unchanged(tmp_path, finished
 
 
 def test_unreachable_storage_is_one_line(tmp_path, study_file, capsys):
+    # A worker waits for a storage it cannot reach (a database restarting); one told not to wait
+    # says in one line that it cannot open it.
     code, _, err = run(capsys, "run", study_file, "--storage", "postgresql+psycopg://postgres@127.0.0.1:1/none",
-                       "--device", "cpu")
-    assert code == 2 and err.count("\n") == 1 and "cannot open storage" in err
+                       "--device", "cpu", "--set", "worker.storage_retry_seconds=0")
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith("Error: cannot open storage") and "127.0.0.1:1" in err and "check the URL" in err
+
+
+def test_a_storage_never_reached_is_waited_for_then_refused_in_one_line(tmp_path, study_file, capsys):
+    code, _, err = run(capsys, "run", study_file, "--storage", "postgresql+psycopg://postgres@127.0.0.1:1/none",
+                       "--device", "cpu", "--set", "worker.storage_retry_seconds=2")
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 2, err
+    assert lines[0].startswith("Warning: storage") and "retrying for up to 2 s" in lines[0]
+    assert lines[1].startswith("Error: cannot open storage") and "unreachable for 2 s" in lines[1]
 
 
 def test_db_upgrade_creates_the_store_tables(tmp_path, capsys):

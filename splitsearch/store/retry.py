@@ -212,8 +212,9 @@ class StoragePatience:
             if self._outage_since is None:
                 self._outage_since = time.monotonic()
                 self._reachable.clear()
-                self._announce(f"storage {mask_url(self.url)} unreachable ({self._reason(error)}); "
-                               f"retrying for up to {self.seconds:g} s")
+                if self.seconds > 0:  # a process that does not wait says so once, when it gives up
+                    self._announce(f"storage {mask_url(self.url)} unreachable ({self._reason(error)}); "
+                                   f"retrying for up to {self.seconds:g} s")
             return self._outage_since
 
     def _connected(self) -> None:

@@ -13,7 +13,7 @@ from typing import Any, Callable
 import optuna
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from splitsearch.errors import SplitsearchError
+from splitsearch.errors import SplitsearchError, StorageUnavailableError
 from splitsearch.store.retry import CONNECT_TIMEOUT_SECONDS, PatientRDBStorage, StoragePatience
 from splitsearch.store.urls import mask_password, mask_url
 
@@ -54,7 +54,6 @@ def open_storage(url: str, patience: StoragePatience | None = None, heartbeat_se
 
     Raises:
         StorageOpenError: the database cannot be opened (one line, no traceback, no password).
-        StorageUnavailableError: it stayed unreachable for as long as ``patience`` waits.
     """
     options: dict[str, Any] = {}
     if heartbeat_seconds is not None:
@@ -71,6 +70,9 @@ def open_storage(url: str, patience: StoragePatience | None = None, heartbeat_se
     while True:
         try:
             return patience.call(construct) if waits else construct()
+        except StorageUnavailableError as error:
+            # Never reached: more likely a wrong host or port than an outage, so the line says both.
+            raise StorageOpenError(f"cannot open storage: {error}; check the URL if the database is up") from None
         except (SQLAlchemyError, optuna.exceptions.StorageInternalError) as error:
             if not _lost_creation_race(error):
                 raise _cannot_open(url, error) from None
