@@ -61,6 +61,9 @@ def raise_in(rank: int) -> None:
 
 
 def assert_all_gone(pids: list[int]) -> None:
+    """Every rank of ``pids`` (seen alive before) has ended; an empty list is refused, as a check of
+    nothing would pass when no rank ever ran."""
+    assert pids, "no rank was seen running: nothing to check"
     deadline = time.monotonic() + 10
     while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
