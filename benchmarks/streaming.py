@@ -39,7 +39,7 @@ CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "hors
 
 def write_folder(root: Path, count: int, size: int) -> None:
     """``count`` subset images (repeated when the subset has fewer) as ``size``-pixel JPEG files."""
-    from torchvision.io import encode_jpeg, write_file
+    from torchcodec.encoders import JpegEncoder
     from torchvision.transforms import v2
 
     with np.load(SUBSET) as arrays:
@@ -51,7 +51,7 @@ def write_folder(root: Path, count: int, size: int) -> None:
         image = images[index % len(images)]
         pixels = torch.from_numpy(image if image.shape[0] == 3 else image.transpose(2, 0, 1)).contiguous()
         pixels = v2.functional.resize(pixels, [size, size], antialias=True)
-        write_file(str(root / CLASSES[labels[index % len(images)]] / f"{index}.jpg"), encode_jpeg(pixels, quality=90))
+        JpegEncoder(pixels).to_file(root / CLASSES[labels[index % len(images)]] / f"{index}.jpg", quality=90)
 
 
 def views_per_second(data, members: int, epochs: int) -> float:

@@ -275,6 +275,9 @@ def deploy(config: SplitConfig, weights: Path, output: Path, format: str = "onnx
         raise DeployError(f"unknown format {format!r}: use {' or '.join(DEPLOY_FORMATS)}")
     if missing := missing_packages(format):
         raise DeployDependencyError(f"--format {format} needs {', '.join(missing)}: {INSTALL_HINT}")
+    if format == "torchscript" and not callable(getattr(torch.jit, "trace", None)):  # deprecated since torch 2.14
+        raise DeployError(f"torch {torch.__version__} has no torch.jit.trace (TorchScript was removed): "
+                          "use --format onnx")
     if batch_size < 1:
         raise DeployError(f"the check batch needs at least one image, got --batch-size {batch_size}")
     if fused and (blocker := fusion_blocker(config.arch)) is not None:
@@ -295,8 +298,8 @@ def deploy(config: SplitConfig, weights: Path, output: Path, format: str = "onnx
     written = output.with_name(f".{output.name}.unchecked")
     # Two images to export with, so the batch axis stays dynamic (a batch of 1 would be specialised).
     example = images[:2] if len(images) >= 2 else images.repeat(2, 1, 1, 1)
-    with warnings.catch_warnings():  # the exporters' notes on tracing and on TorchScript's deprecation
-        warnings.simplefilter("ignore")
+    with warnings.catch_warnings():
+        _silence_torchscript_notes()
         try:
             if format == "torchscript":
                 _write_torchscript(module, example, written)
@@ -325,6 +328,25 @@ def deploy(config: SplitConfig, weights: Path, output: Path, format: str = "onnx
     os.replace(written, output)
     return DeployResult(output, format, difference, tolerance, len(images), real, tuple(images.shape[1:]),
                         expected.shape[-1])
+
+
+def _silence_torchscript_notes() -> None:
+    """Ignore (inside the caller's ``warnings.catch_warnings``) what tracing says on every deployment, nothing else.
+
+    * torch 2.14's FutureWarnings that ``torch.jit.trace`` / ``trace_method`` / ``load`` are
+      deprecated.  The ``torchscript`` format stays TorchScript on purpose: its contract is a ``.pt``
+      that ``torch.jit.load`` and LibTorch (C++, no Python) load.  ``torch.export`` writes an
+      ExportedProgram (``.pt2``), which neither loads; the ONNX format already goes through
+      ``torch.export``.  TorchScript is unsupported on Python 3.14+, hence ``python_requires`` < 3.14
+      in setup.cfg.  When torch removes ``torch.jit.trace``, ``--format torchscript`` fails in one line
+      (:func:`deploy` checks it first), and the ONNX format remains.
+    * ``TracerWarning``: the deployed forward has no data-dependent branches (the member loop runs S
+      times whatever the input), and the written file is checked against the ensemble anyway.
+
+    Any other warning (of the ONNX exporter, or a new one of torch) is shown.
+    """
+    warnings.filterwarnings("ignore", r"`torch\.jit\.(trace|trace_method|load)` is deprecated", FutureWarning)
+    warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
 
 
 def _write_torchscript(module: DeployedEnsemble, example: torch.Tensor, output: Path) -> None:

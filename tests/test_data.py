@@ -349,3 +349,16 @@ def test_real_cifar10_subset_trains_through_the_whole_path():
     plain = augment(images, 1, replace(config, crop_padding=0, hflip=False, random_erasing=0.0), generator(),
                     data.normalization)
     assert abs(plain.mean().item()) < 0.2
+
+
+def test_an_animated_gif_decodes_to_its_first_frame_in_rgb(tmp_path):
+    """TorchCodec (as torchvision did) decodes an animated image to [N, C, H, W]: the loader takes frame 1."""
+    from PIL import Image
+
+    from splitsearch.data.stream import decode
+
+    frames = [Image.fromarray(np.full((6, 8), value, dtype=np.uint8), mode="L").convert("P") for value in (10, 200)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:], duration=50, loop=0)
+    image = decode(str(tmp_path / "anim.gif"))
+    assert image.shape == (3, 6, 8) and image.dtype == torch.uint8
+    assert image.unique().tolist() == [10]

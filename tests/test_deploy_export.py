@@ -29,6 +29,8 @@ from splitsearch.split.semantic import split_network
 
 from conftest import run_cli as run
 
+# The tests load the TorchScript files the way a user does, with torch.jit.load, deprecated since torch
+# 2.14 (splitsearch.deploy._silence_torchscript_notes says why the format stays TorchScript).
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
 
 ONNX_REASON = "the ONNX route needs the deploy extra: pip install 'splitsearch[deploy]'"
@@ -288,3 +290,37 @@ def test_an_exporter_failure_is_one_line_and_leaves_no_file(trained_resnet20, tm
     err = _one_line_error(capsys, config_file, "--weights", weights, "--format", "torchscript", "-o", output)
     assert "torch could not write resnet20 as torchscript: Could not export Python function call" in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_torch_without_torchscript_tracing_is_one_line_that_names_onnx(trained_resnet20, tmp_path, capsys,
+                                                                          monkeypatch):
+    """torch 2.14 deprecates torch.jit.trace: the release that removes it gets a line, not an AttributeError."""
+    monkeypatch.delattr(torch.jit, "trace")
+    config_file, weights = trained_resnet20
+    err = _one_line_error(capsys, config_file, "--weights", weights, "--format", "torchscript", "-o", tmp_path / "m.pt")
+    assert "has no torch.jit.trace (TorchScript was removed): use --format onnx" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_torchscript_deployment_silences_only_tracings_notes(trained_resnet20, tmp_path):
+    """The deprecation of torch.jit.trace/load and the tracer's notes are ignored inside deploy; a warning
+    anything else raises there (here: one the module raises while traced) still reaches the caller."""
+    import warnings
+
+    from splitsearch import deploy as deploy_module
+
+    config = SplitConfig.from_yaml(trained_resnet20[0])
+    original = deploy_module.DeployedEnsemble.forward
+
+    def forward_with_a_warning(self, images):
+        warnings.warn("a warning of something else", UserWarning)
+        return original(self, images)
+
+    with pytest.MonkeyPatch.context() as patch, warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        deploy_module.deploy(config, trained_resnet20[1], tmp_path / "m.pt", format="torchscript")
+        patch.setattr(deploy_module.DeployedEnsemble, "forward", forward_with_a_warning)
+        deploy_module.deploy(config, trained_resnet20[1], tmp_path / "other.pt", format="torchscript")
+    messages = [str(warning.message) for warning in seen]
+    assert "a warning of something else" in messages
+    assert not [message for message in messages if "torch.jit" in message or "trace" in message.lower()], messages

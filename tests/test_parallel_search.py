@@ -17,6 +17,7 @@ from splitsearch.store import Store
 
 from conftest import run_cli
 from test_parallel import _alive, _children
+from test_pool import assert_all_gone, watching_children
 from test_disk_faults import rows as rows_by_trial, sqlite_url, warning_lines
 from test_workers import (FINISHED, assert_retry_continued, assert_store_follows_optuna, epochs_of, finish,
                           start_worker, study_file, wait_until)
@@ -40,11 +41,15 @@ def test_a_study_of_member_parallel_trials_records_what_a_one_process_study_reco
                                                                                     capsys):
     one_process = f"sqlite:///{tmp_path / 'one.db'}"
     assert run_study(capsys, one_process, tmp_path / "one", "--n-trials", "3")[0] == 0
-    code, out, err = run_study(capsys, postgres_url, tmp_path / "group", "--n-trials", "3", "--nproc-per-trial", "2")
+    with watching_children() as ranks:
+        code, out, err = run_study(capsys, postgres_url, tmp_path / "group", "--n-trials", "3",
+                                   "--nproc-per-trial", "2")
     assert code == 0, err
     assert "3 complete" in out
     assert rows(postgres_url) == rows(one_process)
     assert [row[2] for row in rows(postgres_url)] == [1, 2, 4]  # 1 process, 2 processes, 2 x 2 members
+    assert len(ranks) == 2  # the ranks existed (seen alive: one kept pair for S=2 and S=4) ...
+    assert_all_gone(list(ranks))  # ... and are gone
     assert not ranks_left()
 
 
@@ -94,8 +99,9 @@ def test_a_rank_that_raises_in_epoch_2_fails_the_trial_with_its_error_and_the_wo
                                                                                             failing_arch):
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     # Two trials to finish: the baselines S=1, S=2 (fails) and S=4, in that order.
-    code, out, err = run_study(capsys, storage, tmp_path, "--arch", failing_arch, "--n-trials", "2",
-                               "--nproc-per-trial", "2")
+    with watching_children() as ranks:
+        code, out, err = run_study(capsys, storage, tmp_path, "--arch", failing_arch, "--n-trials", "2",
+                                   "--nproc-per-trial", "2")
     study = optuna.load_study(study_name="np", storage=storage)
     failed = study.get_trials(states=(optuna.trial.TrialState.FAIL,))
     assert [trial.params["S"] for trial in failed] == [2], out + err
@@ -106,6 +112,8 @@ def test_a_rank_that_raises_in_epoch_2_fails_the_trial_with_its_error_and_the_wo
     finished = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     assert code == 0 and [trial.params["S"] for trial in finished] == [1, 4]  # the worker went on after the failure
     assert "Traceback" not in out + err
+    assert len(ranks) == 4  # seen alive: the pair S=2 failed in, then a new pair for S=4 ...
+    assert_all_gone(list(ranks))  # ... all gone
     assert not ranks_left()
 
 

@@ -61,6 +61,9 @@ def raise_in(rank: int) -> None:
 
 
 def assert_all_gone(pids: list[int]) -> None:
+    """Every rank of ``pids`` (seen alive before) has ended; an empty list is refused, as a check of
+    nothing would pass when no rank ever ran."""
+    assert pids, "no rank was seen running: nothing to check"
     deadline = time.monotonic() + 10
     while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -254,13 +257,18 @@ def test_greedy_blocks_trains_its_networks_on_one_pool_of_data_ranks(tmp_path):
     """The undivided networks of the procedure take the processes as data ranks; fine-tuned ones warm-start there."""
     warm_started = {}
     for way, processes in (("one", 1), ("pool", 2)):
+        lines: list[str] = []
         with watching_children() as ranks:
             study, result = run_greedy_blocks(greedy_study(), f"sqlite:///{tmp_path / way}.db",
-                                              ExecutionOptions(runs_dir=tmp_path / way, nproc_per_trial=processes))
+                                              ExecutionOptions(runs_dir=tmp_path / way, nproc_per_trial=processes),
+                                              on_step=lines.append)
         trials = study.get_trials(deepcopy=False)
         assert result.factors == (2, 2, 2) and all(trial.state == optuna.trial.TrialState.COMPLETE for trial in trials)
         warm_started[way] = [trial.user_attrs.get("warm_started_tensors") for trial in trials]
         assert len(ranks) == {"one": 0, "pool": 2}[way]
+        # Each trained network's line counts the ranks its group had (recorded by its rank 0), none in one process.
+        assert lines and all((", 2 data ranks" in line) == (way == "pool") for line in lines), lines
+        assert [trial.user_attrs.get("data_ranks") for trial in trials] == [{"one": None, "pool": 2}[way]] * len(trials)
     assert warm_started["pool"] == warm_started["one"] and all(count > 0 for count in warm_started["one"][1:])
     assert_all_gone(list(ranks))
 

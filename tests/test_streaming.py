@@ -19,7 +19,11 @@ from splitsearch.data.specs import held_out_train_size
 
 from conftest import run_cli as run
 
-SUBSET = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-subset.npz"
+# shared/data beside the checkout (../shared from the repository root); a git worktree sits a level
+# deeper, so the nearest folder up from here that holds it counts (else: skipped, as before).
+SUBSET = next((folder / "shared" / "data" / "cifar10-subset.npz" for folder in Path(__file__).resolve().parents[1:]
+               if (folder / "shared" / "data" / "cifar10-subset.npz").is_file()),
+              Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-subset.npz")
 IMAGES = 160
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
@@ -27,16 +31,16 @@ pytestmark = pytest.mark.skipif(not SUBSET.exists(), reason="the CIFAR-10 subset
 
 
 def _write_jpeg(path: Path, image: torch.Tensor) -> None:
-    from torchvision.io import encode_jpeg, write_file
+    from torchcodec.encoders import JpegEncoder  # torchvision 0.29 deprecates its encoders for TorchCodec's
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_file(str(path), encode_jpeg(image, quality=90))
+    JpegEncoder(image).to_file(path, quality=90)
 
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory) -> Path:
     """CIFAR-10 images as JPEG files in class folders, with a grey image, a 40x100 PNG and a text file."""
-    from torchvision.io import encode_png, write_file
+    from torchcodec.encoders import PngEncoder
     from torchvision.transforms import v2
 
     root = tmp_path_factory.mktemp("images") / "cifar"
@@ -47,7 +51,7 @@ def folder(tmp_path_factory) -> Path:
         _write_jpeg(root / CLASSES[label] / f"{index}.jpg", v2.functional.resize(pixels, [64, 64], antialias=True))
     grey = torch.from_numpy(images[0] if images[0].shape[0] == 3 else images[0].transpose(2, 0, 1))[:1].contiguous()
     _write_jpeg(root / "cat" / "grey.jpg", grey)
-    write_file(str(root / "dog" / "wide.png"), encode_png(torch.randint(0, 256, (3, 40, 100), dtype=torch.uint8)))
+    PngEncoder(torch.randint(0, 256, (3, 40, 100), dtype=torch.uint8)).to_file(root / "dog" / "wide.png")
     (root / "dog" / "notes.txt").write_text("not an image, and not named like one: skipped as torchvision does")
     return root
 

@@ -101,10 +101,10 @@ def run(study_file: str | None, study_name: str | None, storage: str, strategy: 
             from splitsearch.search.greedy import greedy_execution, run_greedy_blocks
 
             execution = greedy_execution(execution)
-            ranks = f", {execution.data_parallel} data ranks" if execution.data_parallel > 1 else ""
+            # No count of ranks here: none has started yet; each trial's line says how many joined.
             click.echo(f"study {spec.name!r} in {mask_url(storage)}: {spec.base.arch} on {spec.base.dataset}, "
                        f"greedy block-wise split, factors {','.join(map(str, spec.greedy.factors))}, threshold "
-                       f"{spec.greedy.threshold} points{ranks}")
+                       f"{spec.greedy.threshold} points")
             echo_training_plan(spec)
             study, _ = run_greedy_blocks(spec, storage, execution, force, on_step=tqdm.write, on_epoch=on_epoch,
                                          on_warning=warning_line)

@@ -223,8 +223,9 @@ def _npz_info(spec: str, path: Path) -> DatasetInfo:
     return DatasetInfo(spec, int(channels), int(height), num_classes, train_images)
 
 
-# Image files by name (torchvision.datasets.folder.IMG_EXTENSIONS, less what torchvision.io cannot
-# decode); other files in a class folder are skipped, as torchvision skips them.
+# Image files by name (torchvision.datasets.folder.IMG_EXTENSIONS, less what torchvision.io could not
+# decode; decoded by TorchCodec, splitsearch.data.stream.decode); other files in a class folder are
+# skipped, as torchvision skips them.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp")
 
 

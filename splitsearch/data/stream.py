@@ -3,7 +3,7 @@
 The device-resident path (:mod:`splitsearch.data.device`) holds a whole dataset as uint8 on the
 training device; ImageNet's 1.28M images at 224x224 would need 190 GB.  Here a split stays a list
 of files (:class:`~splitsearch.data.folder.FileSplit`), and a ``torch.utils.data.DataLoader``
-with worker processes decodes each batch when it is needed (``torchvision.io.decode_image``,
+with worker processes decodes each batch when it is needed (``torchcodec.decoders.decode_image``,
 grey and CMYK made RGB).  Host memory is bounded by the batches in flight, ``prefetch`` per
 worker, whatever the dataset's size.
 
@@ -49,18 +49,23 @@ def default_workers() -> int:
 
 
 def decode(path: str) -> Tensor:
-    """The image at ``path`` as uint8 RGB ``[3, H, W]``.
+    """The image at ``path`` as uint8 RGB ``[3, H, W]`` (the first frame of an animated GIF or WebP).
+
+    TorchCodec decodes it: torchvision 0.29 deprecates its own image decoders for TorchCodec's,
+    which decode JPEG, PNG, WebP and GIF to the same pixels without FFmpeg (images have their own
+    libraries in the wheel; FFmpeg is only for video and audio).
 
     Raises:
-        DataError: naming the file, when torchvision cannot decode it (a corrupt or truncated file).
+        DataError: naming the file, when it cannot be decoded (a corrupt or truncated file).
     """
-    from torchvision.io import ImageReadMode, decode_image, read_file
+    from torchcodec.decoders import decode_image
 
     try:
-        return decode_image(read_file(path), mode=ImageReadMode.RGB)
+        image = decode_image(path, mode="RGB")
     except (RuntimeError, ValueError, OSError) as error:
         reason = " ".join(str(error).split())[:200]
         raise DataError(f"cannot decode the image {path} ({reason}): remove or replace the file") from None
+    return image[0] if image.dim() == 4 else image
 
 
 def centre_crop(image: Tensor, size: int) -> Tensor:

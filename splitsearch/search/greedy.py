@@ -89,6 +89,13 @@ def greedy_spec(spec: StudySpec, factors: Sequence[int], finetune_epochs: int) -
     return dataclasses.replace(spec, space=space, baselines=False, pruner="none", n_trials=None)
 
 
+def _ranks(trial: FrozenTrial) -> str:
+    """``, N data ranks`` where ``trial`` trained in a group: the ranks that joined it, as its rank 0
+    recorded them (not the option's figure); empty in one process."""
+    data_ranks = TrialRecord.from_trial(trial).data_ranks or 1
+    return f", {data_ranks} data ranks" if data_ranks > 1 else ""
+
+
 def greedy_execution(execution: ExecutionOptions) -> ExecutionOptions:
     """How the procedure trains: one network after another (S is 1: nothing to fuse), and every
     process of ``--nproc-per-trial`` a data rank, as an undivided network has no members to share out."""
@@ -168,7 +175,7 @@ class _TrialEvaluator:
         trial = self.trials[factors] = self._finished(params, record, start_from)
         accuracy = trial.value if trial.state == TrialState.COMPLETE else None
         if start_from is None and self.on_step is not None and accuracy is not None:
-            self.on_step(f"trial {trial.number}: baseline (factors {_names(factors)}) {accuracy:.2%}")
+            self.on_step(f"trial {trial.number}: baseline (factors {_names(factors)}) {accuracy:.2%}{_ranks(trial)}")
         return accuracy
 
     def report(self, step: GreedyStep) -> None:
@@ -181,7 +188,8 @@ class _TrialEvaluator:
             line = f"factors {_names(step.factors)} could not be trained ({reason}): block ends"
         else:
             verdict = "kept" if step.accepted else "over the threshold: block ends"
-            line = f"factors {_names(step.factors)} {step.accuracy:.2%}, drop {step.drop_points:+.2f} points, {verdict}"
+            line = (f"factors {_names(step.factors)} {step.accuracy:.2%}, drop {step.drop_points:+.2f} points"
+                    f"{_ranks(trial)}, {verdict}")
         self.on_step(f"trial {trial.number}: {line}")
 
     def _finished(self, params: dict[str, int], record: TrialRecord,

@@ -93,6 +93,9 @@ class TrialRecord:
         warm_start_from, keep_weights, warm_started_tensors: the greedy block-wise search's
             fine-tuning: the trial whose weights this one starts from, whether this one's weights
             must be kept for the next, and how many tensors the warm start took.
+        processes, data_ranks: the ranks that joined the process group the trial trained in, as its
+            rank 0 saw the group (``--nproc-per-trial``; data ranks among them); unrecorded where it
+            trained in the worker's own process.
         artifact_id: the artifact-store id of the trained weights this trial uploaded when it
             completed (:mod:`splitsearch.search.artifacts`); they may have been removed since.
         metrics_artifact_id: the id of the ``metrics.json`` uploaded beside them (history, class groups).
@@ -145,6 +148,8 @@ class TrialRecord:
     warm_start_from: int | None = None
     keep_weights: bool | None = None
     warm_started_tensors: int | None = None
+    processes: int | None = None
+    data_ranks: int | None = None
     artifact_id: str | None = None
     metrics_artifact_id: str | None = None
     removed_artifacts: tuple[int, ...] | None = None
