@@ -53,6 +53,23 @@ def assert_db_check_clean(capsys: pytest.CaptureFixture, url: str, runs: Path) -
     assert code == 0, out + err
 
 
+def creation_tokens(url: str) -> list[str]:
+    """The creation token of every trial, read from the table (the storage keeps them out of what it returns)."""
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+    with engine.connect() as connection:
+        tokens = list(connection.scalars(sqlalchemy.text(
+            "SELECT value_json FROM trial_system_attributes WHERE key = 'splitsearch:creation_token'")))
+    engine.dispose()
+    return tokens
+
+
+def assert_no_trial_created_twice(url: str, n_trials: int) -> None:
+    """Every trial has its own creation token: no creation that lost its COMMIT's answer made a second trial."""
+    tokens = creation_tokens(url)
+    assert len(tokens) == n_trials, (len(tokens), n_trials)
+    assert len(tokens) == len(set(tokens)), "a trial was created twice"
+
+
 def start_logged_worker(path: Path, url: str, runs: Path, log: Path) -> subprocess.Popen:
     """A worker like :func:`test_workers.start_worker` whose stderr goes to ``log``, to be read while it runs."""
     command = [sys.executable, "-m", "splitsearch.cli", "run", str(path), "--storage", url, "--device", "cpu",
@@ -258,8 +275,7 @@ def test_two_workers_through_seeded_cuts_from_the_start_finish_a_12_trial_study(
     study = assert_store_follows_optuna(postgres_url)
     finished = [trial for trial in study.trials if trial.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     assert len(finished) >= 12
-    tokens = [trial.system_attrs["splitsearch:creation_token"] for trial in study.trials]
-    assert len(tokens) == len(set(tokens)), "a trial was created twice"
+    assert_no_trial_created_twice(postgres_url, len(study.trials))
     assert_db_check_clean(capsys, postgres_url, runs)
 
 

@@ -88,3 +88,19 @@ def with_creation_token(template: FrozenTrial | None) -> tuple[FrozenTrial, str]
 
 def creation_token(template: FrozenTrial | None) -> str | None:
     return None if template is None else template.system_attrs.get(CREATION_TOKEN)
+
+
+def without_creation_token(read: Result) -> Result:
+    """``read`` (a trial, a list of trials or a trial's system attributes) without the creation
+    token: the token is this storage's bookkeeping, written with the trial and needed only while
+    its creation is tried again; a reader sees the trial as Optuna's own storage would.  The
+    trials and dicts Optuna's storage returns are built for each call, so they are changed in place."""
+    if isinstance(read, FrozenTrial):
+        read.system_attrs.pop(CREATION_TOKEN, None)
+    elif isinstance(read, list):
+        for trial in read:
+            if isinstance(trial, FrozenTrial):
+                trial.system_attrs.pop(CREATION_TOKEN, None)
+    elif isinstance(read, dict):
+        read.pop(CREATION_TOKEN, None)
+    return read

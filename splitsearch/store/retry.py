@@ -59,6 +59,7 @@ from splitsearch.store.idempotent import (
     creation_token,
     finished_as_asked,
     with_creation_token,
+    without_creation_token,
 )
 from splitsearch.store.urls import mask_password, mask_url
 
@@ -151,6 +152,17 @@ class StoragePatience:
         self._outage_since: float | None = None
         self._outage_ended: float | None = None
         self._given_up: str | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What a copy in another process keeps (a pickled storage: Optuna's contract): the
+        settings and whether this one gave up; not the lock, the event or the outage in progress,
+        whose monotonic times mean nothing in another process."""
+        return {"url": self.url, "seconds": self.seconds, "final": self.final, "announce": self._announce,
+                "given_up": self._given_up}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["url"], state["seconds"], state["final"], state["announce"])
+        self._given_up = state["given_up"]
 
     def call(self, function: Callable[..., Result], /, *args: Any, **kwargs: Any) -> Result:
         """``function(*args, **kwargs)``, called again while the storage is unreachable, for a bounded time.
@@ -280,7 +292,7 @@ class PatientRDBStorage(optuna.storages.RDBStorage):
         (ours, or Optuna's own retry of a creation) finds the trial made instead of making another."""
         tagged, token = with_creation_token(template_trial)
         try:
-            return self.patience.call(super()._create_new_trial, study_id, tagged)
+            return without_creation_token(self.patience.call(super()._create_new_trial, study_id, tagged))
         finally:
             self._creations_tried.discard(token)
 
@@ -346,8 +358,23 @@ _OPTUNA_ENTRY_POINTS = (
     "get_trial_id_from_study_id_trial_number", "get_trial", "get_all_trials", "_get_trials", "get_best_trial",
     "_get_best_trial_id",
 )
+# The entry points that return trials or a trial's system attributes: the creation token, a
+# bookkeeping attribute of this storage, is kept out of what they return, so a reader sees the
+# trial Optuna's own storage would show (Optuna's storage contract, tests/test_storage_contract.py).
+_TRIAL_READERS = ("get_trial", "get_all_trials", "_get_trials", "get_best_trial", "get_trial_system_attrs")
+
+
+def _hiding_creation_token(method: Callable[..., Result]) -> Callable[..., Result]:
+    @functools.wraps(method)
+    def call(self: Any, *args: Any, **kwargs: Any) -> Result:
+        return without_creation_token(method(self, *args, **kwargs))
+
+    return call
+
+
 for _name in _OPTUNA_ENTRY_POINTS:
-    setattr(PatientRDBStorage, _name, patient(getattr(optuna.storages.RDBStorage, _name)))
+    _method = patient(getattr(optuna.storages.RDBStorage, _name))
+    setattr(PatientRDBStorage, _name, _hiding_creation_token(_method) if _name in _TRIAL_READERS else _method)
 
 # The Optuna releases whose internals below were read and tested (tests/test_storage_faults.py
 # checks that they still exist); setup.cfg pins optuna to these.
