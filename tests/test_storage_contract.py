@@ -174,3 +174,19 @@ def test_right_after_an_outage_no_trial_is_stale_for_one_grace_period(beating):
     assert [trial.state for trial in study.trials] == [TrialState.RUNNING]
     time.sleep(GRACE + 1)  # the grace period after the outage is over: its worker really is silent
     assert beating._get_stale_trial_ids(study._study_id) == [trial_id]
+
+
+def test_a_trial_just_taken_is_not_stale_west_of_utc(beating, monkeypatch):
+    """Optuna stores a trial's start as naive UTC and shows it in local time: the never-beaten
+    check compares in UTC, so west of Greenwich a trial taken a moment ago does not look hours
+    old (which would let any worker fail it before its first beat)."""
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        study, trial_id = running_trial(beating, beat=False)
+        assert beating._get_stale_trial_ids(study._study_id) == []
+        time.sleep(GRACE + 1)
+        assert beating._get_stale_trial_ids(study._study_id) == [trial_id]  # still found once really silent
+    finally:
+        monkeypatch.undo()
+        time.tzset()
