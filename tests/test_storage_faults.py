@@ -223,7 +223,8 @@ def test_the_optuna_internals_the_storage_relies_on_are_there():
 
     from splitsearch.store.retry import OPTUNA_INTERNALS, VERIFIED_OPTUNA
 
-    assert optuna.__version__.startswith(VERIFIED_OPTUNA), (optuna.__version__, VERIFIED_OPTUNA)
+    release = ".".join(optuna.__version__.split(".")[:2])
+    assert release in VERIFIED_OPTUNA, (optuna.__version__, VERIFIED_OPTUNA)
     for name in OPTUNA_INTERNALS:
         if name.startswith("RDBStorage."):
             attribute = name.removeprefix("RDBStorage.")
@@ -401,6 +402,7 @@ def test_two_workers_racing_to_create_a_study_whose_first_commits_are_cut_end_wi
     assert optuna.get_all_study_names(postgres_url) == ["cluster"]
     study = assert_store_follows_optuna(postgres_url)
     assert_no_trial_created_twice(postgres_url, len(study.trials))
-    baselines = [trial.system_attrs["fixed_params"]["S"] for trial in study.trials if "fixed_params" in trial.system_attrs]
+    baselines = [trial.system_attrs["fixed_params"]["S"] for trial in study.trials
+                 if "fixed_params" in trial.system_attrs]
     assert sorted(baselines) == [1, 2, 4]  # queued once, by the one creator
     assert_db_check_clean(capsys, postgres_url, runs)

@@ -314,7 +314,7 @@ class PatientRDBStorage(optuna.storages.RDBStorage):
         return self.patience.call(try_once)
 
     def _create_tagged_study(self, directions: Sequence[StudyDirection], study_name: str | None, token: str) -> int:
-        """Optuna 5.0's ``create_new_study``, with the token written in the same transaction."""
+        """Optuna 5.0's (and 5.1's) ``create_new_study``, with the token written in the same transaction."""
         try:
             with _create_scoped_session(self.scoped_session) as session:
                 if study_name is None:
@@ -430,7 +430,7 @@ for _name in _OPTUNA_ENTRY_POINTS:
 
 # The Optuna releases whose internals below were read and tested (tests/test_storage_faults.py
 # checks that they still exist); setup.cfg pins optuna to these.
-VERIFIED_OPTUNA = ("5.0",)
+VERIFIED_OPTUNA = ("5.0", "5.1")
 # What of Optuna's private API this module relies on, and why.
 OPTUNA_INTERNALS = {
     "RDBStorage._create_new_trial": "the trial cache creates and queues trials through it: overridden to tag "
