@@ -7,7 +7,7 @@ the tests import it by that name)::
 
     commit cuts   seeded: 15% of the write transactions (an INSERT) lose their COMMIT's answer
     drops         every live connection cut at seeded intervals of 2 to 5 s
-    refusals      the port closed for the workers' first 8 s (a server restarting as they start)
+    refusals      the port closed until 25 s after the workers start (a server restarting as they start)
     latency       200 ms added to every client send (each round trip)
 
 and the faults run from before the workers' first connection.  Per mode the table gives how
@@ -28,6 +28,7 @@ import secrets
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -49,6 +50,8 @@ from resultfiles import save  # noqa: E402
 
 DEFAULT_SERVER = os.environ.get("SPLITSEARCH_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 MODES = ("commit cuts", "drops", "refusals", "latency")
+# How long the port stays closed after the workers start, in the refusals mode.
+REFUSAL_SECONDS = 25.0
 TOKEN = "splitsearch:creation_token"
 SPACE = """\
 name: faults-space
@@ -78,8 +81,8 @@ def inject(proxy: FaultProxy, mode: str, seed: int) -> tuple[str, callable]:
     if mode == "drops":
         proxy.cut_randomly(seed=seed, every=(2.0, 5.0))
         return "connections cut", lambda: proxy.cuts
-    if mode == "refusals":
-        proxy.refuse(8)
+    if mode == "refusals":  # the port reopens REFUSAL_SECONDS after the workers start (run_mode)
+        proxy.refuse()
         return "seconds refused", lambda: round(proxy.refused_seconds, 1)
     if mode == "latency":
         proxy.delay(0.2)
@@ -106,6 +109,10 @@ def run_mode(server: str, mode: str, trials: int, epochs: int, seed: int, folder
             started = time.monotonic()
             workers = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                         env={**os.environ, "OMP_NUM_THREADS": "1"}) for _ in range(2)]
+            if mode == "refusals":
+                # Counted from the workers' start, not the refusal's: a worker takes seconds to
+                # import PyTorch, and a shorter refusal ended before either asked for a connection.
+                threading.Timer(REFUSAL_SECONDS, proxy.accept_again).start()
             outputs = [worker.communicate(timeout=1200) for worker in workers]
             seconds = time.monotonic() - started
             count = injected()
@@ -116,7 +123,8 @@ def run_mode(server: str, mode: str, trials: int, epochs: int, seed: int, folder
         phantoms = states.count(TrialState.RUNNING) + states.count(TrialState.FAIL)
         engine = create_engine(url, poolclass=NullPool)
         with engine.connect() as connection:
-            tokens = list(connection.scalars(text(f"SELECT value_json FROM trial_system_attributes WHERE key = '{TOKEN}'")))
+            tokens = list(connection.scalars(
+                text(f"SELECT value_json FROM trial_system_attributes WHERE key = '{TOKEN}'")))
         engine.dispose()
         retried = sum("failed_trial" in trial.system_attrs for trial in study.trials)
         trained = {row.trial_number for row in Store(url).candidates("faults") if row.state in ("complete", "pruned")}
@@ -154,8 +162,8 @@ def main() -> None:
             row = run_mode(args.server, mode.strip(), args.trials, args.epochs, args.seed, Path(folder))
         rows.append(row)
         print(" | ".join(f"{key}: {value}" for key, value in row.items()), flush=True)
-    columns = ["fault", "injected", "unit", "trials lost", "trials duplicated", "tracebacks", "exit codes",
-               "db check findings", "finished", "seconds"]
+    columns = ["fault", "injected", "unit", "outage lines", "trials lost", "trials duplicated", "tracebacks",
+               "exit codes", "db check findings", "finished", "seconds"]
     print()
     print("| " + " | ".join(columns) + " |")
     print("|" + "---|" * len(columns))
@@ -166,7 +174,8 @@ def main() -> None:
                  f"ResNet-20 digits study of {args.epochs} epoch(s) per mode, fresh PostgreSQL database each, "
                  "through tests/fault_proxy.py; faults from before the first connection, seed "
                  f"{args.seed}: commit cuts = 15% of INSERT transactions lose their COMMIT's answer; drops = every "
-                 "connection cut every 2-5 s; refusals = port closed for the first 8 s; latency = 200 ms per client "
+                 "connection cut every 2-5 s; refusals = port closed until 25 s after the workers start (they meet it "
+                 "after importing PyTorch); latency = 200 ms per client "
                  "send. Lost = finished short of n_trials plus trials left RUNNING or FAIL; duplicated = a creation "
                  "token twice, a retried trial, or a candidate trained twice. Shared 2-core machine.")
         print(f"\nsaved {save('faults', rows, notes=notes)}")
