@@ -93,6 +93,7 @@ _REFUSED_BY_SERVER_MESSAGES = ("authentication failed", "does not exist", "no pg
                                "permission denied", "password is required")
 
 _log = logging.getLogger(__name__)
+_optuna_log = optuna.logging.get_logger("optuna.storages._rdb.storage")
 Result = TypeVar("Result")
 
 
@@ -327,7 +328,7 @@ class PatientRDBStorage(optuna.storages.RDBStorage):
                                                              value_json=json.dumps(token)))
         except IntegrityError:
             raise optuna.exceptions.DuplicatedStudyError from None
-        _log.debug("study %s created", study_name)
+        _optuna_log.info(f"A new study created in RDB with name: {study_name}")  # Optuna's own line
         return optuna.storages.RDBStorage.get_study_id_from_name(self, study_name)
 
     def _study_made_by(self, token: str) -> int | None:
