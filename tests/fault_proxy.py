@@ -16,6 +16,7 @@ them on demand, with real sockets, so the client sees exactly what libpq sees on
         proxy.cut_new(2, after_bytes=300)  # the next 2 connections drop after 300 bytes from the client
         proxy.cut_randomly(seed=1, every=(2, 6))  # cuts at seeded random intervals until stopped
         proxy.cut_commits_randomly(seed=1, chance=0.1)  # each COMMIT loses its answer with chance 0.1
+        proxy.delay(0.2)               # every message from a client waits 200 ms before the server gets it
 
 Counters (:attr:`FaultProxy.accepted`, :attr:`FaultProxy.cuts`, :attr:`FaultProxy.refused_seconds`,
 :attr:`FaultProxy.commit_cuts`) let a test check that a fault really happened before it trusts an
@@ -135,6 +136,8 @@ class FaultProxy:
         self.cuts = 0  # connections the proxy closed on purpose
         self.commit_cuts = 0  # of those, connections closed between a COMMIT and its answer
         self.refused_seconds = 0.0  # how long the proxy has refused connections in all (ended refusals)
+        self.delayed = 0  # client sends held back by :meth:`delay`
+        self.latency = 0.0  # seconds each client send waits before it is forwarded
         self._refused_since = 0.0
         self._links: set[_Link] = set()
         self._lock = threading.Lock()
@@ -197,6 +200,12 @@ class FaultProxy:
         know whether it committed."""
         with self._lock:
             self._commits_to_cut += [containing] * count
+
+    def delay(self, seconds: float) -> None:
+        """From now on hold each send of a client ``seconds`` before forwarding it (0: no more):
+        a slow network.  A client waits for the server's answer after each send of a query, so each
+        round trip takes ``seconds`` longer; a send the kernel split in two waits twice."""
+        self.latency = seconds
 
     def cut_new(self, count: int, after_bytes: int) -> None:
         """The next ``count`` connections are closed once their client has sent ``after_bytes`` bytes."""
@@ -281,6 +290,10 @@ class FaultProxy:
                     self._cut(link)
                     return
                 link.sent += len(data)
+                if self.latency > 0:
+                    time.sleep(self.latency)
+                    with self._lock:
+                        self.delayed += 1
                 for transaction in finder.feed(data):
                     link.doomed |= self._cuts_commit_of(transaction)
                 link.server.sendall(data)

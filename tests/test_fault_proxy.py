@@ -108,3 +108,21 @@ def test_seeded_commit_cuts_cut_only_matching_transactions(proxy):
     with pytest.raises(psycopg.OperationalError):
         connection.commit()
     assert proxy.commit_cuts == 1
+
+
+def test_a_delay_makes_each_round_trip_slower_by_it(proxy):
+    proxy, dsn = proxy
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        started = time.monotonic()
+        for _ in range(5):
+            connection.execute("SELECT 1")
+        fast = time.monotonic() - started
+        proxy.delay(0.2)
+        before = proxy.delayed
+        started = time.monotonic()
+        for _ in range(5):
+            assert connection.execute("SELECT 1").fetchone() == (1,)
+        slow = time.monotonic() - started
+    assert proxy.delayed - before >= 5  # every query was held
+    assert slow >= 5 * 0.2 > fast, (fast, slow)
+    assert proxy.cuts == 0

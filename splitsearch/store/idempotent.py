@@ -8,12 +8,18 @@ wrong for two of Optuna's writes:
 * finishing a trial (``set_trial_state_values``): the second call finds the trial finished by
   the first and raises ``UpdateFinishedTrialError``, which killed the worker in its tell step;
 * creating a trial (``create_new_trial``, also how a trial is queued): the second call creates a
-  second trial.
+  second trial;
+* creating a study (``create_new_study``): the second call finds the study made by the first and
+  raises ``DuplicatedStudyError``, so the worker that created it took it for another worker's
+  and waited for a set-up nobody would do.
 
 So before it calls again, :func:`call_again_unless_committed` asks whether the first call's
 change is already there (:func:`finished_as_asked` for a state change; for a creation, the
 unique token of :func:`with_creation_token`, which :class:`~splitsearch.store.retry.PatientRDBStorage`
-looks for inside the creating transaction, so Optuna's own retry of a creation is covered too).
+looks for inside the creating transaction, so Optuna's own retry of a creation is covered too;
+for a study, a token written as a study system attribute in the creating transaction).  The
+tokens stay in the tables; the storage keeps them out of what it returns
+(:func:`without_creation_token`).
 
 The other writes are safe to repeat as they are: trial attributes and intermediate values are
 upserts, and a parameter written twice hits its unique key, which Optuna ignores.  Marking a
@@ -88,3 +94,15 @@ def with_creation_token(template: FrozenTrial | None) -> tuple[FrozenTrial, str]
 
 def creation_token(template: FrozenTrial | None) -> str | None:
     return None if template is None else template.system_attrs.get(CREATION_TOKEN)
+
+
+def without_creation_token(read: Result) -> Result:
+    """``read`` (a trial or a study, a list of them, or their system attributes) without the
+    creation token: the token is this storage's bookkeeping, written with the trial or study and
+    needed only while its creation is tried again; a reader sees what Optuna's own storage would
+    show.  What Optuna's storage returns is built for each call, so it is changed in place."""
+    for item in read if isinstance(read, list) else [read]:
+        attrs = item if isinstance(item, dict) else getattr(item, "system_attrs", None)
+        if isinstance(attrs, dict):
+            attrs.pop(CREATION_TOKEN, None)
+    return read

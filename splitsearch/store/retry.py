@@ -43,14 +43,17 @@ import logging
 import math
 import threading
 import time
+import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Sequence, TypeVar
 
 import optuna
 from optuna.storages._rdb import models  # private: see OPTUNA_INTERNALS
+from optuna.storages._rdb.storage import _create_scoped_session  # private: see OPTUNA_INTERNALS
+from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import exists, select
-from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, OperationalError
 
 from splitsearch.errors import StorageUnavailableError
 from splitsearch.store.idempotent import (
@@ -59,6 +62,7 @@ from splitsearch.store.idempotent import (
     creation_token,
     finished_as_asked,
     with_creation_token,
+    without_creation_token,
 )
 from splitsearch.store.urls import mask_password, mask_url
 
@@ -89,6 +93,7 @@ _REFUSED_BY_SERVER_MESSAGES = ("authentication failed", "does not exist", "no pg
                                "permission denied", "password is required")
 
 _log = logging.getLogger(__name__)
+_optuna_log = optuna.logging.get_logger("optuna.storages._rdb.storage")
 Result = TypeVar("Result")
 
 
@@ -151,6 +156,17 @@ class StoragePatience:
         self._outage_since: float | None = None
         self._outage_ended: float | None = None
         self._given_up: str | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What a copy in another process keeps (a pickled storage: Optuna's contract): the
+        settings and whether this one gave up; not the lock, the event or the outage in progress,
+        whose monotonic times mean nothing in another process."""
+        return {"url": self.url, "seconds": self.seconds, "final": self.final, "announce": self._announce,
+                "given_up": self._given_up}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["url"], state["seconds"], state["final"], state["announce"])
+        self._given_up = state["given_up"]
 
     def call(self, function: Callable[..., Result], /, *args: Any, **kwargs: Any) -> Result:
         """``function(*args, **kwargs)``, called again while the storage is unreachable, for a bounded time.
@@ -276,12 +292,59 @@ class PatientRDBStorage(optuna.storages.RDBStorage):
 
         return call_again_unless_committed(self.patience.call, change, committed, True)
 
+    def create_new_study(self, directions: Sequence[StudyDirection], study_name: str | None = None) -> int:
+        """Optuna's, the study tagged with a token of its own in the creating transaction, so that
+        a try after a lost commit finds the study it made (and returns it) instead of raising
+        ``DuplicatedStudyError`` as if another worker had made it."""
+        token = uuid.uuid4().hex
+        tries = 0
+
+        def try_once() -> int:
+            nonlocal tries
+            tries += 1
+            made = self._study_made_by(token) if tries > 1 else None
+            if made is not None:
+                return made
+            try:
+                return self._create_tagged_study(directions, study_name, token)
+            except optuna.exceptions.DuplicatedStudyError:
+                made = self._study_made_by(token) if tries > 1 else None
+                if made is None:
+                    raise
+                return made
+
+        return self.patience.call(try_once)
+
+    def _create_tagged_study(self, directions: Sequence[StudyDirection], study_name: str | None, token: str) -> int:
+        """Optuna 5.0's (and 5.1's) ``create_new_study``, with the token written in the same transaction."""
+        try:
+            with _create_scoped_session(self.scoped_session) as session:
+                if study_name is None:
+                    study_name = self._create_unique_study_name(session)
+                study = models.StudyModel(study_name=study_name, directions=[
+                    models.StudyDirectionModel(objective=objective, direction=direction)
+                    for objective, direction in enumerate(list(directions))])
+                session.add(study)
+                session.add(models.StudySystemAttributeModel(study=study, key=CREATION_TOKEN,
+                                                             value_json=json.dumps(token)))
+        except IntegrityError:
+            raise optuna.exceptions.DuplicatedStudyError from None
+        _optuna_log.info(f"A new study created in RDB with name: {study_name}")  # Optuna's own line
+        return optuna.storages.RDBStorage.get_study_id_from_name(self, study_name)
+
+    def _study_made_by(self, token: str) -> int | None:
+        """The id of the study whose creation carried ``token``, if that creation committed."""
+        attrs = models.StudySystemAttributeModel
+        with self.scoped_session() as session:
+            return session.scalars(select(attrs.study_id).where(
+                attrs.key == CREATION_TOKEN, attrs.value_json == json.dumps(token))).first()
+
     def _create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> FrozenTrial:
         """Optuna's, the trial tagged with a token of its own, so that a try after a lost commit
         (ours, or Optuna's own retry of a creation) finds the trial made instead of making another."""
         tagged, token = with_creation_token(template_trial)
         try:
-            return self.patience.call(super()._create_new_trial, study_id, tagged)
+            return without_creation_token(self.patience.call(super()._create_new_trial, study_id, tagged))
         finally:
             self._creations_tried.discard(token)
 
@@ -337,9 +400,10 @@ class PatientRDBStorage(optuna.storages.RDBStorage):
 
 # The methods of Optuna's RDBStorage that open, use and close a session of their own and are
 # called again as they are after a lost connection: the public ones, and the private ones
-# Optuna's trial cache calls.  Finishing and creating a trial are not among them (above).
+# Optuna's trial cache calls.  Finishing and creating a trial, and creating a study, are not
+# among them (above).
 _OPTUNA_ENTRY_POINTS = (
-    "create_new_study", "delete_study", "set_study_user_attr", "set_study_system_attr", "get_study_id_from_name",
+    "delete_study", "set_study_user_attr", "set_study_system_attr", "get_study_id_from_name",
     "get_study_name_from_id", "get_study_directions", "get_study_user_attrs", "get_study_system_attrs",
     "get_trial_user_attrs", "get_trial_system_attrs", "get_all_studies",
     "set_trial_param", "_set_trial_param", "get_trial_param",
@@ -347,12 +411,28 @@ _OPTUNA_ENTRY_POINTS = (
     "get_trial_id_from_study_id_trial_number", "get_trial", "get_all_trials", "_get_trials", "get_best_trial",
     "_get_best_trial_id",
 )
+# The entry points that return trials or studies or their system attributes: the creation token, a
+# bookkeeping attribute of this storage, is kept out of what they return, so a reader sees the
+# trial Optuna's own storage would show (Optuna's storage contract, tests/test_storage_contract.py).
+_TRIAL_READERS = ("get_trial", "get_all_trials", "_get_trials", "get_best_trial", "get_trial_system_attrs",
+                  "get_all_studies", "get_study_system_attrs")
+
+
+def _hiding_creation_token(method: Callable[..., Result]) -> Callable[..., Result]:
+    @functools.wraps(method)
+    def call(self: Any, *args: Any, **kwargs: Any) -> Result:
+        return without_creation_token(method(self, *args, **kwargs))
+
+    return call
+
+
 for _name in _OPTUNA_ENTRY_POINTS:
-    setattr(PatientRDBStorage, _name, patient(getattr(optuna.storages.RDBStorage, _name)))
+    _method = patient(getattr(optuna.storages.RDBStorage, _name))
+    setattr(PatientRDBStorage, _name, _hiding_creation_token(_method) if _name in _TRIAL_READERS else _method)
 
 # The Optuna releases whose internals below were read and tested (tests/test_storage_faults.py
 # checks that they still exist); setup.cfg pins optuna to these.
-VERIFIED_OPTUNA = ("5.0",)
+VERIFIED_OPTUNA = ("5.0", "5.1")
 # What of Optuna's private API this module relies on, and why.
 OPTUNA_INTERNALS = {
     "RDBStorage._create_new_trial": "the trial cache creates and queues trials through it: overridden to tag "
@@ -364,7 +444,11 @@ OPTUNA_INTERNALS = {
     "RDBStorage._get_best_trial_id": "called by the trial cache: retried",
     "RDBStorage._get_stale_trial_ids": "called by the trial cache: overridden to find no stale trial right "
                                        "after an outage, and to find trials that never beat",
-    "RDBStorage.scoped_session": "the session factory the two queries above run in",
-    "optuna.storages._rdb.models": "TrialModel, TrialHeartbeatModel, TrialSystemAttributeModel: the tables "
-                                   "the two queries above read",
+    "RDBStorage.scoped_session": "the session factory the queries above run in",
+    "RDBStorage._create_unique_study_name": "a study created without a name: create_new_study is rewritten "
+                                            "to write its creation token in the creating transaction",
+    "optuna.storages._rdb.storage._create_scoped_session": "the committing session create_new_study runs in",
+    "optuna.storages._rdb.models": "TrialModel, TrialHeartbeatModel, TrialSystemAttributeModel, StudyModel, "
+                                   "StudyDirectionModel, StudySystemAttributeModel: the tables the queries "
+                                   "above read and write",
 }
