@@ -3,7 +3,7 @@
 A connection lost after the server committed a transaction and before its answer came back
 leaves the client not knowing whether its change is in the database.  Calling it again as if
 nothing had been committed (what :meth:`~splitsearch.store.retry.StoragePatience.call` does) is
-wrong for two of Optuna's writes:
+wrong for three of Optuna's writes:
 
 * finishing a trial (``set_trial_state_values``): the second call finds the trial finished by
   the first and raises ``UpdateFinishedTrialError``, which killed the worker in its tell step;
