@@ -21,12 +21,12 @@ from optuna.trial import FrozenTrial, TrialState
 from splitsearch.search.confirm import ConfirmedCandidate, load_verdicts
 from splitsearch.search.pruning import KNOWN_COSTS, epoch_accuracies
 from splitsearch.search.record import (
-    REFERENCE_COST_FACTOR,
     StudyRecord,
     TrialRecord,
     count_trials,
     format_cost,
     front_hypervolume,
+    hypervolume_text,
     pareto_front,
     trial_accuracy,
 )
@@ -198,9 +198,7 @@ def hypervolume(study: optuna.Study) -> Hypervolume:
     objectives = StudyRecord.from_study(study).objectives or ()
     # The label says "latency (ms)" already.
     cost_text = f"{reference:.3g}" if objectives[1:] == ("latency",) else format_cost(objectives[1], reference)
-    text = (f"hypervolume {value:.3f} (reference point: accuracy 0, {cost_text} {cost_label(study)}, "
-            f"{REFERENCE_COST_FACTOR:g} x the largest)")
-    return Hypervolume(value, reference, text)
+    return Hypervolume(value, reference, hypervolume_text(value, f"{cost_text} {cost_label(study)}"))
 
 
 def confirmed_accuracy(study: optuna.Study, confirmed: Sequence[ConfirmedCandidate]) -> Confirmed:

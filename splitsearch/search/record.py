@@ -393,6 +393,13 @@ def front_hypervolume(study: Any) -> tuple[float, float] | None:
     return area / reference, reference
 
 
+def hypervolume_text(value: float, reference_text: str) -> str:
+    """``hypervolume 0.812 (reference point: accuracy 0, 21.9K params, 1.1 x the largest)``: the
+    wording the run's summary and the report share; ``reference_text`` is the reference cost with its unit."""
+    return (f"hypervolume {value:.3f} (reference point: accuracy 0, {reference_text}, "
+            f"{REFERENCE_COST_FACTOR:g} x the largest)")
+
+
 def format_cost(objective: str, value: float) -> str:
     """A cost objective's value as a person reads it: ``2.19e+04`` params -> ``21.9K``, bytes as bytes."""
     if objective == "activation":

@@ -12,12 +12,12 @@ import optuna
 
 from splitsearch.search.confirm import ConfirmedCandidate
 from splitsearch.search.record import (
-    REFERENCE_COST_FACTOR,
     StudyRecord,
     TrialRecord,
     count_trials,
     format_cost,
     front_hypervolume,
+    hypervolume_text,
     pareto_front,
     trial_accuracy,
 )
@@ -66,8 +66,8 @@ def front_line(study: optuna.Study) -> str:
     cost = (StudyRecord.from_study(study).objectives or ("accuracy", "cost"))[1]
     stopped = sum(TrialRecord.from_trial(trial).pruned_at_epoch is not None
                   for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,)))
-    return (f"Pareto front: {len(pareto_front(study))} trials, hypervolume {value:.3f} (reference point: accuracy 0, "
-            f"{cost} {format_cost(cost, reference)}, {REFERENCE_COST_FACTOR:g} x the largest); the Pareto pruner "
+    return (f"Pareto front: {len(pareto_front(study))} trials, "
+            f"{hypervolume_text(value, f'{cost} {format_cost(cost, reference)}')}; the Pareto pruner "
             f"stopped {stopped} trial{'' if stopped == 1 else 's'}")
 
 
