@@ -6,6 +6,7 @@ batch 8) is built once for the module and its three steps are compared with an e
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import pytest
@@ -33,13 +34,13 @@ def batches() -> list[tuple[torch.Tensor, torch.Tensor, float]]:
              0.1 * (index + 1)) for index in range(STEPS)]
 
 
-def make_step(mode: str, backend: str | object = "inductor") -> CotrainStep:
+def make_step(mode: str, backend: str | object = "inductor", config: SplitConfig = CONFIG) -> CotrainStep:
     torch.manual_seed(0)  # the same initial weights for every step made here
-    ensemble = make_ensemble(CONFIG, mode)
-    optimizer = make_optimizer(ensemble, CONFIG.train, CONFIG.wd_rule, CONFIG.S,
+    ensemble = make_ensemble(config, mode)
+    optimizer = make_optimizer(ensemble, config.train, config.wd_rule, config.S,
                                step_optimizer_options(torch.device("cpu"), compile_mode(mode) is not None))
-    return CotrainStep(ensemble, ensemble, MemberGroup.single(CONFIG.S), optimizer, PlainStage(CONFIG, "cpu"),
-                       members=CONFIG.S, cotrain=True, label_smoothing=0.0, autocast=False,
+    return CotrainStep(ensemble, ensemble, MemberGroup.single(config.S), optimizer, PlainStage(config, "cpu"),
+                       members=config.S, cotrain=True, label_smoothing=0.0, autocast=False,
                        compile_mode=compile_mode(mode), backend=backend)
 
 
@@ -97,3 +98,21 @@ def test_a_compile_failure_trains_eagerly_after_one_warning_line() -> None:
     # fused SGD kernel's rounding, torch's default float32 tolerance).
     for mine, reference in zip(parts, run(eager)):
         torch.testing.assert_close(mine, reference)
+
+
+def test_every_new_shape_in_a_process_is_compiled_past_dynamos_recompile_limit() -> None:
+    """A search compiles one shape per candidate; Dynamo alone runs the 9th and later eagerly, unseen."""
+    graphs = []
+
+    def counting_backend(graph, example_inputs):  # compiles nothing: records that Dynamo captured a graph
+        graphs.append(graph)
+        return graph.forward
+
+    views, labels, weight = batches()[0]
+    for candidate in range(10):  # widths of 4, 5, ..., 13 channels at base width 16: ten shapes
+        config = dataclasses.replace(CONFIG, width_mult=0.25 + candidate / 16)
+        step = make_step("compiled-sequential", backend=counting_backend, config=config)
+        captured = len(graphs)
+        step(views, labels, None, 1.0, weight)
+        assert len(graphs) > captured, f"candidate {candidate + 1}'s step ran without being compiled"
+        assert step.compiled

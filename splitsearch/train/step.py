@@ -17,6 +17,15 @@ Shapes stay fixed within a trial: the training loader drops a short last batch
 (:func:`splitsearch.data.prepare_data`), and the step's scalars (the co-training weight, mixup's
 lambda) enter a compiled step as tensors, so a new value does not recompile.  A compile that
 fails falls back to eager with one warning line naming the reason.
+
+Across trials, Dynamo keeps the compiled versions of the step in one cache per function, guarded
+by the parameters' shapes, so a later candidate of a shape compiled before in this process pays
+nothing.  That cache holds at most 8 versions (``torch._dynamo.config.recompile_limit``) and
+beyond them Dynamo runs the step eagerly, silently: a search compiles a new shape per candidate,
+so after 8 candidates every step would have been eager while the trial said compiled.  The step
+therefore counts the shapes compiled in this process and empties Dynamo's cache
+(``torch.compiler.reset``) before it would fill; inductor's on-disk caches still serve a shape
+compiled before.
 """
 
 from __future__ import annotations
@@ -34,6 +43,21 @@ from splitsearch.train.stage import TrainingStage
 
 # What a step's loss is made of, besides its inputs: fixed for a trial.
 LossParts = tuple[Tensor, Tensor, Tensor]
+
+# Shapes compiled in this process since Dynamo's cache was last emptied.  One shape can take two
+# of the cache's 8 entries (with and without mixup's targets), so it is emptied at half of them.
+MAX_COMPILED_SHAPES = 4
+_compiled_shapes: set[tuple[Any, ...]] = set()
+
+
+def _make_room_for(shape: tuple[Any, ...]) -> None:
+    """Empty Dynamo's cache if compiling ``shape`` could push a step past its recompile limit (eager, silently)."""
+    if shape in _compiled_shapes:
+        return
+    if len(_compiled_shapes) >= MAX_COMPILED_SHAPES:
+        torch.compiler.reset()
+        _compiled_shapes.clear()
+    _compiled_shapes.add(shape)
 
 
 class CotrainStep:
@@ -114,6 +138,7 @@ class CotrainStep:
             torch.compiler.cudagraph_mark_step_begin()  # the previous step's outputs may be overwritten
         self.optimizer.zero_grad(set_to_none=True)
         if self._compiled is not None and not self._proven:
+            _make_room_for(self._shape(views, mixed_targets))
             try:
                 parts = self._backward(self._compiled, views, labels, mixed_targets, mix_weight, lambda_cot, scale)
                 self._proven = True
@@ -126,6 +151,12 @@ class CotrainStep:
                                    lambda_cot, scale)
         self.optimizer.step()
         return parts
+
+    def _shape(self, views: Tensor, mixed_targets: Tensor | None) -> tuple[Any, ...]:
+        """What Dynamo's guards on this step check: the inputs', parameters' and settings' shapes and values."""
+        return (self.compile_mode, type(self.module).__qualname__, self.group.world, tuple(views.shape),
+                mixed_targets is None, self.cotrain, self.label_smoothing, self.autocast,
+                tuple(tuple(parameter.shape) for parameter in self.module.parameters()))
 
     def _backward(self, forward_loss: Callable[..., LossParts], views: Tensor, labels: Tensor,
                   mixed_targets: Tensor | None, mix_weight: float, lambda_cot: float, scale: float) -> Tensor:
