@@ -304,7 +304,7 @@ class Trainer:
             meter.update(ensemble_log_probs(logits, combined), labels)
         correct = self.group.sum_over_data(torch.cat([correct_ensemble[None], correct_members]))
         count = loader.num_samples
-        ensemble, *members = meter.compute(self.group.data_group if self.group.data_ranks > 1 else None)
+        ensemble, *members = meter.compute(self.group.data_group)
         return Scores((correct[0] / count).item(), (correct[1:] / count).tolist(), ensemble, members)
 
     def batch_logits(self, loader: TensorLoader | StreamLoader,
@@ -320,10 +320,11 @@ class Trainer:
         In member-parallel training every rank must call it (it gathers the members); rank 0 gets
         the state of all S members in the one-process format, the other ranks None.
         """
-        ensemble, optimizer = self._all_members(self.ensemble.state_dict(), self.optimizer.state_dict())
+        members = self.group.gather_training_state(self.ensemble.state_dict(), self.optimizer.state_dict())
         entries = self.stage.checkpoint_entries()  # gathered from every rank, as the members are
-        if ensemble is None:
+        if members is None:
             return None
+        ensemble, optimizer = members
         state = {
             "config": self.config.to_dict(),
             "ensemble_kind": type(self.ensemble).__name__,
@@ -363,17 +364,6 @@ class Trainer:
             taken += fitting
         return taken
 
-    def _all_members(self, ensemble: dict[str, Any], optimizer: dict[str, Any]
-                     ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-        """This process's ensemble and optimiser states, over all S members on rank 0 (None elsewhere)."""
-        if self.group.world == 1:
-            return (ensemble, optimizer) if self.group.is_main else (None, None)
-        parts = self.group.gather_to_main((_to_cpu(ensemble), _to_cpu(optimizer)))
-        if parts is None:
-            return None, None
-        return (self.group.full_ensemble_state([part[0] for part in parts]),
-                self.group.full_optimizer_state([part[1] for part in parts]))
-
     def save_checkpoint(self) -> None:
         """Write the checkpoint atomically (temporary file, then rename): a crash never leaves half of one."""
         if self.out_dir is not None and (state := self.state()) is not None:
@@ -400,9 +390,8 @@ class Trainer:
             )
         if (change := self.stage.resume(state)) is not None:
             self._change_members(change)
-        ensemble, optimizer = state["ensemble"], state["optimizer"]
-        if self.group.world > 1:  # written for all S members, by any number of processes
-            ensemble, optimizer = self.group.own_ensemble_state(ensemble), self.group.own_optimizer_state(optimizer)
+        # Written for all S members, by any number of processes: this rank takes its members' part.
+        ensemble, optimizer = self.group.own_training_state(state["ensemble"], state["optimizer"])
         self.ensemble.load_state_dict(ensemble)
         self.optimizer.load_state_dict(optimizer)
         self.scheduler.load_state_dict(state["scheduler"])
@@ -422,10 +411,10 @@ class Trainer:
         """
         if self.out_dir is None:
             return
-        parts = self.group.gather_to_main([_to_cpu(member.state_dict()) for member in self.ensemble.members])
-        if parts is not None:
+        members = self.group.gather_members([member.state_dict() for member in self.ensemble.members])
+        if members is not None:
             normalization = self.data.normalization
-            model = {"config": self.config.to_dict(), "members": [member for part in parts for member in part],
+            model = {"config": self.config.to_dict(), "members": members,
                      "normalization": {"mean": list(normalization.mean), "std": list(normalization.std)}}
             self._write_file(MODEL_NAME, _serialized(model))
 
@@ -444,17 +433,6 @@ class Trainer:
             if self.on_write_error is None:
                 raise failure from error
             self.on_write_error(failure)
-
-
-def _to_cpu(state: Any) -> Any:
-    """A state (nested dicts, lists and tensors) with every tensor on the CPU, to send to another process."""
-    if isinstance(state, torch.Tensor):
-        return state.cpu()
-    if isinstance(state, dict):
-        return {key: _to_cpu(value) for key, value in state.items()}
-    if isinstance(state, (list, tuple)):
-        return type(state)(_to_cpu(value) for value in state)
-    return state
 
 
 def atomic_write(path: Path, data: bytes | memoryview) -> None:

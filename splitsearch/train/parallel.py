@@ -265,6 +265,33 @@ class MemberGroup:
 
     # -- the one-process checkpoint format -----------------------------------------------------------
 
+    def gather_training_state(self, ensemble: Mapping[str, Tensor], optimizer: Mapping[str, Any]
+                              ) -> tuple[dict[str, Tensor], dict[str, Any]] | None:
+        """This rank's ensemble and optimiser states as one process over all S members holds them, on rank 0.
+
+        Every rank must call it (member ranks send theirs to rank 0); the other ranks get None.
+        """
+        if self.world == 1:
+            return (dict(ensemble), dict(optimizer)) if self.is_main else None
+        parts = self.gather_to_main((to_cpu(ensemble), to_cpu(optimizer)))
+        if parts is None:
+            return None
+        return (self.full_ensemble_state([part[0] for part in parts]),
+                self.full_optimizer_state([part[1] for part in parts]))
+
+    def own_training_state(self, ensemble: Mapping[str, Tensor], optimizer: Mapping[str, Any]
+                           ) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        """This rank's part of ensemble and optimiser states over all S members (all of them in one process)."""
+        if self.world == 1:
+            return dict(ensemble), dict(optimizer)
+        return self.own_ensemble_state(ensemble), self.own_optimizer_state(optimizer)
+
+    def gather_members(self, members: list[Mapping[str, Tensor]]) -> list[dict[str, Tensor]] | None:
+        """All S members' state dicts, in member order and on the CPU, on rank 0 from each rank's own; None elsewhere."""
+        parts = self.gather_to_main([to_cpu(member) for member in members])
+        return None if parts is None else [member for part in parts for member in part]
+
+
     def full_ensemble_state(self, parts: list[Mapping[str, Tensor]], prefix: str = "networks.") -> dict[str, Tensor]:
         """A sequential ensemble's state dict over all S members from each rank's over its own.
 
@@ -326,6 +353,17 @@ class MemberGroup:
                      if offset <= local < offset + count * local_members)
         member, position = divmod(local - local_offsets[group], per_member[group])
         return full_offsets[group] + (first_member + member) * per_member[group] + position
+
+
+def to_cpu(state: Any) -> Any:
+    """A state (nested dicts, lists and tensors) with every tensor on the CPU, to send to another process."""
+    if isinstance(state, Tensor):
+        return state.cpu()
+    if isinstance(state, Mapping):
+        return {key: to_cpu(value) for key, value in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(to_cpu(value) for value in state)
+    return state
 
 
 def _offsets(sizes: list[int]) -> list[int]:
