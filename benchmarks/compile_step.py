@@ -1,7 +1,7 @@
 """The compiled co-training step against the eager one, what compiling costs, and ``--mode auto`` against eager.
 
 Run:  python benchmarks/compile_step.py [--cases resnet20:2,resnet20:4] [--batch-size 128] [--steps 3]
-                                        [--epochs 10] [--threads 1] [--data PATH]
+                                        [--epochs 10] [--threads 1] [--data PATH] [--skip-steps | --skip-auto]
 
 Every measurement runs on ``--threads`` threads (default 1, as the tests run: on a CPU shared
 with other work, OpenMP threads spinning against other processes made a step many times slower,
@@ -154,6 +154,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the CIFAR-10 subset .npz")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of every measurement")
     parser.add_argument("--skip-auto", action="store_true", help="the step and compile tables only")
+    parser.add_argument("--skip-steps", action="store_true", help="the auto-vs-eager table only")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     options = parser.parse_args()
     torch.set_num_threads(options.threads)
@@ -163,12 +164,13 @@ def main() -> None:
     threads = torch.get_num_threads()
     print(f"cpu, {threads} threads, float32; batch {options.batch_size}, 3x32x32 inputs; "
           f"median of {options.steps} steps after the first")
-    rows = step_tables(options)
-    resultfiles.save("compile_step", rows, notes=(
-        f"cpu, {threads} threads; co-training step (CE + JS, SGD) eager sequential vs compiled-sequential "
-        f"(torch.compile, fused SGD), batch {options.batch_size}, median of {options.steps} steps. Cold compile: "
-        "fresh process, empty TORCHINDUCTOR_CACHE_DIR; cached: second fresh process over the same cache folder; "
-        "in-process: a second step of the same shape in the first process."))
+    if not options.skip_steps:
+        rows = step_tables(options)
+        resultfiles.save("compile_step", rows, notes=(
+            f"cpu, {threads} threads; co-training step (CE + JS, SGD) eager sequential vs compiled-sequential "
+            f"(torch.compile, fused SGD), batch {options.batch_size}, median of {options.steps} steps. Cold "
+            "compile: fresh process, empty TORCHINDUCTOR_CACHE_DIR; cached: second fresh process over the same "
+            "cache folder; in-process: a second step of the same shape in the first process."))
     if options.skip_auto:
         return None
     if not options.data.is_file():

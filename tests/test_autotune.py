@@ -15,7 +15,7 @@ from splitsearch.data import prepare_data
 from splitsearch.store import Store, upgrade
 from splitsearch.train import loop
 from splitsearch.train.autotune import (COMPILE_SECONDS_PRIOR, EXPECTED_COMPILED_SAVING, MIN_MEASURED_TRIAL_STEPS,
-                                        choose_mode, measure_mode, viable_modes)
+                                        ModeTiming, choose_mode, decide, measure_mode, shape_key, viable_modes)
 from splitsearch.train.loop import Trainer
 
 CPU = torch.device("cpu")
@@ -47,18 +47,57 @@ def test_viable_modes_on_the_cpu() -> None:
     assert viable_modes(CONFIG.replace(groups=2, split_depth="fc"), CPU) == ["sequential", "compiled-sequential"]
 
 
-def test_auto_keeps_the_fastest_mode_whose_saving_pays_its_compile() -> None:
+def test_auto_compiles_the_fastest_eager_mode_only_and_keeps_it_once_compiled() -> None:
     measured: list[str] = []
     choice = choose_mode(CONFIG, CPU, 1000, stubbed_measure(measured))
 
-    assert measured == ["sequential", "fused", "compiled-sequential", "compiled-fused"]
+    # Sequential is the faster eager mode, so only its compiled variant is measured: compiling
+    # fused too would stake a second compile on the slower mode.
+    assert measured == ["sequential", "fused", "compiled-sequential"]
     timings = {timing.mode: timing for timing in choice.timings}
-    assert {mode: timing.step_seconds for mode, timing in timings.items()} == pytest.approx(STEP)
+    assert {mode: timing.step_seconds for mode, timing in timings.items()} == pytest.approx(
+        {mode: STEP[mode] for mode in measured})
     assert timings["compiled-sequential"].compile_seconds == pytest.approx(71.0)
     assert timings["sequential"].compile_seconds == 0.0
-    # compiled-fused is the fastest step, but saves 0.2 s x 1000 = 200 s < its 500 s compile;
-    # compiled-sequential saves 0.12 s x 1000 = 120 s > 71 s.
     assert (choice.mode, choice.cached, choice.steps) == ("compiled-sequential", False, 1000)
+
+
+def test_a_compile_already_paid_by_the_measurement_does_not_count_against_its_mode() -> None:
+    timings = [ModeTiming("sequential", 0.4), ModeTiming("compiled-sequential", 0.28, 71.0)]
+    # 100 steps save 12 s, less than the 71 s compile: not worth compiling for...
+    assert decide(timings, 100) == "sequential"
+    # ... but once the measurement has compiled it in this process, training in it costs nothing more.
+    assert decide(timings, 100, compiled_here=True) == "compiled-sequential"
+
+
+class DictCache:
+    """A :class:`~splitsearch.train.autotune.ModeCache` in memory (the store is one; tested below)."""
+
+    def __init__(self) -> None:
+        self.timings: dict[str, list] = {}
+
+    def mode_timings(self, shape):
+        return self.timings.get(repr(sorted(shape.items())))
+
+    def record_mode_timings(self, shape, timings) -> None:
+        self.timings[repr(sorted(shape.items()))] = timings
+
+
+def test_cached_timings_choose_by_each_modes_compile_cost_and_the_trials_steps() -> None:
+    cache = DictCache()
+    cache.record_mode_timings(shape_key(CONFIG, CPU), [
+        {"mode": mode, "step_seconds": STEP[mode], "compile_seconds": COMPILE.get(mode, 0.0)} for mode in STEP])
+    measured: list[str] = []
+
+    # compiled-fused is the fastest step, but over 1000 steps saves 0.2 s x 1000 = 200 s < its
+    # 500 s compile; compiled-sequential saves 0.12 s x 1000 = 120 s > 71 s.
+    short = choose_mode(CONFIG, CPU, 1000, stubbed_measure(measured), cache)
+    # Over 5000 steps compiled-fused saves 1000 s > 500 s.
+    long = choose_mode(CONFIG, CPU, 5000, stubbed_measure(measured), cache)
+
+    assert measured == []
+    assert (short.mode, short.cached) == ("compiled-sequential", True)
+    assert (long.mode, long.cached) == ("compiled-fused", True)
 
 
 def test_auto_does_not_compile_for_a_trial_too_short_to_pay_for_it() -> None:
@@ -126,5 +165,4 @@ def test_the_choice_is_recorded_on_the_trial_and_shown_in_its_report_line() -> N
     assert TrialRecord.from_trial(trial).mode_choice["timings"][2] == {
         "mode": "compiled-sequential", "step_seconds": pytest.approx(0.28), "compile_seconds": pytest.approx(71.0)}
     assert data.execution(trial) == ("mode compiled-sequential (measured: sequential 400 ms, fused 500 ms, "
-                                     "compiled-sequential 280 ms + 71 s compile, compiled-fused 200 ms + 500 s "
-                                     "compile a step)")
+                                     "compiled-sequential 280 ms + 71 s compile a step)")

@@ -3,16 +3,20 @@
 Which mode trains a candidate fastest depends on the network, S, the batch and the machine
 (packing measured slower than sequential on the CPU and faster on a GPU; a compiled step saves
 a share of every step but costs a compile first), so ``auto`` measures rather than guesses.
-Each viable mode (:func:`viable_modes`) runs a few steps on a throwaway copy of the candidate
-after one warm-up step; the warm-up's extra time over a timed step is the mode's compile cost.
-The choice (:func:`decide`) is the fastest mode whose saving over the eager one, over the trial's
-steps, exceeds its compile cost.
+Each mode measured (of :func:`viable_modes`) runs a few steps on a throwaway copy of the
+candidate after one warm-up step; the warm-up's extra time over a timed step is a compiled mode's
+compile cost.  The choice (:func:`decide`) is the fastest mode whose saving over the fastest eager
+one, over the trial's steps, exceeds what compiling it still costs: nothing for a mode compiled
+by the measurement itself (this process's Dynamo cache keeps it), its measured compile for a mode
+whose timings come from the cache.
 
 A trial shorter than :data:`MIN_MEASURED_TRIAL_STEPS` is not measured (measuring would cost a
 noticeable share of it): it runs as ``auto`` did before measuring, packed on a GPU where the
-members pack and sequential on the CPU.  Compiling only to find that it does not pay would
-make ``auto`` slower than eager on the short trials of a search, so compiled modes are measured only where they can pay: where the trial's
-eager time times :data:`EXPECTED_COMPILED_SAVING` exceeds :data:`COMPILE_SECONDS_PRIOR`.
+members pack and sequential on the CPU.  Measuring a compiled mode costs its whole compile
+whether or not it then wins, so compiled modes are measured only where they can pay (where the
+trial's eager time times :data:`EXPECTED_COMPILED_SAVING` exceeds :data:`COMPILE_SECONDS_PRIOR`),
+and only the compiled variants of the fastest eager mode: a second compile measured doubles the
+stake for a mode that, eager, is already the slower one.
 
 The timings are cached per shape (architecture, S, widths, input, batch, device kind) in a
 :class:`ModeCache` (the store, in a search), so a later candidate of the same shape does not
@@ -35,11 +39,12 @@ MEASURED_STEPS = 3
 # Measuring costs a warm-up and MEASURED_STEPS steps per mode; a trial of fewer steps than this
 # trains as auto did before it measured (packed on a GPU where possible, sequential on the CPU).
 MIN_MEASURED_TRIAL_STEPS = 200
-# A compiled step saved 29 % of the eager one for ResNet-20 S=2 on a 2-core CPU (1.42x, issue 29's
-# measurement); a trial whose eager time this share of cannot pay a compile is not compiled.
-EXPECTED_COMPILED_SAVING = 0.3
-# Cold torch.compile of a ResNet-20 co-training step took 71 s on that CPU; where nothing was
-# measured on this device kind yet, a compile is expected to cost this much.
+# A compiled step saved 25 % of the eager one for ResNet-20 S=2 and 16 % for S=4 on an idle 2-core
+# CPU (benchmarks/compile_step.py, 2026-12-07); a trial whose eager time this share of cannot pay a
+# compile is not compiled.
+EXPECTED_COMPILED_SAVING = 0.2
+# Cold torch.compile of those steps took 49 s and 61 s on that CPU; where nothing was measured on
+# this device kind yet, a compile is expected to cost this much.
 COMPILE_SECONDS_PRIOR = 60.0
 
 
@@ -122,10 +127,14 @@ def measure_mode(run_steps: Callable[[int], None], mode: str,
     return ModeTiming(mode, step, max(first - step, 0.0) if mode.startswith(("compiled", "graphed")) else 0.0)
 
 
-def decide(timings: Sequence[ModeTiming], steps: int) -> str:
-    """The fastest mode whose saving over the fastest eager mode, over ``steps``, exceeds its compile cost."""
+def decide(timings: Sequence[ModeTiming], steps: int, compiled_here: bool = False) -> str:
+    """The fastest mode whose saving over the fastest eager mode, over ``steps``, exceeds its compile cost.
+
+    ``compiled_here``: the compiled modes among ``timings`` were just compiled in this process
+    (measured, not cached), so training in one of them compiles nothing more.
+    """
     eager = min((timing for timing in timings if not timing.compile_seconds), key=lambda timing: timing.step_seconds)
-    paying = [timing for timing in timings if timing.compile_seconds == 0
+    paying = [timing for timing in timings if timing.compile_seconds == 0 or compiled_here
               or (eager.step_seconds - timing.step_seconds) * steps > timing.compile_seconds]
     return min(paying, key=lambda timing: timing.step_seconds).mode
 
@@ -144,16 +153,15 @@ def choose_mode(config: SplitConfig, device: torch.device, steps: int, measure: 
     modes = viable_modes(config, device)
     timings = ([ModeTiming(**timing) for timing in stored] if stored
                else _measured(measure, [mode for mode in modes if "-" not in mode]))
-    measured = not stored
-    best = min(timing.step_seconds for timing in timings)
-    if (best * steps * EXPECTED_COMPILED_SAVING > COMPILE_SECONDS_PRIOR
+    measured, compiled_here = not stored, False
+    fastest = min(timings, key=lambda timing: timing.step_seconds)
+    if (fastest.step_seconds * steps * EXPECTED_COMPILED_SAVING > COMPILE_SECONDS_PRIOR
             and not any("-" in timing.mode for timing in timings)):
-        runs = {timing.mode for timing in timings}
-        timings += _measured(measure, [mode for mode in modes if "-" in mode and mode.split("-", 1)[1] in runs])
-        measured = True
+        timings += _measured(measure, [mode for mode in modes if mode.partition("-")[2] == fastest.mode])
+        measured = compiled_here = True
     if measured and cache is not None:
         cache.record_mode_timings(shape, [asdict(timing) for timing in timings])
-    return ModeChoice(decide(timings, steps), tuple(timings), cached=not measured, steps=steps)
+    return ModeChoice(decide(timings, steps, compiled_here), tuple(timings), cached=not measured, steps=steps)
 
 
 def _measured(measure: Callable[[str], ModeTiming | None], modes: list[str]) -> list[ModeTiming]:
