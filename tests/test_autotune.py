@@ -15,7 +15,8 @@ from splitsearch.data import prepare_data
 from splitsearch.store import Store, upgrade
 from splitsearch.train import loop
 from splitsearch.train.autotune import (COMPILE_SECONDS_PRIOR, EXPECTED_COMPILED_SAVING, MIN_MEASURED_TRIAL_STEPS,
-                                        ModeTiming, choose_mode, decide, measure_mode, shape_key, viable_modes)
+                                        CompilePrior, ModeTiming, choose_mode, compile_prior, decide, measure_mode,
+                                        shape_key, viable_modes)
 from splitsearch.train.loop import Trainer
 
 CPU = torch.device("cpu")
@@ -82,6 +83,9 @@ class DictCache:
     def record_mode_timings(self, shape, timings) -> None:
         self.timings[repr(sorted(shape.items()))] = timings
 
+    def device_mode_timings(self, kind):
+        return [timings for key, timings in self.timings.items() if f"('device_kind', {kind!r})" in key]
+
 
 def test_cached_timings_choose_by_each_modes_compile_cost_and_the_trials_steps() -> None:
     cache = DictCache()
@@ -98,6 +102,27 @@ def test_cached_timings_choose_by_each_modes_compile_cost_and_the_trials_steps()
     assert measured == []
     assert (short.mode, short.cached) == ("compiled-sequential", True)
     assert (long.mode, long.cached) == ("compiled-fused", True)
+
+
+def test_what_compiling_gave_other_shapes_on_this_device_sets_whether_to_stake_a_compile() -> None:
+    steps = 1000  # 0.4 s x 1000 x the default expected saving 0.2 = 80 s > 60 s: measured without history
+    assert STEP["sequential"] * steps * EXPECTED_COMPILED_SAVING > COMPILE_SECONDS_PRIOR
+    cache = DictCache()
+    # Two other shapes on this CPU: compiling saved 5 % and 2 % of a step, for 70 s and 90 s.
+    for width, compiled_step, compile_seconds in ((0.5, 0.95, 70.0), (0.75, 0.98, 90.0)):
+        cache.record_mode_timings(shape_key(CONFIG.replace(width_mult=width), CPU), [
+            {"mode": "sequential", "step_seconds": 1.0, "compile_seconds": 0.0},
+            {"mode": "compiled-sequential", "step_seconds": compiled_step, "compile_seconds": compile_seconds}])
+    cache.record_mode_timings(shape_key(CONFIG.replace(width_mult=0.6), CPU), [  # eager only: no evidence
+        {"mode": "sequential", "step_seconds": 1.0, "compile_seconds": 0.0}])
+    measured: list[str] = []
+
+    choice = choose_mode(CONFIG, CPU, steps, stubbed_measure(measured), cache)
+
+    assert choice.prior == CompilePrior(saving=pytest.approx(0.035), compile_seconds=80.0, shapes=2)
+    assert measured == ["sequential", "fused"]  # 0.4 s x 1000 x 0.035 = 14 s < 80 s: no compile staked
+    assert choice.mode == "sequential"
+    assert compile_prior([]) == CompilePrior(EXPECTED_COMPILED_SAVING, COMPILE_SECONDS_PRIOR, 0)
 
 
 def test_auto_does_not_compile_for_a_trial_too_short_to_pay_for_it() -> None:

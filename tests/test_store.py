@@ -230,6 +230,10 @@ def _use_mode_timings(store: Store, row: Any, cost: CandidateCost) -> None:
     store.record_mode_timings(shape, second)  # measured again: the latest timings stay
     assert store.mode_timings(shape) == second
     assert store.mode_timings({**shape, "S": 4}) is None
+    other = [{"mode": "sequential", "step_seconds": 0.9, "compile_seconds": 0.0}]
+    store.record_mode_timings({**shape, "S": 4}, other)
+    store.record_mode_timings({**shape, "device_kind": "NVIDIA H100"}, first)
+    assert store.device_mode_timings("cpu") == [second, other]
 
 
 _CALIBRATION_COLUMNS = ("val_nll", "val_ece", "val_brier", "member_val_calibration")

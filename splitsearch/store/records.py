@@ -520,6 +520,13 @@ class Store:
         with self._sessions() as session:
             return session.scalars(query).first()
 
+    @patient
+    def device_mode_timings(self, device_kind: str) -> list[list[dict[str, Any]]]:
+        """Every shape's timings kept for ``device_kind``, oldest first: what compiling gave on that kind of device."""
+        query = select(ModeTimings.timings).filter_by(device_kind=device_kind).order_by(ModeTimings.id)
+        with self._sessions() as session:
+            return list(session.scalars(query))
+
 
     @patient
     def find_reusable(self, config_hash: str, dataset: str, epochs: int) -> CandidateRecord | None:

@@ -14,9 +14,12 @@ A trial shorter than :data:`MIN_MEASURED_TRIAL_STEPS` is not measured (measuring
 noticeable share of it): it runs as ``auto`` did before measuring, packed on a GPU where the
 members pack and sequential on the CPU.  Measuring a compiled mode costs its whole compile
 whether or not it then wins, so compiled modes are measured only where they can pay (where the
-trial's eager time times :data:`EXPECTED_COMPILED_SAVING` exceeds :data:`COMPILE_SECONDS_PRIOR`),
+trial's eager time times the expected saving exceeds the expected compile, :func:`compile_prior`),
 and only the compiled variants of the fastest eager mode: a second compile measured doubles the
-stake for a mode that, eager, is already the slower one.
+stake for a mode that, eager, is already the slower one.  The expectation is what compiling gave
+the shapes measured before on this kind of device (the medians), or, before any,
+:data:`EXPECTED_COMPILED_SAVING` and :data:`COMPILE_SECONDS_PRIOR`: a machine on which compiling
+has not paid stops staking compiles on it.
 
 The timings are cached per shape (architecture, S, widths, input, batch, device kind) in a
 :class:`ModeCache` (the store, in a search), so a later candidate of the same shape does not
@@ -58,6 +61,18 @@ class ModeTiming:
 
 
 @dataclass(frozen=True)
+class CompilePrior:
+    """What a compile is expected to save (a share of the fastest eager step) and to cost (seconds).
+
+    ``shapes``: how many measured shapes it comes from (0: the constants measured for this code).
+    """
+
+    saving: float
+    compile_seconds: float
+    shapes: int = 0
+
+
+@dataclass(frozen=True)
 class ModeChoice:
     """The mode ``auto`` chose, the timings it chose from, and whether they came from the cache."""
 
@@ -65,10 +80,12 @@ class ModeChoice:
     timings: tuple[ModeTiming, ...]
     cached: bool
     steps: int
+    prior: CompilePrior | None = None  # what a compile was expected to give, where compiled modes were considered
 
     def to_dict(self) -> dict[str, Any]:
         return {"mode": self.mode, "cached": self.cached, "steps": self.steps,
-                "timings": [asdict(timing) for timing in self.timings]}
+                "timings": [asdict(timing) for timing in self.timings],
+                **({"prior": asdict(self.prior)} if self.prior is not None else {})}
 
 
 class ModeCache(Protocol):
@@ -81,6 +98,28 @@ class ModeCache(Protocol):
     def record_mode_timings(self, shape: dict[str, Any], timings: list[dict[str, Any]]) -> None:
         """Keep ``timings`` (``ModeTiming`` as dicts) for ``shape``."""
         ...
+
+    def device_mode_timings(self, device_kind: str) -> list[list[dict[str, Any]]]:
+        """The timings of every shape measured on ``device_kind`` (:func:`device_kind`)."""
+        ...
+
+
+def compile_prior(measured: Sequence[Sequence[dict[str, Any]]]) -> CompilePrior:
+    """The median saving and compile of the best compiled mode of each shape in ``measured`` that has one.
+
+    ``measured``: each shape's timings as the cache keeps them (``ModeTiming`` as dicts).
+    """
+    savings, compiles = [], []
+    for timings in measured:
+        eager = [timing["step_seconds"] for timing in timings if "-" not in timing["mode"]]
+        compiled = [timing for timing in timings if "-" in timing["mode"]]
+        if eager and compiled:
+            best = min(compiled, key=lambda timing: timing["step_seconds"])
+            savings.append(1 - best["step_seconds"] / min(eager))
+            compiles.append(best["compile_seconds"])
+    if not savings:
+        return CompilePrior(EXPECTED_COMPILED_SAVING, COMPILE_SECONDS_PRIOR)
+    return CompilePrior(statistics.median(savings), statistics.median(compiles), len(savings))
 
 
 def device_kind(device: torch.device) -> str:
@@ -155,13 +194,15 @@ def choose_mode(config: SplitConfig, device: torch.device, steps: int, measure: 
                else _measured(measure, [mode for mode in modes if "-" not in mode]))
     measured, compiled_here = not stored, False
     fastest = min(timings, key=lambda timing: timing.step_seconds)
-    if (fastest.step_seconds * steps * EXPECTED_COMPILED_SAVING > COMPILE_SECONDS_PRIOR
+    prior = compile_prior(cache.device_mode_timings(shape["device_kind"]) if cache is not None else [])
+    if (fastest.step_seconds * steps * prior.saving > prior.compile_seconds
             and not any("-" in timing.mode for timing in timings)):
         timings += _measured(measure, [mode for mode in modes if mode.partition("-")[2] == fastest.mode])
         measured = compiled_here = True
     if measured and cache is not None:
         cache.record_mode_timings(shape, [asdict(timing) for timing in timings])
-    return ModeChoice(decide(timings, steps, compiled_here), tuple(timings), cached=not measured, steps=steps)
+    return ModeChoice(decide(timings, steps, compiled_here), tuple(timings), cached=not measured, steps=steps,
+                      prior=prior)
 
 
 def _measured(measure: Callable[[str], ModeTiming | None], modes: list[str]) -> list[ModeTiming]:
