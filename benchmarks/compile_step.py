@@ -2,6 +2,7 @@
 
 Run:  python benchmarks/compile_step.py [--cases resnet20:2,resnet20:4] [--batch-size 128] [--steps 3]
                                         [--epochs 10] [--threads 1] [--data PATH] [--skip-steps | --skip-auto]
+                                        [--save-auto NAME]
 
 Every measurement runs on ``--threads`` threads (default 1, as the tests run: on a CPU shared
 with other work, OpenMP threads spinning against other processes made a step many times slower,
@@ -155,6 +156,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads of every measurement")
     parser.add_argument("--skip-auto", action="store_true", help="the step and compile tables only")
     parser.add_argument("--skip-steps", action="store_true", help="the auto-vs-eager table only")
+    parser.add_argument("--save-auto", default="compile_step_auto", help="the auto-vs-eager table's result file name")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     options = parser.parse_args()
     torch.set_num_threads(options.threads)
@@ -176,7 +178,7 @@ def main() -> None:
     if not options.data.is_file():
         raise SystemExit(f"{options.data} not found; pass --data PATH to the CIFAR-10 subset .npz (or --skip-auto)")
     rows = auto_table(options)
-    resultfiles.save("compile_step_auto", rows, notes=(
+    resultfiles.save(options.save_auto, rows, notes=(
         f"ResNet-20 S=2 (width factor 1) on the CIFAR-10 subset, {options.epochs} epochs, batch "
         f"{options.batch_size}, cpu {threads} threads: Trainer.fit wall time with --mode sequential and --mode auto "
         "(auto's measurement and any compile included)."))
