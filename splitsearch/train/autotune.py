@@ -80,7 +80,7 @@ class ModeChoice:
     timings: tuple[ModeTiming, ...]
     cached: bool
     steps: int
-    prior: CompilePrior | None = None  # what a compile was expected to give, where compiled modes were considered
+    prior: CompilePrior | None = None  # what a compile was expected to give: whether compiled modes were measured
 
     def to_dict(self) -> dict[str, Any]:
         return {"mode": self.mode, "cached": self.cached, "steps": self.steps,
