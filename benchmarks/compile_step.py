@@ -1,7 +1,7 @@
 """The compiled co-training step against the eager one, what compiling costs, and ``--mode auto`` against eager.
 
 Run:  python benchmarks/compile_step.py [--cases resnet20:2,resnet20:4] [--batch-size 128] [--steps 3]
-                                        [--epochs 10] [--threads 1] [--data PATH] [--skip-steps | --skip-auto]
+                                        [--epochs 10] [--threads 1] [--data PATH] [--skip-steps | --skip-auto | --profile]
                                         [--save-auto NAME]
 
 Every measurement runs on ``--threads`` threads (default 1, as the tests run: on a CPU shared
@@ -23,6 +23,10 @@ Three tables, measured side by side in one run on this machine:
 3. **auto vs eager.** A candidate (ResNet-20 S=2 at width factor 1, the CIFAR-10 subset,
    ``--epochs``) trained with ``--mode sequential`` and with ``--mode auto`` (measurement and any
    compile included, from an empty inductor cache), wall time of ``Trainer.fit`` each.
+
+``--profile`` instead prints and saves (``compile_step_profile``) where the eager step's time goes
+(``torch.profiler``, self CPU time of 3 steps after a warm-up): the convolutions' share is what a
+compile leaves to oneDNN, so it bounds the speed-up compiling the rest can give.
 
 Each table is printed with its ratio and saved as a result file (``benchmarks/resultfiles.py``).
 """
@@ -139,6 +143,31 @@ def auto_table(options: argparse.Namespace) -> list[dict]:
     return rows
 
 
+def profile_table(options: argparse.Namespace) -> list[dict]:
+    """The share of the eager step's self CPU time in convolutions (forward, backward) and the rest."""
+    from torch.profiler import ProfilerActivity, profile
+
+    rows = []
+    for arch, S in parse_cases(options.cases):
+        step = make_step(arch, S, "sequential", options.batch_size)
+        views, labels = torch.randn(S, options.batch_size, 3, 32, 32), torch.randint(0, 10, (options.batch_size,))
+        step(views, labels, None, 1.0, 0.5)  # warm-up
+        with profile(activities=[ProfilerActivity.CPU]) as profiler:
+            for _ in range(options.steps):
+                step(views, labels, None, 1.0, 0.5)
+        self_time = {event.key: event.self_cpu_time_total for event in profiler.key_averages()}
+        total = sum(self_time.values())
+        backward = sum(time for key, time in self_time.items() if key == "aten::convolution_backward")
+        forward = sum(time for key, time in self_time.items() if "convolution" in key and "backward" not in key)
+        share = (forward + backward) / total
+        print(f"{arch} S={S}: convolutions {share:.0%} of the eager step (forward {forward / total:.0%}, "
+              f"backward {backward / total:.0%}); a compile of the rest gives at most {1 / share:.2f}x")
+        rows.append({"network": arch, "S": S, "convolution forward share": round(forward / total, 3),
+                     "convolution backward share": round(backward / total, 3),
+                     "bound on compiled speed-up": round(1 / share, 2)})
+    return rows
+
+
 def parse_cases(text: str) -> tuple[tuple[str, int], ...]:
     try:
         return tuple((arch, int(S)) for arch, S in (case.split(":") for case in text.split(",")))
@@ -156,6 +185,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads of every measurement")
     parser.add_argument("--skip-auto", action="store_true", help="the step and compile tables only")
     parser.add_argument("--skip-steps", action="store_true", help="the auto-vs-eager table only")
+    parser.add_argument("--profile", action="store_true", help="only where the eager step's time goes")
     parser.add_argument("--save-auto", default="compile_step_auto", help="the auto-vs-eager table's result file name")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     options = parser.parse_args()
@@ -166,6 +196,12 @@ def main() -> None:
     threads = torch.get_num_threads()
     print(f"cpu, {threads} threads, float32; batch {options.batch_size}, 3x32x32 inputs; "
           f"median of {options.steps} steps after the first")
+    if options.profile:
+        rows = profile_table(options)
+        resultfiles.save("compile_step_profile", rows, notes=(
+            f"cpu, {threads} threads; eager sequential co-training step, batch {options.batch_size}: self CPU time "
+            f"of {options.steps} steps after a warm-up (torch.profiler); the bound is 1 / the convolutions' share."))
+        return None
     if not options.skip_steps:
         rows = step_tables(options)
         resultfiles.save("compile_step", rows, notes=(
