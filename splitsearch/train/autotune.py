@@ -35,7 +35,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 import torch
 
-from splitsearch.config import SplitConfig
+from splitsearch.config import SplitConfig, compile_mode, ensemble_mode
 from splitsearch.ensemble import can_fuse
 
 MEASURED_STEPS = 3
@@ -59,6 +59,10 @@ class ModeTiming:
     step_seconds: float
     compile_seconds: float = 0.0
 
+    @property
+    def compiled(self) -> bool:
+        return compile_mode(self.mode) is not None
+
 
 @dataclass(frozen=True)
 class CompilePrior:
@@ -80,7 +84,7 @@ class ModeChoice:
     timings: tuple[ModeTiming, ...]
     cached: bool
     steps: int
-    prior: CompilePrior | None = None  # what a compile was expected to give: whether compiled modes were measured
+    prior: CompilePrior | None = None  # what a compile was expected to give (None: compiled timings were cached)
 
     def to_dict(self) -> dict[str, Any]:
         return {"mode": self.mode, "cached": self.cached, "steps": self.steps,
@@ -104,19 +108,16 @@ class ModeCache(Protocol):
         ...
 
 
-def compile_prior(measured: Sequence[Sequence[dict[str, Any]]]) -> CompilePrior:
-    """The median saving and compile of the best compiled mode of each shape in ``measured`` that has one.
-
-    ``measured``: each shape's timings as the cache keeps them (``ModeTiming`` as dicts).
-    """
+def compile_prior(measured: Sequence[Sequence[ModeTiming]]) -> CompilePrior:
+    """The median saving and compile of the best compiled mode of each shape in ``measured`` that has one."""
     savings, compiles = [], []
     for timings in measured:
-        eager = [timing["step_seconds"] for timing in timings if "-" not in timing["mode"]]
-        compiled = [timing for timing in timings if "-" in timing["mode"]]
+        eager = [timing.step_seconds for timing in timings if not timing.compiled]
+        compiled = [timing for timing in timings if timing.compiled]
         if eager and compiled:
-            best = min(compiled, key=lambda timing: timing["step_seconds"])
-            savings.append(1 - best["step_seconds"] / min(eager))
-            compiles.append(best["compile_seconds"])
+            best = min(compiled, key=lambda timing: timing.step_seconds)
+            savings.append(1 - best.step_seconds / min(eager))
+            compiles.append(best.compile_seconds)
     if not savings:
         return CompilePrior(EXPECTED_COMPILED_SAVING, COMPILE_SECONDS_PRIOR)
     return CompilePrior(statistics.median(savings), statistics.median(compiles), len(savings))
@@ -163,7 +164,7 @@ def measure_mode(run_steps: Callable[[int], None], mode: str,
         run_steps(1)
         times.append(timer() - started)
     step = statistics.median(times)
-    return ModeTiming(mode, step, max(first - step, 0.0) if mode.startswith(("compiled", "graphed")) else 0.0)
+    return ModeTiming(mode, step, max(first - step, 0.0) if compile_mode(mode) is not None else 0.0)
 
 
 def decide(timings: Sequence[ModeTiming], steps: int, compiled_here: bool = False) -> str:
@@ -172,7 +173,7 @@ def decide(timings: Sequence[ModeTiming], steps: int, compiled_here: bool = Fals
     ``compiled_here``: the compiled modes among ``timings`` were just compiled in this process
     (measured, not cached), so training in one of them compiles nothing more.
     """
-    eager = min((timing for timing in timings if not timing.compile_seconds), key=lambda timing: timing.step_seconds)
+    eager = min((timing for timing in timings if not timing.compiled), key=lambda timing: timing.step_seconds)
     paying = [timing for timing in timings if timing.compile_seconds == 0 or compiled_here
               or (eager.step_seconds - timing.step_seconds) * steps > timing.compile_seconds]
     return min(paying, key=lambda timing: timing.step_seconds).mode
@@ -191,14 +192,16 @@ def choose_mode(config: SplitConfig, device: torch.device, steps: int, measure: 
     stored = cache.mode_timings(shape) if cache is not None else None
     modes = viable_modes(config, device)
     timings = ([ModeTiming(**timing) for timing in stored] if stored
-               else _measured(measure, [mode for mode in modes if "-" not in mode]))
-    measured, compiled_here = not stored, False
-    fastest = min(timings, key=lambda timing: timing.step_seconds)
-    prior = compile_prior(cache.device_mode_timings(shape["device_kind"]) if cache is not None else [])
-    if (fastest.step_seconds * steps * prior.saving > prior.compile_seconds
-            and not any("-" in timing.mode for timing in timings)):
-        timings += _measured(measure, [mode for mode in modes if mode.partition("-")[2] == fastest.mode])
-        measured = compiled_here = True
+               else _measured(measure, [mode for mode in modes if compile_mode(mode) is None]))
+    measured, compiled_here, prior = not stored, False, None
+    if not any(timing.compiled for timing in timings):  # cached compiled timings need no expectation
+        fastest = min(timings, key=lambda timing: timing.step_seconds)
+        history = cache.device_mode_timings(shape["device_kind"]) if cache is not None else []
+        prior = compile_prior([[ModeTiming(**timing) for timing in timings] for timings in history])
+        if fastest.step_seconds * steps * prior.saving > prior.compile_seconds:
+            timings += _measured(measure, [mode for mode in modes if compile_mode(mode) is not None
+                                           and ensemble_mode(mode) == fastest.mode])
+            measured = compiled_here = True
     if measured and cache is not None:
         cache.record_mode_timings(shape, [asdict(timing) for timing in timings])
     return ModeChoice(decide(timings, steps, compiled_here), tuple(timings), cached=not measured, steps=steps,

@@ -265,25 +265,25 @@ class MemberGroup:
 
     # -- the one-process checkpoint format -----------------------------------------------------------
 
-    def gather_training_state(self, ensemble: Mapping[str, Tensor], optimizer: Mapping[str, Any]
+    def gather_training_state(self, ensemble: dict[str, Tensor], optimizer: dict[str, Any]
                               ) -> tuple[dict[str, Tensor], dict[str, Any]] | None:
         """This rank's ensemble and optimiser states as one process over all S members holds them, on rank 0.
 
         Every rank must call it (member ranks send theirs to rank 0); the other ranks get None.
         """
         if self.world == 1:
-            return (dict(ensemble), dict(optimizer)) if self.is_main else None
+            return (ensemble, optimizer) if self.is_main else None
         parts = self.gather_to_main((to_cpu(ensemble), to_cpu(optimizer)))
         if parts is None:
             return None
         return (self.full_ensemble_state([part[0] for part in parts]),
                 self.full_optimizer_state([part[1] for part in parts]))
 
-    def own_training_state(self, ensemble: Mapping[str, Tensor], optimizer: Mapping[str, Any]
+    def own_training_state(self, ensemble: dict[str, Tensor], optimizer: dict[str, Any]
                            ) -> tuple[dict[str, Tensor], dict[str, Any]]:
         """This rank's part of ensemble and optimiser states over all S members (all of them in one process)."""
         if self.world == 1:
-            return dict(ensemble), dict(optimizer)
+            return ensemble, optimizer
         return self.own_ensemble_state(ensemble), self.own_optimizer_state(optimizer)
 
     def gather_members(self, members: list[Mapping[str, Tensor]]) -> list[dict[str, Tensor]] | None:
